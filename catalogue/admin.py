@@ -1,0 +1,73 @@
+"""Admin registrations: staff browse every table and watch runs."""
+
+from django.contrib import admin
+
+from catalogue import models
+
+
+@admin.register(models.Survey)
+class SurveyAdmin(admin.ModelAdmin):
+    list_display = ("name", "source_path", "created", "updated")
+    search_fields = ("name",)
+
+
+@admin.register(models.Galaxy)
+class GalaxyAdmin(admin.ModelAdmin):
+    list_display = ("objid", "survey", "ra", "dec", "z", "d25_arcmin", "ml_g", "ml_g_err", "split", "status")
+    list_filter = ("survey", "split", "status")
+    search_fields = ("=objid",)
+    readonly_fields = ("healpix",)
+
+
+@admin.register(models.Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ("galaxy", "band", "width", "height", "pixscale_arcsec", "psf_fwhm_arcsec", "status")
+    list_filter = ("band", "status")
+    raw_id_fields = ("galaxy",)
+
+
+@admin.register(models.GZ2Votes)
+class GZ2VotesAdmin(admin.ModelAdmin):
+    raw_id_fields = ("galaxy",)
+
+
+@admin.register(models.Preprocessed)
+class PreprocessedAdmin(admin.ModelAdmin):
+    list_display = ("galaxy", "scaling_value", "noise_level", "n_stars_removed", "created")
+    raw_id_fields = ("galaxy",)
+
+
+@admin.register(models.FeatureSet)
+class FeatureSetAdmin(admin.ModelAdmin):
+    list_display = ("name", "version", "producing_model", "created")
+
+
+@admin.register(models.FeatureVector)
+class FeatureVectorAdmin(admin.ModelAdmin):
+    list_display = ("galaxy", "feature_set")
+    raw_id_fields = ("galaxy",)
+
+
+@admin.register(models.TrainedModel)
+class TrainedModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "preset", "feature_set", "created")
+    list_filter = ("kind",)
+
+
+@admin.register(models.TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "stage", "survey", "status", "progress", "items_done", "items_failed", "message", "created")
+    list_filter = ("stage", "status")
+    readonly_fields = ("progress", "items_total", "items_done", "items_failed", "log", "celery_task_id", "started", "finished")
+
+
+@admin.register(models.Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ("galaxy", "model", "ml_pred")
+    raw_id_fields = ("galaxy",)
+
+
+@admin.register(models.ExperimentResult)
+class ExperimentResultAdmin(admin.ModelAdmin):
+    list_display = ("experiment", "method", "loss", "split", "l1", "l2", "rmsle", "within_015_dex", "n")
+    list_filter = ("experiment",)

@@ -1,0 +1,44 @@
+"""The Celery application: two queues, routes by task name, JSON only.
+
+The ``cpu`` queue takes preprocessing, ingest-side work, GBM training and predictions;
+the ``gpu`` queue takes CNN training and feature extraction, and its workers run with
+``--concurrency 1`` so one process owns the accelerator.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "catalogue.settings")
+
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+
+# Task name (or glob) -> queue. Anything not listed goes to the cpu queue.
+TASK_ROUTES = {
+    "pipeline.tasks.gpu_*": {"queue": GPU_QUEUE},
+    "pipeline.tasks.*": {"queue": CPU_QUEUE},
+}
+
+app = Celery("catalogue")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_queues=(Queue(CPU_QUEUE), Queue(GPU_QUEUE)),
+    task_default_queue=CPU_QUEUE,
+    task_routes=TASK_ROUTES,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    # A task is acknowledged only once it finished, so a crashed worker's task is redelivered.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_track_started=True,
+    result_expires=7 * 24 * 3600,
+    broker_connection_retry_on_startup=True,
+    task_eager_propagates=True,
+)
+app.autodiscover_tasks(["pipeline"])

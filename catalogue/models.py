@@ -1,0 +1,306 @@
+"""The MorphoMass data model.
+
+Models carry data and the constraints the database can enforce; workflows live in
+``catalogue.services`` and the science in ``pipeline``. Units are in ``help_text`` so the
+admin, the API schema and the exports all show them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from catalogue.fields import Float32ArrayField
+from pipeline.gz2 import N_ANSWERS
+
+BANDS = "ugriz"
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "train"
+    VAL = "val", "validation"
+    TEST = "test", "test"
+    NONE = "", "not used for learning"
+
+
+class GalaxyStatus(models.TextChoices):
+    OK = "ok", "in the learning sample"
+    EXCLUDED = "excluded", "kept, outside the learning sample"
+    REJECTED = "rejected", "bad input"
+
+
+class Survey(models.Model):
+    """One ingested survey bundle."""
+
+    name = models.CharField(max_length=100, unique=True)
+    source_path = models.CharField(max_length=500, blank=True, help_text="bundle directory it was ingested from")
+    h0 = models.FloatField(default=70.0, help_text="km/s/Mpc, Hubble constant of the FlatLambdaCDM cosmology")
+    om0 = models.FloatField(default=0.3, help_text="matter density of the FlatLambdaCDM cosmology")
+    split_seed = models.BigIntegerField(default=0, help_text="seed of the train/val/test split")
+    report = models.JSONField(default=dict, blank=True, help_text="last ingest report")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Galaxy(models.Model):
+    """A catalogue row: position, photometry, the M/L target, split and status."""
+
+    survey = models.ForeignKey(Survey, on_delete=models.CASCADE, related_name="galaxies")
+    objid = models.BigIntegerField(help_text="SDSS-style photometric object id")
+    ra = models.FloatField(null=True, blank=True, help_text="deg, J2000")
+    dec = models.FloatField(null=True, blank=True, help_text="deg, J2000")
+    healpix = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="nested HEALPix index at order 16")
+    z = models.FloatField(null=True, blank=True, help_text="spectroscopic redshift")
+    d25_arcmin = models.FloatField(null=True, blank=True, help_text="arcmin, HyperLeda D25 major axis")
+    lum_dist_mpc = models.FloatField(null=True, blank=True, help_text="Mpc, luminosity distance")
+    lum_g = models.FloatField(null=True, blank=True, help_text="Lsun,g, g-band luminosity from mag_g")
+    ml_g = models.FloatField(null=True, blank=True, help_text="Msun/Lsun,g, target mass-to-light ratio")
+    ml_g_err = models.FloatField(null=True, blank=True, help_text="Msun/Lsun,g, 1-sigma error of ml_g")
+    chi2_r = models.FloatField(null=True, blank=True, help_text="reduced chi2 of the SED fit")
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.NONE, blank=True)
+    status = models.CharField(max_length=10, choices=GalaxyStatus.choices, default=GalaxyStatus.OK, db_index=True)
+    status_reason = models.CharField(max_length=300, blank=True)
+    extra = models.JSONField(default=dict, blank=True, help_text="catalogue columns without a field of their own")
+
+    mag_u = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected u model magnitude")
+    magerr_u = models.FloatField(null=True, blank=True, help_text="mag, error of mag_u")
+    mag_g = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected g model magnitude")
+    magerr_g = models.FloatField(null=True, blank=True, help_text="mag, error of mag_g")
+    mag_r = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected r model magnitude")
+    magerr_r = models.FloatField(null=True, blank=True, help_text="mag, error of mag_r")
+    mag_i = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected i model magnitude")
+    magerr_i = models.FloatField(null=True, blank=True, help_text="mag, error of mag_i")
+    mag_z = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected z model magnitude")
+    magerr_z = models.FloatField(null=True, blank=True, help_text="mag, error of mag_z")
+
+    class Meta:
+        verbose_name_plural = "galaxies"
+        constraints = [
+            models.UniqueConstraint(fields=["survey", "objid"], name="galaxy_objid_unique_per_survey"),
+            models.CheckConstraint(condition=Q(split__in=[c.value for c in Split]), name="galaxy_split_known"),
+            models.CheckConstraint(condition=Q(status__in=[c.value for c in GalaxyStatus]), name="galaxy_status_known"),
+            models.CheckConstraint(condition=Q(ml_g_err__isnull=True) | Q(ml_g_err__gt=0), name="galaxy_ml_g_err_positive"),
+            models.CheckConstraint(condition=Q(ml_g__isnull=True) | Q(ml_g__gt=0), name="galaxy_ml_g_positive"),
+            models.CheckConstraint(
+                condition=Q(dec__isnull=True) | (Q(dec__gte=-90) & Q(dec__lte=90)), name="galaxy_dec_range"
+            ),
+            # A galaxy in the learning sample has everything the learning needs.
+            models.CheckConstraint(
+                condition=~Q(status="ok")
+                | (Q(z__isnull=False) & Q(z__gte=0) & Q(ra__isnull=False) & Q(dec__isnull=False)),
+                name="galaxy_ok_has_position_and_z",
+            ),
+        ]
+        indexes = [models.Index(fields=["survey", "split"])]
+
+    def __str__(self) -> str:
+        return f"{self.objid}"
+
+
+class Image(models.Model):
+    """A stored FITS cutout of one galaxy in one band."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "ok"
+        REJECTED = "rejected", "rejected"
+
+    galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="images")
+    band = models.CharField(max_length=1, choices=[(b, b) for b in BANDS])
+    file = models.FileField(upload_to="images/", max_length=300, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True, help_text="pixels")
+    width = models.PositiveIntegerField(null=True, blank=True, help_text="pixels")
+    pixscale_arcsec = models.FloatField(null=True, blank=True, help_text="arcsec/pixel")
+    psf_fwhm_arcsec = models.FloatField(null=True, blank=True, help_text="arcsec")
+    checksum = models.CharField(max_length=64, blank=True, help_text="sha256 of the FITS file")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
+    status_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["galaxy", "band"], name="image_one_per_band"),
+            models.CheckConstraint(condition=Q(band__in=list(BANDS)), name="image_band_known"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.galaxy.objid}_{self.band}"
+
+
+class GZ2Votes(models.Model):
+    """Galaxy Zoo 2 weighted vote fractions and the unconditional probabilities."""
+
+    galaxy = models.OneToOneField(Galaxy, on_delete=models.CASCADE, related_name="gz2")
+    fractions = Float32ArrayField(help_text=f"{N_ANSWERS} weighted vote fractions, conditional on the task being asked")
+    probabilities = Float32ArrayField(help_text=f"{N_ANSWERS} unconditional answer probabilities")
+
+    class Meta:
+        verbose_name = "GZ2 votes"
+        verbose_name_plural = "GZ2 votes"
+
+
+class Preprocessed(models.Model):
+    """Preprocessing results of a galaxy's g-band image (paper Sect. 2.2, 3.2)."""
+
+    galaxy = models.OneToOneField(Galaxy, on_delete=models.CASCADE, related_name="preprocessed")
+    scaling_value = models.FloatField(help_text="dimensionless a of Eq. 1")
+    noise_level = models.FloatField(help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")
+    n_stars_removed = models.PositiveIntegerField(default=0)
+    features = models.JSONField(default=dict, help_text="luminosity, log-image and metadata features by name")
+    arrays = models.JSONField(
+        default=dict, help_text="resolution (px) -> [shard file, row] of the log-scaled image store"
+    )
+    created = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "preprocessed"
+        constraints = [
+            models.CheckConstraint(condition=Q(scaling_value__gt=0), name="preprocessed_scaling_positive"),
+        ]
+
+
+class TrainedModel(models.Model):
+    """A trained CNN, GBM or baseline with its artifact and metrics."""
+
+    class Kind(models.TextChoices):
+        CNN = "cnn", "CNN"
+        GBM = "gbm", "GBM"
+        BASELINE = "baseline", "baseline"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    name = models.CharField(max_length=100)
+    preset = models.CharField(max_length=20, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    artifact = models.FileField(upload_to="models/", max_length=300, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    feature_set = models.ForeignKey("FeatureSet", null=True, blank=True, on_delete=models.SET_NULL, related_name="models")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(kind__in=["cnn", "gbm", "baseline"]), name="model_kind_known")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+class FeatureSet(models.Model):
+    """A named, versioned list of features, and the model that produced them."""
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField(default=1)
+    feature_names = models.JSONField(default=list)
+    producing_model = models.ForeignKey(
+        TrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_feature_sets"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="featureset_name_version_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class FeatureVector(models.Model):
+    """One galaxy's values for one feature set, packed as float32 bytes."""
+
+    galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="feature_vectors")
+    feature_set = models.ForeignKey(FeatureSet, on_delete=models.CASCADE, related_name="vectors")
+    values = Float32ArrayField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["galaxy", "feature_set"], name="featurevector_unique")]
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.feature_set.feature_names, np.asarray(self.values, dtype=float), strict=True))
+
+
+class TrainingRun(models.Model):
+    """A unit of long work (preprocessing, training, ablations) and its progress."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    stage = models.CharField(max_length=30, help_text="what it runs: preprocess, cnn, features, gbm, ...")
+    survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0, help_text="fraction done, 0-1")
+    items_total = models.PositiveIntegerField(default=0)
+    items_done = models.PositiveIntegerField(default=0)
+    items_failed = models.PositiveIntegerField(default=0)
+    message = models.CharField(max_length=300, blank=True)
+    log = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    trained_model = models.ForeignKey(TrainedModel, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="run_progress_0_1"),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]), name="run_status_known"
+            ),
+        ]
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.stage} #{self.pk} ({self.status})"
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started and self.finished:
+            return (self.finished - self.started).total_seconds()
+        return None
+
+
+class Prediction(models.Model):
+    """A model's predicted M/L for one galaxy."""
+
+    galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="predictions")
+    model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="predictions")
+    ml_pred = models.FloatField(help_text="Msun/Lsun,g, predicted M/L")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["galaxy", "model"], name="prediction_unique_per_model"),
+            models.CheckConstraint(condition=Q(ml_pred__gt=0), name="prediction_positive"),
+        ]
+
+
+class ExperimentResult(models.Model):
+    """One row of an ablation or method comparison (paper Table 1, Table B.1, Fig. 8)."""
+
+    experiment = models.CharField(max_length=100, help_text="e.g. table1, tableB1, fig8")
+    method = models.CharField(max_length=100)
+    feature_groups = models.JSONField(default=list, blank=True)
+    loss = models.CharField(max_length=20, default="l1")
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.TEST)
+    l1 = models.FloatField(help_text="weighted L1 (dimensionless)")
+    l2 = models.FloatField(null=True, blank=True, help_text="weighted L2 (dimensionless)")
+    rmsle = models.FloatField(null=True, blank=True, help_text="dex")
+    median_l1 = models.FloatField(null=True, blank=True)
+    within_015_dex = models.FloatField(null=True, blank=True, help_text="fraction within 0.15 dex")
+    n = models.PositiveIntegerField(help_text="galaxies evaluated")
+    per_class = models.JSONField(default=dict, blank=True, help_text="class -> metrics")
+    survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE)
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(l1__gte=0), name="experiment_l1_nonnegative")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment}: {self.method}"

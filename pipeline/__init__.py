@@ -1,0 +1,1 @@
+"""MorphoMass science: importable without Django (only ``pipeline.tasks`` binds it)."""

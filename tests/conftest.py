@@ -1,0 +1,103 @@
+"""Suite-wide fixtures: real services, eager Celery by default, temporary media."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.services import require_service, services_required, unreachable_reason
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
+
+
+def pytest_configure():
+    database_url = os.environ.get("DATABASE_URL", "")
+    if database_url.startswith("postgres"):
+        reason = unreachable_reason(database_url)
+        if reason and services_required():
+            pytest.exit(f"REQUIRE_SERVICES=1 but {reason}", returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Every test writes files under its own temporary MEDIA_ROOT."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _eager_celery():
+    """Tasks run in-process unless a test asks for real workers."""
+    from catalogue.celery import app
+
+    app.conf.task_always_eager = True
+    yield app
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service(REDIS_URL)
+    return REDIS_URL
+
+
+@pytest.fixture
+def celery_workers(redis_url, _eager_celery):
+    """Start one real worker per queue against Redis; yields {queue: hostname}.
+
+    Each worker listens to one queue only, so a task's result tells which queue it went
+    through. The broker's queues are purged first so stale messages cannot interfere.
+    """
+    app = _eager_celery
+    app.conf.task_always_eager = False
+    app.conf.broker_url = redis_url
+    app.conf.result_backend = redis_url
+    app.control.purge()
+    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
+           "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT)}
+    tag = uuid.uuid4().hex[:8]
+    procs, hostnames = [], {}
+    celery_bin = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+    try:
+        for queue in ("cpu", "gpu"):
+            hostname = f"{queue}-{tag}@test"
+            hostnames[queue] = hostname
+            procs.append(subprocess.Popen(
+                [celery_bin, "-A", "catalogue", "worker", "-Q", queue, "--pool", "solo",
+                 "--hostname", hostname, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+                cwd=ROOT, env=env, start_new_session=True,
+            ))
+        _wait_for_workers(app, set(hostnames.values()), procs, timeout=60)
+        yield hostnames
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        app.conf.task_always_eager = True
+
+
+def _wait_for_workers(app, hostnames: set[str], procs, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"celery worker exited early with code {proc.returncode}")
+        replies = app.control.ping(timeout=1.0) or []
+        seen = {name for reply in replies for name in reply}
+        if hostnames <= seen:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"celery workers {sorted(hostnames)} did not answer within {timeout:.0f} s")

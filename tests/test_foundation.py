@@ -1,0 +1,87 @@
+"""The foundation: migrations, database constraints, the packed-vector field, settings."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+
+from catalogue.models import FeatureSet, FeatureVector, Galaxy, GZ2Votes, Survey, TrainingRun
+
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
+
+
+@pytest.fixture
+def survey():
+    return Survey.objects.create(name="s1")
+
+
+def test_migrations_are_complete_and_applied():
+    out = io.StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
+    tables = set(connection.introspection.table_names())
+    for model in (Survey, Galaxy, GZ2Votes, FeatureVector, TrainingRun):
+        assert model._meta.db_table in tables
+
+
+def test_duplicate_objid_in_one_survey_is_rejected(survey):
+    Galaxy.objects.create(survey=survey, objid=1, ra=1, dec=1, z=0.05)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Galaxy.objects.create(survey=survey, objid=1, ra=2, dec=2, z=0.06)
+    other = Survey.objects.create(name="s2")
+    Galaxy.objects.create(survey=other, objid=1, ra=1, dec=1, z=0.05)  # same id, other survey: fine
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"ml_g": 2.0, "ml_g_err": -0.1},
+        {"ml_g": 2.0, "ml_g_err": 0.0},
+        {"ml_g": -1.0, "ml_g_err": 0.1},
+        {"split": "other"},
+        {"status": "maybe"},
+        {"dec": 91.0},
+        {"status": "ok", "z": None},
+    ],
+)
+def test_bad_galaxy_rows_are_rejected_by_the_database(survey, fields):
+    values = {"survey": survey, "objid": 7, "ra": 10.0, "dec": 0.0, "z": 0.05, **fields}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Galaxy.objects.create(**values)
+
+
+def test_rejected_galaxy_may_lack_redshift(survey):
+    galaxy = Galaxy.objects.create(survey=survey, objid=8, status="rejected", status_reason="missing z")
+    assert galaxy.z is None
+
+
+def test_training_run_progress_is_bounded():
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TrainingRun.objects.create(stage="preprocess", progress=1.5)
+
+
+def test_feature_vector_round_trips_float32_bytes(survey):
+    galaxy = Galaxy.objects.create(survey=survey, objid=9, ra=1, dec=1, z=0.1)
+    fs = FeatureSet.objects.create(name="lum", feature_names=["a", "b", "c"])
+    values = np.array([1.5, -2.25, 3e10], dtype=np.float32)
+    FeatureVector.objects.create(galaxy=galaxy, feature_set=fs, values=values)
+    stored = FeatureVector.objects.get()
+    assert stored.values.dtype == np.float32
+    np.testing.assert_array_equal(stored.values, values)
+    assert stored.as_dict() == {"a": 1.5, "b": -2.25, "c": pytest.approx(3e10)}
+    raw = FeatureVector.objects.values_list("values", flat=True).get()
+    assert len(bytes(raw)) == 12  # 3 x 4 bytes, not JSON, not one row per number
+
+
+def test_home_page_lists_surveys(client, survey):
+    Galaxy.objects.create(survey=survey, objid=1, ra=1, dec=1, z=0.05)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b"s1" in page.content
+    detail = client.get("/surveys/s1/")
+    assert detail.status_code == 200
+    assert b"Msun/Lsun,g" in detail.content
