@@ -1,0 +1,26 @@
+"""python manage.py export_catalogue [--survey NAME] --format csv|fits|votable OUT"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from catalogue.models import Survey
+from catalogue.services.export import FORMATS, export_catalogue
+
+
+class Command(BaseCommand):
+    help = "Write the galaxy table with units (CSV as ECSV, FITS or VOTable)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("out", help="output file")
+        parser.add_argument("--format", choices=sorted(FORMATS), required=True)
+        parser.add_argument("--survey", help="only this survey (default: all)")
+
+    def handle(self, *_args, **opts):
+        survey = None
+        if opts["survey"]:
+            survey = Survey.objects.filter(name=opts["survey"]).first()
+            if survey is None:
+                raise CommandError(f"no survey named {opts['survey']!r}")
+        n = export_catalogue(opts["out"], opts["format"], survey)
+        self.stdout.write(f"wrote {n} galaxies to {opts['out']} ({opts['format']})")

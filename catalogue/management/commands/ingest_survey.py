@@ -1,0 +1,41 @@
+"""python manage.py ingest_survey BUNDLE_DIR [--name NAME] [--report REPORT.json]"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from catalogue.services.ingest import ingest_bundle, write_report
+from pipeline.bundle import BundleError
+
+
+class Command(BaseCommand):
+    help = "Ingest a survey bundle; bad rows and files are reported, never fatal."
+
+    def add_arguments(self, parser):
+        parser.add_argument("bundle", help="bundle directory with catalogue.csv and images/")
+        parser.add_argument("--name", help="survey name (default: the directory name)")
+        parser.add_argument("--report", help="write the full JSON report here")
+        parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+        parser.add_argument("--catalogue-only", action="store_true", help="ingest the catalogue without images")
+
+    def handle(self, *_args, **opts):
+        bars: dict[str, tqdm] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="gal", leave=False))
+            bar.update(done - bar.n)
+
+        try:
+            report = ingest_bundle(
+                opts["bundle"], opts["name"], split_seed=opts["split_seed"],
+                with_images=not opts["catalogue_only"], progress=progress,
+            )  # fmt: skip
+        except BundleError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            for bar in bars.values():
+                bar.close()
+        if opts["report"]:
+            write_report(report, opts["report"])
+        self.stdout.write(report.summary())

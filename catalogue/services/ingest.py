@@ -1,0 +1,320 @@
+"""Ingest a survey bundle into the database: ``ingest_bundle(path) -> IngestReport``.
+
+The same function serves the CLI (``ingest_survey``), the admin and the API. Every bad
+row or file is recorded (galaxy status and reason, plus a line in the report); the rest
+goes in. Re-ingesting a bundle updates rows in place (upserts keyed on survey + objid,
+galaxy + band, galaxy), so it never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, Image, Survey
+from pipeline import bundle, gz2
+from pipeline.bundle import BadImage, BundleError, Rejection
+
+log = logging.getLogger(__name__)
+
+GALAXY_FLOAT_FIELDS = tuple(
+    ["ra", "dec", "z", "d25_arcmin"] + [f"{p}_{b}" for b in "ugriz" for p in ("mag", "magerr")]
+)
+BATCH_SIZE = 2000
+
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: counts, and every rejection with objid and reason."""
+
+    survey: str
+    bundle: str
+    catalogue_rows: int = 0
+    accepted: int = 0
+    excluded: int = 0
+    rejected: int = 0
+    images_stored: int = 0
+    images_unchanged: int = 0
+    gz2_votes: int = 0
+    stars_matched: int = 0
+    seconds: float = 0.0
+    rejections: list[dict] = field(default_factory=list)
+    excluded_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_by_kind(self) -> dict[str, int]:
+        return dict(Counter(r["kind"] for r in self.rejections))
+
+    def as_dict(self) -> dict:
+        return {
+            "survey": self.survey, "bundle": self.bundle, "catalogue_rows": self.catalogue_rows,
+            "accepted": self.accepted, "excluded": self.excluded, "rejected": self.rejected,
+            "images_stored": self.images_stored, "images_unchanged": self.images_unchanged,
+            "gz2_votes": self.gz2_votes, "stars_matched": self.stars_matched, "seconds": round(self.seconds, 3),
+            "rejected_by_kind": self.rejected_by_kind, "excluded_by_reason": self.excluded_by_reason,
+            "rejections": self.rejections,
+        }  # fmt: skip
+
+    def summary(self) -> str:
+        lines = [
+            f"survey {self.survey}: {self.catalogue_rows} catalogue rows in {self.seconds:.1f} s",
+            f"  accepted (learning sample): {self.accepted}",
+            f"  excluded (kept, outside the learning sample): {self.excluded}",
+            f"  rejected lines: {len(self.rejections)} ({self.rejected} galaxies marked rejected)",
+        ]
+        lines += [f"    {kind}: {n}" for kind, n in sorted(self.rejected_by_kind.items())]
+        lines += [f"    excluded, {reason}: {n}" for reason, n in sorted(self.excluded_by_reason.items())]
+        lines.append(f"  images stored: {self.images_stored}, unchanged: {self.images_unchanged}; GZ2 votes: {self.gz2_votes}")
+        return "\n".join(lines)
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def find_catalogue(path: Path) -> Path:
+    for name in ("catalogue.csv", "catalogue.fits"):
+        if (path / name).exists():
+            return path / name
+    raise BundleError(f"{path} has no catalogue.csv or catalogue.fits")
+
+
+def ingest_bundle(
+    path: str | Path,
+    name: str | None = None,
+    *,
+    split_seed: int = 0,
+    with_images: bool = True,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Load a survey bundle (DESIGN.md section 3) into the database.
+
+    Parameters
+    ----------
+    path : bundle directory.
+    name : survey name; defaults to the directory name.
+    split_seed : seed of the train/val/test split (stable per objid).
+    with_images : check and store the FITS cutouts; False ingests the catalogue alone
+        (for cone search or export of a catalogue without images).
+    progress : called as ``progress(stage, done, total)``.
+
+    Raises
+    ------
+    BundleError
+        when the bundle is unusable as a whole.
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a directory")
+    catalogue_path = find_catalogue(path)
+    name = name or path.resolve().name
+    report = IngestReport(survey=name, bundle=str(path))
+    notify = progress or (lambda *_: None)
+
+    table = bundle.read_table(catalogue_path)
+    rows = bundle.parse_catalogue(table, catalogue_path.name)
+    report.catalogue_rows = len(table)
+    gswlc = bundle.read_gswlc(path / "gswlc.dat") if (path / "gswlc.dat").exists() else None
+    gz2_data = bundle.read_gz2(path / "gz2.csv") if (path / "gz2.csv").exists() else None
+    stars = bundle.read_stars(path / "stars.csv") if (path / "stars.csv").exists() else None
+
+    survey, _ = Survey.objects.update_or_create(
+        name=name, defaults={"source_path": str(path.resolve()), "split_seed": split_seed}
+    )
+    derived = bundle.derive_columns(rows, gswlc, survey.h0, survey.om0)
+
+    image_infos: dict[tuple[int, str], bundle.ImageInfo] = {}
+    extra_rejections: list[Rejection] = []
+    if with_images:
+        _inspect_images(path, rows, image_infos, extra_rejections, notify)
+
+    outside = bundle.learning_sample_reasons(rows, derived)
+    learning = np.array([not rows.rejected[j] and not outside[j] for j in range(len(rows))], bool)
+    splits = bundle.assign_splits(rows.objid, learning, survey.split_seed)
+    if stars is not None:
+        report.stars_matched = _attach_stars(rows, stars)
+
+    galaxies = [_galaxy_row(survey, rows, derived, outside, splits, j) for j in range(len(rows))]
+    update_fields = [f.name for f in Galaxy._meta.concrete_fields if f.name not in {"id", "survey", "objid"}]
+    with transaction.atomic():
+        for start in range(0, len(galaxies), BATCH_SIZE):
+            Galaxy.objects.bulk_create(
+                galaxies[start : start + BATCH_SIZE],
+                update_conflicts=True, unique_fields=["survey", "objid"], update_fields=update_fields,
+            )  # fmt: skip
+            notify("galaxies", min(start + BATCH_SIZE, len(galaxies)), len(galaxies))
+        ids = dict(Galaxy.objects.filter(survey=survey).values_list("objid", "id"))
+        if with_images:
+            _store_images(path, survey, ids, image_infos, report, notify)
+        if gz2_data is not None:
+            report.gz2_votes = _store_gz2(gz2_data, ids, rows, extra_rejections)
+
+    for j in np.flatnonzero(rows.rejected):
+        for kind, reason in zip(rows.kinds[j], rows.reasons[j], strict=True):
+            report.rejections.append(
+                Rejection(kind, reason, int(rows.objid[j]), int(rows.row[j]), catalogue_path.name).as_dict()
+            )
+    report.rejections = [r.as_dict() for r in rows.rejections] + report.rejections
+    report.rejections += [r.as_dict() for r in extra_rejections]
+    report.rejected = int(rows.rejected.sum())
+    report.accepted = int(learning.sum())
+    report.excluded = len(rows) - report.accepted - report.rejected
+    report.excluded_by_reason = dict(
+        Counter(kind for j in range(len(rows)) if not rows.rejected[j] for kind, _ in outside[j])
+    )
+    report.seconds = time.perf_counter() - started
+    survey.report = report.as_dict()
+    survey.save(update_fields=["report", "updated"])
+    log.info("ingested %s", report.summary())
+    return report
+
+
+def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
+    """Check each galaxy's g (required) and i (optional) cutouts; reject the galaxy on a bad g."""
+    total = len(rows)
+    for j, objid in enumerate(rows.objid.tolist()):
+        if not rows.rejected[j]:
+            for band in ("g", "i"):
+                file = path / "images" / f"{objid}_{band}.fits"
+                if band == "i" and not file.exists():
+                    continue
+                try:
+                    info = bundle.inspect_image(file)
+                except BadImage as exc:
+                    kind = "missing_image" if not file.exists() else "bad_image"
+                    if band == "g":
+                        rows.reject(j, kind, str(exc))
+                    else:
+                        extra_rejections.append(Rejection(kind, str(exc), objid, int(rows.row[j]), file.name))
+                    continue
+                infos[(objid, band)] = info
+        if j % 200 == 0 or j == total - 1:
+            notify("images", j + 1, total)
+
+
+def _galaxy_row(survey, rows, derived, outside, splits, j) -> Galaxy:
+    v = rows.values
+    values = {name: _none_if_nan(v[name][j]) for name in GALAXY_FLOAT_FIELDS}
+    extra = dict(rows.extra[j])
+    ml, ml_err = _none_if_nan(derived.ml_g[j]), _none_if_nan(derived.ml_g_err[j])
+    if rows.rejected[j]:
+        status, reason = GalaxyStatus.REJECTED, "; ".join(rows.reasons[j])
+        # Keep offending raw values in `extra` rather than in constrained columns.
+        raw = {}
+        for key in ("dec", "z"):
+            if values[key] is not None and ((key == "dec" and abs(values[key]) > 90) or (key == "z" and values[key] < 0)):
+                raw[key], values[key] = values[key], None
+        for key, value in (("ml_g", ml), ("ml_g_err", ml_err)):
+            if value is not None and value <= 0:
+                raw[key] = value
+        ml = ml if ml is not None and ml > 0 else None
+        ml_err = ml_err if ml_err is not None and ml_err > 0 else None
+        if raw:
+            extra["rejected_values"] = raw
+    elif outside[j]:
+        status, reason = GalaxyStatus.EXCLUDED, "; ".join(message for _, message in outside[j])
+    else:
+        status, reason = GalaxyStatus.OK, ""
+    if derived.ml_source[j]:
+        extra["ml_source"] = derived.ml_source[j]
+    return Galaxy(
+        survey=survey, objid=int(rows.objid[j]), healpix=int(derived.healpix[j]) if values["ra"] is not None else None,
+        lum_dist_mpc=_none_if_nan(derived.lum_dist_mpc[j]), lum_g=_none_if_nan(derived.lum_g[j]),
+        ml_g=ml, ml_g_err=ml_err, chi2_r=_none_if_nan(derived.chi2_r[j]), split=splits[j],
+        status=status, status_reason=reason[:300], extra=extra, **values,
+    )  # fmt: skip
+
+
+def _attach_stars(rows, stars) -> int:
+    """Store the prior point sources that fall inside each galaxy's field of view in extra['stars']."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    v = rows.values
+    ok = np.isfinite(v["ra"]) & np.isfinite(v["dec"]) & (np.abs(v["dec"]) <= 90) & (v["d25_arcmin"] > 0)
+    idx = np.flatnonzero(ok)
+    if not len(idx) or not len(stars):
+        return 0
+    galaxies = SkyCoord(v["ra"][idx] * u.deg, v["dec"][idx] * u.deg)
+    star_ra = np.asarray(stars["ra"], float)
+    star_dec = np.asarray(stars["dec"], float)
+    star_mag = np.asarray(stars["mag_g"], float)
+    star_coords = SkyCoord(star_ra * u.deg, star_dec * u.deg)
+    half_diagonal = 1.125 * np.nanmax(v["d25_arcmin"][idx]) / 2 * np.sqrt(2) * u.arcmin
+    gi, si, sep, _ = search_around_sky(galaxies, star_coords, half_diagonal)
+    inside = sep.to_value(u.arcmin) <= 1.125 * v["d25_arcmin"][idx][gi] / 2 * np.sqrt(2)
+    for g, s in zip(gi[inside], si[inside], strict=True):
+        extra = rows.extra[idx[g]]
+        extra.setdefault("stars", []).append([float(star_ra[s]), float(star_dec[s]), float(star_mag[s])])
+    return int(inside.sum())
+
+
+def _store_images(path, survey, ids, infos, report, notify) -> None:
+    existing = {
+        (objid, band): (pk, checksum)
+        for pk, objid, band, checksum in Image.objects.filter(galaxy__survey=survey).values_list(
+            "id", "galaxy__objid", "band", "checksum"
+        )
+    }
+    to_write = []
+    for n, ((objid, band), info) in enumerate(infos.items(), 1):
+        name = f"surveys/{survey.name}/images/{objid}_{band}.fits"
+        previous = existing.get((objid, band))
+        if previous and previous[1] == info.checksum and default_storage.exists(name):
+            report.images_unchanged += 1
+            continue
+        if default_storage.exists(name):
+            default_storage.delete(name)
+        stored = default_storage.save(name, ContentFile((path / "images" / f"{objid}_{band}.fits").read_bytes()))
+        to_write.append(
+            Image(
+                galaxy_id=ids[objid], band=band, file=stored, height=info.height, width=info.width,
+                pixscale_arcsec=info.pixscale_arcsec, psf_fwhm_arcsec=info.psf_fwhm_arcsec, checksum=info.checksum,
+                status=Image.Status.OK, status_reason="",
+            )
+        )  # fmt: skip
+        report.images_stored += 1
+        if n % 200 == 0:
+            notify("store images", n, len(infos))
+    Image.objects.bulk_create(
+        to_write, batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["galaxy", "band"],
+        update_fields=["file", "height", "width", "pixscale_arcsec", "psf_fwhm_arcsec", "checksum", "status", "status_reason"],
+    )  # fmt: skip
+
+
+def _store_gz2(gz2_data, ids, rows, extra_rejections) -> int:
+    objids, fractions, rejections = gz2_data
+    extra_rejections.extend(rejections)
+    rejected = set(rows.objid[rows.rejected].tolist())
+    probabilities = gz2.conditional_to_unconditional(fractions)
+    votes = []
+    for objid, frac, prob in zip(objids.tolist(), fractions, probabilities, strict=True):
+        if objid not in ids:
+            reason = "GZ2 row for an objid not in the catalogue"
+            extra_rejections.append(Rejection("gz2_unknown_objid", reason, objid, None, "gz2.csv"))
+            continue
+        if objid in rejected:
+            continue
+        votes.append(GZ2Votes(galaxy_id=ids[objid], fractions=frac, probabilities=prob))
+    GZ2Votes.objects.bulk_create(
+        votes, batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["galaxy"],
+        update_fields=["fractions", "probabilities"],
+    )  # fmt: skip
+    return len(votes)
+
+
+def write_report(report: IngestReport, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report.as_dict(), indent=2))

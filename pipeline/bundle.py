@@ -1,0 +1,387 @@
+"""Readers and validators for the survey bundle (DESIGN.md section 3).
+
+Bad input never stops a bundle: each bad row or file becomes a :class:`Rejection` with
+the galaxy's objid and a reason, and the rest goes on. Only a bundle that is unusable as a
+whole (no catalogue, required columns missing) raises :class:`BundleError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
+
+from pipeline import gz2
+from pipeline.photometry import luminosity_distance_mpc, luminosity_lsun, ml_from_stellar_mass
+from pipeline.sky import healpix_index
+
+REQUIRED_COLUMNS = ("objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "mag_i")
+FLOAT_COLUMNS = (
+    "ra", "dec", "z", "d25_arcmin",
+    *(f"mag_{b}" for b in "ugriz"), *(f"magerr_{b}" for b in "ugriz"),
+    "ml_g", "ml_g_err", "chi2_r",
+)  # fmt: skip
+GSWLC_COLUMNS = (
+    "objid", "glxid", "plate", "mjd", "fiber_id", "ra", "dec", "z", "chi2_r", "log_mstar", "log_mstar_err",
+    "log_sfr_sed", "log_sfr_sed_err", "a_fuv", "a_fuv_err", "a_b", "a_b_err", "a_v", "a_v_err", "flag_sed",
+    "uv_survey", "flag_uv", "flag_midir", "flag_mgs",
+)  # fmt: skip
+GSWLC_MISSING = -99.0
+IMAGE_HEADER_KEYS = ("BUNIT", "PIXSCALE", "PSF_FWHM", "BAND")
+MIN_FINITE_FRACTION = 0.5
+
+# Sample cuts of DESIGN.md section 4.
+MIN_D25_ARCMIN = 0.4
+MAX_CHI2_R = 5.0
+TEST_FRACTION = 0.10
+VAL_FRACTION_OF_REST = 0.10
+
+
+class BundleError(ValueError):
+    """The bundle cannot be ingested at all (the message names the problem)."""
+
+
+@dataclass
+class Rejection:
+    """One bad row or file: which galaxy, where, and why."""
+
+    kind: str
+    reason: str
+    objid: int | None = None
+    row: int | None = None  # 1-based data row in the file, header excluded
+    file: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CatalogueRows:
+    """Parsed catalogue: numeric columns as float arrays (NaN when missing) plus bookkeeping."""
+
+    objid: np.ndarray  # int64; rows with an unusable objid are already removed
+    row: np.ndarray  # 1-based row number in the file
+    values: dict[str, np.ndarray]
+    extra: list[dict]
+    rejected: np.ndarray  # bool per kept row
+    reasons: list[list[str]]  # per kept row
+    kinds: list[list[str]]
+    rejections: list[Rejection] = field(default_factory=list)  # rows that never got a galaxy row
+
+    def __len__(self) -> int:
+        return len(self.objid)
+
+    def reject(self, index: int, kind: str, reason: str) -> None:
+        self.rejected[index] = True
+        self.kinds[index].append(kind)
+        self.reasons[index].append(reason)
+
+
+def _to_float(column) -> tuple[np.ndarray, np.ndarray]:
+    """Column -> (float array with NaN for missing, bool array of unparseable entries)."""
+    if column.dtype.kind in "fiu":
+        data = np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
+        return data, np.zeros(len(data), bool)
+    values = np.full(len(column), np.nan)
+    bad = np.zeros(len(column), bool)
+    mask = np.ma.getmaskarray(column)
+    for i, (text, masked) in enumerate(zip(column.tolist(), mask, strict=True)):
+        if masked or text is None or str(text).strip() == "":
+            continue
+        try:
+            values[i] = float(text)
+        except ValueError:
+            bad[i] = True
+    return values, bad
+
+
+def read_table(path: Path) -> Table:
+    """Read a CSV or FITS table; numbers that fail to parse stay as text for per-row checks."""
+    try:
+        if path.suffix.lower() in {".fits", ".fit"}:
+            return Table.read(path, hdu=1)
+        return Table.read(path, format="ascii.csv", fast_reader=True)
+    except Exception as exc:  # astropy raises many types for a broken file
+        raise BundleError(f"{path.name} cannot be read as a table: {exc}") from exc
+
+
+def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
+    """Validate catalogue rows: types, ranges, duplicates. Returns rows and rejections."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.colnames]
+    if missing:
+        raise BundleError(f"{file} lacks required column(s) {', '.join(missing)}; it has {', '.join(table.colnames)}")
+    n = len(table)
+    rows = np.arange(1, n + 1)
+    if table["objid"].dtype.kind in "iu":
+        objid = np.ma.filled(np.ma.asarray(table["objid"]), -1).astype(np.int64)
+        objid_ok = ~np.ma.getmaskarray(table["objid"])
+    else:
+        # Parse text ids exactly as integers (float would lose digits of 19-digit SDSS ids).
+        objid = np.full(n, -1, dtype=np.int64)
+        objid_ok = np.zeros(n, bool)
+        for i, text in enumerate(np.ma.filled(np.ma.asarray(table["objid"]).astype(str), "").tolist()):
+            try:
+                objid[i] = int(str(text).strip())
+                objid_ok[i] = True
+            except ValueError:
+                pass
+    early: list[Rejection] = []
+    for i in np.flatnonzero(~objid_ok):
+        early.append(Rejection("bad_objid", f"objid {table['objid'][i]!r} is not an integer", None, int(rows[i]), file))
+    seen: dict[int, int] = {}
+    keep = objid_ok.copy()
+    for i in np.flatnonzero(objid_ok):
+        first = seen.setdefault(int(objid[i]), int(rows[i]))
+        if first != rows[i]:
+            keep[i] = False
+            early.append(Rejection("duplicate_objid", f"objid also on row {first}", int(objid[i]), int(rows[i]), file))
+
+    values: dict[str, np.ndarray] = {}
+    unparseable: dict[str, np.ndarray] = {}
+    for name in FLOAT_COLUMNS:
+        if name in table.colnames:
+            values[name], unparseable[name] = _to_float(table[name])
+        else:
+            values[name], unparseable[name] = np.full(n, np.nan), np.zeros(n, bool)
+    extra_names = [c for c in table.colnames if c not in FLOAT_COLUMNS and c != "objid"]
+    extra_cols = {c: table[c].tolist() for c in extra_names}
+
+    idx = np.flatnonzero(keep)
+    parsed = CatalogueRows(
+        objid=objid[idx], row=rows[idx], values={k: v[idx] for k, v in values.items()},
+        extra=[{c: _json_value(extra_cols[c][i]) for c in extra_names} for i in idx],
+        rejected=np.zeros(len(idx), bool), reasons=[[] for _ in idx], kinds=[[] for _ in idx], rejections=early,
+    )  # fmt: skip
+    for name, bad in unparseable.items():
+        raw = table[name] if name in table.colnames else None
+        for j in np.flatnonzero(bad[idx]):
+            parsed.reject(j, "unparseable_number", f"{name} = {raw[idx[j]]!r} is not a number")
+    v = parsed.values
+    checks = [
+        ("missing_redshift", np.isnan(v["z"]) & ~unparseable["z"][idx], lambda _j: "no redshift"),
+        ("negative_redshift", v["z"] < 0, lambda j: f"negative redshift z = {v['z'][j]:g}"),
+        ("missing_position", np.isnan(v["ra"]) | np.isnan(v["dec"]), lambda _j: "no ra/dec"),
+        ("bad_position", (np.abs(v["dec"]) > 90) | (v["ra"] < 0) | (v["ra"] >= 360),
+         lambda j: f"position out of range: ra = {v['ra'][j]:g}, dec = {v['dec'][j]:g}"),
+        ("missing_magnitude", np.isnan(v["mag_g"]) & ~unparseable["mag_g"][idx], lambda _j: "no mag_g"),
+        ("bad_d25", ~(v["d25_arcmin"] > 0) & ~unparseable["d25_arcmin"][idx],
+         lambda j: f"D25 must be positive, got {v['d25_arcmin'][j]:g} arcmin"),
+        ("nonpositive_error", v["ml_g_err"] <= 0, lambda j: f"ml_g_err must be positive, got {v['ml_g_err'][j]:g}"),
+        ("nonpositive_target", v["ml_g"] <= 0, lambda j: f"ml_g must be positive, got {v['ml_g'][j]:g}"),
+    ]  # fmt: skip
+    for band in "ugriz":
+        err = v[f"magerr_{band}"]
+        checks.append(
+            ("nonpositive_error", err <= 0, lambda j, b=band, e=err: f"magerr_{b} must be positive, got {e[j]:g}")
+        )
+    for kind, bad, message in checks:
+        with np.errstate(invalid="ignore"):
+            hits = np.flatnonzero(bad)
+        for j in hits:
+            parsed.reject(j, kind, message(j))
+    return parsed
+
+
+def _json_value(value):
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def read_gswlc(path: Path) -> Table:
+    """Read GSWLC-2: 24 whitespace-separated columns, -99 for missing (-> masked)."""
+    try:
+        table = Table.read(path, format="ascii.no_header", names=GSWLC_COLUMNS, guess=False)
+    except Exception as exc:
+        raise BundleError(f"{path.name} is not a 24-column GSWLC-2 table: {exc}") from exc
+    for name in table.colnames:
+        if table[name].dtype.kind == "f":
+            table[name] = np.ma.masked_equal(np.ma.asarray(table[name]), GSWLC_MISSING)
+    return table
+
+
+def read_gz2(path: Path) -> tuple[np.ndarray, np.ndarray, list[Rejection]]:
+    """Read GZ2 weighted fractions -> (objid, (N, 37) fractions, rejections of bad rows)."""
+    table = read_table(path)
+    id_column = "dr8objid" if "dr8objid" in table.colnames else "objid" if "objid" in table.colnames else None
+    if id_column is None:
+        raise BundleError(f"{path.name} has neither a dr8objid nor an objid column")
+    missing = [c for c in gz2.WEIGHTED_FRACTION_COLUMNS if c not in table.colnames]
+    if missing:
+        raise BundleError(f"{path.name} lacks {len(missing)} GZ2 column(s), e.g. {missing[0]}")
+    fractions = np.column_stack([_to_float(table[c])[0] for c in gz2.WEIGHTED_FRACTION_COLUMNS])
+    objid = np.ma.filled(np.ma.asarray(table[id_column]), -1).astype(np.int64)
+    rejections = []
+    first_task = fractions[:, gz2.TASK_SLICES["t01"]]
+    with np.errstate(invalid="ignore"):
+        bad = np.isnan(first_task).any(axis=1) | (fractions < 0).any(axis=1) | (fractions > 1).any(axis=1)
+    for i in np.flatnonzero(bad):
+        reason = "GZ2 fractions missing for t01 or outside [0, 1]"
+        rejections.append(Rejection("bad_gz2", reason, int(objid[i]), i + 1, path.name))
+    return objid[~bad], fractions[~bad], rejections
+
+
+def read_stars(path: Path) -> Table:
+    """Read the point-source prior (ra, dec, mag_g)."""
+    table = read_table(path)
+    missing = [c for c in ("ra", "dec", "mag_g") if c not in table.colnames]
+    if missing:
+        raise BundleError(f"{path.name} lacks column(s) {', '.join(missing)}")
+    return table
+
+
+@dataclass
+class ImageInfo:
+    """What ingest records about a valid FITS cutout."""
+
+    height: int
+    width: int
+    pixscale_arcsec: float
+    psf_fwhm_arcsec: float
+    band: str
+    checksum: str
+
+
+class BadImage(ValueError):
+    """A FITS cutout that cannot be used; the message says why."""
+
+
+def inspect_image(path: Path) -> ImageInfo:
+    """Check a cutout against DESIGN.md section 3 and return its metadata.
+
+    Raises
+    ------
+    BadImage
+        missing or unreadable file, not 2-D, too few finite pixels, header keys or
+        celestial WCS missing.
+    """
+    if not path.exists():
+        raise BadImage(f"{path.name} is missing")
+    raw = path.read_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            with fits.open(path, memmap=False) as hdul:
+                header = hdul[0].header
+                data = hdul[0].data
+                wcs = WCS(header)
+    except Exception as exc:
+        raise BadImage(f"{path.name} is not a readable FITS file ({type(exc).__name__}: {exc})") from exc
+    if data is None or data.ndim != 2:
+        raise BadImage(f"{path.name} has no 2-D image in the primary HDU (shape {None if data is None else data.shape})")
+    finite = float(np.isfinite(data).mean())
+    if finite < MIN_FINITE_FRACTION:
+        raise BadImage(f"{path.name} has {finite:.0%} finite pixels (at least {MIN_FINITE_FRACTION:.0%} needed)")
+    absent = [k for k in IMAGE_HEADER_KEYS if k not in header]
+    if absent:
+        raise BadImage(f"{path.name} header lacks {', '.join(absent)}")
+    if not wcs.has_celestial:
+        raise BadImage(f"{path.name} has no celestial WCS")
+    pixscale, psf = float(header["PIXSCALE"]), float(header["PSF_FWHM"])
+    if not (pixscale > 0 and psf > 0):
+        raise BadImage(f"{path.name} has PIXSCALE = {pixscale} and PSF_FWHM = {psf}; both must be positive")
+    return ImageInfo(
+        height=int(data.shape[0]), width=int(data.shape[1]), pixscale_arcsec=pixscale, psf_fwhm_arcsec=psf,
+        band=str(header["BAND"]).strip(), checksum=hashlib.sha256(raw).hexdigest(),
+    )  # fmt: skip
+
+
+def split_uniform(objid: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per galaxy from (objid, seed): SplitMix64 hashing.
+
+    Hashing rather than shuffling keeps each galaxy's split stable when a bundle is
+    re-ingested with rows added or removed, so no test galaxy ever leaks into training.
+    """
+    x = objid.astype(np.uint64) ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def assign_splits(objid: np.ndarray, learning: np.ndarray, seed: int) -> np.ndarray:
+    """'test' for 10%, 'val' for 10% of the rest, 'train' otherwise; '' outside the learning sample."""
+    u = split_uniform(objid, seed)
+    val_edge = TEST_FRACTION + (1 - TEST_FRACTION) * VAL_FRACTION_OF_REST
+    split = np.where(u < TEST_FRACTION, "test", np.where(u < val_edge, "val", "train"))
+    return np.where(learning, split, "").astype(object)
+
+
+@dataclass
+class DerivedColumns:
+    """Everything ingest computes from the parsed catalogue (and GSWLC)."""
+
+    lum_dist_mpc: np.ndarray
+    lum_g: np.ndarray
+    ml_g: np.ndarray
+    ml_g_err: np.ndarray
+    chi2_r: np.ndarray
+    healpix: np.ndarray
+    ml_source: np.ndarray  # 'catalogue', 'gswlc' or ''
+
+
+def derive_columns(rows: CatalogueRows, gswlc: Table | None, h0: float = 70.0, om0: float = 0.3) -> DerivedColumns:
+    """Distances, L_g, the M/L target (catalogue first, else GSWLC) and HEALPix indices."""
+    from pipeline.photometry import cosmology
+
+    v = rows.values
+    z = np.where(np.isfinite(v["z"]) & (v["z"] >= 0), v["z"], np.nan)
+    d_l = np.full(len(rows), np.nan)
+    ok_z = np.isfinite(z)
+    if ok_z.any():
+        d_l[ok_z] = luminosity_distance_mpc(z[ok_z], cosmology(h0, om0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lum_g = luminosity_lsun(v["mag_g"], d_l, "g")
+    ml, ml_err, chi2 = v["ml_g"].copy(), v["ml_g_err"].copy(), v["chi2_r"].copy()
+    source = np.where(np.isfinite(ml), "catalogue", "").astype(object)
+    if gswlc is not None and len(gswlc):
+        gid = np.asarray(gswlc["objid"], dtype=np.int64)
+        order = np.argsort(gid)
+        pos = np.searchsorted(gid[order], rows.objid)
+        pos = np.clip(pos, 0, len(gid) - 1)
+        matched = gid[order][pos] == rows.objid
+        j = order[pos]
+
+        def col(name):
+            return np.ma.filled(np.ma.asarray(gswlc[name], dtype=float), np.nan)[j]
+
+        log_m, log_m_err, g_chi2 = col("log_mstar"), col("log_mstar_err"), col("chi2_r")
+        magerr_g = np.where(np.isfinite(v["magerr_g"]), v["magerr_g"], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            g_ml, g_err = ml_from_stellar_mass(log_m, log_m_err, v["mag_g"], magerr_g, d_l)
+        use = matched & ~np.isfinite(ml) & np.isfinite(g_ml) & (g_err > 0)
+        ml[use], ml_err[use] = g_ml[use], g_err[use]
+        source[use] = "gswlc"
+        fill_chi2 = matched & ~np.isfinite(chi2) & np.isfinite(g_chi2)
+        chi2[fill_chi2] = g_chi2[fill_chi2]
+    ra = np.where(np.isfinite(v["ra"]), v["ra"], 0.0)
+    dec = np.where(np.isfinite(v["dec"]) & (np.abs(v["dec"]) <= 90), v["dec"], 0.0)
+    return DerivedColumns(d_l, lum_g, ml, ml_err, chi2, healpix_index(np.mod(ra, 360.0), dec), source)
+
+
+def learning_sample_reasons(rows: CatalogueRows, derived: DerivedColumns) -> list[list[tuple[str, str]]]:
+    """Why each galaxy stays outside the learning sample, as (kind, message); empty if it is in."""
+    d25 = rows.values["d25_arcmin"]
+    out: list[list[tuple[str, str]]] = []
+    for j in range(len(rows)):
+        reasons = []
+        if not d25[j] > MIN_D25_ARCMIN:
+            reasons.append(("small_d25", f"D25 = {d25[j]:.3g} arcmin <= {MIN_D25_ARCMIN}"))
+        if not np.isfinite(derived.ml_g[j]) or not np.isfinite(derived.ml_g_err[j]):
+            reasons.append(("no_target", "no M/L target"))
+        if np.isfinite(derived.chi2_r[j]) and derived.chi2_r[j] >= MAX_CHI2_R:
+            reasons.append(("high_chi2", f"chi2_r = {derived.chi2_r[j]:.3g} >= {MAX_CHI2_R}"))
+        out.append(reasons)
+    return out
