@@ -133,7 +133,7 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
                 pass
     early: list[Rejection] = []
     for i in np.flatnonzero(~objid_ok):
-        early.append(Rejection("bad_objid", f"objid {table['objid'][i]!r} is not an integer", None, int(rows[i]), file))
+        early.append(Rejection("bad_objid", f"objid {str(table['objid'][i])!r} is not an integer", None, int(rows[i]), file))
     seen: dict[int, int] = {}
     keep = objid_ok.copy()
     for i in np.flatnonzero(objid_ok):
@@ -161,7 +161,7 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
     for name, bad in unparseable.items():
         raw = table[name] if name in table.colnames else None
         for j in np.flatnonzero(bad[idx]):
-            parsed.reject(j, "unparseable_number", f"{name} = {raw[idx[j]]!r} is not a number")
+            parsed.reject(j, "unparseable_number", f"{name} = {str(raw[idx[j]])!r} is not a number")
     v = parsed.values
     checks = [
         ("missing_redshift", np.isnan(v["z"]) & ~unparseable["z"][idx], lambda _j: "no redshift"),

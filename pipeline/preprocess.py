@@ -76,7 +76,7 @@ def noise_level(unit_image: np.ndarray, sigma: float = 3.0, maxiters: int = 5) -
     noise statistics of a few thousand pixels are already precise to about 1%.
     """
     stride = max(1, math.ceil(math.sqrt(unit_image.size / NOISE_SAMPLE_PIXELS)))
-    sample = np.ascontiguousarray(unit_image[::stride, ::stride], dtype=np.float64).reshape(1, -1)
+    sample = np.array(unit_image[::stride, ::stride], dtype=np.float64, copy=True).reshape(1, -1)
     _, lo, hi = SigmaClip(sigma=sigma, maxiters=maxiters)(sample, axis=1, masked=False, return_bounds=True, copy=False)
     kept = sample[(sample >= lo[0]) & (sample <= hi[0])]
     if kept.size < 10:

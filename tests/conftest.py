@@ -101,3 +101,25 @@ def _wait_for_workers(app, hostnames: set[str], procs, timeout: float) -> None:
             return
         time.sleep(0.5)
     pytest.fail(f"celery workers {sorted(hostnames)} did not answer within {timeout:.0f} s")
+
+
+SYNTHETIC_N = 200
+SYNTHETIC_SEED = 11
+
+
+@pytest.fixture(scope="session")
+def synthetic_bundle(tmp_path_factory) -> Path:
+    """A synthetic survey of a few hundred galaxies with one fault of each kind (made once)."""
+    from pipeline.simulate.survey import simulate_survey
+
+    out = tmp_path_factory.mktemp("synthetic") / "bundle"
+    simulate_survey(out, n=SYNTHETIC_N, seed=SYNTHETIC_SEED, workers=2, with_faults=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_truth(synthetic_bundle):
+    """truth.csv of the synthetic bundle as an astropy Table."""
+    from astropy.table import Table
+
+    return Table.read(synthetic_bundle / "truth.csv", format="ascii.csv")

@@ -178,7 +178,7 @@ def ingest_bundle(
     report.seconds = time.perf_counter() - started
     survey.report = report.as_dict()
     survey.save(update_fields=["report", "updated"])
-    log.info("ingested %s", report.summary())
+    log.info("ingested survey %s: %d rows, %d rejected lines", name, report.catalogue_rows, len(report.rejections))
     return report
 
 

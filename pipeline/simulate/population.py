@@ -96,8 +96,8 @@ def _draw_candidates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     bt = 1.0 - disk - clump
 
     # Component M/L_g (intrinsic): old bulges, younger disks, young clumps.
-    ml_bulge = 10 ** rng.normal(0.62 + 0.08 * (log_mass - 10.7), 0.08, n)
-    disk_age = np.select([name == "lenticular", name == "irregular"], [0.32, -0.3], -0.17 + 0.12 * (log_mass - 10.3))
+    ml_bulge = 10 ** rng.normal(0.7 + 0.08 * (log_mass - 10.7), 0.08, n)
+    disk_age = np.select([name == "lenticular", name == "irregular"], [0.32, -0.3], -0.22 + 0.12 * (log_mass - 10.3))
     ml_disk = 10 ** rng.normal(disk_age, 0.13, n)
     ml_clump = 10 ** rng.normal(-0.6, 0.1, n)
     ml_int = bt * ml_bulge + disk * ml_disk + clump * ml_clump
@@ -110,7 +110,7 @@ def _draw_candidates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
                         rng.uniform(0.2, 0.6, n)], rng.uniform(0.0, 0.08, n))  # fmt: skip
     q0 = 0.13
     q_disk = np.sqrt(cos_i**2 * (1 - q0**2) + q0**2)
-    dust_slope = np.where(name == "spiral", 0.3, np.where(name == "lenticular", 0.1, 0.15))
+    dust_slope = np.where(name == "spiral", 0.25, np.where(name == "lenticular", 0.1, 0.15))
     a_g = a_face + dust_slope * (1.0 / q_disk - 1.0) ** 0.8 * (1 - bt * 0.5)
     ml_obs = ml_int * 10 ** (0.4 * a_g)
 

@@ -166,7 +166,7 @@ def inject_faults(out: Path, rows: list[dict], rng: np.random.Generator) -> dict
             with fits.open(path) as hdul:
                 header = hdul[0].header
                 data = hdul[0].data
-                for key in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "PSF_FWHM"):
+                for key in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2"):
                     header.remove(key, ignore_missing=True)
                 fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
     return faults
@@ -176,7 +176,7 @@ def _fmt(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return f"{value:.7g}"
+        return f"{value:.10g}"
     return str(value)
 
 
