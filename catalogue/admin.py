@@ -33,8 +33,9 @@ class GZ2VotesAdmin(admin.ModelAdmin):
 
 @admin.register(models.Preprocessed)
 class PreprocessedAdmin(admin.ModelAdmin):
-    list_display = ("galaxy", "scaling_value", "noise_level", "n_stars_removed", "created")
-    raw_id_fields = ("galaxy",)
+    list_display = ("galaxy", "status", "scaling_value", "noise_level", "n_stars_removed", "error", "updated")
+    list_filter = ("status",)
+    raw_id_fields = ("galaxy", "run")
 
 
 @admin.register(models.FeatureSet)

@@ -39,6 +39,9 @@ class Survey(models.Model):
     h0 = models.FloatField(default=70.0, help_text="km/s/Mpc, Hubble constant of the FlatLambdaCDM cosmology")
     om0 = models.FloatField(default=0.3, help_text="matter density of the FlatLambdaCDM cosmology")
     split_seed = models.BigIntegerField(default=0, help_text="seed of the train/val/test split")
+    has_star_catalogue = models.BooleanField(
+        default=False, help_text="the bundle had stars.csv: star removal uses it as the prior"
+    )
     report = models.JSONField(default=dict, blank=True, help_text="last ingest report")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
@@ -143,22 +146,32 @@ class GZ2Votes(models.Model):
 
 
 class Preprocessed(models.Model):
-    """Preprocessing results of a galaxy's g-band image (paper Sect. 2.2, 3.2)."""
+    """Preprocessing result of a galaxy's g-band image (paper Sect. 2.2, 3.2), or why it failed."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "ok"
+        FAILED = "failed", "failed"
 
     galaxy = models.OneToOneField(Galaxy, on_delete=models.CASCADE, related_name="preprocessed")
-    scaling_value = models.FloatField(help_text="dimensionless a of Eq. 1")
-    noise_level = models.FloatField(help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")
+    run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="preprocessed")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK, db_index=True)
+    error = models.CharField(max_length=300, blank=True, help_text="why preprocessing failed")
+    scaling_value = models.FloatField(null=True, blank=True, help_text="dimensionless a of Eq. 1")
+    noise_level = models.FloatField(null=True, blank=True, help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")
     n_stars_removed = models.PositiveIntegerField(default=0)
-    features = models.JSONField(default=dict, help_text="luminosity, log-image and metadata features by name")
+    features = models.JSONField(default=dict, blank=True, help_text="luminosity, log-image and metadata features by name")
     arrays = models.JSONField(
-        default=dict, help_text="resolution (px) -> [shard file, row] of the log-scaled image store"
+        default=dict, blank=True, help_text="resolution (px) -> [shard file, row] of the log-scaled image store"
     )
-    created = models.DateTimeField(auto_now=True)
+    updated = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "preprocessed"
         constraints = [
-            models.CheckConstraint(condition=Q(scaling_value__gt=0), name="preprocessed_scaling_positive"),
+            models.CheckConstraint(
+                condition=Q(status="failed") | Q(scaling_value__gt=0), name="preprocessed_ok_has_scaling_value"
+            ),
+            models.CheckConstraint(condition=Q(status__in=["ok", "failed"]), name="preprocessed_status_known"),
         ]
 
 

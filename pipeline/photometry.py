@@ -6,6 +6,8 @@ absolute magnitudes of Willmer (2018).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from astropy.cosmology import FlatLambdaCDM
 
@@ -18,8 +20,12 @@ NANOMAGGY_ZERO_POINT = 22.5
 LN10 = np.log(10.0)
 
 
+@lru_cache(maxsize=16)
 def cosmology(h0: float = 70.0, om0: float = 0.3) -> FlatLambdaCDM:
-    """The survey's cosmology; FlatLambdaCDM(H0=70, Om0=0.3) unless the survey says otherwise."""
+    """The survey's cosmology; FlatLambdaCDM(H0=70, Om0=0.3) unless the survey says otherwise.
+
+    Cached: building one costs tens of milliseconds (astropy unit composition).
+    """
     return FlatLambdaCDM(H0=h0, Om0=om0)
 
 

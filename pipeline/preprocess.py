@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from astropy.stats import SigmaClip
-from scipy.ndimage import zoom
 from scipy.optimize import brentq
 
-from pipeline.photometry import nanomaggies_to_lsun, pixel_size_kpc
+from pipeline.photometry import nanomaggies_to_lsun
 
 TARGET_NOISE_LEVEL = 0.2
 #: Pixels used for the noise estimate; larger images are subsampled on a regular grid.
@@ -58,19 +58,23 @@ def rescale_to_unit(image: np.ndarray) -> np.ndarray:
         if the image has no finite pixels or is constant.
     """
     finite = np.isfinite(image)
-    if not finite.any():
+    all_finite = bool(finite.all())
+    if all_finite:
+        lo, hi = float(image.min()), float(image.max())
+    elif not finite.any():
         raise ValueError("image has 0 finite pixels")
-    lo, hi = float(np.min(image, where=finite, initial=np.inf)), float(np.max(image, where=finite, initial=-np.inf))
+    else:
+        lo, hi = float(np.min(image, where=finite, initial=np.inf)), float(np.max(image, where=finite, initial=-np.inf))
     if not hi > lo:
         raise ValueError(f"image is constant (all finite pixels equal {lo:g})")
-    unit = (image - lo) / (hi - lo)
-    if not finite.all():
+    unit = (image - lo) * (1.0 / (hi - lo))
+    if not all_finite:
         unit = np.where(finite, unit, 0.0)
     return unit
 
 
-def noise_level(unit_image: np.ndarray, sigma: float = 3.0, maxiters: int = 5) -> float:
-    """Noise level of a [0, 1] image: mean + 2 std of its sigma-clipped pixels (paper Sect. 2.2).
+def noise_sample(unit_image: np.ndarray, sigma: float = 3.0, maxiters: int = 5) -> np.ndarray:
+    """The sigma-clipped pixels of a [0, 1] image: the background the noise level describes.
 
     Images larger than :data:`NOISE_SAMPLE_PIXELS` are sampled on a regular grid; the
     noise statistics of a few thousand pixels are already precise to about 1%.
@@ -81,12 +85,17 @@ def noise_level(unit_image: np.ndarray, sigma: float = 3.0, maxiters: int = 5) -
     kept = sample[(sample >= lo[0]) & (sample <= hi[0])]
     if kept.size < 10:
         raise ValueError(f"noise cannot be estimated: {kept.size} pixels survive sigma clipping")
-    return float(kept.mean() + 2.0 * kept.std())
+    return kept
 
 
-def log_scaled_noise(noise: float, a: float) -> float:
-    """Where the noise level lands after Eq. 1: log(1 + a n) / log(1 + a)."""
-    return math.log1p(a * noise) / math.log1p(a)
+def level(pixels: np.ndarray) -> float:
+    """Mean + 2 standard deviations: the paper's noise level of a set of pixels."""
+    return float(pixels.mean() + 2.0 * pixels.std())
+
+
+def noise_level(unit_image: np.ndarray) -> float:
+    """Noise level of a [0, 1] image: mean + 2 std of its sigma-clipped pixels (paper Sect. 2.2)."""
+    return level(noise_sample(unit_image))
 
 
 def auto_scaling_value(noise: float, target: float = TARGET_NOISE_LEVEL) -> float:
@@ -109,14 +118,22 @@ def auto_scaling_value(noise: float, target: float = TARGET_NOISE_LEVEL) -> floa
 
     if gap(hi) < 0:
         raise NoScalingValue(f"noise level {noise:.4g} needs a scaling value above {SCALING_BOUNDS[1]:g}")
-    if gap(lo) > 0:  # only for noise within 1e-6 of the target
+    if gap(lo) > 0:  # only for noise within a hair of the target
         return SCALING_BOUNDS[0]
     return math.exp(brentq(gap, lo, hi, xtol=1e-10))
 
 
+def log_scaled_noise(noise: float, a: float) -> float:
+    """Where a noise level n lands after Eq. 1: log(1 + a n) / log(1 + a)."""
+    return math.log1p(a * noise) / math.log1p(a)
+
+
 def log_scale(unit_image: np.ndarray, a: float) -> np.ndarray:
-    """Eq. 1: F' = log(1 + a F) / log(1 + a), mapping [0, 1] onto [0, 1]."""
-    return np.log1p(a * unit_image) / math.log1p(a)
+    """Eq. 1: F' = log(1 + a F) / log(1 + a), mapping [0, 1] onto [0, 1] (keeps the input dtype)."""
+    out = np.multiply(unit_image, a, dtype=unit_image.dtype)
+    np.log1p(out, out=out)
+    out *= unit_image.dtype.type(1.0 / math.log1p(a))
+    return out
 
 
 def central_values(image: np.ndarray) -> tuple[float, float]:
@@ -126,17 +143,21 @@ def central_values(image: np.ndarray) -> tuple[float, float]:
 
 
 def luminosity_features(image_nmgy: np.ndarray, lum_dist_mpc: float) -> dict[str, float]:
-    """Statistics of the star-subtracted image in Lsun,g per pixel (flux x 4 pi D_L^2)."""
-    lum = nanomaggies_to_lsun(np.nan_to_num(image_nmgy, nan=0.0), lum_dist_mpc, "g")
-    center, center5 = central_values(lum)
+    """Statistics of the star-subtracted image in Lsun,g per pixel (flux x 4 pi D_L^2).
+
+    The conversion is one positive factor, so the statistics are taken on the flux image
+    and scaled, rather than converting every pixel.
+    """
+    scale = float(nanomaggies_to_lsun(1.0, lum_dist_mpc, "g"))
+    center, center5 = central_values(image_nmgy)
     return {
-        "lum_sum": float(lum.sum()),
-        "lum_mean": float(lum.mean()),
-        "lum_max": float(lum.max()),
-        "lum_min": float(lum.min()),
-        "lum_std": float(lum.std()),
-        "lum_center": center,
-        "lum_center5": center5,
+        "lum_sum": float(image_nmgy.sum(dtype=np.float64)) * scale,
+        "lum_mean": float(image_nmgy.mean(dtype=np.float64)) * scale,
+        "lum_max": float(image_nmgy.max()) * scale,
+        "lum_min": float(image_nmgy.min()) * scale,
+        "lum_std": float(image_nmgy.std(dtype=np.float64)) * scale,
+        "lum_center": center * scale,
+        "lum_center5": center5 * scale,
         "image_size": float(image_nmgy.shape[0]),
     }
 
@@ -153,13 +174,42 @@ def log_image_features(log_image: np.ndarray) -> dict[str, float]:
     }
 
 
+@lru_cache(maxsize=256)
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) overlap fractions of output pixels with input pixels, rows summing to 1."""
+    """(n_out, n_in) overlap fractions of output pixels with input pixels, rows summing to 1.
+
+    Cached (read-only): a survey has few distinct image sizes and each network one size.
+    """
     edges_out = np.linspace(0, n_in, n_out + 1)
     lo = np.maximum(edges_out[:-1, None], np.arange(n_in)[None, :])
     hi = np.minimum(edges_out[1:, None], np.arange(1, n_in + 1)[None, :])
     overlap = np.clip(hi - lo, 0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    weights = (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
+def _keys_cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys (1981) cubic convolution kernel: the 'bicubic' of image libraries."""
+    t = np.abs(t)
+    return np.where(
+        t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1, np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0)
+    )
+
+
+@lru_cache(maxsize=256)
+def _bicubic_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) bicubic interpolation weights over the same field of view (edges clamped)."""
+    centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5  # output pixel centres in input pixels
+    base = np.floor(centres).astype(int)
+    weights = np.zeros((n_out, n_in))
+    for k in range(-1, 3):
+        idx = base + k
+        w = _keys_cubic(centres - idx)
+        np.add.at(weights, (np.arange(n_out), np.clip(idx, 0, n_in - 1)), w)
+    weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 def resize_keep_fov(image: np.ndarray, size: int) -> np.ndarray:
@@ -167,14 +217,13 @@ def resize_keep_fov(image: np.ndarray, size: int) -> np.ndarray:
 
     Shrinking averages by pixel area (each output pixel is the area-weighted mean of the
     input pixels it covers, so total flux x pixel area is conserved); enlarging uses
-    bicubic (cubic spline) interpolation.
+    bicubic interpolation. Both are separable, cached matrices: out = Wy @ image @ Wx.T.
     """
-    ny, nx = image.shape
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    if size <= min(ny, nx):
-        return _area_weights(ny, size) @ image @ _area_weights(nx, size).T
-    return zoom(image, (size / ny, size / nx), order=3, mode="nearest", grid_mode=True)
+    ny, nx = image.shape
+    weights = _area_weights if size <= min(ny, nx) else _bicubic_weights
+    return weights(ny, size) @ np.asarray(image, dtype=np.float32) @ weights(nx, size).T
 
 
 @dataclass
@@ -182,8 +231,8 @@ class ImageMeta:
     """What preprocessing needs besides the pixels."""
 
     redshift: float
-    lum_dist_mpc: float
-    pixscale_arcsec: float
+    lum_dist_mpc: float  # Mpc
+    pixel_kpc: float  # kpc, physical size of one pixel (photometry.pixel_size_kpc, vectorised upstream)
 
 
 @dataclass
@@ -206,14 +255,38 @@ def preprocess(
     ValueError, NoScalingValue
         for blank or noise-dominated images, with the reason.
     """
+    finite = np.isfinite(image_nmgy)
+    if not finite.all():
+        if not finite.any():
+            raise ValueError("image has 0 finite pixels")
+        image_nmgy = np.where(finite, image_nmgy, 0.0)
     features = luminosity_features(image_nmgy, meta.lum_dist_mpc)
     unit = rescale_to_unit(image_nmgy)
     noise = noise_level(unit)
     a = auto_scaling_value(noise)
-    log_image = log_scale(unit, a)
+    log_image = log_scale(unit.astype(np.float32), np.float32(a))
     features["scaling_value"] = a
     features.update(log_image_features(log_image))
     features["redshift"] = float(meta.redshift)
-    features["pixel_kpc"] = float(pixel_size_kpc(meta.pixscale_arcsec, meta.redshift))
+    features["pixel_kpc"] = float(meta.pixel_kpc)
     resized = {size: resize_keep_fov(log_image, size) for size in resolutions}
     return PreprocessedImage(a, noise, features, log_image, resized, n_stars_removed)
+
+
+def preprocess_cutout(
+    image_nmgy: np.ndarray,
+    psf_fwhm_px: float,
+    meta: ImageMeta,
+    resolutions: tuple[int, ...] = (),
+    prior_xy: np.ndarray | None = None,
+    seed: int = 0,
+) -> PreprocessedImage:
+    """Star removal then :func:`preprocess`: the whole per-galaxy chain of the paper.
+
+    ``prior_xy`` holds catalogue star positions in pixels (an empty array when the survey
+    has a star catalogue and none fall here); None detects stars blindly.
+    """
+    from pipeline.stars import subtract_stars
+
+    cleaned, stars = subtract_stars(image_nmgy, psf_fwhm_px, prior_xy, seed)
+    return preprocess(cleaned, meta, resolutions, n_stars_removed=len(stars))

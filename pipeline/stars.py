@@ -181,3 +181,18 @@ def subtract_stars(
     """Find and remove the stars of a cutout; returns the cleaned image and what was removed."""
     sources = find_point_sources(image, psf_fwhm_px, prior_xy)
     return remove_point_sources(image, sources, psf_fwhm_px, seed), sources
+
+
+def prior_pixels(header, stars_radec) -> np.ndarray:
+    """Pixel positions (x, y), 0-based, of catalogue stars [(ra, dec, ...), ...] in a cutout's WCS."""
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    radec = np.asarray(stars_radec, dtype=float)
+    if radec.size == 0:
+        return np.empty((0, 2))
+    radec = radec.reshape(len(radec), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header).celestial
+    x, y = wcs.world_to_pixel_values(radec[:, 0], radec[:, 1])
+    return np.column_stack([x, y])

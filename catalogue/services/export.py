@@ -41,7 +41,8 @@ def galaxy_table(survey: Survey | None = None) -> Table:
     names = [c[0] for c in EXPORT_COLUMNS]
     rows = list(queryset.order_by("survey_id", "objid").values_list(*names))
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    table = Table(meta={"survey": survey.name if survey else "all", "cosmology": "FlatLambdaCDM"})
+    cosmo = f"FlatLambdaCDM H0={survey.h0} Om0={survey.om0}" if survey else "per survey"
+    table = Table(meta={"SURVEY": survey.name if survey else "all", "COSMO": cosmo})
     for (name, unit, description), values in zip(EXPORT_COLUMNS, columns, strict=True):
         if name in {"split", "status", "status_reason"}:
             data = np.array([v or "" for v in values], dtype=str)

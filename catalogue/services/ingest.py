@@ -132,7 +132,8 @@ def ingest_bundle(
     stars = bundle.read_stars(path / "stars.csv") if (path / "stars.csv").exists() else None
 
     survey, _ = Survey.objects.update_or_create(
-        name=name, defaults={"source_path": str(path.resolve()), "split_seed": split_seed}
+        name=name,
+        defaults={"source_path": str(path.resolve()), "split_seed": split_seed, "has_star_catalogue": stars is not None},
     )
     derived = bundle.derive_columns(rows, gswlc, survey.h0, survey.om0)
 

@@ -41,8 +41,10 @@ TRUTH_COLUMNS = (
 )  # fmt: skip
 FAULT_KINDS = (
     "corrupt_fits", "missing_fits", "nan_image", "duplicate_objid", "missing_redshift", "negative_redshift",
-    "nonpositive_error", "unparseable_number", "missing_wcs",
+    "nonpositive_error", "unparseable_number", "missing_wcs", "blank_image",
 )  # fmt: skip
+#: Faults the ingest accepts: they surface later (preprocessing records them per galaxy).
+LATE_FAULTS = ("blank_image",)
 
 
 @dataclass
@@ -162,6 +164,9 @@ def inject_faults(out: Path, rows: list[dict], rng: np.random.Generator) -> dict
         elif kind == "nan_image":
             with fits.open(path, mode="update") as hdul:
                 hdul[0].data[:] = np.nan
+        elif kind == "blank_image":  # a valid FITS file with nothing in it
+            with fits.open(path, mode="update") as hdul:
+                hdul[0].data[:] = 0.0
         elif kind == "missing_wcs":
             with fits.open(path) as hdul:
                 header = hdul[0].header

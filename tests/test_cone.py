@@ -1,0 +1,59 @@
+"""Cone search through the HEALPix index agrees with brute-force SkyCoord separations."""
+
+from __future__ import annotations
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+
+from catalogue.models import Galaxy, Survey
+from catalogue.selectors import galaxies_in_cone
+from pipeline.sky import cone_index_ranges, healpix_index
+
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
+
+
+@pytest.fixture
+def sky():
+    """Random galaxies everywhere, plus crowds at RA = 0/360 and near both poles."""
+    rng = np.random.default_rng(12)
+    n = 1500
+    ra = rng.uniform(0, 360, n)
+    dec = np.rad2deg(np.arcsin(rng.uniform(-1, 1, n)))
+    crowd = 600
+    ra = np.concatenate([ra, np.mod(rng.normal(0, 2, crowd), 360), rng.uniform(0, 360, crowd), rng.uniform(0, 360, crowd)])
+    dec = np.concatenate([dec, rng.normal(0, 2, crowd), 90 - rng.uniform(0, 3, crowd), -90 + rng.uniform(0, 3, crowd)])
+    survey = Survey.objects.create(name="sky")
+    Galaxy.objects.bulk_create(
+        Galaxy(survey=survey, objid=i, ra=float(r), dec=float(d), z=0.05, healpix=int(h))
+        for i, (r, d, h) in enumerate(zip(ra, dec, healpix_index(ra, dec), strict=True))
+    )
+    return ra, dec
+
+
+CONES = [
+    (0.0, 0.0, 1.5), (359.5, 0.5, 2.0), (0.3, -1.0, 0.7), (180.0, 89.5, 2.0), (10.0, 90.0, 1.0),
+    (200.0, -88.5, 2.5), (45.0, 30.0, 10.0), (123.4, -45.6, 0.2), (300.0, 10.0, 60.0), (0.0, 0.0, 0.01),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("ra", "dec", "radius"), CONES)
+def test_cone_matches_brute_force(sky, ra, dec, radius):
+    all_ra, all_dec = sky
+    separation = SkyCoord(all_ra * u.deg, all_dec * u.deg).separation(SkyCoord(ra * u.deg, dec * u.deg)).deg
+    expected = set(np.flatnonzero(separation <= radius).tolist())
+    found = set(galaxies_in_cone(ra, dec, radius).values_list("objid", flat=True))
+    assert found == expected
+
+
+def test_cone_uses_few_index_ranges():
+    assert len(cone_index_ranges(10, 20, 0.5)) < 40
+    assert len(cone_index_ranges(10, 89.9, 3)) < 80
+
+
+def test_bad_cone_arguments_are_rejected():
+    with pytest.raises(ValueError, match="radius"):
+        cone_index_ranges(0, 0, 0)
+    with pytest.raises(ValueError, match="dec"):
+        cone_index_ranges(0, 95, 1)

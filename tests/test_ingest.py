@@ -1,0 +1,182 @@
+"""Ingest of survey bundles: every fault reported, nothing lost, idempotent, fast paths."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
+
+from catalogue.models import Galaxy, GZ2Votes, Image, Survey
+from catalogue.services.ingest import ingest_bundle
+from pipeline import bundle as bundle_io
+from pipeline.photometry import LN10, luminosity_distance_mpc, luminosity_lsun
+from pipeline.simulate.survey import FAULT_KINDS, LATE_FAULTS
+
+pytestmark = pytest.mark.django_db
+
+INGEST_FAULTS = [k for k in FAULT_KINDS if k not in LATE_FAULTS]
+#: The rejection kind each simulated fault must produce.
+EXPECTED_KIND = {
+    "corrupt_fits": "bad_image", "missing_fits": "missing_image", "nan_image": "bad_image",
+    "duplicate_objid": "duplicate_objid", "missing_redshift": "missing_redshift",
+    "negative_redshift": "negative_redshift", "nonpositive_error": "nonpositive_error",
+    "unparseable_number": "unparseable_number", "missing_wcs": "bad_image",
+}  # fmt: skip
+
+
+@pytest.fixture
+def ingested(synthetic_bundle):
+    return ingest_bundle(synthetic_bundle, "synthetic")
+
+
+def test_every_fault_is_reported_by_objid_and_reason(ingested, synthetic_truth):
+    faults = {int(o): f for o, f in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True) if f}
+    by_objid = {}
+    for rejection in ingested.rejections:
+        by_objid.setdefault(rejection["objid"], []).append(rejection)
+    for objid, fault in faults.items():
+        if fault in LATE_FAULTS:
+            continue
+        assert objid in by_objid, f"{fault} for {objid} not reported"
+        kinds = {r["kind"] for r in by_objid[objid]}
+        assert EXPECTED_KIND[fault] in kinds, (fault, by_objid[objid])
+        assert all(r["reason"] for r in by_objid[objid])
+    reasons = {r["kind"]: r["reason"] for r in ingested.rejections}
+    assert "16.2.1" in reasons["unparseable_number"]
+    assert "-0.02" in reasons["negative_redshift"]
+    assert "finite" in next(r["reason"] for r in ingested.rejections if faults.get(r["objid"]) == "nan_image")
+    assert "WCS" in next(r["reason"] for r in ingested.rejections if faults.get(r["objid"]) == "missing_wcs")
+    assert len(ingested.rejections) == len(INGEST_FAULTS)
+
+
+def test_every_good_galaxy_is_present_and_rejected_ones_are_marked(ingested, synthetic_truth):
+    survey = Survey.objects.get(name="synthetic")
+    faults = {int(o): f for o, f in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True) if f}
+    stored = dict(Galaxy.objects.filter(survey=survey).values_list("objid", "status"))
+    assert set(stored) == {int(o) for o in synthetic_truth["objid"]}  # the duplicate row adds no galaxy
+    for objid, status in stored.items():
+        fault = faults.get(objid)
+        if fault is None or fault in LATE_FAULTS or fault == "duplicate_objid":
+            assert status in ("ok", "excluded")
+        else:
+            assert status == "rejected"
+            assert Galaxy.objects.get(survey=survey, objid=objid).status_reason
+    assert ingested.catalogue_rows == len(synthetic_truth) + 1  # + the duplicate line
+    assert ingested.accepted + ingested.excluded + ingested.rejected == len(synthetic_truth)
+    assert ingested.excluded_by_reason.get("high_chi2", 0) == Galaxy.objects.filter(
+        survey=survey, status="excluded", chi2_r__gte=5
+    ).count()
+
+
+@pytest.mark.usefixtures("ingested")
+def test_images_gz2_and_stars_are_stored(synthetic_bundle):
+    survey = Survey.objects.get(name="synthetic")
+    g_images = Image.objects.filter(galaxy__survey=survey, band="g")
+    assert g_images.count() == survey.galaxies.exclude(status="rejected").count()
+    assert Image.objects.filter(galaxy__survey=survey, band="i").count() >= g_images.count()
+    image = g_images.first()
+    assert default_storage.exists(image.file.name)
+    assert image.pixscale_arcsec == pytest.approx(0.396) and len(image.checksum) == 64
+    gz2_rows = sum(1 for _ in open(synthetic_bundle / "gz2.csv")) - 1
+    assert 0 < GZ2Votes.objects.filter(galaxy__survey=survey).count() <= gz2_rows
+    votes = GZ2Votes.objects.filter(galaxy__survey=survey).first()
+    assert votes.probabilities.shape == (37,)
+    assert votes.probabilities[:3].sum() == pytest.approx(1, abs=1e-3)
+    assert survey.has_star_catalogue
+    with_stars = [g for g in survey.galaxies.all() if g.extra.get("stars")]
+    assert with_stars and all(len(s) == 3 for g in with_stars for s in g.extra["stars"])
+
+
+@pytest.mark.usefixtures("ingested")
+def test_target_ml_comes_from_gswlc_with_propagated_error(synthetic_bundle):
+    gswlc = bundle_io.read_gswlc(synthetic_bundle / "gswlc.dat")
+    galaxy = Galaxy.objects.filter(survey__name="synthetic", status="ok").first()
+    row = gswlc[gswlc["objid"] == galaxy.objid][0]
+    lum = luminosity_lsun(galaxy.mag_g, luminosity_distance_mpc(galaxy.z), "g")
+    assert galaxy.lum_g == pytest.approx(lum, rel=1e-9)
+    assert galaxy.ml_g == pytest.approx(10 ** row["log_mstar"] / lum, rel=1e-9)
+    rel = np.hypot(LN10 * row["log_mstar_err"], 0.4 * LN10 * galaxy.magerr_g)
+    assert galaxy.ml_g_err == pytest.approx(galaxy.ml_g * rel, rel=1e-9)
+    assert galaxy.extra["ml_source"] == "gswlc"
+    assert galaxy.chi2_r == pytest.approx(row["chi2_r"])
+
+
+@pytest.mark.usefixtures("ingested")
+def test_split_is_seeded_and_about_ten_percent_test():
+    splits = list(Galaxy.objects.filter(survey__name="synthetic", status="ok").values_list("split", flat=True))
+    assert set(splits) <= {"train", "val", "test"}
+    assert 0.03 < splits.count("test") / len(splits) < 0.2
+    assert 0.03 < splits.count("val") / len(splits) < 0.2
+    assert not Galaxy.objects.filter(survey__name="synthetic").exclude(status="ok").exclude(split="").exists()
+    objid = np.arange(10_000, dtype=np.int64)
+    split = bundle_io.assign_splits(objid, np.ones(10_000, bool), seed=3)
+    assert np.mean(split == "test") == pytest.approx(0.10, abs=0.01)
+    assert np.mean(split == "val") == pytest.approx(0.09, abs=0.01)
+    assert (split == bundle_io.assign_splits(objid, np.ones(10_000, bool), seed=3)).all()
+    assert not (split == bundle_io.assign_splits(objid, np.ones(10_000, bool), seed=4)).all()
+
+
+def test_reingest_is_idempotent_and_updates_changed_rows(synthetic_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(synthetic_bundle, copy)
+    first = ingest_bundle(copy, "again")
+    n_galaxies, n_images = Galaxy.objects.count(), Image.objects.count()
+    splits = dict(Galaxy.objects.values_list("objid", "split"))
+    second = ingest_bundle(copy, "again")
+    assert (Galaxy.objects.count(), Image.objects.count()) == (n_galaxies, n_images)
+    assert second.images_stored == 0 and second.images_unchanged == first.images_stored
+    assert dict(Galaxy.objects.values_list("objid", "split")) == splits
+    table = Table.read(copy / "catalogue.csv", format="ascii.csv")
+    lines = (copy / "catalogue.csv").read_text().splitlines()
+    objid = int(Galaxy.objects.filter(status="ok").values_list("objid", flat=True).first())
+    lines = [line.replace(f",{line.split(',')[4]},", ",0.987,", 1) if line.startswith(f"{objid},") else line for line in lines]
+    (copy / "catalogue.csv").write_text("\n".join(lines) + "\n")
+    ingest_bundle(copy, "again")
+    assert Galaxy.objects.get(objid=objid).d25_arcmin == pytest.approx(0.987)
+    assert Galaxy.objects.count() == n_galaxies
+    assert len(table) == len(lines) - 1
+
+
+def test_unusable_bundles_fail_with_a_message_naming_the_problem(tmp_path, synthetic_bundle):
+    with pytest.raises(CommandError, match="no catalogue.csv"):
+        call_command("ingest_survey", str(tmp_path))
+    (tmp_path / "catalogue.csv").write_text("objid,ra,dec\n1,2,3\n")
+    with pytest.raises(CommandError, match="z, d25_arcmin, mag_g, mag_i"):
+        call_command("ingest_survey", str(tmp_path))
+    broken_gz2 = tmp_path / "gz2"
+    shutil.copytree(synthetic_bundle, broken_gz2, ignore=shutil.ignore_patterns("images"))
+    (broken_gz2 / "gz2.csv").write_text("dr8objid,t01_smooth_or_features_a01_smooth_weighted_fraction\n1,0.5\n")
+    with pytest.raises(CommandError, match="GZ2 column"):
+        call_command("ingest_survey", str(broken_gz2))
+    assert not Survey.objects.exists()
+
+
+def test_command_writes_report_and_summary(synthetic_bundle, tmp_path, capsys):
+    import json
+
+    call_command("ingest_survey", str(synthetic_bundle), "--name", "cli", "--report", str(tmp_path / "r.json"))
+    out = capsys.readouterr().out
+    assert "rejected lines: 9" in out and "duplicate_objid: 1" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["rejections"]) == 9 and report["survey"] == "cli"
+    assert Survey.objects.get(name="cli").report["accepted"] == report["accepted"]
+
+
+def test_fits_catalogue_and_catalogue_only_ingest(tmp_path, synthetic_bundle):
+    table = Table.read(synthetic_bundle / "catalogue.csv", format="ascii.csv")
+    good = table[[isinstance(v, (int, np.integer)) for v in table["objid"]]]
+    good = good[np.isfinite(np.asarray(good["z"], dtype=float))][:20]
+    good["mag_g"] = np.asarray(good["mag_g"], dtype=float)
+    good["ml_g"] = 2.5
+    good["ml_g_err"] = 0.3
+    (tmp_path / "fitsbundle").mkdir()
+    good.write(tmp_path / "fitsbundle" / "catalogue.fits")
+    report = ingest_bundle(tmp_path / "fitsbundle", with_images=False)
+    assert report.rejected == 0 and report.accepted + report.excluded == 20
+    galaxy = Galaxy.objects.filter(survey__name="fitsbundle").first()
+    assert galaxy.ml_g == 2.5 and galaxy.extra["ml_source"] == "catalogue"
+    assert not Image.objects.exists()
