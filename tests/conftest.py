@@ -39,6 +39,10 @@ def _eager_celery():
     """Tasks run in-process unless a test asks for real workers."""
     from catalogue.celery import app
 
+    # Point the app at the test broker before anything opens a connection: an empty URL
+    # would silently mean amqp://localhost, where RabbitMQ listens and no worker does.
+    app.conf.broker_url = REDIS_URL
+    app.conf.result_backend = REDIS_URL
     app.conf.task_always_eager = True
     yield app
 
@@ -49,8 +53,19 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def _test_database_url() -> str:
+    """The URL of the database the tests use, so a worker process sees the same rows."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
+    return f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
 @pytest.fixture
-def celery_workers(redis_url, _eager_celery):
+def celery_workers(redis_url, _eager_celery, _media_root):
     """Start one real worker per queue against Redis; yields {queue: hostname}.
 
     Each worker listens to one queue only, so a task's result tells which queue it went
@@ -58,11 +73,10 @@ def celery_workers(redis_url, _eager_celery):
     """
     app = _eager_celery
     app.conf.task_always_eager = False
-    app.conf.broker_url = redis_url
-    app.conf.result_backend = redis_url
     app.control.purge()
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
-           "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT)}
+           "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT), "MEDIA_ROOT": str(_media_root),
+           "DATABASE_URL": _test_database_url()}
     tag = uuid.uuid4().hex[:8]
     procs, hostnames = [], {}
     celery_bin = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"

@@ -93,7 +93,7 @@ def _draw_candidates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         0.0,
     )
     disk = np.clip(1.0 - bt - clump, 0.0, 1.0)
-    bt = 1.0 - disk - clump
+    bt = np.clip(1.0 - disk - clump, 0.0, 1.0)
 
     # Component M/L_g (intrinsic): old bulges, younger disks, young clumps.
     ml_bulge = 10 ** rng.normal(0.7 + 0.08 * (log_mass - 10.7), 0.08, n)
