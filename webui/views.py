@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
+from astropy.io import fits
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.cache import cache_control
 
 from catalogue.models import Galaxy, Survey, TrainingRun
+from catalogue.services.preprocessing import load_log_images
+from pipeline import gz2
+from pipeline.display import asinh_display, linear_display, png_bytes
+from pipeline.preprocess import FEATURE_UNITS
 
 GALAXY_COLUMNS = [
     ("objid", "objid", ""),
@@ -45,11 +54,60 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
     survey = get_object_or_404(Survey, name=name)
-    galaxies = Galaxy.objects.filter(survey=survey).order_by("objid").values_list(*[c for c, _, _ in GALAXY_COLUMNS])
+    galaxies = Galaxy.objects.filter(survey=survey).order_by("objid").values_list("id", *[c for c, _, _ in GALAXY_COLUMNS])
     page = Paginator(galaxies, 50).get_page(request.GET.get("page"))
-    rows = [[format_cell(v) for v in row] for row in page]
+    rows = [(row[0], [format_cell(v) for v in row[1:]]) for row in page]
     return render(
         request,
         "webui/survey.html",
         {"survey": survey, "columns": GALAXY_COLUMNS, "page": page, "rows": rows},
     )
+
+
+GALAXY_FIELDS = [
+    *GALAXY_COLUMNS[1:8],
+    ("ml_g_err", "M/L_g error", "Msun/Lsun,g"),
+    ("mag_i", "i", "AB mag"),
+    ("lum_dist_mpc", "luminosity distance", "Mpc"),
+    ("chi2_r", "SED fit reduced chi2", ""),
+]
+
+
+def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    galaxy = get_object_or_404(Galaxy.objects.select_related("survey"), pk=pk)
+    fields = [(label, format_cell(getattr(galaxy, name)), unit) for name, label, unit in GALAXY_FIELDS]
+    pre = getattr(galaxy, "preprocessed", None)
+    features = []
+    resolutions = []
+    if pre is not None and pre.status == "ok":
+        features = [(name, format_cell(pre.features.get(name)), unit) for name, unit in FEATURE_UNITS.items()]
+        resolutions = [(r, f"log{r}") for r in sorted(int(r) for r in pre.arrays)]
+    votes = getattr(galaxy, "gz2", None)
+    top_answers = []
+    if votes is not None:
+        order = np.argsort(votes.probabilities)[::-1][:6]
+        top_answers = [(gz2.short_name(gz2.ANSWER_IDS[i]), f"{votes.probabilities[i]:.2f}") for i in order]
+    return render(request, "webui/galaxy.html", {
+        "galaxy": galaxy, "fields": fields, "pre": pre, "features": features, "resolutions": resolutions,
+        "has_image": galaxy.images.filter(band="g", status="ok").exists(), "top_answers": top_answers,
+    })  # fmt: skip
+
+
+@cache_control(max_age=3600)
+def galaxy_image(request: HttpRequest, pk: int, stage: str) -> HttpResponse:
+    """PNG of a galaxy at one preprocessing stage: 'g' (the cutout) or 'log<res>' (network input)."""
+    galaxy = get_object_or_404(Galaxy, pk=pk)
+    if stage == "g":
+        image = galaxy.images.filter(band="g", status="ok").first()
+        if image is None:
+            raise Http404("no usable g image")
+        with image.file.open("rb") as fh:
+            data = fits.getdata(io.BytesIO(fh.read()))
+        return HttpResponse(png_bytes(asinh_display(data), size=256), content_type="image/png")
+    if stage.startswith("log") and stage[3:].isdigit():
+        pre = getattr(galaxy, "preprocessed", None)
+        if pre is None or stage[3:] not in pre.arrays:
+            raise Http404("not preprocessed at that resolution")
+        picture = linear_display(load_log_images([galaxy], int(stage[3:]))[0])
+        return HttpResponse(png_bytes(picture, size=256), content_type="image/png")
+    raise Http404(f"unknown stage {stage!r}")

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.photometry import NANOMAGGY_ZERO_POINT
 
 #: Sky noise of a deep SDSS g mosaic, nanomaggies per 0.396" pixel (1 sigma), and i.
-SKY_SIGMA_NMGY = {"g": 0.011, "i": 0.022}
+SKY_SIGMA_NMGY = {"g": 0.008, "i": 0.016}
 #: Counts per nanomaggy: sets the Poisson noise of the galaxy light relative to the sky.
 COUNTS_PER_NMGY = {"g": 450.0, "i": 250.0}
 MOFFAT_BETA = 3.5

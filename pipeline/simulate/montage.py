@@ -5,22 +5,17 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 from astropy.io import fits
-from astropy.visualization import AsinhStretch, ZScaleInterval
 from PIL import Image, ImageDraw
+
+from pipeline.display import asinh_display
 
 THUMB_PX = 128
 
 
 def _thumbnail(path: Path) -> Image.Image:
-    data = fits.getdata(path).astype(float)
-    data = np.nan_to_num(data, nan=0.0)
-    lo, hi = ZScaleInterval().get_limits(data)
-    hi = max(hi, np.percentile(data, 99.7))
-    scaled = AsinhStretch(0.05)(np.clip((data - lo) / (hi - lo + 1e-12), 0, 1))
-    img = Image.fromarray((255 * (1 - scaled)).astype(np.uint8))  # dark galaxy on white, like printed SDSS
-    return img.resize((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+    picture = 255 - asinh_display(fits.getdata(path))  # dark galaxy on white, like printed SDSS
+    return Image.fromarray(picture).resize((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
 
 
 def write_montage(bundle_dir: str | Path, out_png: str | Path, columns: int = 8, rows: int = 6) -> Path:

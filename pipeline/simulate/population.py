@@ -134,7 +134,7 @@ def _draw_candidates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     r_bulge_kpc = np.where(
         name == "elliptical",
         10 ** (0.4 + 0.55 * (log_mass - 10.8) + rng.normal(0, 0.1, n)),
-        r_disk_kpc * rng.uniform(0.12, 0.3, n) * (1 + bt),
+        r_disk_kpc * rng.uniform(0.08, 0.2, n) * (1 + bt),
     )
     kpc_per_arcsec = d_a * 1e3 * np.pi / (180 * 3600)
     r_disk_as = r_disk_kpc / kpc_per_arcsec
