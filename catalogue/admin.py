@@ -1,14 +1,22 @@
 """Admin registrations: staff browse every table and watch runs."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from catalogue import models
+from catalogue.services.preprocessing import start_preprocess_run
 
 
 @admin.register(models.Survey)
 class SurveyAdmin(admin.ModelAdmin):
-    list_display = ("name", "source_path", "created", "updated")
+    list_display = ("name", "source_path", "has_star_catalogue", "created", "updated")
     search_fields = ("name",)
+    actions = ["preprocess"]
+
+    @admin.action(description="Preprocess images (fast preset: 69 and 128 px)")
+    def preprocess(self, request, queryset):
+        for survey in queryset:
+            run = start_preprocess_run(survey, preset_name="fast", user=request.user)
+            self.message_user(request, f"{survey.name}: run #{run.pk} {run.status} - {run.message}", messages.INFO)
 
 
 @admin.register(models.Galaxy)

@@ -64,6 +64,9 @@ class Galaxy(models.Model):
     lum_g = models.FloatField(null=True, blank=True, help_text="Lsun,g, g-band luminosity from mag_g")
     ml_g = models.FloatField(null=True, blank=True, help_text="Msun/Lsun,g, target mass-to-light ratio")
     ml_g_err = models.FloatField(null=True, blank=True, help_text="Msun/Lsun,g, 1-sigma error of ml_g")
+    ml_source = models.CharField(
+        max_length=10, blank=True, help_text="where the target came from: catalogue (ml_g column) or gswlc"
+    )
     chi2_r = models.FloatField(null=True, blank=True, help_text="reduced chi2 of the SED fit")
     split = models.CharField(max_length=5, choices=Split.choices, default=Split.NONE, blank=True)
     status = models.CharField(max_length=10, choices=GalaxyStatus.choices, default=GalaxyStatus.OK, db_index=True)

@@ -374,14 +374,15 @@ def derive_columns(rows: CatalogueRows, gswlc: Table | None, h0: float = 70.0, o
 def learning_sample_reasons(rows: CatalogueRows, derived: DerivedColumns) -> list[list[tuple[str, str]]]:
     """Why each galaxy stays outside the learning sample, as (kind, message); empty if it is in."""
     d25 = rows.values["d25_arcmin"]
-    out: list[list[tuple[str, str]]] = []
-    for j in range(len(rows)):
-        reasons = []
-        if not d25[j] > MIN_D25_ARCMIN:
-            reasons.append(("small_d25", f"D25 = {d25[j]:.3g} arcmin <= {MIN_D25_ARCMIN}"))
-        if not np.isfinite(derived.ml_g[j]) or not np.isfinite(derived.ml_g_err[j]):
-            reasons.append(("no_target", "no M/L target"))
-        if np.isfinite(derived.chi2_r[j]) and derived.chi2_r[j] >= MAX_CHI2_R:
-            reasons.append(("high_chi2", f"chi2_r = {derived.chi2_r[j]:.3g} >= {MAX_CHI2_R}"))
-        out.append(reasons)
+    with np.errstate(invalid="ignore"):
+        small = ~(d25 > MIN_D25_ARCMIN)
+        no_target = ~np.isfinite(derived.ml_g) | ~np.isfinite(derived.ml_g_err)
+        high_chi2 = np.isfinite(derived.chi2_r) & (derived.chi2_r >= MAX_CHI2_R)
+    out: list[list[tuple[str, str]]] = [[] for _ in range(len(rows))]
+    for j in np.flatnonzero(small):
+        out[j].append(("small_d25", f"D25 = {d25[j]:.3g} arcmin <= {MIN_D25_ARCMIN}"))
+    for j in np.flatnonzero(no_target):
+        out[j].append(("no_target", "no M/L target"))
+    for j in np.flatnonzero(high_chi2):
+        out[j].append(("high_chi2", f"chi2_r = {derived.chi2_r[j]:.3g} >= {MAX_CHI2_R}"))
     return out

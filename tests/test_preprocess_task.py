@@ -115,3 +115,31 @@ def test_preprocessing_runs_on_a_real_worker(synthetic_bundle, celery_workers):
     assert run.items_done == Preprocessed.objects.filter(run=run, status="ok").count() > 100
     assert run.items_failed >= 1
     assert celery_workers["cpu"]
+
+
+def test_galaxy_page_shows_every_stage_with_units(survey, client):
+    start_preprocess_run(survey, [32, 69], preset_name="test")
+    galaxy = Galaxy.objects.filter(survey=survey, preprocessed__status="ok").first()
+    page = client.get(f"/galaxies/{galaxy.pk}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert str(galaxy.objid) in html and "Lsun,g / pixel" in html and "scaling_value" in html
+    assert f"/galaxies/{galaxy.pk}/g.png" in html and f"/galaxies/{galaxy.pk}/log69.png" in html
+    for stage in ("g", "log32", "log69"):
+        png = client.get(f"/galaxies/{galaxy.pk}/{stage}.png")
+        assert png.status_code == 200 and png["Content-Type"] == "image/png"
+        assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get(f"/galaxies/{galaxy.pk}/log197.png").status_code == 404
+    failed = Galaxy.objects.get(preprocessed__status="failed", preprocessed__error__contains="constant")
+    assert "Preprocessing failed" in client.get(f"/galaxies/{failed.pk}/").content.decode()
+
+
+def test_staff_start_preprocessing_from_the_admin(survey, admin_client):
+    response = admin_client.post(
+        "/admin/catalogue/survey/", {"action": "preprocess", "_selected_action": [survey.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    run = TrainingRun.objects.get(stage="preprocess", survey=survey)
+    assert run.started_by.is_staff and run.status == "succeeded"
+    assert f"run #{run.pk}" in response.content.decode()
+    assert admin_client.get(f"/admin/catalogue/trainingrun/{run.pk}/change/").status_code == 200

@@ -21,15 +21,13 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, Image, Survey
+from catalogue.models import Galaxy, GZ2Votes, Image, Survey
+from catalogue.services.galaxy_writer import galaxy_columns, upsert_galaxies
 from pipeline import bundle, gz2
 from pipeline.bundle import BadImage, BundleError, Rejection
 
 log = logging.getLogger(__name__)
 
-GALAXY_FLOAT_FIELDS = tuple(
-    ["ra", "dec", "z", "d25_arcmin"] + [f"{p}_{b}" for b in "ugriz" for p in ("mag", "magerr")]
-)
 BATCH_SIZE = 2000
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -78,10 +76,6 @@ class IngestReport:
         lines += [f"    excluded, {reason}: {n}" for reason, n in sorted(self.excluded_by_reason.items())]
         lines.append(f"  images stored: {self.images_stored}, unchanged: {self.images_unchanged}; GZ2 votes: {self.gz2_votes}")
         return "\n".join(lines)
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def find_catalogue(path: Path) -> Path:
@@ -148,15 +142,9 @@ def ingest_bundle(
     if stars is not None:
         report.stars_matched = _attach_stars(rows, stars)
 
-    galaxies = [_galaxy_row(survey, rows, derived, outside, splits, j) for j in range(len(rows))]
-    update_fields = [f.name for f in Galaxy._meta.concrete_fields if f.name not in {"id", "survey", "objid"}]
+    columns = galaxy_columns(survey.pk, rows, derived, outside, splits)
     with transaction.atomic():
-        for start in range(0, len(galaxies), BATCH_SIZE):
-            Galaxy.objects.bulk_create(
-                galaxies[start : start + BATCH_SIZE],
-                update_conflicts=True, unique_fields=["survey", "objid"], update_fields=update_fields,
-            )  # fmt: skip
-            notify("galaxies", min(start + BATCH_SIZE, len(galaxies)), len(galaxies))
+        upsert_galaxies(columns, notify)
         ids = dict(Galaxy.objects.filter(survey=survey).values_list("objid", "id"))
         if with_images:
             _store_images(path, survey, ids, image_infos, report, notify)
@@ -204,39 +192,6 @@ def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
                 infos[(objid, band)] = info
         if j % 200 == 0 or j == total - 1:
             notify("images", j + 1, total)
-
-
-def _galaxy_row(survey, rows, derived, outside, splits, j) -> Galaxy:
-    v = rows.values
-    values = {name: _none_if_nan(v[name][j]) for name in GALAXY_FLOAT_FIELDS}
-    extra = dict(rows.extra[j])
-    ml, ml_err = _none_if_nan(derived.ml_g[j]), _none_if_nan(derived.ml_g_err[j])
-    if rows.rejected[j]:
-        status, reason = GalaxyStatus.REJECTED, "; ".join(rows.reasons[j])
-        # Keep offending raw values in `extra` rather than in constrained columns.
-        raw = {}
-        for key in ("dec", "z"):
-            if values[key] is not None and ((key == "dec" and abs(values[key]) > 90) or (key == "z" and values[key] < 0)):
-                raw[key], values[key] = values[key], None
-        for key, value in (("ml_g", ml), ("ml_g_err", ml_err)):
-            if value is not None and value <= 0:
-                raw[key] = value
-        ml = ml if ml is not None and ml > 0 else None
-        ml_err = ml_err if ml_err is not None and ml_err > 0 else None
-        if raw:
-            extra["rejected_values"] = raw
-    elif outside[j]:
-        status, reason = GalaxyStatus.EXCLUDED, "; ".join(message for _, message in outside[j])
-    else:
-        status, reason = GalaxyStatus.OK, ""
-    if derived.ml_source[j]:
-        extra["ml_source"] = derived.ml_source[j]
-    return Galaxy(
-        survey=survey, objid=int(rows.objid[j]), healpix=int(derived.healpix[j]) if values["ra"] is not None else None,
-        lum_dist_mpc=_none_if_nan(derived.lum_dist_mpc[j]), lum_g=_none_if_nan(derived.lum_g[j]),
-        ml_g=ml, ml_g_err=ml_err, chi2_r=_none_if_nan(derived.chi2_r[j]), split=splits[j],
-        status=status, status_reason=reason[:300], extra=extra, **values,
-    )  # fmt: skip
 
 
 def _attach_stars(rows, stars) -> int:
