@@ -185,3 +185,17 @@ def test_fits_catalogue_and_catalogue_only_ingest(tmp_path, synthetic_bundle):
     galaxy = Galaxy.objects.filter(survey__name="fitsbundle").first()
     assert galaxy.ml_g == 2.5 and galaxy.ml_source == "catalogue"
     assert not Image.objects.exists()
+
+
+def test_image_with_the_wrong_band_header_is_rejected(synthetic_bundle, synthetic_truth, tmp_path):
+    from astropy.io import fits
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(synthetic_bundle, copy)
+    objid = int(next(o for o, f in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True) if not f))
+    with fits.open(copy / "images" / f"{objid}_g.fits", mode="update") as hdul:
+        hdul[0].header["BAND"] = "r"
+    report = ingest_bundle(copy, "bands")
+    reasons = [r["reason"] for r in report.rejections if r["objid"] == objid]
+    assert any("BAND = 'r'" in r for r in reasons)
+    assert Galaxy.objects.get(survey__name="bands", objid=objid).status == "rejected"

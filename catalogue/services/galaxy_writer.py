@@ -74,7 +74,8 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
         "extra": extras,
     }
     expected = {f.attname for f in Galaxy._meta.concrete_fields} - {"id"}
-    assert set(columns) == expected, f"galaxy columns out of step with the model: {set(columns) ^ expected}"
+    if set(columns) != expected:
+        raise RuntimeError(f"galaxy columns out of step with the model: {sorted(set(columns) ^ expected)}")
     return columns
 
 

@@ -182,6 +182,8 @@ def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
                     continue
                 try:
                     info = bundle.inspect_image(file)
+                    if info.band != band:
+                        raise BadImage(f"{file.name} has BAND = {info.band!r} in its header, expected {band!r}")
                 except BadImage as exc:
                     kind = "missing_image" if not file.exists() else "bad_image"
                     if band == "g":
