@@ -85,3 +85,11 @@ def test_home_page_lists_surveys(client, survey):
     detail = client.get("/surveys/s1/")
     assert detail.status_code == 200
     assert b"Msun/Lsun,g" in detail.content
+
+
+def test_home_page_refreshes_while_a_run_is_active(client, survey):
+    TrainingRun.objects.create(stage="preprocess", survey=survey, status="running", progress=0.4, message="40 of 100")
+    page = client.get("/").content.decode()
+    assert 'http-equiv="refresh"' in page and "40 of 100" in page
+    TrainingRun.objects.update(status="succeeded", progress=1.0)
+    assert 'http-equiv="refresh"' not in client.get("/").content.decode()

@@ -48,8 +48,9 @@ def home(request: HttpRequest) -> HttpResponse:
         n_ok=Count("galaxies", filter=Q(galaxies__status="ok")),
         n_rejected=Count("galaxies", filter=Q(galaxies__status="rejected")),
     ).order_by("name")
-    runs = TrainingRun.objects.select_related("survey")[:10]
-    return render(request, "webui/home.html", {"surveys": surveys, "runs": runs})
+    runs = list(TrainingRun.objects.select_related("survey")[:10])
+    active = any(r.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING) for r in runs)
+    return render(request, "webui/home.html", {"surveys": surveys, "runs": runs, "refresh_seconds": 5 if active else 0})
 
 
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
