@@ -93,3 +93,17 @@ def test_home_page_refreshes_while_a_run_is_active(client, survey):
     assert 'http-equiv="refresh"' in page and "40 of 100" in page
     TrainingRun.objects.update(status="succeeded", progress=1.0)
     assert 'http-equiv="refresh"' not in client.get("/").content.decode()
+
+
+def test_science_modules_import_without_django():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pkgutil, importlib, pipeline, pipeline.simulate\n"
+        "names = [m.name for m in pkgutil.walk_packages(pipeline.__path__, 'pipeline.') if m.name != 'pipeline.tasks']\n"
+        "[importlib.import_module(n) for n in names]\n"
+        "print(len(names), any(m.split('.')[0] in ('django', 'catalogue') for m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 10 and out[1] == "False"

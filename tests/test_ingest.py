@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from catalogue.models import Galaxy, GZ2Votes, Image, Survey
 from catalogue.services.ingest import ingest_bundle
 from pipeline import bundle as bundle_io
+from pipeline import sample
 from pipeline.photometry import LN10, luminosity_distance_mpc, luminosity_lsun
 from pipeline.simulate.survey import FAULT_KINDS, LATE_FAULTS
 
@@ -114,11 +115,11 @@ def test_split_is_seeded_and_about_ten_percent_test():
     assert 0.03 < splits.count("val") / len(splits) < 0.2
     assert not Galaxy.objects.filter(survey__name="synthetic").exclude(status="ok").exclude(split="").exists()
     objid = np.arange(10_000, dtype=np.int64)
-    split = bundle_io.assign_splits(objid, np.ones(10_000, bool), seed=3)
+    split = sample.assign_splits(objid, np.ones(10_000, bool), seed=3)
     assert np.mean(split == "test") == pytest.approx(0.10, abs=0.01)
     assert np.mean(split == "val") == pytest.approx(0.09, abs=0.01)
-    assert (split == bundle_io.assign_splits(objid, np.ones(10_000, bool), seed=3)).all()
-    assert not (split == bundle_io.assign_splits(objid, np.ones(10_000, bool), seed=4)).all()
+    assert (split == sample.assign_splits(objid, np.ones(10_000, bool), seed=3)).all()
+    assert not (split == sample.assign_splits(objid, np.ones(10_000, bool), seed=4)).all()
 
 
 def test_reingest_is_idempotent_and_updates_changed_rows(synthetic_bundle, tmp_path):

@@ -23,7 +23,7 @@ from django.db import transaction
 
 from catalogue.models import Galaxy, GZ2Votes, Image, Survey
 from catalogue.services.galaxy_writer import galaxy_columns, upsert_galaxies
-from pipeline import bundle, gz2
+from pipeline import bundle, gz2, sample
 from pipeline.bundle import BadImage, BundleError, Rejection
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,16 @@ def ingest_bundle(
         name=name,
         defaults={"source_path": str(path.resolve()), "split_seed": split_seed, "has_star_catalogue": stars is not None},
     )
-    derived = bundle.derive_columns(rows, gswlc, survey.h0, survey.om0)
+    derived = sample.derive_columns(rows, gswlc, survey.h0, survey.om0)
 
     image_infos: dict[tuple[int, str], bundle.ImageInfo] = {}
     extra_rejections: list[Rejection] = []
     if with_images:
         _inspect_images(path, rows, image_infos, extra_rejections, notify)
 
-    outside = bundle.learning_sample_reasons(rows, derived)
+    outside = sample.learning_sample_reasons(rows, derived)
     learning = np.array([not rows.rejected[j] and not outside[j] for j in range(len(rows))], bool)
-    splits = bundle.assign_splits(rows.objid, learning, survey.split_seed)
+    splits = sample.assign_splits(rows.objid, learning, survey.split_seed)
     if stars is not None:
         report.stars_matched = _attach_stars(rows, stars)
 
