@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 
 from catalogue.models import Galaxy, Preprocessed, Survey, TrainingRun
@@ -76,9 +77,16 @@ def test_rerun_skips_done_galaxies_unless_forced(survey):
     again = start_preprocess_run(survey, [32], preset_name="test")
     assert first.items_failed >= 1
     assert again.items_total == first.items_failed  # only failed galaxies are retried
+    shards_before = set(default_storage.listdir(f"preprocessed/{survey.name}/32px")[1])
     forced = start_preprocess_run(survey, [32], preset_name="test", force=True)
     assert forced.items_total == first.items_total
     assert Preprocessed.objects.filter(run=forced).count() == first.items_total
+    # The first run's shards are no longer referenced and are pruned; the new ones load.
+    shards_after = set(default_storage.listdir(f"preprocessed/{survey.name}/32px")[1])
+    assert shards_after and not shards_after & shards_before
+    assert forced.result["shards_pruned"] == len(shards_before)
+    galaxies = list(Galaxy.objects.filter(preprocessed__run=forced, preprocessed__status="ok")[:5])
+    assert load_log_images(galaxies, 32).shape == (5, 32, 32)
 
 
 @pytest.mark.usefixtures("survey")

@@ -158,11 +158,41 @@ def update_progress(run_id: int) -> TrainingRun:
         handled = run.items_done + run.items_failed
         run.progress = min(1.0, handled / run.items_total) if run.items_total else 1.0
         run.message = f"{handled} of {run.items_total} galaxies preprocessed, {run.items_failed} failed"
-        if handled >= run.items_total and run.status == TrainingRun.Status.RUNNING:
+        finished = handled >= run.items_total and run.status == TrainingRun.Status.RUNNING
+        if finished:
             run.status, run.finished = TrainingRun.Status.SUCCEEDED, timezone.now()
             run.result = {"done": run.items_done, "failed": run.items_failed, "failures": failure_list(run)}
         run.save()
+    if finished:
+        run.result["shards_pruned"] = prune_shards(run.survey)
+        TrainingRun.objects.filter(pk=run.pk).update(result=run.result)
     return run
+
+
+def prune_shards(survey: Survey) -> int:
+    """Delete array shards no galaxy points to any more (left by forced re-runs).
+
+    Only shards of runs that are over are touched: a running run writes its shards before
+    its rows point to them.
+    """
+    referenced = {
+        shard for arrays in Preprocessed.objects.filter(galaxy__survey=survey).values_list("arrays", flat=True)
+        for shard, _ in arrays.values()
+    }  # fmt: skip
+    active = {f"run{pk}-" for pk in TrainingRun.objects.filter(
+        survey=survey, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    ).values_list("pk", flat=True)}  # fmt: skip
+    root = f"preprocessed/{survey.name}"
+    if not default_storage.exists(root):
+        return 0
+    pruned = 0
+    for folder in default_storage.listdir(root)[0]:
+        for name in default_storage.listdir(f"{root}/{folder}")[1]:
+            path = f"{root}/{folder}/{name}"
+            if path not in referenced and not any(name.startswith(prefix) for prefix in active):
+                default_storage.delete(path)
+                pruned += 1
+    return pruned
 
 
 def failure_list(run: TrainingRun) -> list[dict]:

@@ -17,6 +17,7 @@ import galsim
 import numpy as np
 
 from pipeline.photometry import NANOMAGGY_ZERO_POINT
+from pipeline.simulate.population import DUST_REDDENING_GI, intrinsic_gi
 
 #: Sky noise of a deep SDSS g mosaic, nanomaggies per 0.396" pixel (1 sigma), and i.
 SKY_SIGMA_NMGY = {"g": 0.008, "i": 0.016}
@@ -100,7 +101,7 @@ def render_galaxy(p: dict, band: str, oversample: int = 2) -> np.ndarray:
     total_g = flux_nmgy(p["mag_g_true"])
     fluxes = {}
     for comp in ("bulge", "disk", "clump"):
-        colour = 0.0 if band == "g" else (np.log10(p[f"ml_{comp}"]) + 0.95) / 1.45 + 0.45 * p["a_g"]
+        colour = 0.0 if band == "g" else intrinsic_gi(p[f"ml_{comp}"]) + DUST_REDDENING_GI * p["a_g"]
         fluxes[comp] = total_g * p[f"{comp}_frac"] * 10 ** (0.4 * colour)
 
     light = np.zeros((nf, nf))
