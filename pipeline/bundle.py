@@ -159,7 +159,8 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
     checks = [
         ("missing_redshift", np.isnan(v["z"]) & ~unparseable["z"][idx], lambda _j: "no redshift"),
         ("negative_redshift", v["z"] < 0, lambda j: f"negative redshift z = {v['z'][j]:g}"),
-        ("missing_position", np.isnan(v["ra"]) | np.isnan(v["dec"]), lambda _j: "no ra/dec"),
+        ("missing_position", (np.isnan(v["ra"]) & ~unparseable["ra"][idx]) | (np.isnan(v["dec"]) & ~unparseable["dec"][idx]),
+         lambda _j: "no ra/dec"),
         ("bad_position", (np.abs(v["dec"]) > 90) | (v["ra"] < 0) | (v["ra"] >= 360),
          lambda j: f"position out of range: ra = {v['ra'][j]:g}, dec = {v['dec'][j]:g}"),
         ("missing_magnitude", np.isnan(v["mag_g"]) & ~unparseable["mag_g"][idx], lambda _j: "no mag_g"),

@@ -57,6 +57,7 @@ def find_point_sources(
     psf_fwhm_px: float,
     prior_xy: np.ndarray | None = None,
     keep_out_px: float | None = None,
+    sky_std: float | None = None,
 ) -> list[PointSource]:
     """Stars in a galaxy cutout.
 
@@ -67,6 +68,7 @@ def find_point_sources(
     prior_xy : (N, 2) array of catalogue star positions in pixels, or None to detect blindly.
     keep_out_px : no star is accepted this close to the centre (the galaxy's nucleus);
         default max(2.5 FWHM, 4% of the image size).
+    sky_std : sky noise, if the caller has already measured it (:func:`sky_statistics`).
 
     Returns
     -------
@@ -75,7 +77,8 @@ def find_point_sources(
     if psf_fwhm_px <= 0:
         raise ValueError(f"PSF FWHM must be positive, got {psf_fwhm_px} px")
     data = np.nan_to_num(image, nan=0.0)
-    _, sky_std = sky_statistics(data)
+    if sky_std is None:
+        _, sky_std = sky_statistics(data)
     keep_out = keep_out_px if keep_out_px is not None else max(2.5 * psf_fwhm_px, 0.04 * min(data.shape))
     centre = ((data.shape[1] - 1) / 2, (data.shape[0] - 1) / 2)
     if prior_xy is not None:
@@ -149,13 +152,14 @@ def replacement_radius(source: PointSource, psf_fwhm_px: float, sky_std: float) 
 
 
 def remove_point_sources(
-    image: np.ndarray, sources: list[PointSource], psf_fwhm_px: float, seed: int = 0
+    image: np.ndarray, sources: list[PointSource], psf_fwhm_px: float, seed: int = 0, sky_std: float | None = None
 ) -> np.ndarray:
     """Replace each source by the local background interpolated from the ring around it."""
     out = np.array(image, dtype=np.float64, copy=True)
     if not sources:
         return out
-    _, sky_std = sky_statistics(np.nan_to_num(out, nan=0.0))
+    if sky_std is None:
+        _, sky_std = sky_statistics(np.nan_to_num(out, nan=0.0))
     rng = np.random.default_rng(seed)
     ny, nx = out.shape
     for source in sources:
@@ -184,8 +188,9 @@ def subtract_stars(
     image: np.ndarray, psf_fwhm_px: float, prior_xy: np.ndarray | None = None, seed: int = 0
 ) -> tuple[np.ndarray, list[PointSource]]:
     """Find and remove the stars of a cutout; returns the cleaned image and what was removed."""
-    sources = find_point_sources(image, psf_fwhm_px, prior_xy)
-    return remove_point_sources(image, sources, psf_fwhm_px, seed), sources
+    _, sky_std = sky_statistics(np.nan_to_num(image, nan=0.0))
+    sources = find_point_sources(image, psf_fwhm_px, prior_xy, sky_std=sky_std)
+    return remove_point_sources(image, sources, psf_fwhm_px, seed, sky_std=sky_std), sources
 
 
 def prior_pixels(header, stars_radec) -> np.ndarray:

@@ -200,3 +200,26 @@ def test_image_with_the_wrong_band_header_is_rejected(synthetic_bundle, syntheti
     reasons = [r["reason"] for r in report.rejections if r["objid"] == objid]
     assert any("BAND = 'r'" in r for r in reasons)
     assert Galaxy.objects.get(survey__name="bands", objid=objid).status == "rejected"
+
+
+def test_rejected_positions_are_not_indexed_for_cone_search(tmp_path):
+    from catalogue.selectors import galaxies_in_cone
+
+    bundle_dir = tmp_path / "positions"
+    bundle_dir.mkdir()
+    (bundle_dir / "catalogue.csv").write_text(
+        "objid,ra,dec,z,d25_arcmin,mag_g,mag_i,ml_g,ml_g_err\n"
+        "1,10.0,0.5,0.05,0.6,15.0,14.0,2.0,0.2\n"
+        "2,10.0,95.0,0.05,0.6,15.0,14.0,2.0,0.2\n"  # dec out of range: placeholder dec 0 must not be indexed
+        "3,400.0,0.5,0.05,0.6,15.0,14.0,2.0,0.2\n"  # ra out of range
+        "4,abc,0.5,0.05,0.6,15.0,14.0,2.0,0.2\n"  # unparseable ra
+    )
+    report = ingest_bundle(bundle_dir, with_images=False)
+    kinds = {r["objid"]: r["kind"] for r in report.rejections}
+    assert kinds == {2: "bad_position", 3: "bad_position", 4: "unparseable_number"}  # one reason each
+    stored = {g.objid: g for g in Galaxy.objects.filter(survey__name="positions")}
+    assert stored[1].healpix is not None
+    assert all(stored[o].healpix is None for o in (2, 3, 4))
+    assert stored[2].dec is None and stored[2].extra["rejected_values"] == {"dec": 95.0}
+    assert list(galaxies_in_cone(10.0, 0.0, 2.0).values_list("objid", flat=True)) == [1]
+    assert list(galaxies_in_cone(40.0, 0.5, 1.0)) == []

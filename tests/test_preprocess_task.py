@@ -111,7 +111,8 @@ def test_run_pipeline_rejects_unknown_survey_and_stage(survey):
 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
-def test_preprocessing_runs_on_a_real_worker(synthetic_bundle, celery_workers):
+@pytest.mark.usefixtures("celery_workers")
+def test_preprocessing_runs_on_a_real_worker(synthetic_bundle):
     ingest_bundle(synthetic_bundle, "worker")
     survey = Survey.objects.get(name="worker")
     run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=60)
@@ -122,7 +123,6 @@ def test_preprocessing_runs_on_a_real_worker(synthetic_bundle, celery_workers):
     assert run.status == "succeeded", run.message
     assert run.items_done == Preprocessed.objects.filter(run=run, status="ok").count() > 100
     assert run.items_failed >= 1
-    assert celery_workers["cpu"]
 
 
 def test_galaxy_page_shows_every_stage_with_units(survey, client):

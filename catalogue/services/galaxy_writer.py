@@ -55,8 +55,11 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
     reason = [
         ("; ".join(rows.reasons[j]) if rejected[j] else "; ".join(m for _, m in outside[j]))[:300] for j in range(n)
     ]
+    # A galaxy is indexed for cone search only where its stored position is a real one.
+    with np.errstate(invalid="ignore"):
+        on_sky = (values["ra"] >= 0) & (values["ra"] < 360) & (np.abs(values["dec"]) <= 90)
     healpix = np.asarray(derived.healpix, dtype=object)
-    healpix[~np.isfinite(values["ra"])] = None
+    healpix[~on_sky] = None
     columns = {
         "survey_id": [survey_id] * n,
         "objid": rows.objid.tolist(),

@@ -85,6 +85,16 @@ def _stars_prior(galaxy: Galaxy, header) -> np.ndarray | None:
     return prior_pixels(header, galaxy.extra.get("stars", []))
 
 
+def _pixel_sizes_kpc(galaxies: list[Galaxy], g_images: dict, cosmo) -> dict[int, float]:
+    """Physical pixel size (kpc) per galaxy id, in one vectorised cosmology call for the chunk."""
+    usable = [g for g in galaxies if g_images[g.pk] is not None]
+    if not usable:
+        return {}
+    scales = np.array([g_images[g.pk].pixscale_arcsec for g in usable])
+    sizes = np.atleast_1d(pixel_size_kpc(scales, np.array([g.z for g in usable]), cosmo))
+    return {g.pk: float(size) for g, size in zip(usable, sizes, strict=True)}
+
+
 def run_chunk(run_id: int, galaxy_ids: list[int]) -> dict:
     """Preprocess one chunk of galaxies for a run; returns counts for the caller's log."""
     run = TrainingRun.objects.select_related("survey").get(pk=run_id)
@@ -94,18 +104,23 @@ def run_chunk(run_id: int, galaxy_ids: list[int]) -> dict:
     galaxies = list(
         Galaxy.objects.filter(pk__in=galaxy_ids).select_related("survey").prefetch_related("images").order_by("id")
     )
-    cosmo = cosmology(run.survey.h0, run.survey.om0)
+    g_images = {
+        g.pk: next((i for i in g.images.all() if i.band == "g" and i.status == Image.Status.OK), None) for g in galaxies
+    }
+    pixel_kpc = _pixel_sizes_kpc(galaxies, g_images, cosmology(run.survey.h0, run.survey.om0))
     stacks: dict[int, list[np.ndarray]] = {r: [] for r in resolutions}
     rows: list[Preprocessed] = []
     for galaxy in galaxies:
         row = Preprocessed(galaxy=galaxy, run=run)
         try:
-            image = next(i for i in galaxy.images.all() if i.band == "g" and i.status == Image.Status.OK)
+            image = g_images[galaxy.pk]
+            if image is None:
+                raise ValueError("no usable g-band image")
             with image.file.open("rb") as fh, fits.open(io.BytesIO(fh.read())) as hdul:
                 header, data = hdul[0].header, hdul[0].data.astype(np.float64)
             meta = ImageMeta(
                 redshift=galaxy.z, lum_dist_mpc=galaxy.lum_dist_mpc,
-                pixel_kpc=float(pixel_size_kpc(image.pixscale_arcsec, galaxy.z, cosmo)),
+                pixel_kpc=pixel_kpc[galaxy.pk],
             )  # fmt: skip
             result = preprocess_cutout(
                 data, image.psf_fwhm_arcsec / image.pixscale_arcsec, meta, resolutions,
