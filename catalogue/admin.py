@@ -3,7 +3,8 @@
 from django.contrib import admin, messages
 
 from catalogue import models
-from catalogue.services.preprocessing import start_preprocess_run
+from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.runs import RunConflict, cancel_run
 
 
 @admin.register(models.Survey)
@@ -15,7 +16,11 @@ class SurveyAdmin(admin.ModelAdmin):
     @admin.action(description="Preprocess images (fast preset: 69 and 128 px)")
     def preprocess(self, request, queryset):
         for survey in queryset:
-            run = start_preprocess_run(survey, preset_name="fast", user=request.user)
+            try:
+                run = start_preprocess_run(survey, preset_name="fast", user=request.user)
+            except RunConflict as exc:
+                self.message_user(request, f"{survey.name}: {exc}", messages.ERROR)
+                continue
             self.message_user(request, f"{survey.name}: run #{run.pk} {run.status} - {run.message}", messages.INFO)
 
 
@@ -63,11 +68,39 @@ class TrainedModelAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
 
 
-@admin.register(models.TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "stage", "survey", "status", "progress", "items_done", "items_failed", "message", "created")
+class RunChunkInline(admin.TabularInline):
+    model = models.RunChunk
+    fields = ("index", "state", "attempts", "worker", "n_done", "n_failed", "duration_s", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):  # noqa: ARG002 - Django's signature
+        return False
+
+
+@admin.register(models.Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "stage", "survey", "preset", "status", "progress", "items_done", "items_failed", "message", "created"
+    )
     list_filter = ("stage", "status")
-    readonly_fields = ("progress", "items_total", "items_done", "items_failed", "log", "celery_task_id", "started", "finished")
+    readonly_fields = (
+        "stage", "survey", "preset", "resolutions", "parent", "config", "status", "progress", "items_total",
+        "items_done", "items_failed", "message", "error", "log", "result", "celery_task_id", "started_by",
+        "started", "finished", "heartbeat",
+    )  # fmt: skip
+    inlines = [RunChunkInline]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel(self, request, queryset):
+        for run in queryset:
+            if cancel_run(run, request.user):
+                self.message_user(request, f"run #{run.pk} cancelled", messages.INFO)
+            else:
+                self.message_user(request, f"run #{run.pk} had already ended ({run.status})", messages.WARNING)
 
 
 @admin.register(models.Prediction)

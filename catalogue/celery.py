@@ -12,6 +12,8 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from catalogue import limits
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "catalogue.settings")
 
 CPU_QUEUE = "cpu"
@@ -32,9 +34,21 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
-    # A task is acknowledged only once it finished, so a crashed worker's task is redelivered.
+    # A task is acknowledged only once it finished, so a crashed worker's task is redelivered;
+    # the run engine's ledger makes a redelivered chunk safe and bounds how often one loops.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    # Redis hands an unacknowledged task to another worker after the visibility timeout: it
+    # stays above the longest hard time limit, so a task still running is never run twice.
+    broker_transport_options={
+        "visibility_timeout": limits.visibility_timeout_s(),
+        "unacked_restore_interval": int(os.environ.get("CELERY_RESTORE_INTERVAL_S", "10")),
+        "unacked_restore_throttle": 1,
+    },
+    result_backend_transport_options={"visibility_timeout": limits.visibility_timeout_s()},
+    beat_schedule={
+        "reap-stale-runs": {"task": "pipeline.tasks.reap_stale_runs", "schedule": 60.0},
+    },
     worker_prefetch_multiplier=1,
     task_track_started=True,
     result_expires=7 * 24 * 3600,

@@ -156,16 +156,13 @@ class Preprocessed(models.Model):
         FAILED = "failed", "failed"
 
     galaxy = models.OneToOneField(Galaxy, on_delete=models.CASCADE, related_name="preprocessed")
-    run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="preprocessed")
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="preprocessed")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK, db_index=True)
     error = models.CharField(max_length=300, blank=True, help_text="why preprocessing failed")
     scaling_value = models.FloatField(null=True, blank=True, help_text="dimensionless a of Eq. 1")
     noise_level = models.FloatField(null=True, blank=True, help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")
     n_stars_removed = models.PositiveIntegerField(default=0)
     features = models.JSONField(default=dict, blank=True, help_text="luminosity, log-image and metadata features by name")
-    arrays = models.JSONField(
-        default=dict, blank=True, help_text="resolution (px) -> [shard file, row] of the log-scaled image store"
-    )
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -234,8 +231,25 @@ class FeatureVector(models.Model):
         return dict(zip(self.feature_set.feature_names, np.asarray(self.values, dtype=float), strict=True))
 
 
-class TrainingRun(models.Model):
-    """A unit of long work (preprocessing, training, ablations) and its progress."""
+class RunStage(models.TextChoices):
+    """The stages of the pipeline; each is run as a :class:`Run`."""
+
+    PREPROCESS = "preprocess", "preprocess"
+    CNN = "cnn", "CNN training"
+    FEATURES = "features", "CNN feature extraction"
+    GBM = "gbm", "GBM training"
+    EXPERIMENTS = "experiments", "experiments"
+    PREDICT = "predict", "catalogue prediction"
+    WORKFLOW = "workflow", "workflow of several stages"
+
+
+class Run(models.Model):
+    """A unit of long work of one stage on one survey, with its inputs and a ledger of chunks.
+
+    Progress and completion are computed from the chunk ledger (:class:`RunChunk`), never
+    counted by side effects, so a redelivered chunk cannot count twice. At most one run per
+    survey and stage is active (queued or running): the database enforces it.
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -244,22 +258,30 @@ class TrainingRun(models.Model):
         FAILED = "failed", "failed"
         CANCELLED = "cancelled", "cancelled"
 
-    stage = models.CharField(max_length=30, help_text="what it runs: preprocess, cnn, features, gbm, ...")
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    stage = models.CharField(max_length=30, choices=RunStage.choices)
     survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
-    config = models.JSONField(default=dict, blank=True)
+    preset = models.CharField(max_length=20, blank=True, help_text="named configuration of pipeline.presets")
+    resolutions = models.JSONField(default=list, blank=True, help_text="pixels, image sizes the run works at")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    config = models.JSONField(default=dict, blank=True, help_text="every other input of the run")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0, help_text="fraction done, 0-1")
-    items_total = models.PositiveIntegerField(default=0)
+    items_total = models.PositiveIntegerField(default=0, help_text="galaxies (or other items) the run has to handle")
     items_done = models.PositiveIntegerField(default=0)
     items_failed = models.PositiveIntegerField(default=0)
     message = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True, help_text="why the run failed, with the traceback where there is one")
     log = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
-    celery_task_id = models.CharField(max_length=255, blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True, help_text="task that runs or finishes the stage")
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life from a worker")
     trained_model = models.ForeignKey(TrainedModel, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:
@@ -268,17 +290,107 @@ class TrainingRun(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]), name="run_status_known"
             ),
-        ]
+            models.UniqueConstraint(
+                fields=["survey", "stage"], condition=Q(status__in=["queued", "running"]),
+                name="run_one_active_per_survey_stage",
+            ),
+        ]  # fmt: skip
         ordering = ["-created"]
 
     def __str__(self) -> str:
         return f"{self.stage} #{self.pk} ({self.status})"
 
     @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
     def duration_s(self) -> float | None:
         if self.started and self.finished:
             return (self.finished - self.started).total_seconds()
         return None
+
+
+class RunChunk(models.Model):
+    """One chunk of a run's items: the unit a worker takes, retries and reports on."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    TERMINAL = (State.DONE, State.FAILED, State.CANCELLED)
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    items = models.JSONField(default=list, help_text="ids of the galaxies (or other items) of this chunk")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0, help_text="deliveries to a worker so far")
+    task_id = models.CharField(max_length=255, blank=True, help_text="Celery task id")
+    worker = models.CharField(max_length=255, blank=True, help_text="hostname of the last worker that took it")
+    error = models.TextField(blank=True)
+    current_item = models.BigIntegerField(
+        null=True, blank=True, help_text="item being processed one at a time after a redelivery"
+    )
+    item_crashes = models.JSONField(default=dict, blank=True, help_text="item id -> times its worker died on it")
+    n_done = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    duration_s = models.FloatField(null=True, blank=True, help_text="s, of the attempt that finished it")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="runchunk_index_unique"),
+            models.CheckConstraint(
+                condition=Q(state__in=["queued", "running", "done", "failed", "cancelled"]), name="runchunk_state_known"
+            ),
+        ]
+        ordering = ["run", "index"]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} chunk {self.index} ({self.state})"
+
+
+class ImageStore(models.Model):
+    """The log-scaled images of one survey at one resolution: one memory-mappable array.
+
+    ``images`` is a raw float16 file of shape (capacity, resolution, resolution) in C order
+    and ``galaxy_ids`` a raw int64 file of shape (capacity,) beside it; a galaxy's row is in
+    :class:`StoredImage`. Rows are allocated under a row lock on this record and each is
+    written by one chunk, so chunks write concurrently without overlapping.
+    """
+
+    survey = models.ForeignKey(Survey, on_delete=models.CASCADE, related_name="image_stores")
+    resolution = models.PositiveIntegerField(help_text="pixels per side")
+    images_name = models.CharField(max_length=300, help_text="storage name of the float16 image array")
+    ids_name = models.CharField(max_length=300, help_text="storage name of the int64 galaxy id array")
+    capacity = models.PositiveIntegerField(default=0, help_text="rows allocated in the files")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["survey", "resolution"], name="imagestore_one_per_resolution")]
+
+    def __str__(self) -> str:
+        return f"{self.survey} {self.resolution}px"
+
+
+class StoredImage(models.Model):
+    """Where a galaxy's log-scaled image lives in an :class:`ImageStore`."""
+
+    store = models.ForeignKey(ImageStore, on_delete=models.CASCADE, related_name="rows")
+    galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="stored_images")
+    row = models.PositiveIntegerField()
+    written = models.BooleanField(default=False, help_text="the row holds this galaxy's current image")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "galaxy"], name="storedimage_one_per_galaxy"),
+            models.UniqueConstraint(fields=["store", "row"], name="storedimage_row_unique"),
+        ]
 
 
 class Prediction(models.Model):
@@ -312,7 +424,7 @@ class ExperimentResult(models.Model):
     n = models.PositiveIntegerField(help_text="galaxies evaluated")
     per_class = models.JSONField(default=dict, blank=True, help_text="class -> metrics")
     survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE)
-    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,8 +1,10 @@
 """Celery tasks: the one place that binds the science in ``pipeline`` to the database.
 
 Routing is by name (``catalogue.celery.TASK_ROUTES``): ``pipeline.tasks.gpu_*`` go to the
-``gpu`` queue, everything else here to ``cpu``. Tasks are thin: they load rows, call a
-service or a science function, and store the result.
+``gpu`` queue, everything else here to ``cpu``. Tasks are thin wrappers: they call a
+service (which imports nothing from here) and carry the execution policy: time limits per
+task kind (:mod:`catalogue.limits`) and automatic retries with backoff for transient
+database and broker errors.
 """
 
 from __future__ import annotations
@@ -11,7 +13,23 @@ import os
 import platform
 import socket
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+
+from catalogue.limits import limits
+
+#: Errors worth retrying: the database or the broker went away for a moment.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
+RETRY_POLICY = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+CHUNK_LIMITS = limits("chunk")
+CONTROL_LIMITS = limits("control")
 
 
 def _worker_report(task) -> dict:
@@ -23,6 +41,22 @@ def _worker_report(task) -> dict:
         "python": platform.python_version(),
         "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
     }
+
+
+def _worker_name(task) -> str:
+    return f"{task.request.hostname or socket.gethostname()} pid {os.getpid()}"
+
+
+class ChunkTask(Task):
+    """A chunk task whose run fails when the chunk fails for good (retries spent, hard limit)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ARG002 - Celery's signature
+        from catalogue.models import RunChunk
+        from catalogue.services.runs import fail_run
+
+        run_id = RunChunk.objects.filter(pk=args[0]).values_list("run_id", flat=True).first() if args else None
+        if run_id is not None:
+            fail_run(run_id, exc, where=f"task {self.name}")
 
 
 @shared_task(bind=True, name="pipeline.tasks.worker_info")
@@ -37,23 +71,37 @@ def gpu_worker_info(self) -> dict:
     return _worker_report(self)
 
 
-@shared_task(name="pipeline.tasks.preprocess_galaxies")
+@shared_task(
+    name="pipeline.tasks.preprocess_galaxies",
+    soft_time_limit=CONTROL_LIMITS.soft_s, time_limit=CONTROL_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
 def preprocess_galaxies(survey: str, resolutions: list[int] | None = None, preset: str = "fast", force: bool = False) -> int:
-    """Preprocess a survey's galaxies (chunked, idempotent); returns the TrainingRun id."""
+    """Start preprocessing a survey's galaxies (chunked, idempotent); returns the run id."""
     from catalogue.models import Survey
-    from catalogue.services.preprocessing import start_preprocess_run
+    from catalogue.services.preprocess_runs import start_preprocess_run
 
     run = start_preprocess_run(Survey.objects.get(name=survey), resolutions, preset_name=preset, force=force)
     return run.pk
 
 
-@shared_task(name="pipeline.tasks.preprocess_chunk")
-def preprocess_chunk(run_id: int, galaxy_ids: list[int]) -> dict:
-    """Preprocess one chunk of a run; a crash of the whole chunk fails the run with its traceback."""
-    from catalogue.services.preprocessing import fail_run, run_chunk
+@shared_task(
+    bind=True, base=ChunkTask, name="pipeline.tasks.preprocess_chunk",
+    soft_time_limit=CHUNK_LIMITS.soft_s, time_limit=CHUNK_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def preprocess_chunk(self, chunk_id: int) -> dict:
+    """Preprocess one chunk of a run (see catalogue.services.preprocess_chunk)."""
+    from catalogue.services.preprocess_chunk import PREPROCESS_STAGE
+    from catalogue.services.runs import execute_chunk
 
-    try:
-        return run_chunk(run_id, galaxy_ids)
-    except Exception as exc:
-        fail_run(run_id, exc)
-        raise
+    return execute_chunk(chunk_id, _worker_name(self), PREPROCESS_STAGE)
+
+
+@shared_task(
+    name="pipeline.tasks.reap_stale_runs",
+    soft_time_limit=CONTROL_LIMITS.soft_s, time_limit=CONTROL_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def reap_stale_runs() -> list[int]:
+    """Fail runs whose workers went silent (scheduled by celery beat every minute)."""
+    from catalogue.services.runs import reap_stale_runs as reap
+
+    return reap()

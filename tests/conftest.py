@@ -64,43 +64,80 @@ def _test_database_url() -> str:
     return f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
 
 
+class WorkerProcess:
+    """One real Celery worker process on one queue, which a test may kill and restart."""
+
+    def __init__(self, app, queue: str, env: dict, pool: str = "solo", name: str = ""):
+        self.app, self.queue, self.env, self.pool = app, queue, env, pool
+        self.hostname = f"{name or queue}-{uuid.uuid4().hex[:8]}@test"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        celery_bin = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
+        extra = ["--concurrency", "1"] if self.pool == "prefork" else []
+        self.proc = subprocess.Popen(
+            [celery_bin, "-A", "catalogue", "worker", "-Q", self.queue, "--pool", self.pool, *extra,
+             "--hostname", self.hostname, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=self.env, start_new_session=True,
+        )  # fmt: skip
+        _wait_for_workers(self.app, {self.hostname}, [self.proc], timeout)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its children at once, as a crash or the OOM killer would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+
+
 @pytest.fixture
-def celery_workers(redis_url, _eager_celery, _media_root):
-    """Start one real worker per queue against Redis; yields {queue: hostname}.
+def worker_env(redis_url, _media_root) -> dict:
+    """The environment of a worker process that shares the test's database, broker and media."""
+    return {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
+            "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT), "MEDIA_ROOT": str(_media_root),
+            "DATABASE_URL": _test_database_url()}  # fmt: skip
+
+
+@pytest.fixture
+def start_worker(_eager_celery, worker_env):
+    """Factory of real workers (killable, restartable); every one is stopped at the end."""
+    app = _eager_celery
+    app.conf.task_always_eager = False
+    app.control.purge()
+    started: list[WorkerProcess] = []
+
+    def start(queue: str = "cpu", pool: str = "solo", env: dict | None = None, name: str = "") -> WorkerProcess:
+        worker = WorkerProcess(app, queue, {**worker_env, **(env or {})}, pool, name)
+        started.append(worker)
+        return worker.start()
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+        app.control.purge()
+        app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def celery_workers(start_worker):
+    """One real worker per queue against Redis; yields {queue: hostname}.
 
     Each worker listens to one queue only, so a task's result tells which queue it went
     through. The broker's queues are purged first so stale messages cannot interfere.
     """
-    app = _eager_celery
-    app.conf.task_always_eager = False
-    app.control.purge()
-    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
-           "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT), "MEDIA_ROOT": str(_media_root),
-           "DATABASE_URL": _test_database_url()}
-    tag = uuid.uuid4().hex[:8]
-    procs, hostnames = [], {}
-    celery_bin = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
-    try:
-        for queue in ("cpu", "gpu"):
-            hostname = f"{queue}-{tag}@test"
-            hostnames[queue] = hostname
-            procs.append(subprocess.Popen(
-                [celery_bin, "-A", "catalogue", "worker", "-Q", queue, "--pool", "solo",
-                 "--hostname", hostname, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-                cwd=ROOT, env=env, start_new_session=True,
-            ))
-        _wait_for_workers(app, set(hostnames.values()), procs, timeout=60)
-        yield hostnames
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        app.conf.task_always_eager = True
+    yield {queue: start_worker(queue).hostname for queue in ("cpu", "gpu")}
 
 
 def _wait_for_workers(app, hostnames: set[str], procs, timeout: float) -> None:

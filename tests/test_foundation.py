@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 
-from catalogue.models import FeatureSet, FeatureVector, Galaxy, GZ2Votes, Survey, TrainingRun
+from catalogue.models import FeatureSet, FeatureVector, Galaxy, GZ2Votes, Run, Survey
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 
@@ -24,7 +24,7 @@ def test_migrations_are_complete_and_applied():
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
     tables = set(connection.introspection.table_names())
-    for model in (Survey, Galaxy, GZ2Votes, FeatureVector, TrainingRun):
+    for model in (Survey, Galaxy, GZ2Votes, FeatureVector, Run):
         assert model._meta.db_table in tables
 
 
@@ -61,7 +61,7 @@ def test_rejected_galaxy_may_lack_redshift(survey):
 
 def test_training_run_progress_is_bounded():
     with pytest.raises(IntegrityError), transaction.atomic():
-        TrainingRun.objects.create(stage="preprocess", progress=1.5)
+        Run.objects.create(stage="preprocess", progress=1.5)
 
 
 def test_feature_vector_round_trips_float32_bytes(survey):
@@ -88,10 +88,10 @@ def test_home_page_lists_surveys(client, survey):
 
 
 def test_home_page_refreshes_while_a_run_is_active(client, survey):
-    TrainingRun.objects.create(stage="preprocess", survey=survey, status="running", progress=0.4, message="40 of 100")
+    Run.objects.create(stage="preprocess", survey=survey, status="running", progress=0.4, message="40 of 100")
     page = client.get("/").content.decode()
     assert 'http-equiv="refresh"' in page and "40 of 100" in page
-    TrainingRun.objects.update(status="succeeded", progress=1.0)
+    Run.objects.update(status="succeeded", progress=1.0)
     assert 'http-equiv="refresh"' not in client.get("/").content.decode()
 
 

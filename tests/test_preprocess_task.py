@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import pytest
-from django.core.files.storage import default_storage
 from django.core.management import call_command
 
-from catalogue.models import Galaxy, Preprocessed, Survey, TrainingRun
+from catalogue.models import Galaxy, ImageStore, Preprocessed, Run, StoredImage, Survey
+from catalogue.services.image_store import load_log_images, stored_resolutions
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.preprocessing import load_log_images, start_preprocess_run
+from catalogue.services.preprocess_runs import start_preprocess_run
 from pipeline.preprocess import FEATURE_NAMES
 from pipeline.tasks import preprocess_galaxies
 
@@ -30,7 +30,7 @@ def blank_objid(truth) -> int:
 
 
 def test_task_preprocesses_every_galaxy_and_records_failures(survey, synthetic_truth):
-    run = TrainingRun.objects.get(pk=preprocess_galaxies.delay("pre", [32, 69], preset="test").get())
+    run = Run.objects.get(pk=preprocess_galaxies.delay("pre", [32, 69], preset="test").get())
     candidates = Galaxy.objects.filter(survey=survey).exclude(status="rejected")
     assert run.status == "succeeded" and run.progress == 1.0
     assert run.items_total == candidates.count()
@@ -50,7 +50,7 @@ def test_task_preprocesses_every_galaxy_and_records_failures(survey, synthetic_t
     assert row.features["redshift"] == pytest.approx(row.galaxy.z)
     assert 0.05 < row.features["pixel_kpc"] < 3
     assert row.scaling_value > 0 and 0 < row.noise_level < 0.2
-    assert set(row.arrays) == {"32", "69"}
+    assert stored_resolutions(row.galaxy) == [32, 69]
     galaxies = list(Galaxy.objects.filter(preprocessed__run=run, preprocessed__status="ok").select_related("preprocessed")[:40])
     images = load_log_images(galaxies, 69)
     assert images.shape == (len(galaxies), 69, 69)
@@ -72,21 +72,39 @@ def test_stars_from_the_catalogue_prior_are_removed(survey):
     assert not removed_without_prior.exists()
 
 
-def test_rerun_skips_done_galaxies_unless_forced(survey):
+def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
     first = start_preprocess_run(survey, [32], preset_name="test")
     again = start_preprocess_run(survey, [32], preset_name="test")
     assert first.items_failed >= 1
     assert again.items_total == first.items_failed  # only failed galaxies are retried
-    shards_before = set(default_storage.listdir(f"preprocessed/{survey.name}/32px")[1])
+    store = ImageStore.objects.get(survey=survey, resolution=32)
+    rows_before = dict(StoredImage.objects.filter(store=store).values_list("galaxy_id", "row"))
+    before = load_log_images(list(Galaxy.objects.filter(preprocessed__status="ok").order_by("id")[:5]), 32)
+    # A new resolution makes every galaxy due again, and both resolutions end up stored.
+    wider = start_preprocess_run(survey, [32, 48], preset_name="test")
+    assert wider.items_total == first.items_total
+    ok = list(Galaxy.objects.filter(survey=survey, preprocessed__status="ok").order_by("id"))
+    assert all(stored_resolutions(g) == [32, 48] for g in ok[:20])
+    assert load_log_images(ok, 48).shape == (len(ok), 48, 48)
+    # Galaxies keep their rows: a re-run overwrites in place, nothing is left to reclaim.
+    assert dict(StoredImage.objects.filter(store=store).values_list("galaxy_id", "row")) == rows_before
+    np.testing.assert_array_equal(load_log_images(ok[:5], 32), before)
     forced = start_preprocess_run(survey, [32], preset_name="test", force=True)
     assert forced.items_total == first.items_total
     assert Preprocessed.objects.filter(run=forced).count() == first.items_total
-    # The first run's shards are no longer referenced and are pruned; the new ones load.
-    shards_after = set(default_storage.listdir(f"preprocessed/{survey.name}/32px")[1])
-    assert shards_after and not shards_after & shards_before
-    assert forced.result["shards_pruned"] == len(shards_before)
-    galaxies = list(Galaxy.objects.filter(preprocessed__run=forced, preprocessed__status="ok")[:5])
-    assert load_log_images(galaxies, 32).shape == (5, 32, 32)
+
+
+def test_fast_then_paper_preprocessing_gives_every_resolution(survey):
+    fast = start_preprocess_run(survey, preset_name="fast")
+    paper = start_preprocess_run(survey, preset_name="paper")
+    assert fast.resolutions == [69, 128] and paper.resolutions == [69, 128, 197]
+    assert paper.items_total == fast.items_total  # nobody had 197 px yet
+    ok = list(Galaxy.objects.filter(survey=survey, preprocessed__status="ok"))
+    assert len(ok) == fast.items_done
+    for resolution in (69, 128, 197):
+        images = load_log_images(ok, resolution)
+        assert images.shape == (len(ok), resolution, resolution)
+        assert np.all(images.reshape(len(ok), -1).std(axis=1) > 0.01)
 
 
 @pytest.mark.usefixtures("survey")
@@ -147,7 +165,7 @@ def test_staff_start_preprocessing_from_the_admin(survey, admin_client):
         "/admin/catalogue/survey/", {"action": "preprocess", "_selected_action": [survey.pk]}, follow=True
     )
     assert response.status_code == 200
-    run = TrainingRun.objects.get(stage="preprocess", survey=survey)
+    run = Run.objects.get(stage="preprocess", survey=survey)
     assert run.started_by.is_staff and run.status == "succeeded"
     assert f"run #{run.pk}" in response.content.decode()
-    assert admin_client.get(f"/admin/catalogue/trainingrun/{run.pk}/change/").status_code == 200
+    assert admin_client.get(f"/admin/catalogue/run/{run.pk}/change/").status_code == 200

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from astropy.io import fits
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 
-from catalogue.models import Galaxy, Survey, TrainingRun
-from catalogue.services.preprocessing import load_log_images
+from catalogue.models import Galaxy, Run, Survey
+from catalogue.services.cutouts import read_cutout, usable_image
+from catalogue.services.image_store import load_log_images, stored_resolutions
 from pipeline import gz2
 from pipeline.display import asinh_display, linear_display, png_bytes
 from pipeline.preprocess import FEATURE_UNITS
@@ -48,8 +46,8 @@ def home(request: HttpRequest) -> HttpResponse:
         n_ok=Count("galaxies", filter=Q(galaxies__status="ok")),
         n_rejected=Count("galaxies", filter=Q(galaxies__status="rejected")),
     ).order_by("name")
-    runs = list(TrainingRun.objects.select_related("survey")[:10])
-    active = any(r.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING) for r in runs)
+    runs = list(Run.objects.select_related("survey")[:10])
+    active = any(r.is_active for r in runs)
     return render(request, "webui/home.html", {"surveys": surveys, "runs": runs, "refresh_seconds": 5 if active else 0})
 
 
@@ -82,7 +80,7 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     resolutions = []
     if pre is not None and pre.status == "ok":
         features = [(name, format_cell(pre.features.get(name)), unit) for name, unit in FEATURE_UNITS.items()]
-        resolutions = [(r, f"log{r}") for r in sorted(int(r) for r in pre.arrays)]
+        resolutions = [(r, f"log{r}") for r in stored_resolutions(galaxy)]
     votes = getattr(galaxy, "gz2", None)
     top_answers = []
     if votes is not None:
@@ -99,15 +97,13 @@ def galaxy_image(request: HttpRequest, pk: int, stage: str) -> HttpResponse:
     """PNG of a galaxy at one preprocessing stage: 'g' (the cutout) or 'log<res>' (network input)."""
     galaxy = get_object_or_404(Galaxy, pk=pk)
     if stage == "g":
-        image = galaxy.images.filter(band="g", status="ok").first()
+        image = usable_image(galaxy)
         if image is None:
             raise Http404("no usable g image")
-        with image.file.open("rb") as fh:
-            data = fits.getdata(io.BytesIO(fh.read()))
+        _, data = read_cutout(image)
         return HttpResponse(png_bytes(asinh_display(data), size=256), content_type="image/png")
     if stage.startswith("log") and stage[3:].isdigit():
-        pre = getattr(galaxy, "preprocessed", None)
-        if pre is None or stage[3:] not in pre.arrays:
+        if int(stage[3:]) not in stored_resolutions(galaxy):
             raise Http404("not preprocessed at that resolution")
         picture = linear_display(load_log_images([galaxy], int(stage[3:]))[0])
         return HttpResponse(png_bytes(picture, size=256), content_type="image/png")

@@ -13,12 +13,12 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalogue.models import Survey, TrainingRun
-from catalogue.services.preprocessing import start_preprocess_run
+from catalogue.models import Run, Survey
+from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.runs import RunConflict, chunk_failures
 from pipeline.presets import PRESETS
 
 STAGES = {"preprocess": start_preprocess_run}
-TERMINAL = {TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED}
 
 
 class Command(BaseCommand):
@@ -41,25 +41,28 @@ class Command(BaseCommand):
             raise CommandError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
         summary = {"survey": survey.name, "preset": opts["preset"], "stages": {}}
         for stage in stages:
-            run = STAGES[stage](survey, preset_name=opts["preset"], force=opts["force"])
+            try:
+                run = STAGES[stage](survey, preset_name=opts["preset"], force=opts["force"])
+            except (RunConflict, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
             run = self._wait(run, opts["timeout"])
             summary["stages"][stage] = {
                 "run": run.pk, "status": run.status, "total": run.items_total, "done": run.items_done,
                 "failed": run.items_failed, "seconds": run.duration_s, "message": run.message,
-                "failures": run.result.get("failures", []),
+                "failures": run.result.get("failures", []), "chunk_failures": chunk_failures(run),
             }  # fmt: skip
-            if run.status != TrainingRun.Status.SUCCEEDED:
+            if run.status != Run.Status.SUCCEEDED:
                 self.stdout.write(json.dumps(summary, indent=2))
                 raise CommandError(f"stage {stage} ended {run.status}: {run.message}")
         self.stdout.write(json.dumps(summary, indent=2))
 
-    def _wait(self, run: TrainingRun, timeout: float) -> TrainingRun:
+    def _wait(self, run: Run, timeout: float) -> Run:
         deadline = time.monotonic() + timeout
         with tqdm(total=run.items_total, desc=run.stage, unit="gal") as bar:
             while True:
                 run.refresh_from_db()
                 bar.update(run.items_done + run.items_failed - bar.n)
-                if run.status in TERMINAL:
+                if run.status in Run.TERMINAL:
                     return run
                 if time.monotonic() > deadline:
                     raise CommandError(f"run #{run.pk} not finished after {timeout:.0f} s: {run.message}")

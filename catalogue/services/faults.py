@@ -1,0 +1,32 @@
+"""Fault injection for the crash-recovery tests: a worker that dies on chosen galaxies.
+
+``MORPHOMASS_FAULTS`` (JSON) in a worker's environment: ``{"crash_objids": [...]}`` kills
+the worker process (SIGKILL, as the kernel's OOM killer would) whenever it starts on one
+of those galaxies, and ``{"delay_s": 0.2}`` slows each galaxy down so a test can kill a
+worker mid-chunk. Unset (always, outside tests) it does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _faults() -> dict:
+    raw = os.environ.get("MORPHOMASS_FAULTS", "").strip()
+    return json.loads(raw) if raw else {}
+
+
+def before_item(objid: int) -> None:
+    """Called by chunk bodies before each galaxy."""
+    faults = _faults()
+    if not faults:
+        return
+    if faults.get("delay_s"):
+        time.sleep(float(faults["delay_s"]))
+    if int(objid) in {int(o) for o in faults.get("crash_objids", [])}:
+        os.kill(os.getpid(), signal.SIGKILL)

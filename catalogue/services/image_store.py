@@ -1,0 +1,233 @@
+"""The image store: a survey's log-scaled images at one resolution in one memory-mappable array.
+
+Layout (storage names under ``arrays/<survey>/<res>px/``):
+
+* ``images.f16``: raw little-endian float16, shape (capacity, res, res), C order;
+* ``galaxy_ids.i8``: raw little-endian int64, shape (capacity,), the galaxy id of each row
+  (0 for a row never allocated), so the file can be read without the database.
+
+A galaxy's row is recorded in :class:`~catalogue.models.StoredImage`. Rows are allocated
+when a run starts, under a row lock on the :class:`~catalogue.models.ImageStore` record;
+chunks then write their own rows with positioned writes, so concurrent chunks never touch
+the same bytes. A galaxy keeps its row for good: re-preprocessing overwrites it in place,
+so nothing a row points to is ever deleted and no superseded copy is left to reclaim.
+
+Reading goes through Django's storage API: memory-mapped when the storage has local paths
+(the default ``FileSystemStorage``, a shared filesystem), otherwise by seeking to each row.
+Writing needs local paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from catalogue.models import Galaxy, ImageStore, StoredImage, Survey
+
+IMAGE_DTYPE = np.dtype("<f2")
+ID_DTYPE = np.dtype("<i8")
+
+
+class StoreNotLocal(RuntimeError):
+    """The configured storage has no local paths, so the store cannot be written in place."""
+
+
+def _local_path(name: str) -> str:
+    try:
+        return default_storage.path(name)
+    except NotImplementedError:
+        raise StoreNotLocal(
+            f"the image store needs storage with local paths (a local or shared filesystem) to write {name}"
+        ) from None
+
+
+def row_bytes(resolution: int) -> int:
+    return resolution * resolution * IMAGE_DTYPE.itemsize
+
+
+def get_or_create_store(survey: Survey, resolution: int) -> ImageStore:
+    """The survey's store at ``resolution``, created (with empty files) on first use."""
+    if resolution < 8:
+        raise ValueError(f"resolution must be at least 8 px, got {resolution}")
+    root = f"arrays/{survey.name}/{resolution}px"
+    store, created = ImageStore.objects.get_or_create(
+        survey=survey, resolution=resolution,
+        defaults={"images_name": f"{root}/images.f16", "ids_name": f"{root}/galaxy_ids.i8"},
+    )  # fmt: skip
+    if created or not default_storage.exists(store.images_name):
+        for name in (store.images_name, store.ids_name):
+            if not default_storage.exists(name):
+                default_storage.save(name, ContentFile(b""))
+    return store
+
+
+def allocate_rows(store: ImageStore, galaxy_ids: Iterable[int]) -> dict[int, int]:
+    """Give each galaxy without a row in ``store`` the next free one; returns galaxy id -> row.
+
+    Must run inside a transaction: the store record is locked until it commits, so two
+    runs never hand out the same row. The files grow to the new capacity at once and the
+    galaxy ids are written beside the images.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("allocate_rows must run inside transaction.atomic()")
+    galaxy_ids = list(dict.fromkeys(int(g) for g in galaxy_ids))
+    store = ImageStore.objects.select_for_update().get(pk=store.pk)
+    rows = dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids).values_list("galaxy_id", "row"))
+    new = [g for g in galaxy_ids if g not in rows]
+    if new:
+        first = store.capacity
+        StoredImage.objects.bulk_create(
+            [StoredImage(store=store, galaxy_id=g, row=first + k) for k, g in enumerate(new)], batch_size=5000
+        )
+        rows.update({g: first + k for k, g in enumerate(new)})
+        store.capacity = first + len(new)
+        _grow_files(store)
+        _write_ids(store, first, np.asarray(new, dtype=ID_DTYPE))
+        ImageStore.objects.filter(pk=store.pk).update(capacity=store.capacity)
+    return rows
+
+
+def _grow_files(store: ImageStore) -> None:
+    for name, size in (
+        (store.images_name, store.capacity * row_bytes(store.resolution)),
+        (store.ids_name, store.capacity * ID_DTYPE.itemsize),
+    ):
+        path = _local_path(name)
+        with open(path, "r+b") as fh:
+            if os.fstat(fh.fileno()).st_size < size:
+                os.ftruncate(fh.fileno(), size)
+
+
+def _write_ids(store: ImageStore, first_row: int, ids: np.ndarray) -> None:
+    fd = os.open(_local_path(store.ids_name), os.O_WRONLY)
+    try:
+        os.pwrite(fd, ids.astype(ID_DTYPE).tobytes(), first_row * ID_DTYPE.itemsize)
+    finally:
+        os.close(fd)
+
+
+def write_images(store: ImageStore, rows: np.ndarray, images: np.ndarray) -> None:
+    """Write (N, res, res) images to their allocated rows (positioned writes, any order).
+
+    Consecutive rows are written in one call. The rows become visible to readers when
+    the caller marks them ``written`` in the same transaction as the rest of its results.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if images.shape != (len(rows), store.resolution, store.resolution):
+        raise ValueError(f"expected images of shape ({len(rows)}, {store.resolution}, {store.resolution}), got {images.shape}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= store.capacity):
+        raise ValueError(f"rows {rows.min()}..{rows.max()} outside the store's {store.capacity} allocated rows")
+    data = np.ascontiguousarray(images, dtype=IMAGE_DTYPE)
+    size = row_bytes(store.resolution)
+    order = np.argsort(rows)
+    fd = os.open(_local_path(store.images_name), os.O_WRONLY)
+    try:
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            while stop < len(order) and rows[order[stop]] == rows[order[stop - 1]] + 1:
+                stop += 1
+            block = data[order[start:stop]]
+            os.pwrite(fd, block.tobytes(), int(rows[order[start]]) * size)
+            start = stop
+    finally:
+        os.close(fd)
+
+
+_MAPS: dict[tuple[str, int], np.memmap] = {}
+
+
+def _memmap(store: ImageStore) -> np.ndarray | None:
+    """A read-only memory map of the store's images (cached per process and file size)."""
+    try:
+        path = default_storage.path(store.images_name)
+    except NotImplementedError:
+        return None
+    size = os.path.getsize(path)
+    n_rows = size // row_bytes(store.resolution)
+    key = (path, size)
+    cached = _MAPS.get(key)
+    if cached is None:
+        if n_rows == 0:
+            return np.empty((0, store.resolution, store.resolution), IMAGE_DTYPE)
+        for old in [k for k in _MAPS if k[0] == path]:
+            del _MAPS[old]
+        cached = np.memmap(path, dtype=IMAGE_DTYPE, mode="r", shape=(n_rows, store.resolution, store.resolution))
+        _MAPS[key] = cached
+    return cached
+
+
+def read_rows(store: ImageStore, rows: np.ndarray) -> np.ndarray:
+    """(N, res, res) float32 images of the given rows, in the order asked.
+
+    Only the asked rows are read: through a memory map where storage is local (sorted,
+    so the reads go forward through the file), else one seek and read per row.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), store.resolution, store.resolution), dtype=np.float32)
+    if not len(rows):
+        return out
+    mapped = _memmap(store)
+    if mapped is not None:
+        if rows.max() >= len(mapped):
+            raise ValueError(f"row {rows.max()} beyond the {len(mapped)} rows of {store.images_name}")
+        order = np.argsort(rows, kind="stable")
+        out[order] = mapped[rows[order]]
+        return out
+    size = row_bytes(store.resolution)
+    with default_storage.open(store.images_name, "rb") as fh:
+        for i, row in enumerate(rows.tolist()):
+            fh.seek(row * size)
+            out[i] = np.frombuffer(fh.read(size), dtype=IMAGE_DTYPE).reshape(store.resolution, store.resolution)
+    return out
+
+
+def read_galaxy_ids(store: ImageStore) -> np.ndarray:
+    """The galaxy id of every allocated row (0 where a row was never allocated)."""
+    with default_storage.open(store.ids_name, "rb") as fh:
+        return np.frombuffer(fh.read(), dtype=ID_DTYPE)[: store.capacity].copy()
+
+
+def rows_of(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple[ImageStore, np.ndarray]:
+    """The store and the row of each galaxy (in the order given) whose image is written.
+
+    Raises
+    ------
+    LookupError
+        naming the galaxies that have no written image at this resolution.
+    """
+    galaxy_ids = [int(g) for g in galaxy_ids]
+    store = ImageStore.objects.filter(survey=survey, resolution=resolution).first()
+    if store is None:
+        raise LookupError(f"survey {survey.name} has no images at {resolution} px; run preprocessing at that resolution")
+    found = dict(
+        StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids, written=True).values_list("galaxy_id", "row")
+    )
+    missing = [g for g in galaxy_ids if g not in found]
+    if missing:
+        raise LookupError(f"{len(missing)} galaxies have no {resolution} px image, e.g. galaxy id {missing[0]}")
+    return store, np.array([found[g] for g in galaxy_ids], dtype=np.int64)
+
+
+def load_log_images(galaxies: Iterable[Galaxy], resolution: int) -> np.ndarray:
+    """(N, res, res) float32 log-scaled images of the given galaxies (one survey), in order."""
+    galaxies = list(galaxies)
+    if not galaxies:
+        return np.empty((0, resolution, resolution), np.float32)
+    surveys = {g.survey_id for g in galaxies}
+    if len(surveys) != 1:
+        raise ValueError(f"galaxies from {len(surveys)} surveys; load one survey at a time")
+    store, rows = rows_of(galaxies[0].survey, resolution, [g.pk for g in galaxies])
+    return read_rows(store, rows)
+
+
+def stored_resolutions(galaxy: Galaxy) -> list[int]:
+    """Resolutions (px) at which the galaxy has a written image, ascending."""
+    return sorted(
+        StoredImage.objects.filter(galaxy=galaxy, written=True).values_list("store__resolution", flat=True)
+    )

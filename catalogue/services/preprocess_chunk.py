@@ -1,0 +1,210 @@
+"""The body of one preprocessing chunk: cutouts in, results and log-scaled images out.
+
+Normally a chunk's galaxies are processed in memory and saved in one transaction with
+the chunk's ``done`` state. A chunk delivered again after its worker died is processed
+one galaxy at a time, each saved at once, with the galaxy in hand recorded, so that a
+galaxy which kills the worker is identified and, after a few deaths, failed with the
+reason (see :mod:`catalogue.services.runs`).
+
+A galaxy that cannot be preprocessed gets a failed result with the reason and leaves the
+learning sample (it stays in the catalogue); one that succeeds later returns to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import transaction
+
+from catalogue.models import Galaxy, GalaxyStatus, ImageStore, Preprocessed, Run, Split, StoredImage
+from catalogue.services import faults, runs
+from catalogue.services.cutouts import read_cutout, usable_image
+from catalogue.services.image_store import write_images
+from pipeline.photometry import cosmology, pixel_size_kpc
+from pipeline.preprocess import ImageMeta, PreprocessedImage, preprocess_cutout
+from pipeline.sample import assign_splits
+from pipeline.stars import prior_pixels
+
+log = logging.getLogger(__name__)
+
+PREPROCESS_FAILED = "preprocessing failed"
+
+
+@dataclass
+class GalaxyResult:
+    galaxy: Galaxy
+    result: PreprocessedImage | None = None
+    error: str = ""
+
+
+def preprocess_chunk_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+    """Preprocess a claimed chunk (see the module docstring)."""
+    run = claim.run
+    galaxies = list(
+        Galaxy.objects.filter(pk__in=claim.items).select_related("survey").prefetch_related("images").order_by("id")
+    )
+    pixel_kpc = _pixel_sizes_kpc(galaxies, run)
+    writer = _Writer(run, [g.pk for g in galaxies])
+    results: list[GalaxyResult] = []
+    try:
+        for galaxy in galaxies:
+            context.check()
+            if claim.careful:
+                crashes = claim.poisoned.get(galaxy.pk)
+                if crashes:
+                    item = GalaxyResult(galaxy, error=f"the worker process died {crashes} times preprocessing this galaxy")
+                else:
+                    context.holding(galaxy.pk)
+                    item = _preprocess_one(galaxy, run, pixel_kpc)
+                writer.save([item])
+            else:
+                item = _preprocess_one(galaxy, run, pixel_kpc)
+            results.append(item)
+    except SoftTimeLimitExceeded:
+        handled = {r.galaxy.pk for r in results}
+        reason = "the chunk reached its soft time limit before this galaxy"
+        results += [GalaxyResult(g, error=reason) for g in galaxies if g.pk not in handled]
+    except runs.RunCancelled:
+        if not claim.careful:
+            writer.save(results)  # keep what was done before the cancellation
+        raise
+    outcome = runs.ChunkOutcome(
+        done=sum(r.result is not None for r in results), failed=sum(r.result is None for r in results)
+    )
+    outcome.failed += len(claim.items) - len(galaxies)  # ids whose galaxy was deleted meanwhile
+    writer.save([] if claim.careful else results, complete=(claim, outcome))
+    return outcome
+
+
+def _preprocess_one(galaxy: Galaxy, run: Run, pixel_kpc: dict[int, float]) -> GalaxyResult:
+    """One galaxy through the science; any error becomes the galaxy's failure reason."""
+    faults.before_item(galaxy.objid)
+    try:
+        image = usable_image(galaxy)
+        if image is None:
+            raise ValueError("no usable g-band image")
+        header, data = read_cutout(image)
+        meta = ImageMeta(redshift=galaxy.z, lum_dist_mpc=galaxy.lum_dist_mpc, pixel_kpc=pixel_kpc[galaxy.pk])
+        prior = prior_pixels(header, galaxy.extra.get("stars", [])) if galaxy.survey.has_star_catalogue else None
+        result = preprocess_cutout(
+            data, image.psf_fwhm_arcsec / image.pixscale_arcsec, meta, tuple(run.resolutions),
+            prior_xy=prior, seed=galaxy.objid % (2**32),
+        )  # fmt: skip
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as exc:  # one bad galaxy never stops the chunk
+        error = f"{type(exc).__name__}: {exc}"[:280]
+        log.info("preprocess failed for %s: %s", galaxy.objid, error)
+        return GalaxyResult(galaxy, error=error)
+    return GalaxyResult(galaxy, result=result)
+
+
+def _pixel_sizes_kpc(galaxies: list[Galaxy], run: Run) -> dict[int, float]:
+    """Physical pixel size (kpc) per galaxy id, in one vectorised cosmology call for the chunk."""
+    images = {g.pk: usable_image(g) for g in galaxies}
+    usable = [g for g in galaxies if images[g.pk] is not None and g.z is not None]
+    if not usable:
+        return {}
+    scales = np.array([images[g.pk].pixscale_arcsec for g in usable])
+    cosmo = cosmology(run.survey.h0, run.survey.om0)
+    sizes = np.atleast_1d(pixel_size_kpc(scales, np.array([g.z for g in usable]), cosmo))
+    return {g.pk: float(size) for g, size in zip(usable, sizes, strict=True)}
+
+
+class _Writer:
+    """Saves results: images to the store rows, then rows and the ledger in one transaction."""
+
+    def __init__(self, run: Run, galaxy_ids: list[int]):
+        self.run = run
+        self.stores = {s.resolution: s for s in ImageStore.objects.filter(survey=run.survey, resolution__in=run.resolutions)}
+        missing = set(run.resolutions) - set(self.stores)
+        if missing:
+            raise RuntimeError(f"run #{run.pk} has no image store at {sorted(missing)} px; start it with start_preprocess_run")
+        self.rows = {
+            r: dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids).values_list("galaxy_id", "row"))
+            for r, store in self.stores.items()
+        }
+
+    def save(self, results: list[GalaxyResult], complete: tuple | None = None) -> None:
+        ok = [r for r in results if r.result is not None]
+        for resolution, store in self.stores.items():
+            if ok:
+                rows = np.array([self.rows[resolution][r.galaxy.pk] for r in ok])
+                write_images(store, rows, np.stack([r.result.resized[resolution] for r in ok]))
+        with transaction.atomic():
+            if results:
+                Preprocessed.objects.bulk_create(
+                    [self._row(r) for r in results], update_conflicts=True, unique_fields=["galaxy"],
+                    update_fields=["run", "status", "error", "scaling_value", "noise_level", "n_stars_removed", "features"],
+                )  # fmt: skip
+                if ok:
+                    StoredImage.objects.filter(
+                        store__in=self.stores.values(), galaxy_id__in=[r.galaxy.pk for r in ok]
+                    ).update(written=True)
+                _update_learning_sample(results)
+            if complete is not None:
+                runs.complete_chunk(*complete)
+
+    def _row(self, item: GalaxyResult) -> Preprocessed:
+        row = Preprocessed(galaxy=item.galaxy, run=self.run)
+        if item.result is None:
+            row.status, row.error = Preprocessed.Status.FAILED, item.error
+            return row
+        result = item.result
+        row.status, row.error = Preprocessed.Status.OK, ""
+        row.scaling_value, row.noise_level = result.scaling_value, result.noise_level
+        row.n_stars_removed, row.features = result.n_stars_removed, result.features
+        return row
+
+
+def _update_learning_sample(results: list[GalaxyResult]) -> None:
+    """Failed galaxies leave the learning sample with the reason; recovered ones come back."""
+    failed = [r for r in results if r.result is None and r.galaxy.status == GalaxyStatus.OK]
+    for item in failed:
+        Galaxy.objects.filter(pk=item.galaxy.pk).update(
+            status=GalaxyStatus.EXCLUDED, split=Split.NONE, status_reason=f"{PREPROCESS_FAILED}: {item.error}"[:300]
+        )
+    recovered = [
+        r.galaxy for r in results
+        if r.result is not None and r.galaxy.status == GalaxyStatus.EXCLUDED
+        and r.galaxy.status_reason.startswith(PREPROCESS_FAILED)
+    ]  # fmt: skip
+    if recovered:
+        objids = np.array([g.objid for g in recovered], dtype=np.int64)
+        splits = assign_splits(objids, np.ones(len(objids), bool), recovered[0].survey.split_seed)
+        for galaxy, split in zip(recovered, splits, strict=True):
+            Galaxy.objects.filter(pk=galaxy.pk).update(status=GalaxyStatus.OK, split=str(split), status_reason="")
+
+
+def record_given_up(claim: runs.ChunkClaim, reason: str) -> runs.ChunkOutcome:
+    """A chunk the engine gave up on: its galaxies without a result from this run fail with the reason."""
+    done = set(
+        Preprocessed.objects.filter(run=claim.run, galaxy_id__in=claim.items, status=Preprocessed.Status.OK).values_list(
+            "galaxy_id", flat=True
+        )
+    )
+    galaxies = list(Galaxy.objects.filter(pk__in=claim.items).exclude(pk__in=done).select_related("survey"))
+    items = [GalaxyResult(g, error=reason) for g in galaxies]
+    Preprocessed.objects.bulk_create(
+        [Preprocessed(galaxy=i.galaxy, run=claim.run, status=Preprocessed.Status.FAILED, error=reason[:300]) for i in items],
+        update_conflicts=True, unique_fields=["galaxy"], update_fields=["run", "status", "error"],
+    )  # fmt: skip
+    _update_learning_sample(items)
+    return runs.ChunkOutcome(done=len(done), failed=len(claim.items) - len(done))
+
+
+def summarise_run(run: Run) -> dict:
+    """The failures of a finished run, by objid and reason."""
+    failures = [
+        {"objid": objid, "reason": error}
+        for objid, error in Preprocessed.objects.filter(run=run, status=Preprocessed.Status.FAILED)
+        .order_by("galaxy__objid")
+        .values_list("galaxy__objid", "error")
+    ]
+    return {"failures": failures}
+
+
+PREPROCESS_STAGE = runs.StageHooks(body=preprocess_chunk_body, on_give_up=record_given_up, on_finish=summarise_run)

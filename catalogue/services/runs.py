@@ -1,0 +1,436 @@
+"""The run engine: every stage's long work as a :class:`Run` with a ledger of chunks.
+
+A stage plans its items into chunks when the run is created (:func:`create_run`), and its
+chunk task hands each chunk to :func:`execute_chunk` with a *body* that does the work.
+The engine owns everything else:
+
+* **At most one active run per survey and stage**, enforced by a partial unique index; a
+  second request raises :class:`RunConflict` naming the active run.
+* **Enqueued after commit**: chunk tasks are sent only once the transaction that created
+  their rows has committed (in-process at once when Celery is eager).
+* **Exactly once**: a chunk's results and its ``done`` state are written in one
+  transaction, and progress is summed from the ledger, so a redelivered or duplicated
+  chunk can never count twice.
+* **Poison items**: a chunk delivered again after its worker died is processed one item
+  at a time, recording the item in hand; an item on which the worker dies
+  :data:`MAX_ITEM_CRASHES` times is failed with the reason, and a chunk is given up after
+  :data:`MAX_CHUNK_ATTEMPTS` deliveries, so nothing loops forever.
+* **Cancellation** is checked between items; **heartbeats** go to the run, and the
+  periodic :func:`reap_stale_runs` fails a run whose chunks have been silent for longer
+  than their hard time limit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Count, Max, Q, Sum
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from catalogue import limits
+from catalogue.models import Run, RunChunk, Survey
+
+log = logging.getLogger(__name__)
+
+#: Deliveries of one chunk before it is given up (its unfinished items fail).
+MAX_CHUNK_ATTEMPTS = 5
+#: Times a worker may die on one item before the item is failed.
+MAX_ITEM_CRASHES = 2
+#: Seconds between a chunk's heartbeat / cancellation checks.
+CHECK_INTERVAL_S = 1.0
+
+
+class RunConflict(RuntimeError):
+    """A run of the same stage is already active on the survey."""
+
+    def __init__(self, active: Run):
+        self.active = active
+        super().__init__(
+            f"run #{active.pk} ({active.stage}, {active.status}) is already active on survey "
+            f"{active.survey.name if active.survey else '-'}: wait for it or cancel it first"
+        )
+
+
+class RunCancelled(Exception):
+    """Raised inside a chunk body when its run was cancelled or has ended."""
+
+
+def active_run(survey: Survey | None, stage: str) -> Run | None:
+    return Run.objects.filter(survey=survey, stage=stage, status__in=Run.ACTIVE).select_related("survey").first()
+
+
+def create_run(
+    stage: str,
+    survey: Survey | None,
+    chunks: Sequence[Sequence[int]],
+    *,
+    preset: str = "",
+    resolutions: Sequence[int] = (),
+    config: dict | None = None,
+    user=None,
+    parent: Run | None = None,
+    prepare: Callable[[Run], None] | None = None,
+) -> Run:
+    """Create a run with its chunk ledger in one transaction.
+
+    ``prepare(run)`` runs inside the same transaction (a stage allocates what its chunks
+    will write). The caller enqueues the chunks with :func:`enqueue_chunks` after this
+    returns.
+
+    Raises
+    ------
+    RunConflict
+        when a run of this stage is already active on the survey.
+    """
+    total = sum(len(c) for c in chunks)
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                stage=stage, survey=survey, preset=preset, resolutions=[int(r) for r in resolutions],
+                config=config or {}, started_by=user, parent=parent, items_total=total,
+                message=f"{total} items queued in {len(chunks)} chunks" if chunks else "nothing to do",
+            )  # fmt: skip
+            RunChunk.objects.bulk_create(
+                [RunChunk(run=run, index=i, items=list(map(int, items)), task_id=str(uuid.uuid4()))
+                 for i, items in enumerate(chunks)],
+                batch_size=2000,
+            )  # fmt: skip
+            if prepare is not None:
+                prepare(run)
+    except IntegrityError:
+        active = active_run(survey, stage)
+        if active is None:
+            raise
+        raise RunConflict(active) from None
+    if not chunks:
+        _finish(run.pk, Run.Status.SUCCEEDED, "nothing to do")
+        run.refresh_from_db()
+    return run
+
+
+def enqueue_chunks(run: Run, task_name: str) -> None:
+    """Send one ``task_name(chunk_id)`` per queued chunk, once the surrounding transaction commits.
+
+    Tasks are named, not imported, so services and task modules never import each other.
+    With eager Celery (the embedded demo, most tests) the chunks run here, in-process.
+    """
+    from catalogue.celery import app
+
+    importlib.import_module(task_name.rpartition(".")[0])  # registers the task in this process
+    task = app.tasks[task_name]
+    chunk_ids = list(RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).values_list("pk", "task_id"))
+    if not chunk_ids:
+        return
+
+    def send() -> None:
+        Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+            status=Run.Status.RUNNING, started=timezone.now(), heartbeat=timezone.now()
+        )
+        for pk, task_id in chunk_ids:
+            task.apply_async(args=[pk], task_id=task_id)
+
+    if app.conf.task_always_eager:
+        send()
+    else:
+        transaction.on_commit(send)
+
+
+@dataclass
+class ChunkClaim:
+    """What a worker got when it took a chunk."""
+
+    chunk: RunChunk
+    run: Run
+    careful: bool  # redelivered: process one item at a time, recording the item in hand
+    poisoned: dict[int, int] = field(default_factory=dict)  # item -> crashes, to be failed, not processed
+
+    @property
+    def items(self) -> list[int]:
+        return [int(i) for i in self.chunk.items]
+
+
+def claim_chunk(chunk_id: int, worker: str) -> ChunkClaim | None:
+    """Take a chunk for processing; None when there is nothing to do (run over, chunk finished).
+
+    Each claim counts an attempt. A chunk claimed while the ledger says it is running was
+    lost by a worker that died: if the ledger names the item in hand, that item's crash
+    count goes up.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        chunk = RunChunk.objects.select_for_update().get(pk=chunk_id)
+        run = Run.objects.select_for_update(of=("self",)).select_related("survey").get(pk=chunk.run_id)
+        if chunk.state in RunChunk.TERMINAL:
+            return None
+        if run.status not in Run.ACTIVE:
+            chunk.state, chunk.finished = RunChunk.State.CANCELLED, now
+            chunk.error = chunk.error or f"run ended ({run.status}) before this chunk ran"
+            chunk.save(update_fields=["state", "finished", "error"])
+            return None
+        lost = chunk.state == RunChunk.State.RUNNING
+        if chunk.current_item is not None:
+            key = str(chunk.current_item)
+            chunk.item_crashes = {**chunk.item_crashes, key: chunk.item_crashes.get(key, 0) + 1}
+            chunk.current_item = None
+        chunk.attempts += 1
+        chunk.state, chunk.worker, chunk.started, chunk.heartbeat = RunChunk.State.RUNNING, worker, now, now
+        chunk.save()
+        if run.status == Run.Status.QUEUED:
+            run.status, run.started = Run.Status.RUNNING, now
+        run.heartbeat = now
+        run.save(update_fields=["status", "started", "heartbeat"])
+    if lost:
+        log.warning("chunk %s of run %s redelivered (attempt %d)", chunk.index, run.pk, chunk.attempts)
+    poisoned = {int(k): n for k, n in chunk.item_crashes.items() if n >= MAX_ITEM_CRASHES}
+    return ChunkClaim(chunk=chunk, run=run, careful=chunk.attempts > 1, poisoned=poisoned)
+
+
+class ChunkContext:
+    """Given to a chunk body: heartbeats, cancellation checks and the item in hand."""
+
+    def __init__(self, claim: ChunkClaim):
+        self.claim = claim
+        self._last_check = time.monotonic()
+
+    def check(self, force: bool = False) -> None:
+        """Heartbeat and cancellation check, at most every :data:`CHECK_INTERVAL_S`.
+
+        Raises
+        ------
+        RunCancelled
+            when the run was cancelled (or has otherwise ended) meanwhile.
+        """
+        if not force and time.monotonic() - self._last_check < CHECK_INTERVAL_S:
+            return
+        self._last_check = time.monotonic()
+        now = timezone.now()
+        RunChunk.objects.filter(pk=self.claim.chunk.pk).update(heartbeat=now)
+        still = Run.objects.filter(pk=self.claim.run.pk, status__in=Run.ACTIVE).update(heartbeat=now)
+        if not still:
+            raise RunCancelled(f"run #{self.claim.run.pk} is no longer active")
+
+    def holding(self, item: int | None) -> None:
+        """Record (committed at once) the item being processed, in careful mode."""
+        RunChunk.objects.filter(pk=self.claim.chunk.pk).update(current_item=item, heartbeat=timezone.now())
+
+
+@dataclass
+class ChunkOutcome:
+    """What a body reports: how many items succeeded and failed."""
+
+    done: int = 0
+    failed: int = 0
+
+
+#: body(claim, context) -> ChunkOutcome. The body saves its results and calls
+#: :func:`complete_chunk` in the same transaction.
+ChunkBody = Callable[[ChunkClaim, ChunkContext], ChunkOutcome]
+
+
+@dataclass(frozen=True)
+class StageHooks:
+    """What a stage adds to the engine.
+
+    ``body(claim, context) -> ChunkOutcome`` does a chunk's work; it saves its results
+    idempotently and calls :func:`complete_chunk` in the same transaction.
+    ``on_give_up(claim, reason) -> ChunkOutcome`` records the unfinished items of a chunk
+    the engine gave up on as failed. ``on_finish(run) -> dict`` adds to a finished run's result.
+    """
+
+    body: ChunkBody
+    on_give_up: Callable[[ChunkClaim, str], ChunkOutcome] | None = None
+    on_finish: Callable[[Run], dict] | None = None
+
+
+def execute_chunk(chunk_id: int, worker: str, stage: StageHooks) -> dict:
+    """Claim a chunk, run the stage's body on it and settle the ledger; returns a summary for logs.
+
+    Exceptions other than cancellation fail the run with the traceback.
+    """
+    claim = claim_chunk(chunk_id, worker)
+    if claim is None:
+        return {"chunk": chunk_id, "skipped": True}
+    if claim.chunk.attempts > MAX_CHUNK_ATTEMPTS:
+        reason = f"given up after {claim.chunk.attempts - 1} deliveries: the worker died each time"
+        return {"chunk": chunk_id, "gave_up": True, **_settle(claim, RunChunk.State.FAILED, reason, stage)}
+    context = ChunkContext(claim)
+    started = time.monotonic()
+    try:
+        outcome = stage.body(claim, context)
+    except RunCancelled as exc:
+        _settle(claim, RunChunk.State.CANCELLED, str(exc), stage)
+        return {"chunk": chunk_id, "cancelled": True}
+    except (OperationalError, InterfaceError, BrokerError):
+        raise  # transient: the task retries with backoff and claims the chunk again
+    except Exception as exc:
+        fail_run(claim.run.pk, exc, where=f"chunk {claim.chunk.index}")
+        raise
+    log.info("chunk %s of run %s: %s in %.1f s", claim.chunk.index, claim.run.pk, outcome, time.monotonic() - started)
+    refresh_run(claim.run.pk, stage.on_finish)
+    return {"chunk": chunk_id, "done": outcome.done, "failed": outcome.failed}
+
+
+def complete_chunk(claim: ChunkClaim, outcome: ChunkOutcome) -> None:
+    """Mark a chunk done with its counts; call inside the transaction that saves its results.
+
+    Only the first completion counts: a duplicate delivery finds the chunk done and
+    changes nothing (the ledger row is locked for the check).
+    """
+    chunk = RunChunk.objects.select_for_update().get(pk=claim.chunk.pk)
+    if chunk.state in RunChunk.TERMINAL:
+        return
+    now = timezone.now()
+    chunk.state, chunk.n_done, chunk.n_failed = RunChunk.State.DONE, outcome.done, outcome.failed
+    chunk.finished, chunk.current_item, chunk.heartbeat = now, None, now
+    chunk.duration_s = (now - chunk.started).total_seconds() if chunk.started else None
+    chunk.save()
+
+
+def _settle(claim: ChunkClaim, state: str, reason: str, stage: StageHooks) -> dict:
+    """End a chunk that did not complete normally (given up, cancelled); its items count as failed when given up."""
+    with transaction.atomic():
+        chunk = RunChunk.objects.select_for_update().get(pk=claim.chunk.pk)
+        if chunk.state in RunChunk.TERMINAL:
+            return {}
+        chunk.state, chunk.error, chunk.finished = state, reason, timezone.now()
+        chunk.current_item = None
+        if state == RunChunk.State.FAILED:
+            hook = stage.on_give_up
+            outcome = hook(claim, reason) if hook is not None else ChunkOutcome(failed=len(chunk.items))
+            chunk.n_done, chunk.n_failed = outcome.done, outcome.failed
+        chunk.save()
+    refresh_run(claim.run.pk, stage.on_finish)
+    return {"state": state, "reason": reason}
+
+
+def refresh_run(run_id: int, on_finish: Callable[[Run], dict] | None = None) -> Run:
+    """Recompute progress from the ledger; finish the run once every chunk is settled."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        counts = RunChunk.objects.filter(run=run).aggregate(
+            done=Sum("n_done"), failed=Sum("n_failed"), chunks=Count("id"),
+            settled=Count("id", filter=Q(state__in=RunChunk.TERMINAL)),
+            cancelled=Count("id", filter=Q(state=RunChunk.State.CANCELLED)),
+        )  # fmt: skip
+        run.items_done, run.items_failed = counts["done"] or 0, counts["failed"] or 0
+        handled = run.items_done + run.items_failed
+        run.progress = min(1.0, handled / run.items_total) if run.items_total else 1.0
+        run.heartbeat = timezone.now()
+        if run.status in Run.ACTIVE:
+            run.message = f"{handled} of {run.items_total} done, {run.items_failed} failed"
+        finishing = run.status == Run.Status.RUNNING and counts["settled"] == counts["chunks"]
+        run.save(update_fields=["items_done", "items_failed", "progress", "heartbeat", "message"])
+    if finishing:
+        extra = on_finish(run) if on_finish is not None else {}
+        _finish(run.pk, Run.Status.SUCCEEDED, run.message, result={"done": run.items_done, "failed": run.items_failed, **extra})
+        run.refresh_from_db()
+    return run
+
+
+def _finish(run_id: int, status: str, message: str, *, result: dict | None = None, error: str = "") -> bool:
+    """Move an active run to a final state (only from an active one); returns whether it did."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.status not in Run.ACTIVE:
+            return False
+        run.status, run.message, run.finished = status, message[:300], now
+        run.started = run.started or now
+        if status == Run.Status.SUCCEEDED:
+            run.progress = 1.0
+        if result is not None:
+            run.result = {**run.result, **result}
+        if error:
+            run.error = error
+            run.log = (run.log + error)[-20000:]
+        run.save()
+        if status != Run.Status.SUCCEEDED:
+            RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).update(
+                state=RunChunk.State.CANCELLED, finished=now, error=f"run {status}"
+            )
+    return True
+
+
+def fail_run(run_id: int, exc: BaseException | str, where: str = "") -> None:
+    """Fail a run with the exception's traceback (or a reason)."""
+    if isinstance(exc, BaseException):
+        text = "".join(traceback.format_exception(exc))[-10000:]
+        summary = f"{type(exc).__name__}: {exc}"
+    else:
+        text = summary = str(exc)
+    prefix = f"{where}: " if where else ""
+    _finish(run_id, Run.Status.FAILED, f"{prefix}{summary}", error=f"{prefix}{text}")
+
+
+def cancel_run(run: Run, user=None) -> bool:
+    """Cancel an active run: queued chunks are dropped, running ones stop at the next item.
+
+    Returns False when the run had already ended.
+    """
+    who = f" by {user}" if user is not None else ""
+    done = _finish(run.pk, Run.Status.CANCELLED, f"cancelled{who} after {run.items_done + run.items_failed} items")
+    if done:
+        task_ids = list(RunChunk.objects.filter(run=run, state=RunChunk.State.CANCELLED).values_list("task_id", flat=True))
+        _revoke(task_ids)
+    run.refresh_from_db()
+    return done
+
+
+def _revoke(task_ids: Iterable[str]) -> None:
+    """Tell workers to drop these tasks if they see them (best effort: the ledger is the truth)."""
+    from catalogue.celery import app
+
+    ids = [t for t in task_ids if t]
+    if not ids or app.conf.task_always_eager:
+        return
+    try:
+        app.control.revoke(ids)
+    except Exception as exc:  # the broker being down must not stop a cancellation
+        log.warning("could not broadcast the revocation of %d tasks: %s", len(ids), exc)
+
+
+def reap_stale_runs(now: datetime | None = None) -> list[int]:
+    """Fail every active run whose chunks have been silent longer than their hard time limit.
+
+    Silence is measured from the run's last heartbeat (a chunk claimed, progressing or
+    finishing), or from its creation when nothing ever reported. Returns the failed runs.
+    """
+    now = now or timezone.now()
+    silence = limits.silence_limit_s("chunk")
+    cutoff = now - timedelta(seconds=silence)
+    stale = Run.objects.filter(status__in=Run.ACTIVE).annotate(last_chunk=Max("chunks__heartbeat"))
+    reaped = []
+    for run in stale:
+        last = max(t for t in (run.heartbeat, run.last_chunk, run.created) if t is not None)
+        if last >= cutoff:
+            continue
+        silent_for = (now - last).total_seconds()
+        reason = (
+            f"no worker reported for {silent_for:.0f} s (hard limit {silence:.0f} s): the workers were lost "
+            f"or none is listening on its queue; start the run again to continue where it stopped"
+        )
+        if _finish(run.pk, Run.Status.FAILED, reason, error=reason):
+            RunChunk.objects.filter(run=run, state=RunChunk.State.RUNNING).update(
+                state=RunChunk.State.FAILED, error="worker lost", finished=now
+            )
+            reaped.append(run.pk)
+            log.warning("reaped run %s: %s", run.pk, reason)
+    return reaped
+
+
+def chunk_failures(run: Run) -> list[dict]:
+    """The ledger's failed and cancelled chunks with their errors, for pages and summaries."""
+    return list(
+        RunChunk.objects.filter(run=run, state__in=[RunChunk.State.FAILED, RunChunk.State.CANCELLED])
+        .exclude(error="")
+        .values("index", "state", "attempts", "worker", "error")
+    )

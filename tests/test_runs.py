@@ -1,0 +1,275 @@
+"""The run engine: one active run per survey and stage, a chunk ledger that counts once,
+poison galaxies bounded, cancellation, the reaper, and recovery from killed workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from catalogue import limits
+from catalogue.celery import app
+from catalogue.models import Galaxy, Preprocessed, Run, RunChunk, Survey
+from catalogue.services import runs
+from catalogue.services.ingest import ingest_bundle
+from catalogue.services.preprocess_chunk import PREPROCESS_STAGE
+from catalogue.services.preprocess_runs import galaxies_to_preprocess, start_preprocess_run
+
+# Real workers in these tests use short limits: a chunk killed with its worker comes back
+# after the visibility timeout, i.e. 1.1 x 8 + 5 = 13.8 s, swept every second.
+FAST_REDELIVERY = {"MORPHOMASS_TASK_HARD_LIMITS": json.dumps({"chunk": 8, "train": 8, "control": 8}),
+                   "CELERY_RESTORE_INTERVAL_S": "1"}  # fmt: skip
+
+
+@pytest.fixture
+def survey(synthetic_bundle):
+    ingest_bundle(synthetic_bundle, "runs")
+    return Survey.objects.get(name="runs")
+
+
+@pytest.fixture
+def deferred():
+    """Start runs without sending their chunks: inside a test's transaction, on_commit never fires."""
+    app.conf.task_always_eager = False
+    yield
+    app.conf.task_always_eager = True
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}")
+
+
+def finished(run: Run, timeout: float) -> Run:
+    def over():
+        run.refresh_from_db()
+        return run.status in Run.TERMINAL
+
+    wait_for(over, timeout, f"run #{run.pk} to finish ({run.message})")
+    return run
+
+
+def assert_every_galaxy_accounted_once(run: Run) -> None:
+    chunks = list(RunChunk.objects.filter(run=run))
+    items = [i for c in chunks for i in c.items]
+    assert len(items) == len(set(items)) == run.items_total
+    assert all(c.state == "done" and c.n_done + c.n_failed == len(c.items) for c in chunks)
+    assert run.items_done + run.items_failed == run.items_total
+    results = Preprocessed.objects.filter(galaxy_id__in=items)
+    assert results.count() == run.items_total  # one result row per galaxy
+    assert results.filter(status="ok").count() == run.items_done
+    assert results.filter(status="failed").count() == run.items_failed
+
+
+# --- the ledger, in-process ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_a_second_active_run_is_refused_naming_the_first(survey):
+    first = start_preprocess_run(survey, [32], preset_name="test")
+    assert first.status == "queued" and first.chunks.count() == 4
+    with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(preprocess, queued\\) is already active"):
+        start_preprocess_run(survey, [48], preset_name="test")
+    # The database itself refuses, whoever writes.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Run.objects.create(stage="preprocess", survey=survey, status="running")
+    Run.objects.create(stage="cnn", survey=survey, status="running")  # another stage is fine
+    runs.cancel_run(first)
+    assert start_preprocess_run(survey, [32], preset_name="test").status == "queued"
+
+
+@pytest.mark.django_db
+def test_chunks_are_sent_only_after_the_run_commits(survey, django_capture_on_commit_callbacks):
+    app.conf.task_always_eager = False
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            run = start_preprocess_run(survey, [32], preset_name="test")
+    finally:
+        app.conf.task_always_eager = True
+    assert len(callbacks) == 1  # one deferred send, nothing sent inside the transaction
+    assert run.status == "queued" and not RunChunk.objects.filter(run=run).exclude(state="queued").exists()
+
+
+@pytest.mark.django_db
+def test_a_duplicated_chunk_delivery_counts_once(survey):
+    run = start_preprocess_run(survey, [32], preset_name="test")
+    assert run.status == "succeeded"
+    before = (run.items_done, run.items_failed)
+    chunk = run.chunks.first()
+    assert runs.execute_chunk(chunk.pk, "late duplicate", PREPROCESS_STAGE) == {"chunk": chunk.pk, "skipped": True}
+    run.refresh_from_db()
+    assert (run.items_done, run.items_failed) == before
+    assert_every_galaxy_accounted_once(run)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_a_galaxy_that_killed_its_worker_twice_is_failed_and_the_rest_done(survey):
+    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=20)
+    chunk = run.chunks.get(index=0)
+    poison = chunk.items[3]
+    # What the ledger holds after the worker died twice while holding this galaxy.
+    RunChunk.objects.filter(pk=chunk.pk).update(
+        state="running", attempts=3, current_item=poison, item_crashes={str(poison): 1}
+    )
+    runs.execute_chunk(chunk.pk, "test", PREPROCESS_STAGE)
+    chunk.refresh_from_db()
+    assert chunk.state == "done" and chunk.attempts == 4 and chunk.item_crashes == {str(poison): 2}
+    failed = Preprocessed.objects.get(galaxy_id=poison)
+    assert failed.status == "failed" and "worker process died 2 times" in failed.error
+    galaxy = Galaxy.objects.get(pk=poison)
+    assert galaxy.status != "ok" or galaxy.split == ""  # out of the learning sample
+    assert chunk.n_failed >= 1 and chunk.n_done + chunk.n_failed == 20
+    for other in run.chunks.exclude(pk=chunk.pk):
+        runs.execute_chunk(other.pk, "test", PREPROCESS_STAGE)
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert poison in {Galaxy.objects.get(objid=f["objid"]).pk for f in run.result["failures"]}
+    assert_every_galaxy_accounted_once(run)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_a_chunk_that_keeps_dying_is_given_up_and_the_run_completes(survey):
+    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=100)
+    chunk = run.chunks.get(index=0)
+    RunChunk.objects.filter(pk=chunk.pk).update(state="running", attempts=runs.MAX_CHUNK_ATTEMPTS)
+    result = runs.execute_chunk(chunk.pk, "test", PREPROCESS_STAGE)
+    assert result["gave_up"] and "given up after 5 deliveries" in result["reason"]
+    chunk.refresh_from_db()
+    assert chunk.state == "failed" and chunk.n_failed == len(chunk.items)
+    assert set(Preprocessed.objects.filter(galaxy_id__in=chunk.items).values_list("status", flat=True)) == {"failed"}
+    runs.execute_chunk(run.chunks.get(index=1).pk, "test", PREPROCESS_STAGE)
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.items_failed >= len(chunk.items)
+    assert run.items_done + run.items_failed == run.items_total
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_cancelled_run_drops_its_queued_chunks(survey):
+    run = start_preprocess_run(survey, [32], preset_name="test")
+    assert runs.cancel_run(run)
+    assert run.status == "cancelled" and run.message.startswith("cancelled")
+    assert set(run.chunks.values_list("state", flat=True)) == {"cancelled"}
+    # A chunk message that still arrives finds its run over and does nothing.
+    assert runs.execute_chunk(run.chunks.first().pk, "late", PREPROCESS_STAGE)["skipped"]
+    assert not Preprocessed.objects.filter(run=run).exists()
+    assert not runs.cancel_run(run)  # cancelling twice says it had already ended
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_the_reaper_fails_only_runs_silent_past_the_hard_limit(survey):
+    run = start_preprocess_run(survey, [32], preset_name="test")
+    assert runs.reap_stale_runs() == []
+    later = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
+    assert runs.reap_stale_runs(now=later) == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "failed" and "no worker reported" in run.message and run.error
+    assert "reap-stale-runs" in app.conf.beat_schedule
+
+
+def test_visibility_timeout_exceeds_every_hard_limit(monkeypatch):
+    assert limits.visibility_timeout_s() > max(limits.hard_limits().values())
+    assert app.conf.broker_transport_options["visibility_timeout"] > limits.limits("chunk").hard_s
+    monkeypatch.setenv("MORPHOMASS_TASK_HARD_LIMITS", '{"chunk": 8}')
+    assert limits.limits("chunk").hard_s == 8 and limits.limits("chunk").soft_s < 8
+    monkeypatch.setenv("MORPHOMASS_TASK_HARD_LIMITS", '{"gpu": 8}')
+    with pytest.raises(ValueError, match="unknown kind"):
+        limits.hard_limits()
+
+
+# --- real workers against Redis and PostgreSQL ---------------------------------------
+
+
+def running_chunk(run: Run) -> RunChunk | None:
+    return RunChunk.objects.filter(run=run, state="running").first()
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_run_and_restarted_finishes_the_run_exactly_once(synthetic_bundle, start_worker):
+    ingest_bundle(synthetic_bundle, "killed")
+    survey = Survey.objects.get(name="killed")
+    env = {**FAST_REDELIVERY, "MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.05})}
+    worker = start_worker("cpu", env=env)
+    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=15)
+    wait_for(lambda: RunChunk.objects.filter(run=run, state="done").exists() and running_chunk(run), 60, "a chunk in flight")
+    worker.kill()
+    lost = running_chunk(run)
+    assert lost is not None and lost.attempts == 1
+    start_worker("cpu", env=env)
+    run = finished(run, 120)
+    assert run.status == "succeeded", run.message
+    lost.refresh_from_db()
+    assert lost.state == "done" and lost.attempts == 2  # redelivered once, processed one galaxy at a time
+    assert_every_galaxy_accounted_once(run)
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_an_image_that_kills_the_worker_every_time_ends_as_a_failed_galaxy(synthetic_bundle, start_worker):
+    ingest_bundle(synthetic_bundle, "poison")
+    survey = Survey.objects.get(name="poison")
+    poison = Galaxy.objects.get(pk=galaxies_to_preprocess(survey, [32])[25])
+    # prefork: the pool replaces a child that died and hands its task back at once.
+    crash = {"MORPHOMASS_FAULTS": json.dumps({"crash_objids": [poison.objid]})}
+    start_worker("cpu", pool="prefork", env={**FAST_REDELIVERY, **crash})
+    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=20)
+    run = finished(run, 150)
+    assert run.status == "succeeded", run.message
+    result = Preprocessed.objects.get(galaxy=poison)
+    assert result.status == "failed" and "worker process died 2 times" in result.error
+    assert {"objid": poison.objid, "reason": result.error} in run.result["failures"]
+    chunk = next(c for c in RunChunk.objects.filter(run=run) if poison.pk in c.items)
+    assert chunk.attempts == 4 and chunk.item_crashes == {str(poison.pk): 2}
+    assert_every_galaxy_accounted_once(run)
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_run_stops_its_worker_between_galaxies(synthetic_bundle, start_worker):
+    ingest_bundle(synthetic_bundle, "cancel")
+    survey = Survey.objects.get(name="cancel")
+    start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.1})})
+    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=40)
+    wait_for(lambda: Run.objects.get(pk=run.pk).items_done >= 40, 60, "the first chunk")
+    assert runs.cancel_run(run)
+    time.sleep(2.5)  # the chunk in hand sees the cancellation within a second
+    written = Preprocessed.objects.filter(galaxy__survey=survey).count()
+    time.sleep(2.0)
+    assert Preprocessed.objects.filter(galaxy__survey=survey).count() == written
+    run.refresh_from_db()
+    assert run.status == "cancelled" and written < run.items_total
+    states = set(RunChunk.objects.filter(run=run).values_list("state", flat=True))
+    assert "cancelled" in states and "running" not in states and "queued" not in states
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_fails_a_run_whose_worker_never_comes_back(synthetic_bundle, start_worker):
+    ingest_bundle(synthetic_bundle, "reaped")
+    survey = Survey.objects.get(name="reaped")
+    worker = start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.05})})
+    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=30)
+    wait_for(lambda: running_chunk(run), 60, "a chunk in flight")
+    worker.kill()
+    assert runs.reap_stale_runs() == []  # silent for seconds only
+    later = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
+    assert runs.reap_stale_runs(now=later) == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "failed" and "no worker reported" in run.message
+    assert not RunChunk.objects.filter(run=run, state__in=["running", "queued"]).exists()
+    # The survey is free again: a new run continues with what is left.
+    assert start_preprocess_run(survey, [32], preset_name="test").status in {"queued", "running"}
