@@ -19,17 +19,18 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.stats import SigmaClip
+from astropy.stats import SigmaClip, mad_std, sigma_clip
 from photutils.detection import DAOStarFinder
 from photutils.utils.exceptions import NoDetectionsWarning
-from scipy.interpolate import griddata
 
 #: A point source's fitted width, in units of the PSF FWHM, must not exceed this.
 MAX_WIDTH_RATIO = 1.2
 WIDTH_RATIOS = np.arange(0.7, 2.01, 0.05)
 DETECTION_SIGMA = 5.0
 PRIOR_DETECTION_SIGMA = 3.0
-PRIOR_MATCH_PX = 2.5
+#: With a catalogue saying a star is there, a wider fit is still taken as the star (its
+#: Moffat wings make a Gaussian fit of the PSF's FWHM come out up to ~1.3 times wider).
+MAX_PRIOR_WIDTH_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -90,28 +91,34 @@ def find_point_sources(
         prior_xy = prior_xy[inside]
         if not len(prior_xy):
             return []
-    threshold = (PRIOR_DETECTION_SIGMA if prior_xy is not None else DETECTION_SIGMA) * sky_std
-    finder = DAOStarFinder(threshold=threshold, fwhm=psf_fwhm_px, sharpness_range=(0.2, 1.0), roundness_range=(-1, 1))
+    if prior_xy is not None:
+        candidates = [(float(x), float(y), True) for x, y in prior_xy]
+        max_ratio, threshold = MAX_PRIOR_WIDTH_RATIO, PRIOR_DETECTION_SIGMA * sky_std
+    else:
+        candidates = [(x, y, False) for x, y in detect_candidates(data, psf_fwhm_px, sky_std)]
+        max_ratio, threshold = MAX_WIDTH_RATIO, 0.0
+    found = []
+    for x, y, from_prior in candidates:
+        if math.hypot(x - centre[0], y - centre[1]) < keep_out:
+            continue
+        ratio, amplitude = fitted_width_ratio(data, x, y, psf_fwhm_px)
+        if ratio > max_ratio or amplitude <= threshold:
+            continue  # broader than the PSF (a clump, the galaxy's own structure) or not there
+        found.append(PointSource(x, y, ratio * psf_fwhm_px, amplitude, from_prior))
+    return sorted(found, key=lambda s: -s.peak)
+
+
+def detect_candidates(data: np.ndarray, psf_fwhm_px: float, sky_std: float) -> list[tuple[float, float]]:
+    """Blind point-source candidates: DAOStarFinder peaks above :data:`DETECTION_SIGMA` x the sky noise."""
+    finder = DAOStarFinder(
+        threshold=DETECTION_SIGMA * sky_std, fwhm=psf_fwhm_px, sharpness_range=(0.2, 1.0), roundness_range=(-1, 1)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoDetectionsWarning)
         table = finder(data)
     if table is None:
         return []
-    found = []
-    for row in table:
-        x, y = float(row["x_centroid"]), float(row["y_centroid"])
-        if math.hypot(x - centre[0], y - centre[1]) < keep_out:
-            continue
-        from_prior = False
-        if prior_xy is not None:
-            if np.min(np.hypot(prior_xy[:, 0] - x, prior_xy[:, 1] - y)) > PRIOR_MATCH_PX:
-                continue
-            from_prior = True
-        ratio, amplitude = fitted_width_ratio(data, x, y, psf_fwhm_px)
-        if ratio > MAX_WIDTH_RATIO or amplitude <= 0:
-            continue  # broader than the PSF: a clump or the galaxy's own structure
-        found.append(PointSource(x, y, ratio * psf_fwhm_px, amplitude, from_prior))
-    return sorted(found, key=lambda s: -s.peak)
+    return [(float(x), float(y)) for x, y in zip(table["x_centroid"], table["y_centroid"], strict=True)]
 
 
 def fitted_width_ratio(image: np.ndarray, x: float, y: float, psf_fwhm_px: float) -> tuple[float, float]:
@@ -145,52 +152,133 @@ def fitted_width_ratio(image: np.ndarray, x: float, y: float, psf_fwhm_px: float
     return float(WIDTH_RATIOS[best]), float(dots[best] / max(norms[best], 1e-30))
 
 
+#: Moffat index assumed for the PSF wings when sizing a replacement: ground-based seeing
+#: profiles have beta of about 2.5-4.5; 3 errs on the side of wider wings.
+PSF_MOFFAT_BETA = 3.0
+#: A star is replaced out to where its assumed profile falls to this fraction of the sky noise.
+WING_FRACTION_OF_SKY = 0.3
+#: The annulus the local background is fitted on: from just outside the hole, this wide.
+RING_GAP_PX = 1.0
+RING_MIN_WIDTH_PX = 4.0
+
+
 def replacement_radius(source: PointSource, psf_fwhm_px: float, sky_std: float) -> float:
-    """Radius (px) that covers the star's PSF wings down to about the sky noise."""
-    snr = max(source.peak / max(sky_std, 1e-30), 1.0)
-    return psf_fwhm_px * (1.0 + 0.55 * math.log10(snr))
+    """Radius (px) where the star's wings fall to :data:`WING_FRACTION_OF_SKY` of the sky noise.
+
+    The profile is a Moffat of the PSF's FWHM and :data:`PSF_MOFFAT_BETA`, scaled to the
+    fitted peak: a Gaussian radius would leave the wings of bright stars as halos around
+    the filled disc, raising the noise level of the cutout.
+    """
+    beta = PSF_MOFFAT_BETA
+    alpha = psf_fwhm_px / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    contrast = max(source.peak / max(WING_FRACTION_OF_SKY * sky_std, 1e-30), 1.0)
+    radius = alpha * math.sqrt(max(contrast ** (1.0 / beta) - 1.0, 0.0))
+    return max(radius, 1.5 * psf_fwhm_px)
+
+
+def _local_background(
+    values: np.ndarray, dx: np.ndarray, dy: np.ndarray, sigma: float = 3.0
+) -> tuple[np.ndarray, tuple[float, float]] | None:
+    """Robust quadratic surface fitted to ring pixels, and the range of the pixels it kept.
+
+    Sigma clipping (astropy) drops pixels of neighbouring sources and bright galaxy knots
+    before the fit is trusted. Returns the coefficients on (1, dx, dy, dx^2, dx dy, dy^2)
+    and (min, max) of the kept pixels, or None with too few pixels.
+    """
+    design = np.column_stack([np.ones_like(dx), dx, dy, dx * dx, dx * dy, dy * dy])
+    keep = np.ones(len(values), bool)
+    for _ in range(5):
+        if keep.sum() < 12:
+            return None
+        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        residual = values - design @ coef
+        clipped = sigma_clip(residual[keep], sigma=sigma, maxiters=1, stdfunc="mad_std", masked=True)
+        new_keep = keep.copy()
+        new_keep[keep] = ~np.ma.getmaskarray(clipped)
+        if new_keep.sum() == keep.sum():
+            break
+        keep = new_keep
+    return coef, (float(values[keep].min()), float(values[keep].max()))
+
+
+def local_noise(stamp: np.ndarray, region: np.ndarray) -> float:
+    """Pixel noise within ``region`` of a stamp from differences of neighbouring pixels.
+
+    Differences cancel smooth structure (the galaxy's gradient under a star), which a
+    scatter about a fitted surface would count as noise; mad_std/sqrt(2) of them is the
+    per-pixel noise, robust to the odd knot. NaN with too few pairs.
+    """
+    pairs = [
+        (stamp[:, 1:] - stamp[:, :-1])[region[:, 1:] & region[:, :-1]],
+        (stamp[1:, :] - stamp[:-1, :])[region[1:, :] & region[:-1, :]],
+    ]
+    diffs = np.concatenate(pairs)
+    return float(mad_std(diffs) / math.sqrt(2.0)) if diffs.size >= 10 else float("nan")
 
 
 def remove_point_sources(
     image: np.ndarray, sources: list[PointSource], psf_fwhm_px: float, seed: int = 0, sky_std: float | None = None
-) -> np.ndarray:
-    """Replace each source by the local background interpolated from the ring around it."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each source by the local background, as if it had never been there.
+
+    The background under a star is a sigma-clipped quadratic surface fitted to an annulus
+    just outside the star's wings (other stars' discs left out) and kept within the range
+    of the annulus, plus Gaussian noise at the annulus's pixel noise (:func:`local_noise`),
+    so the patch has the texture of its surroundings: neither a smooth, noise-free disc
+    nor an over-subtracted hole.
+
+    Returns the cleaned image and the boolean mask of the replaced pixels.
+    """
     out = np.array(image, dtype=np.float64, copy=True)
+    filled_mask = np.zeros(out.shape, bool)
     if not sources:
-        return out
+        return out, filled_mask
     if sky_std is None:
         _, sky_std = sky_statistics(np.nan_to_num(out, nan=0.0))
     rng = np.random.default_rng(seed)
     ny, nx = out.shape
-    for source in sources:
-        radius = replacement_radius(source, psf_fwhm_px, sky_std)
-        half = int(math.ceil(radius + 4))
+    radii = [replacement_radius(source, psf_fwhm_px, sky_std) for source in sources]
+    for k, (source, radius) in enumerate(zip(sources, radii, strict=True)):
+        width = max(RING_MIN_WIDTH_PX, 0.5 * radius)
+        outer = radius + RING_GAP_PX + width
+        half = int(math.ceil(outer)) + 1
         x0, x1 = max(0, int(source.x) - half), min(nx, int(source.x) + half + 2)
         y0, y1 = max(0, int(source.y) - half), min(ny, int(source.y) + half + 2)
         yy, xx = np.mgrid[y0:y1, x0:x1]
         dist = np.hypot(xx - source.x, yy - source.y)
         hole = dist <= radius
-        ring = (dist > radius) & (dist <= radius + 3) & np.isfinite(out[y0:y1, x0:x1])
-        if ring.sum() < 6:
+        ring = (dist > radius + RING_GAP_PX) & (dist <= outer) & np.isfinite(out[y0:y1, x0:x1])
+        for j, (other, other_radius) in enumerate(zip(sources, radii, strict=True)):
+            if j != k:
+                ring &= np.hypot(xx - other.x, yy - other.y) > other_radius + RING_GAP_PX
+        stamp = out[y0:y1, x0:x1]
+        fit = _local_background(stamp[ring], (xx[ring] - source.x) / outer, (yy[ring] - source.y) / outer)
+        if fit is None:
             continue
-        points = np.column_stack([yy[ring], xx[ring]])
-        values = out[y0:y1, x0:x1][ring]
-        targets = np.column_stack([yy[hole], xx[hole]])
-        filled = griddata(points, values, targets, method="cubic")
-        missing = ~np.isfinite(filled)
-        if missing.any():
-            filled[missing] = griddata(points, values, targets[missing], method="nearest")
-        out[yy[hole], xx[hole]] = filled + rng.normal(0.0, sky_std, filled.shape)
-    return out
+        coef, (low, high) = fit
+        noise = local_noise(stamp, ring)
+        if not np.isfinite(noise):
+            noise = sky_std
+        hx, hy = (xx[hole] - source.x) / outer, (yy[hole] - source.y) / outer
+        surface = np.column_stack([np.ones_like(hx), hx, hy, hx * hx, hx * hy, hy * hy]) @ coef
+        # Inside the ring the background lies within what the ring saw: no over- or undershoot.
+        surface = np.clip(surface, low, high)
+        out[yy[hole], xx[hole]] = surface + rng.normal(0.0, noise, surface.shape)
+        filled_mask[yy[hole], xx[hole]] = True
+    return out, filled_mask
 
 
 def subtract_stars(
-    image: np.ndarray, psf_fwhm_px: float, prior_xy: np.ndarray | None = None, seed: int = 0
-) -> tuple[np.ndarray, list[PointSource]]:
-    """Find and remove the stars of a cutout; returns the cleaned image and what was removed."""
+    image: np.ndarray, psf_fwhm_px: float, prior_xy: np.ndarray | None = None, seed: int = 0, return_mask: bool = False
+):
+    """Find and remove the stars of a cutout.
+
+    Returns ``(cleaned, sources)``, or ``(cleaned, sources, filled_mask)`` with ``return_mask``.
+    """
     _, sky_std = sky_statistics(np.nan_to_num(image, nan=0.0))
     sources = find_point_sources(image, psf_fwhm_px, prior_xy, sky_std=sky_std)
-    return remove_point_sources(image, sources, psf_fwhm_px, seed, sky_std=sky_std), sources
+    cleaned, filled = remove_point_sources(image, sources, psf_fwhm_px, seed, sky_std=sky_std)
+    return (cleaned, sources, filled) if return_mask else (cleaned, sources)
 
 
 def prior_pixels(header, stars_radec) -> np.ndarray:

@@ -165,7 +165,7 @@ def add_noise(image: np.ndarray, band: str, seed: int) -> np.ndarray:
 def draw_stars(p: dict, rng: np.random.Generator) -> list[Star]:
     """Foreground stars in about a third of the fields, some over the galaxy's outskirts."""
     n = int(p["size_px"])
-    count = rng.choice([0, 0, 1, 1, 2, 3]) if rng.random() < 0.45 else 0
+    count = rng.choice([0, 0, 1, 1, 2, 3, 4]) if rng.random() < 0.5 else 0
     stars = []
     for _ in range(count):
         r = rng.uniform(0.12, 0.48) * n

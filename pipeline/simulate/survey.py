@@ -83,17 +83,34 @@ def render_and_write(args: tuple[dict, str]) -> list[tuple[float, float, float]]
     for k, band in enumerate(("g", "i")):
         clean = images.render_galaxy(p, band)
         with_stars = images.add_stars(clean, stars, band, p[f"psf_fwhm_{band}"])
-        noisy = images.add_noise(with_stars, band, int(p["image_seed"]) * 2 + k)
+        noise_seed = int(p["image_seed"]) * 2 + k
+        noisy = images.add_noise(with_stars, band, noise_seed)
         header = image_header(p, band)
         fits.PrimaryHDU(noisy.astype(np.float32), header=header).writeto(
             Path(out_dir) / "images" / f"{p['objid']}_{band}.fits", overwrite=True
         )
+        if band == "g" and stars:
+            # The same cutout without its stars (same noise draws), for judging star removal.
+            starfree = images.add_noise(clean, band, noise_seed)
+            fits.PrimaryHDU(starfree.astype(np.float32), header=header).writeto(
+                starfree_dir(out_dir) / f"{p['objid']}_g.fits", overwrite=True
+            )
     wcs = WCS(image_header(p, "g"))
     out = []
     for star in stars:
         ra, dec = wcs.pixel_to_world_values(star.x, star.y)
         out.append((float(ra), float(dec), round(star.mag_g, 3)))
     return out
+
+
+def starfree_dir(out_dir: str | Path) -> Path:
+    """Where the star-free g cutouts of a bundle live: beside the bundle, not in it.
+
+    Only cutouts that have stars are written there; for the others the bundle's own
+    cutout is already star-free.
+    """
+    out = Path(out_dir)
+    return out.parent / f"{out.name}.starfree"
 
 
 def simulate_survey(
@@ -108,6 +125,7 @@ def simulate_survey(
     started = time.perf_counter()
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    starfree_dir(out).mkdir(parents=True, exist_ok=True)
     pop = draw_population(n, seed)
     rows = [pop.row(i) for i in range(len(pop))]
     jobs = [(r, str(out)) for r in rows]
