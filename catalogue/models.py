@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from catalogue.fields import Float32ArrayField
+from pipeline import units
 from pipeline.gz2 import N_ANSWERS
 
 BANDS = "ugriz"
@@ -61,9 +62,9 @@ class Galaxy(models.Model):
     z = models.FloatField(null=True, blank=True, help_text="spectroscopic redshift")
     d25_arcmin = models.FloatField(null=True, blank=True, help_text="arcmin, HyperLeda D25 major axis")
     lum_dist_mpc = models.FloatField(null=True, blank=True, help_text="Mpc, luminosity distance")
-    lum_g = models.FloatField(null=True, blank=True, help_text="Lsun,g, g-band luminosity from mag_g")
-    ml_g = models.FloatField(null=True, blank=True, help_text="Msun/Lsun,g, target mass-to-light ratio")
-    ml_g_err = models.FloatField(null=True, blank=True, help_text="Msun/Lsun,g, 1-sigma error of ml_g")
+    lum_g = models.FloatField(null=True, blank=True, help_text=f"{units.LUMINOSITY}, g-band luminosity from mag_g")
+    ml_g = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, target g-band mass-to-light ratio")
+    ml_g_err = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, 1-sigma error of ml_g")
     ml_source = models.CharField(
         max_length=10, blank=True, help_text="where the target came from: catalogue (ml_g column) or gswlc"
     )
@@ -398,7 +399,7 @@ class Prediction(models.Model):
 
     galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="predictions")
     model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="predictions")
-    ml_pred = models.FloatField(help_text="Msun/Lsun,g, predicted M/L")
+    ml_pred = models.FloatField(help_text=f"{units.MASS_TO_LIGHT}, predicted g-band M/L")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

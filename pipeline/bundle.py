@@ -33,7 +33,15 @@ GSWLC_COLUMNS = (
 GSWLC_MISSING = -99.0
 IMAGE_HEADER_KEYS = ("BUNIT", "PIXSCALE", "PSF_FWHM", "BAND")
 MIN_FINITE_FRACTION = 0.5
-
+MIN_IMAGE_PX = 16
+#: Accepted spellings of BUNIT (lower case): SDSS-calibrated flux per pixel.
+FLUX_UNITS = frozenset({"nanomaggy", "nanomaggies", "nmgy"})
+MAX_PIXSCALE_ARCSEC = 10.0
+MAX_PSF_FWHM_ARCSEC = 10.0
+#: The WCS centre of a cutout may sit this far from the catalogue position ...
+CENTRE_TOLERANCE_ARCSEC = 3.0
+#: ... or this fraction of the field width, whichever is larger.
+CENTRE_TOLERANCE_FRACTION = 0.05
 
 
 class BundleError(ValueError):
@@ -250,14 +258,42 @@ class BadImage(ValueError):
     """A FITS cutout that cannot be used; the message says why."""
 
 
-def inspect_image(path: Path) -> ImageInfo:
-    """Check a cutout against DESIGN.md section 3 and return its metadata.
+def _header_number(header, key: str, name: str, low: float, high: float) -> float:
+    """A header value as a float within (low, high]; BadImage naming the value otherwise."""
+    raw = header[key]
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadImage(f"{name} has {key} = {raw!r}, which is not a number") from None
+    if not (np.isfinite(value) and low < value <= high):
+        raise BadImage(f"{name} has {key} = {value:g}; expected a number in ({low:g}, {high:g}] arcsec")
+    return value
+
+
+def _wcs_centre_offset_arcsec(wcs: WCS, shape: tuple[int, int], ra: float, dec: float) -> float:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    centre_ra, centre_dec = wcs.celestial.pixel_to_world_values((shape[1] - 1) / 2, (shape[0] - 1) / 2)
+    return float(
+        SkyCoord(float(centre_ra) * u.deg, float(centre_dec) * u.deg).separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec
+    )
+
+
+def inspect_image(path: Path, ra: float | None = None, dec: float | None = None) -> ImageInfo:
+    """Check a cutout against the bundle format and return its metadata.
+
+    With the catalogue position (``ra``, ``dec`` in deg) the WCS centre of the cutout
+    must lie within :data:`CENTRE_TOLERANCE_ARCSEC`, or :data:`CENTRE_TOLERANCE_FRACTION`
+    of the field width if that is larger, of it. Non-square cutouts are accepted:
+    preprocessing uses their central square, so nothing is stretched.
 
     Raises
     ------
     BadImage
-        missing or unreadable file, not 2-D, too few finite pixels, header keys or
-        celestial WCS missing.
+        missing or unreadable file, not 2-D, too few finite pixels, header keys missing
+        or out of range (PIXSCALE and PSF_FWHM positive numbers of arcsec, BUNIT
+        nanomaggy), no celestial WCS, or a WCS centre away from the catalogue position.
     """
     if not path.exists():
         raise BadImage(f"{path.name} is missing")
@@ -273,17 +309,29 @@ def inspect_image(path: Path) -> ImageInfo:
         raise BadImage(f"{path.name} is not a readable FITS file ({type(exc).__name__}: {exc})") from exc
     if data is None or data.ndim != 2:
         raise BadImage(f"{path.name} has no 2-D image in the primary HDU (shape {None if data is None else data.shape})")
+    if min(data.shape) < MIN_IMAGE_PX:
+        raise BadImage(f"{path.name} is {data.shape[1]} x {data.shape[0]} pixels; at least {MIN_IMAGE_PX} on a side needed")
     finite = float(np.isfinite(data).mean())
     if finite < MIN_FINITE_FRACTION:
         raise BadImage(f"{path.name} has {finite:.0%} finite pixels (at least {MIN_FINITE_FRACTION:.0%} needed)")
     absent = [k for k in IMAGE_HEADER_KEYS if k not in header]
     if absent:
         raise BadImage(f"{path.name} header lacks {', '.join(absent)}")
+    unit = str(header["BUNIT"]).strip().lower()
+    if unit not in FLUX_UNITS:
+        raise BadImage(f"{path.name} has BUNIT = {header['BUNIT']!r}; pixel values must be in nanomaggy")
+    pixscale = _header_number(header, "PIXSCALE", path.name, 0.0, MAX_PIXSCALE_ARCSEC)
+    psf = _header_number(header, "PSF_FWHM", path.name, 0.0, MAX_PSF_FWHM_ARCSEC)
     if not wcs.has_celestial:
         raise BadImage(f"{path.name} has no celestial WCS")
-    pixscale, psf = float(header["PIXSCALE"]), float(header["PSF_FWHM"])
-    if not (pixscale > 0 and psf > 0):
-        raise BadImage(f"{path.name} has PIXSCALE = {pixscale} and PSF_FWHM = {psf}; both must be positive")
+    if ra is not None and dec is not None and np.isfinite(ra) and np.isfinite(dec):
+        offset = _wcs_centre_offset_arcsec(wcs, data.shape, ra, dec)
+        tolerance = max(CENTRE_TOLERANCE_ARCSEC, CENTRE_TOLERANCE_FRACTION * min(data.shape) * pixscale)
+        if not offset <= tolerance:
+            raise BadImage(
+                f"{path.name} is centred {offset:.1f} arcsec from the catalogue position "
+                f"(ra {ra:.5f}, dec {dec:.5f}); at most {tolerance:.1f} arcsec allowed"
+            )
     return ImageInfo(
         height=int(data.shape[0]), width=int(data.shape[1]), pixscale_arcsec=pixscale, psf_fwhm_arcsec=psf,
         band=str(header["BAND"]).strip(), checksum=hashlib.sha256(raw).hexdigest(),

@@ -16,6 +16,7 @@ import numpy as np
 from astropy.stats import SigmaClip
 from scipy.optimize import brentq
 
+from pipeline import units
 from pipeline.photometry import nanomaggies_to_lsun
 
 TARGET_NOISE_LEVEL = 0.2
@@ -25,14 +26,14 @@ SCALING_BOUNDS = (1e-6, 1e12)
 
 #: Feature name -> unit. Luminosities are per pixel of the star-subtracted image.
 FEATURE_UNITS: dict[str, str] = {
-    "lum_sum": "Lsun,g",
-    "lum_mean": "Lsun,g / pixel",
-    "lum_max": "Lsun,g / pixel",
-    "lum_min": "Lsun,g / pixel",
-    "lum_std": "Lsun,g / pixel",
-    "lum_center": "Lsun,g / pixel",
-    "lum_center5": "Lsun,g / pixel",
-    "image_size": "pixel",
+    "lum_sum": units.LUMINOSITY,
+    "lum_mean": units.LUMINOSITY_PER_PIXEL,
+    "lum_max": units.LUMINOSITY_PER_PIXEL,
+    "lum_min": units.LUMINOSITY_PER_PIXEL,
+    "lum_std": units.LUMINOSITY_PER_PIXEL,
+    "lum_center": units.LUMINOSITY_PER_PIXEL,
+    "lum_center5": units.LUMINOSITY_PER_PIXEL,
+    "image_size": "pix",
     "scaling_value": "",
     "log_sum": "",
     "log_mean": "",
@@ -300,5 +301,22 @@ def preprocess_cutout(
     """
     from pipeline.stars import subtract_stars
 
-    cleaned, stars = subtract_stars(image_nmgy, psf_fwhm_px, prior_xy, seed)
+    square, (x0, y0) = central_square(image_nmgy)
+    if prior_xy is not None and (x0 or y0):
+        prior_xy = np.asarray(prior_xy, dtype=float).reshape(-1, 2) - [x0, y0]
+    cleaned, stars = subtract_stars(square, psf_fwhm_px, prior_xy, seed)
     return preprocess(cleaned, meta, resolutions, n_stars_removed=len(stars))
+
+
+def central_square(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The largest square centred on the image, and its (x, y) offset in the image.
+
+    A non-square cutout is cropped, never stretched: the networks see square inputs and a
+    stretched galaxy would have the wrong shape. A square image is returned as it is.
+    """
+    ny, nx = image.shape
+    if ny == nx:
+        return image, (0, 0)
+    side = min(ny, nx)
+    y0, x0 = (ny - side) // 2, (nx - side) // 2
+    return image[y0 : y0 + side, x0 : x0 + side], (x0, y0)

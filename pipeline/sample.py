@@ -21,6 +21,11 @@ MIN_D25_ARCMIN = 0.4
 MAX_CHI2_R = 5.0
 TEST_FRACTION = 0.10
 VAL_FRACTION_OF_REST = 0.10
+#: mag. A missing g magnitude error is taken as this, not as zero, when the M/L error is
+#: propagated: about twice the largest error of SDSS model magnitudes of galaxies this
+#: bright, so an unknown error can only widen the target's error, never shrink it.
+#: Galaxies where it was used carry ``extra['assumed'] = {'magerr_g': 0.05}``.
+ASSUMED_MAGERR_G = 0.05
 
 
 def split_uniform(objid: np.ndarray, seed: int) -> np.ndarray:
@@ -57,6 +62,7 @@ class DerivedColumns:
     chi2_r: np.ndarray
     healpix: np.ndarray
     ml_source: np.ndarray  # 'catalogue', 'gswlc' or ''
+    assumed_magerr_g: np.ndarray  # bool: the target error used ASSUMED_MAGERR_G
 
 
 def derive_columns(rows: CatalogueRows, gswlc: Table | None, h0: float = 70.0, om0: float = 0.3) -> DerivedColumns:
@@ -71,6 +77,7 @@ def derive_columns(rows: CatalogueRows, gswlc: Table | None, h0: float = 70.0, o
         lum_g = luminosity_lsun(v["mag_g"], d_l, "g")
     ml, ml_err, chi2 = v["ml_g"].copy(), v["ml_g_err"].copy(), v["chi2_r"].copy()
     source = np.where(np.isfinite(ml), "catalogue", "").astype(object)
+    assumed = np.zeros(len(rows), bool)
     if gswlc is not None and len(gswlc):
         gid = np.asarray(gswlc["objid"], dtype=np.int64)
         order = np.argsort(gid)
@@ -83,17 +90,18 @@ def derive_columns(rows: CatalogueRows, gswlc: Table | None, h0: float = 70.0, o
             return np.ma.filled(np.ma.asarray(gswlc[name], dtype=float), np.nan)[j]
 
         log_m, log_m_err, g_chi2 = col("log_mstar"), col("log_mstar_err"), col("chi2_r")
-        magerr_g = np.where(np.isfinite(v["magerr_g"]), v["magerr_g"], 0.0)
+        magerr_g = np.where(np.isfinite(v["magerr_g"]), v["magerr_g"], ASSUMED_MAGERR_G)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             g_ml, g_err = ml_from_stellar_mass(log_m, log_m_err, v["mag_g"], magerr_g, d_l)
         use = matched & ~np.isfinite(ml) & np.isfinite(g_ml) & (g_err > 0)
         ml[use], ml_err[use] = g_ml[use], g_err[use]
         source[use] = "gswlc"
+        assumed = use & ~np.isfinite(v["magerr_g"])
         fill_chi2 = matched & ~np.isfinite(chi2) & np.isfinite(g_chi2)
         chi2[fill_chi2] = g_chi2[fill_chi2]
     ra = np.where(np.isfinite(v["ra"]), v["ra"], 0.0)
     dec = np.where(np.isfinite(v["dec"]) & (np.abs(v["dec"]) <= 90), v["dec"], 0.0)
-    return DerivedColumns(d_l, lum_g, ml, ml_err, chi2, healpix_index(np.mod(ra, 360.0), dec), source)
+    return DerivedColumns(d_l, lum_g, ml, ml_err, chi2, healpix_index(np.mod(ra, 360.0), dec), source, assumed)
 
 
 def learning_sample_reasons(rows: CatalogueRows, derived: DerivedColumns) -> list[list[tuple[str, str]]]:

@@ -27,6 +27,11 @@ from photutils.utils.exceptions import NoDetectionsWarning
 MAX_WIDTH_RATIO = 1.2
 WIDTH_RATIOS = np.arange(0.7, 2.01, 0.05)
 DETECTION_SIGMA = 5.0
+#: A blind detection must also have a fitted peak this many sky sigma high: faint
+#: PSF-wide peaks are mostly the galaxy's own knots, and a missed faint star barely
+#: changes the image (on 600 simulated cutouts: 380 of 484 stars found, 106 false,
+#: against 390 and 181 without it).
+BLIND_MIN_PEAK_SIGMA = 6.0
 PRIOR_DETECTION_SIGMA = 3.0
 #: With a catalogue saying a star is there, a wider fit is still taken as the star (its
 #: Moffat wings make a Gaussian fit of the PSF's FWHM come out up to ~1.3 times wider).
@@ -96,7 +101,7 @@ def find_point_sources(
         max_ratio, threshold = MAX_PRIOR_WIDTH_RATIO, PRIOR_DETECTION_SIGMA * sky_std
     else:
         candidates = [(x, y, False) for x, y in detect_candidates(data, psf_fwhm_px, sky_std)]
-        max_ratio, threshold = MAX_WIDTH_RATIO, 0.0
+        max_ratio, threshold = MAX_WIDTH_RATIO, BLIND_MIN_PEAK_SIGMA * sky_std
     found = []
     for x, y, from_prior in candidates:
         if math.hypot(x - centre[0], y - centre[1]) < keep_out:

@@ -84,7 +84,7 @@ def test_home_page_lists_surveys(client, survey):
     assert b"s1" in page.content
     detail = client.get("/surveys/s1/")
     assert detail.status_code == 200
-    assert b"Msun/Lsun,g" in detail.content
+    assert b"solMass / Lsun_g" in detail.content
 
 
 def test_home_page_refreshes_while_a_run_is_active(client, survey):

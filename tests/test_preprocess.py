@@ -134,7 +134,11 @@ def test_catalogue_prior_limits_removal_to_listed_stars():
     found = find_point_sources(image, fwhm_px, prior_xy=np.array([[100.4, 29.6]]))
     assert len(found) == 1 and found[0].from_prior
     assert find_point_sources(image, fwhm_px, prior_xy=np.empty((0, 2))) == []
-    assert remove_point_sources(image, [], fwhm_px) is not image
+    cleaned, filled = remove_point_sources(image, [], fwhm_px)
+    np.testing.assert_array_equal(cleaned, image)
+    assert not filled.any()
+    cleaned[0, 0] += 1.0  # a copy: the caller's image is never modified
+    assert cleaned[0, 0] != image[0, 0]
 
 
 def test_luminosity_features_scale_with_distance_squared():
@@ -148,12 +152,12 @@ def test_luminosity_features_scale_with_distance_squared():
 
 
 def test_luminosity_sum_is_the_galaxy_luminosity():
-    from pipeline.photometry import luminosity_lsun
-
+    # A galaxy of g = 5.11 (22.5 - 2.5 log10 of 8.88e6 nanomaggies) seen from 10 pc is 1 Lsun,g.
     image = galaxy_image(400.0, size=200)
-    d_l = float(luminosity_distance_mpc(0.05))
-    mag = 22.5 - 2.5 * np.log10(image.sum())
-    assert pp.luminosity_features(image, d_l)["lum_sum"] == pytest.approx(luminosity_lsun(mag, d_l), rel=1e-9)
+    image *= 10 ** (-0.4 * (5.11 - 22.5)) / image.sum()
+    assert pp.luminosity_features(image, 1e-5)["lum_sum"] == pytest.approx(1.0, rel=1e-9)
+    # At 100 pc the same flux is 100 times the luminosity.
+    assert pp.luminosity_features(image, 1e-4)["lum_sum"] == pytest.approx(100.0, rel=1e-9)
 
 
 def test_shrinking_keeps_total_flux_and_enlarging_keeps_the_field():

@@ -12,7 +12,7 @@ from django.views.decorators.cache import cache_control
 from catalogue.models import Galaxy, Run, Survey
 from catalogue.services.cutouts import read_cutout, usable_image
 from catalogue.services.image_store import load_log_images, stored_resolutions
-from pipeline import gz2
+from pipeline import gz2, units
 from pipeline.display import asinh_display, linear_display, png_bytes
 from pipeline.preprocess import FEATURE_UNITS
 
@@ -23,9 +23,9 @@ GALAXY_COLUMNS = [
     ("z", "z", ""),
     ("d25_arcmin", "D25", "arcmin"),
     ("mag_g", "g", "AB mag"),
-    ("lum_g", "L_g", "Lsun,g"),
-    ("ml_g", "M/L_g", "Msun/Lsun,g"),
-    ("ml_g_err", "error", "Msun/Lsun,g"),
+    ("lum_g", "L_g", units.LUMINOSITY),
+    ("ml_g", "M/L_g", units.MASS_TO_LIGHT),
+    ("ml_g_err", "error", units.MASS_TO_LIGHT),
     ("split", "split", ""),
     ("status", "status", ""),
 ]
@@ -65,7 +65,7 @@ def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 GALAXY_FIELDS = [
     *GALAXY_COLUMNS[1:8],
-    ("ml_g_err", "M/L_g error", "Msun/Lsun,g"),
+    ("ml_g_err", "M/L_g error", units.MASS_TO_LIGHT),
     ("mag_i", "i", "AB mag"),
     ("lum_dist_mpc", "luminosity distance", "Mpc"),
     ("chi2_r", "SED fit reduced chi2", ""),

@@ -7,12 +7,17 @@ astropy.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
+from astropy.io.votable.exceptions import W50
 from astropy.table import MaskedColumn, Table
+from astropy.units import UnitsWarning
 
 from catalogue.models import Galaxy, Survey
+from pipeline import units
 
 #: (field, unit, description)
 EXPORT_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
@@ -24,9 +29,9 @@ EXPORT_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
     *((f"mag_{b}", "mag", f"extinction-corrected {b} AB model magnitude") for b in "ugriz"),
     *((f"magerr_{b}", "mag", f"error of mag_{b}") for b in "ugriz"),
     ("lum_dist_mpc", "Mpc", "luminosity distance"),
-    ("lum_g", "solLum", "g-band luminosity in solar g-band units (Lsun,g)"),
-    ("ml_g", "solMass / solLum", "target g-band mass-to-light ratio (Msun/Lsun,g)"),
-    ("ml_g_err", "solMass / solLum", "1-sigma error of ml_g (Msun/Lsun,g)"),
+    ("lum_g", units.LUMINOSITY, "g-band luminosity in g-band solar luminosities (AB M_sun,g = 5.11)"),
+    ("ml_g", units.MASS_TO_LIGHT, "target g-band mass-to-light ratio"),
+    ("ml_g_err", units.MASS_TO_LIGHT, "1-sigma error of ml_g"),
     ("chi2_r", None, "reduced chi2 of the SED fit"),
     ("split", None, "train / val / test, empty outside the learning sample"),
     ("status", None, "ok / excluded / rejected"),
@@ -60,6 +65,28 @@ def export_catalogue(out: str | Path, fmt: str, survey: Survey | None = None) ->
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     table = galaxy_table(survey)
+    if fmt == "fits":
+        write_fits(table, out)
+        return len(table)
     kwargs = {"delimiter": ","} if fmt == "csv" else {}
-    table.write(out, format=FORMATS[fmt], overwrite=True, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", W50)  # Lsun_g is not in the VOUnit list; the string is kept
+        table.write(out, format=FORMATS[fmt], overwrite=True, **kwargs)
     return len(table)
+
+
+def write_fits(table: Table, out: str | Path) -> None:
+    """FITS binary table with every column's unit in TUNITn.
+
+    astropy leaves out units the FITS standard does not know (our g-band solar luminosity,
+    with a warning); they are written into the header here as strings, which astropy reads
+    back as the same unit name. Descriptions travel in astropy's serialized-column header.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnitsWarning)
+        table.write(out, format="fits", overwrite=True)
+    with fits.open(out, mode="update") as hdul:
+        header = hdul[1].header
+        for i, column in enumerate(table.itercols(), 1):
+            if column.unit is not None and f"TUNIT{i}" not in header:
+                header[f"TUNIT{i}"] = column.unit.to_string()

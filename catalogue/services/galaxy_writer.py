@@ -15,6 +15,7 @@ from django.db import connection
 from psycopg.types.json import Jsonb
 
 from catalogue.models import Galaxy, GalaxyStatus
+from pipeline.sample import ASSUMED_MAGERR_G
 
 FLOAT_FIELDS = ("ra", "dec", "z", "d25_arcmin", *(f"{p}_{b}" for b in "ugriz" for p in ("mag", "magerr")))
 BATCH_SIZE = 5000
@@ -45,6 +46,8 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
             "ml_g_err": ml_err <= 0,
         }
     extras = [dict(e) for e in rows.extra]
+    for j in np.flatnonzero(derived.assumed_magerr_g):
+        extras[j]["assumed"] = {"magerr_g": ASSUMED_MAGERR_G}
     for key, mask in offending.items():
         column = values[key] if key in values else (ml if key == "ml_g" else ml_err)
         for j in np.flatnonzero(mask):

@@ -119,23 +119,29 @@ def ingest_bundle(
     notify = progress or (lambda *_: None)
 
     table = bundle.read_table(catalogue_path)
+    if len(table) == 0:
+        raise BundleError(f"{catalogue_path.name} has a header but no rows: nothing to ingest")
     rows = bundle.parse_catalogue(table, catalogue_path.name)
     report.catalogue_rows = len(table)
     gswlc = bundle.read_gswlc(path / "gswlc.dat") if (path / "gswlc.dat").exists() else None
     gz2_data = bundle.read_gz2(path / "gz2.csv") if (path / "gz2.csv").exists() else None
     stars = bundle.read_stars(path / "stars.csv") if (path / "stars.csv").exists() else None
 
-    survey, _ = Survey.objects.update_or_create(
-        name=name,
-        defaults={"source_path": str(path.resolve()), "split_seed": split_seed, "has_star_catalogue": stars is not None},
-    )
-    derived = sample.derive_columns(rows, gswlc, survey.h0, survey.om0)
+    existing = Survey.objects.filter(name=name).first()
+    h0, om0 = (existing.h0, existing.om0) if existing else (Survey.h0.field.default, Survey.om0.field.default)
+    derived = sample.derive_columns(rows, gswlc, h0, om0)
 
     image_infos: dict[tuple[int, str], bundle.ImageInfo] = {}
     extra_rejections: list[Rejection] = []
     if with_images:
         _inspect_images(path, rows, image_infos, extra_rejections, notify)
+    _refuse_if_nothing_usable(rows, catalogue_path.name)
+    survey, _ = Survey.objects.update_or_create(
+        name=name,
+        defaults={"source_path": str(path.resolve()), "split_seed": split_seed, "has_star_catalogue": stars is not None},
+    )
 
+    _refuse_if_nothing_usable(rows, catalogue_path.name)
     outside = sample.learning_sample_reasons(rows, derived)
     learning = np.array([not rows.rejected[j] and not outside[j] for j in range(len(rows))], bool)
     splits = sample.assign_splits(rows.objid, learning, survey.split_seed)
@@ -143,13 +149,22 @@ def ingest_bundle(
         report.stars_matched = _attach_stars(rows, stars)
 
     columns = galaxy_columns(survey.pk, rows, derived, outside, splits)
-    with transaction.atomic():
-        upsert_galaxies(columns, notify)
-        ids = dict(Galaxy.objects.filter(survey=survey).values_list("objid", "id"))
-        if with_images:
-            _store_images(path, survey, ids, image_infos, report, notify)
-        if gz2_data is not None:
-            report.gz2_votes = _store_gz2(gz2_data, ids, rows, extra_rejections)
+    written: list[str] = []  # image files saved by this ingest: removed again if it rolls back
+    superseded: list[str] = []  # files of replaced images: removed once it has committed
+    try:
+        with transaction.atomic():
+            upsert_galaxies(columns, notify)
+            ids = dict(Galaxy.objects.filter(survey=survey).values_list("objid", "id"))
+            if with_images:
+                _store_images(path, survey, ids, image_infos, report, notify, written, superseded)
+            if gz2_data is not None:
+                report.gz2_votes = _store_gz2(gz2_data, ids, rows, extra_rejections)
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+    for name in superseded:
+        default_storage.delete(name)
 
     for j in np.flatnonzero(rows.rejected):
         for kind, reason in zip(rows.kinds[j], rows.reasons[j], strict=True):
@@ -171,9 +186,24 @@ def ingest_bundle(
     return report
 
 
+def _refuse_if_nothing_usable(rows, file: str) -> None:
+    """A bundle whose every galaxy is rejected is refused before anything is written."""
+    if len(rows) and not rows.rejected.all():
+        return
+    reasons = Counter(kind for kinds in rows.kinds for kind in set(kinds))
+    reasons.update(r.kind for r in rows.rejections)
+    summary = ", ".join(f"{kind}: {n}" for kind, n in reasons.most_common(5)) or "no row has a usable objid"
+    raise BundleError(f"{file}: no usable galaxy, every row is rejected ({summary}); nothing was ingested")
+
+
 def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
-    """Check each galaxy's g (required) and i (optional) cutouts; reject the galaxy on a bad g."""
+    """Check each galaxy's g (required) and i (optional) cutouts; reject the galaxy on a bad g.
+
+    Any error while reading one file, expected or not, becomes a rejection of that file
+    with the error's text: no file can stop the batch.
+    """
     total = len(rows)
+    ra, dec = rows.values["ra"], rows.values["dec"]
     for j, objid in enumerate(rows.objid.tolist()):
         if not rows.rejected[j]:
             for band in ("g", "i"):
@@ -181,10 +211,12 @@ def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
                 if band == "i" and not file.exists():
                     continue
                 try:
-                    info = bundle.inspect_image(file)
+                    info = bundle.inspect_image(file, float(ra[j]), float(dec[j]))
                     if info.band != band:
                         raise BadImage(f"{file.name} has BAND = {info.band!r} in its header, expected {band!r}")
-                except BadImage as exc:
+                except Exception as exc:
+                    if not isinstance(exc, BadImage):
+                        exc = BadImage(f"{file.name} could not be inspected ({type(exc).__name__}: {exc})")
                     kind = "missing_image" if not file.exists() else "bad_image"
                     if band == "g":
                         rows.reject(j, kind, str(exc))
@@ -220,23 +252,26 @@ def _attach_stars(rows, stars) -> int:
     return int(inside.sum())
 
 
-def _store_images(path, survey, ids, infos, report, notify) -> None:
+def _store_images(path, survey, ids, infos, report, notify, written: list[str], superseded: list[str]) -> None:
+    """Save new or changed cutouts under fresh names; the caller removes them on rollback."""
     existing = {
-        (objid, band): (pk, checksum)
-        for pk, objid, band, checksum in Image.objects.filter(galaxy__survey=survey).values_list(
-            "id", "galaxy__objid", "band", "checksum"
+        (objid, band): (pk, checksum, file)
+        for pk, objid, band, checksum, file in Image.objects.filter(galaxy__survey=survey).values_list(
+            "id", "galaxy__objid", "band", "checksum", "file"
         )
     }
     to_write = []
     for n, ((objid, band), info) in enumerate(infos.items(), 1):
         name = f"surveys/{survey.name}/images/{objid}_{band}.fits"
         previous = existing.get((objid, band))
-        if previous and previous[1] == info.checksum and default_storage.exists(name):
+        if previous and previous[1] == info.checksum and default_storage.exists(previous[2]):
             report.images_unchanged += 1
             continue
-        if default_storage.exists(name):
-            default_storage.delete(name)
+        # A fresh name (storage adds a suffix when taken): the old file stays until commit.
         stored = default_storage.save(name, ContentFile((path / "images" / f"{objid}_{band}.fits").read_bytes()))
+        written.append(stored)
+        if previous and previous[2] and previous[2] != stored:
+            superseded.append(previous[2])
         to_write.append(
             Image(
                 galaxy_id=ids[objid], band=band, file=stored, height=info.height, width=info.width,

@@ -18,7 +18,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from pipeline.preprocess import ImageMeta, preprocess
 from pipeline.simulate.survey import starfree_dir
-from pipeline.stars import subtract_stars
+from pipeline.stars import find_point_sources, subtract_stars
 
 #: Pixels within this fraction of the image size from the centre are the galaxy core.
 CORE_FRACTION = 0.15
@@ -91,3 +91,36 @@ def ratio_table(comparison: Table) -> list[dict]:
             "median_filled_std_ratio": round(float(np.nanmedian(std)), 3) if np.isfinite(std).any() else None,
         })  # fmt: skip
     return out
+
+
+def detection_counts(bundle: str | Path, prior: bool = False, match_px: float = 2.5) -> dict:
+    """Stars found and false detections over every cutout of a bundle, against stars.csv.
+
+    A detection within ``match_px`` of a true star (inside the cutout) counts as found;
+    any other detection is false (a clump or a bulge taken for a star).
+    """
+    bundle = Path(bundle)
+    stars_table = Table.read(bundle / "stars.csv", format="ascii.csv")
+    stars = np.column_stack([np.asarray(stars_table["ra"], float), np.asarray(stars_table["dec"], float)])
+    true_total = found = false = cutouts = 0
+    for path in sorted((bundle / "images").glob("*_g.fits")):
+        try:
+            with fits.open(path) as hdul:
+                header, data = hdul[0].header, hdul[0].data.astype(np.float64)
+            psf_px = float(header["PSF_FWHM"]) / float(header["PIXSCALE"])
+            truth = _stars_in(header, stars, data.shape)
+        except Exception:  # the faulted bundle has unreadable files and broken headers on purpose
+            continue
+        if data.ndim != 2 or not np.isfinite(data).any() or np.nanstd(data) == 0:
+            continue
+        truth = truth[(truth[:, 0] >= 0) & (truth[:, 0] <= data.shape[1] - 1)
+                      & (truth[:, 1] >= 0) & (truth[:, 1] <= data.shape[0] - 1)]  # fmt: skip
+        detected = find_point_sources(data, psf_px, truth if prior else None)
+        cutouts += 1
+        true_total += len(truth)
+        for source in detected:
+            if len(truth) and np.min(np.hypot(truth[:, 0] - source.x, truth[:, 1] - source.y)) <= match_px:
+                found += 1
+            else:
+                false += 1
+    return {"cutouts": cutouts, "true_stars": true_total, "found": found, "false": false, "prior": prior}

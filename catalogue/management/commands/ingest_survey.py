@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -20,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--catalogue-only", action="store_true", help="ingest the catalogue without images")
 
     def handle(self, *_args, **opts):
+        if opts["report"]:
+            check_writable(Path(opts["report"]))
         bars: dict[str, tqdm] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -39,3 +44,14 @@ class Command(BaseCommand):
         if opts["report"]:
             write_report(report, opts["report"])
         self.stdout.write(report.summary())
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before anything is ingested, a report path that could not be written."""
+    if path.is_dir():
+        raise CommandError(f"--report {path} is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CommandError(f"--report {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CommandError(f"--report {path} is not writable")
