@@ -72,15 +72,19 @@ def gpu_worker_info(self) -> dict:
 
 
 @shared_task(
-    name="pipeline.tasks.preprocess_galaxies",
+    bind=True, name="pipeline.tasks.preprocess_galaxies",
     soft_time_limit=CONTROL_LIMITS.soft_s, time_limit=CONTROL_LIMITS.hard_s, **RETRY_POLICY,
 )  # fmt: skip
-def preprocess_galaxies(survey: str, resolutions: list[int] | None = None, preset: str = "fast", force: bool = False) -> int:
+def preprocess_galaxies(
+    self, survey: str, resolutions: list[int] | None = None, preset: str = "fast", force: bool = False
+) -> int:
     """Start preprocessing a survey's galaxies (chunked, idempotent); returns the run id."""
     from catalogue.models import Survey
     from catalogue.services.preprocess_runs import start_preprocess_run
 
-    run = start_preprocess_run(Survey.objects.get(name=survey), resolutions, preset_name=preset, force=force)
+    run = start_preprocess_run(
+        Survey.objects.get(name=survey), resolutions, preset_name=preset, force=force, task_id=self.request.id or ""
+    )
     return run.pk
 
 

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 
 from catalogue.models import Galaxy, ImageStore, Preprocessed, Run, StoredImage, Survey
@@ -30,7 +31,9 @@ def blank_objid(truth) -> int:
 
 
 def test_task_preprocesses_every_galaxy_and_records_failures(survey, synthetic_truth):
-    run = Run.objects.get(pk=preprocess_galaxies.delay("pre", [32, 69], preset="test").get())
+    result = preprocess_galaxies.delay("pre", [32, 69], preset="test")
+    run = Run.objects.get(pk=result.get())
+    assert run.celery_task_id == result.id
     candidates = Galaxy.objects.filter(survey=survey).exclude(status="rejected")
     assert run.status == "succeeded" and run.progress == 1.0
     assert run.items_total == candidates.count()
@@ -92,6 +95,17 @@ def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
     forced = start_preprocess_run(survey, [32], preset_name="test", force=True)
     assert forced.items_total == first.items_total
     assert Preprocessed.objects.filter(run=forced).count() == first.items_total
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_survey_removes_its_image_store_files(synthetic_bundle):
+    ingest_bundle(synthetic_bundle, "gone")
+    survey = Survey.objects.get(name="gone")
+    start_preprocess_run(survey, [32], preset_name="test")
+    names = [n for s in ImageStore.objects.filter(survey=survey) for n in (s.images_name, s.ids_name)]
+    assert names and all(default_storage.exists(n) for n in names)
+    survey.delete()
+    assert not ImageStore.objects.exists() and not any(default_storage.exists(n) for n in names)
 
 
 def test_fast_then_paper_preprocessing_gives_every_resolution(survey):

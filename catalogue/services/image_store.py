@@ -50,6 +50,23 @@ def row_bytes(resolution: int) -> int:
     return resolution * resolution * IMAGE_DTYPE.itemsize
 
 
+def delete_store_files(sender, instance: ImageStore, **_kwargs) -> None:  # noqa: ARG001 - signal signature
+    """Remove a store's files once the deletion of its record (a survey's, say) has committed.
+
+    Connected to ``post_delete`` of :class:`ImageStore` in ``CatalogueConfig.ready``: the
+    database records are the ledger of what exists, so no folder is ever listed to guess.
+    """
+    names = [instance.images_name, instance.ids_name]
+    _MAPS.clear()
+
+    def delete() -> None:
+        for name in names:
+            if default_storage.exists(name):
+                default_storage.delete(name)
+
+    transaction.on_commit(delete)
+
+
 def get_or_create_store(survey: Survey, resolution: int) -> ImageStore:
     """The survey's store at ``resolution``, created (with empty files) on first use."""
     if resolution < 8:

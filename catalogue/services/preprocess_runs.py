@@ -42,8 +42,11 @@ def start_preprocess_run(
     user=None,
     chunk_size: int | None = None,
     parent: Run | None = None,
+    task_id: str = "",
 ) -> Run:
     """Create a preprocessing run and queue its chunks on the cpu queue.
+
+    ``task_id`` is the Celery task that asked for the run, when a worker started it.
 
     Raises
     ------
@@ -71,7 +74,7 @@ def start_preprocess_run(
 
     run = runs.create_run(
         STAGE, survey, chunks, preset=preset_name, resolutions=resolutions, user=user, parent=parent,
-        config={"force": force, "chunk_size": chunk_size}, prepare=allocate,
+        config={"force": force, "chunk_size": chunk_size}, prepare=allocate, task_id=task_id,
     )  # fmt: skip
     if not ids:
         Run.objects.filter(pk=run.pk).update(message="nothing to do: every galaxy is preprocessed at " + ", ".join(

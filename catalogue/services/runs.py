@@ -79,6 +79,7 @@ def create_run(
     user=None,
     parent: Run | None = None,
     prepare: Callable[[Run], None] | None = None,
+    task_id: str = "",
 ) -> Run:
     """Create a run with its chunk ledger in one transaction.
 
@@ -96,7 +97,7 @@ def create_run(
         with transaction.atomic():
             run = Run.objects.create(
                 stage=stage, survey=survey, preset=preset, resolutions=[int(r) for r in resolutions],
-                config=config or {}, started_by=user, parent=parent, items_total=total,
+                config=config or {}, started_by=user, parent=parent, items_total=total, celery_task_id=task_id,
                 message=f"{total} items queued in {len(chunks)} chunks" if chunks else "nothing to do",
             )  # fmt: skip
             RunChunk.objects.bulk_create(
