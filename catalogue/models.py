@@ -177,7 +177,7 @@ class Preprocessed(models.Model):
 
 
 class TrainedModel(models.Model):
-    """A trained CNN, GBM or baseline with its artifact and metrics."""
+    """A trained CNN, GBM or baseline with its artifact, hyper-parameters, curves and metrics."""
 
     class Kind(models.TextChoices):
         CNN = "cnn", "CNN"
@@ -185,34 +185,48 @@ class TrainedModel(models.Model):
         BASELINE = "baseline", "baseline"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, help_text="role or model name, e.g. cnn1, g_morph")
+    survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE, related_name="trained_models")
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_models")
     preset = models.CharField(max_length=20, blank=True)
-    hyperparameters = models.JSONField(default=dict, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True, help_text="architecture, input size and training settings")
     artifact = models.FileField(upload_to="models/", max_length=300, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="validation metrics")
+    curves = models.JSONField(default=dict, blank=True, help_text="per-epoch loss, val_loss and learning rate")
     feature_set = models.ForeignKey("FeatureSet", null=True, blank=True, on_delete=models.SET_NULL, related_name="models")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(kind__in=["cnn", "gbm", "baseline"]), name="model_kind_known")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["cnn", "gbm", "baseline"]), name="model_kind_known"),
+            models.UniqueConstraint(fields=["run", "name"], name="model_name_unique_per_run"),
+        ]
+        ordering = ["-created"]
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
 
 
 class FeatureSet(models.Model):
-    """A named, versioned list of features, and the model that produced them."""
+    """A named, versioned list of features of one survey, and the model that produced them."""
 
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, help_text="e.g. cnn1.pool")
     version = models.PositiveIntegerField(default=1)
+    survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE, related_name="feature_sets")
     feature_names = models.JSONField(default=list)
+    dropped = models.JSONField(
+        default=list, blank=True, help_text="features zero for every training galaxy, left out of training matrices"
+    )
     producing_model = models.ForeignKey(
         TrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_feature_sets"
     )
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="feature_sets")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["name", "version"], name="featureset_name_version_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["survey", "name", "version"], name="featureset_name_version_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
@@ -283,7 +297,7 @@ class Run(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life from a worker")
-    trained_model = models.ForeignKey(TrainedModel, null=True, blank=True, on_delete=models.SET_NULL)
+    trained_model = models.ForeignKey(TrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         constraints = [

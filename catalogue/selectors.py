@@ -30,3 +30,59 @@ def galaxies_in_cone(
     ids, ras, decs = (np.asarray(c) for c in zip(*candidates, strict=True))
     inside = angular_distance_deg(float(ra), float(dec), ras.astype(float), decs.astype(float)) <= radius_deg
     return queryset.filter(id__in=ids[inside].tolist())
+
+
+def feature_matrix(feature_sets, galaxy_ids, drop: bool = True) -> tuple[np.ndarray, list[str]]:
+    """The features of ``feature_sets`` for ``galaxy_ids``: a float32 (n_galaxies, n_features) matrix.
+
+    Rows follow ``galaxy_ids``; columns follow the sets in order, their dropped (always
+    zero) features left out unless ``drop`` is False. A galaxy without a vector in a set
+    has NaN there. On PostgreSQL the vectors arrive by binary COPY, straight into the
+    preallocated matrix, so the peak memory stays near the matrix's own size.
+
+    Returns
+    -------
+    (matrix, feature names)
+    """
+    galaxy_ids = np.asarray(list(galaxy_ids), dtype=np.int64)
+    order = np.argsort(galaxy_ids, kind="stable")
+    sorted_ids = galaxy_ids[order]
+    blocks, names, offset = {}, [], 0
+    for feature_set in feature_sets:
+        dropped = set(feature_set.dropped) if drop else set()
+        keep = np.array([n not in dropped for n in feature_set.feature_names], bool)
+        blocks[feature_set.pk] = (offset, keep if not keep.all() else None, len(feature_set.feature_names))
+        names += [n for n, k in zip(feature_set.feature_names, keep, strict=True) if k]
+        offset += int(keep.sum())
+    matrix = np.full((len(galaxy_ids), offset), np.nan, dtype=np.float32)
+    if not len(galaxy_ids) or not blocks:
+        return matrix, names
+    for galaxy_id, set_id, raw in _feature_rows(list(blocks)):
+        at = np.searchsorted(sorted_ids, galaxy_id)
+        if at >= len(sorted_ids) or sorted_ids[at] != galaxy_id:
+            continue
+        start, keep, width = blocks[set_id]
+        values = np.frombuffer(raw, dtype="<f4", count=width)
+        if keep is not None:
+            values = values[keep]
+        matrix[order[at], start : start + len(values)] = values
+    return matrix, names
+
+
+def _feature_rows(set_ids: list[int]):
+    """(galaxy id, feature set id, float32 bytes) of every vector of the sets."""
+    from django.db import connection
+
+    from catalogue.models import FeatureVector
+
+    if connection.vendor != "postgresql":
+        yield from FeatureVector.objects.filter(feature_set_id__in=set_ids).values_list("galaxy_id", "feature_set_id", "values")
+        return
+    table = FeatureVector._meta.db_table
+    ids = ",".join(str(int(s)) for s in set_ids)
+    with connection.cursor() as cursor:
+        select = f'SELECT galaxy_id, feature_set_id, "values" FROM {table} WHERE feature_set_id IN ({ids})'
+        query = f"COPY ({select}) TO STDOUT (FORMAT BINARY)"
+        with cursor.cursor.copy(query) as copy:
+            copy.set_types(["int8", "int8", "bytea"])
+            yield from copy.rows()

@@ -1,26 +1,67 @@
 """Run presets: configuration as data, not branches in code.
 
-``test`` is sized for CI (tiny images, small chunks); ``fast`` for a laptop demo; ``paper``
-is the paper's setup (network input sizes 69, 128 and 197 px, for CNN3, CNN2 and CNN1).
-Later stages add their own keys (epochs, batch sizes, networks).
+``test`` is sized for CI (tiny images, networks and epochs: seconds); ``fast`` for a laptop
+demo (the four CNN roles as small networks that train on 2,000 galaxies in minutes on two
+CPU cores); ``paper`` is the paper's setup (ResNet50 at 197 px, Xception at 128 px, the
+custom network at 69 px, 30 epochs: for GPU workers).
+
+``cnn`` maps each role to its network: ``arch`` (a builder of ``pipeline.cnn.networks``),
+``size`` (input pixels, a preprocessing resolution) and builder ``options``. CNN4 (``ml``)
+is always CNN1's network retrained on M/L, so it has no entry of its own.
 """
 
 from __future__ import annotations
 
+import copy
 from types import MappingProxyType
+
+#: role -> the name its model and features are stored under.
+CNN_ROLES = ("cnn1", "cnn2", "cnn3", "cnn4")
 
 PRESETS = MappingProxyType(
     {
-        "test": MappingProxyType({"resolutions": (32,), "chunk_size": 50}),
-        "fast": MappingProxyType({"resolutions": (69, 128), "chunk_size": 200}),
-        "paper": MappingProxyType({"resolutions": (69, 128, 197), "chunk_size": 500}),
+        "test": MappingProxyType({
+            "resolutions": (48,), "chunk_size": 50,
+            "cnn": {
+                "cnn1": {"arch": "custom", "size": 48, "options": {"width": 0.25, "dense_units": 32}},
+                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16}},
+                "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16}},
+            },
+            "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
+            "feature_chunk_size": 100,
+        }),
+        "fast": MappingProxyType({
+            "resolutions": (48, 69), "chunk_size": 200,
+            "cnn": {
+                "cnn1": {"arch": "custom", "size": 69, "options": {"width": 0.5, "dense_units": 128}},
+                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.5, "dense_units": 128}},
+                "cnn3": {"arch": "custom", "size": 69, "options": {"width": 0.25, "dense_units": 64}},
+            },
+            "training": {"epochs": 12, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
+            "feature_chunk_size": 500,
+        }),
+        "paper": MappingProxyType({
+            "resolutions": (69, 128, 197), "chunk_size": 500,
+            "cnn": {
+                "cnn1": {"arch": "resnet50", "size": 197, "options": {}},
+                "cnn2": {"arch": "xception", "size": 128, "options": {}},
+                "cnn3": {"arch": "custom", "size": 69, "options": {}},
+            },
+            "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
+            "feature_chunk_size": 2000,
+        }),
     }
 )
 
 
 def preset(name: str) -> dict:
-    """A mutable copy of the named preset; unknown names fail with the choices."""
+    """A mutable deep copy of the named preset; unknown names fail with the choices."""
     try:
-        return dict(PRESETS[name])
+        return copy.deepcopy(dict(PRESETS[name]))
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def cnn_network(config: dict, role: str) -> dict:
+    """The network of a CNN role; CNN4 shares CNN1's."""
+    return config["cnn"]["cnn1" if role == "cnn4" else role]

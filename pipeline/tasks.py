@@ -109,3 +109,30 @@ def reap_stale_runs() -> list[int]:
     from catalogue.services.runs import reap_stale_runs as reap
 
     return reap()
+
+
+TRAIN_LIMITS = limits("train")
+
+
+@shared_task(
+    bind=True, base=ChunkTask, name="pipeline.tasks.gpu_train_cnn",
+    soft_time_limit=TRAIN_LIMITS.soft_s, time_limit=TRAIN_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def gpu_train_cnn(self, chunk_id: int) -> dict:
+    """Train a run's CNNs (see catalogue.services.cnn_training); gpu queue."""
+    from catalogue.services.cnn_training import CNN_STAGE
+    from catalogue.services.runs import execute_chunk
+
+    return execute_chunk(chunk_id, _worker_name(self), CNN_STAGE)
+
+
+@shared_task(
+    bind=True, base=ChunkTask, name="pipeline.tasks.gpu_extract_features",
+    soft_time_limit=CHUNK_LIMITS.soft_s, time_limit=CHUNK_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def gpu_extract_features(self, chunk_id: int) -> dict:
+    """Extract the CNN features of a chunk of galaxies (see catalogue.services.feature_extraction); gpu queue."""
+    from catalogue.services.feature_extraction import FEATURES_STAGE
+    from catalogue.services.runs import execute_chunk
+
+    return execute_chunk(chunk_id, _worker_name(self), FEATURES_STAGE)

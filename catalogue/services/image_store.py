@@ -248,3 +248,24 @@ def stored_resolutions(galaxy: Galaxy) -> list[int]:
     return sorted(
         StoredImage.objects.filter(galaxy=galaxy, written=True).values_list("store__resolution", flat=True)
     )
+
+
+def written_rows(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple[ImageStore | None, np.ndarray, np.ndarray]:
+    """The galaxies (of those given, in that order) that have a written image, and their rows.
+
+    Returns (store, galaxy ids, rows); the store is None when the survey has none at that size.
+    """
+    galaxy_ids = [int(g) for g in galaxy_ids]
+    store = ImageStore.objects.filter(survey=survey, resolution=resolution).first()
+    if store is None:
+        return None, np.empty(0, np.int64), np.empty(0, np.int64)
+    found = dict(
+        StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids, written=True).values_list("galaxy_id", "row")
+    )
+    kept = [g for g in galaxy_ids if g in found]
+    return store, np.array(kept, dtype=np.int64), np.array([found[g] for g in kept], dtype=np.int64)
+
+
+def row_reader(store: ImageStore):
+    """rows -> (N, res, res) float32 images: what the CNN batches read through."""
+    return lambda rows: read_rows(store, rows)

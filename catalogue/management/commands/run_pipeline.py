@@ -1,7 +1,7 @@
-"""python manage.py run_pipeline --survey NAME --preset test|fast|paper --stages preprocess
+"""python manage.py run_pipeline --survey NAME --preset test|fast|paper --stages preprocess,cnn,features
 
-The one CLI entry to the pipeline. Later stages (cnn, features, gbm, experiments, predict)
-plug into STAGES. Progress is shown while the run's chunks complete (in-process when
+The one CLI entry to the pipeline. Later stages (gbm, experiments, predict) plug into
+STAGES. Progress is shown while the run's chunks complete (in-process when
 Celery is eager, on the workers otherwise) and a JSON summary is printed at the end.
 """
 
@@ -14,11 +14,13 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalogue.models import Run, Survey
+from catalogue.services.cnn_runs import start_cnn_run
+from catalogue.services.feature_runs import start_features_run
 from catalogue.services.preprocess_runs import start_preprocess_run
 from catalogue.services.runs import RunConflict, chunk_failures
 from pipeline.presets import PRESETS
 
-STAGES = {"preprocess": start_preprocess_run}
+STAGES = {"preprocess": start_preprocess_run, "cnn": start_cnn_run, "features": start_features_run}
 
 
 class Command(BaseCommand):
@@ -58,10 +60,12 @@ class Command(BaseCommand):
 
     def _wait(self, run: Run, timeout: float) -> Run:
         deadline = time.monotonic() + timeout
-        with tqdm(total=run.items_total, desc=run.stage, unit="gal") as bar:
+        unit = "net" if run.stage == "cnn" else "gal"
+        with tqdm(total=run.items_total, desc=run.stage, unit=unit) as bar:
             while True:
                 run.refresh_from_db()
                 bar.update(run.items_done + run.items_failed - bar.n)
+                bar.set_postfix_str(run.message[:60], refresh=False)
                 if run.status in Run.TERMINAL:
                     return run
                 if time.monotonic() > deadline:

@@ -1,0 +1,50 @@
+"""Model artifacts (.keras files) through Django's storage API, written atomically.
+
+A model is saved to a local temporary file first and only then handed to storage under a
+fresh name, and its database row is written after that: a reader never finds a row that
+points to a half-written file. Loaded models are cached per process by storage name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+
+_LOADED: dict[str, object] = {}
+
+
+def save_keras_model(model, name: str) -> str:
+    """Save a keras.Model under storage ``name`` (a suffix is added if taken); returns the name used."""
+    fd, tmp = tempfile.mkstemp(suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as fh:
+            return default_storage.save(name, File(fh))
+    finally:
+        os.unlink(tmp)
+
+
+def load_keras_model(name: str):
+    """The keras.Model stored under ``name`` (cached: feature chunks load each model once per worker)."""
+    model = _LOADED.get(name)
+    if model is not None:
+        return model
+    import keras
+
+    import pipeline.cnn.gz2_layer  # noqa: F401 - registers the custom layer and loss for loading
+    import pipeline.cnn.losses  # noqa: F401
+
+    fd, tmp = tempfile.mkstemp(suffix=".keras")
+    os.close(fd)
+    try:
+        with default_storage.open(name, "rb") as src, open(tmp, "wb") as dst:
+            dst.write(src.read())
+        model = keras.models.load_model(tmp, compile=False)
+    finally:
+        os.unlink(tmp)
+    _LOADED[name] = model
+    return model

@@ -1,0 +1,136 @@
+"""The body of a CNN run: train CNN1-3 on GZ2 probabilities, then CNN4 on M/L, and store them.
+
+CNN1-3 learn from the galaxies with GZ2 votes in the train split and are validated on the
+validation split; CNN4 starts from CNN1's trained weights and learns from every train
+galaxy with an M/L target. Each trained network is saved (atomically, through storage)
+with its hyper-parameters, curves and validation metrics before the next one starts, so
+a run that is delivered again after a crash continues with the networks still missing.
+Progress (network, epoch, batch, loss) goes to the run; cancellation is honoured between
+batches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, Run, Split, TrainedModel
+from catalogue.services import runs
+from catalogue.services.artifacts import load_keras_model, save_keras_model
+from catalogue.services.image_store import row_reader, written_rows
+from pipeline import gz2
+from pipeline.presets import CNN_ROLES, cnn_network
+
+PROGRESS_INTERVAL_S = 1.0
+
+
+def train_cnn_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+    """Train every role of the claimed chunk that this run has not trained yet."""
+    run = claim.run
+    roles = [CNN_ROLES[i - 1] for i in claim.items]
+    for position, role in enumerate(roles):
+        if TrainedModel.objects.filter(run=run, name=role).exists():
+            continue  # trained before a crash: keep it
+        _train_role(run, role, position, len(roles), context)
+    with transaction.atomic():
+        runs.complete_chunk(claim, runs.ChunkOutcome(done=len(roles)))
+    return runs.ChunkOutcome(done=len(roles))
+
+
+def _split_ids(survey, split: str, role: str) -> tuple[list[int], np.ndarray]:
+    """Galaxy ids of a split and their targets: GZ2 probabilities (CNN1-3) or (M/L, error) (CNN4)."""
+    base = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, split=split)
+    if role == "cnn4":
+        rows = list(base.filter(ml_g__isnull=False, ml_g_err__isnull=False).order_by("id").values_list("id", "ml_g", "ml_g_err"))
+        return [r[0] for r in rows], np.array([r[1:] for r in rows], dtype=np.float32).reshape(-1, 2)
+    votes = dict(GZ2Votes.objects.filter(galaxy__in=base).values_list("galaxy_id", "probabilities"))
+    ids = sorted(votes)
+    return ids, np.array([votes[g] for g in ids], dtype=np.float32).reshape(-1, gz2.N_ANSWERS)
+
+
+def _dataset(run: Run, role: str, split: str, size: int, batch_size: int, train: bool):
+    from pipeline.cnn.data import ImageBatches
+
+    ids, targets = _split_ids(run.survey, split, role)
+    store, kept, rows = written_rows(run.survey, size, ids)
+    if store is None or not len(kept):
+        which = "with GZ2 votes" if role != "cnn4" else "with an M/L target"
+        raise ValueError(f"{role}: no {split} galaxies {which} have {size} px images; preprocess the survey first")
+    index = {g: i for i, g in enumerate(ids)}
+    targets = targets[[index[g] for g in kept]]
+    data = ImageBatches(row_reader(store), rows, targets, batch_size, shuffle=train, augment=train, seed=run.pk)
+    return data, kept, targets
+
+
+def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.ChunkContext) -> None:
+    from pipeline.cnn import networks
+    from pipeline.cnn.training import TrainingConfig, train_gz2, train_ml
+
+    network = cnn_network(run.config, role)
+    config = TrainingConfig(**{k: v for k, v in run.config["training"].items() if k in TrainingConfig.__dataclass_fields__},
+                            seed=run.pk)  # fmt: skip
+    train_data, train_ids, train_targets = _dataset(run, role, Split.TRAIN, network["size"], config.batch_size, True)
+    val_data, _, val_targets = _dataset(run, role, Split.VAL, network["size"], config.batch_size, False)
+    if role == "cnn4":
+        cnn1 = TrainedModel.objects.get(run=run, name="cnn1")
+        model = networks.build_ml_network(load_keras_model(cnn1.artifact.name), name=f"cnn4_{network['arch']}")
+        trainer = train_ml
+    else:
+        model = networks.build(network["arch"], network["size"], name=f"{role}_{network['arch']}", **network["options"])
+        trainer = train_gz2
+    last_report = [0.0]
+
+    def progress(epoch: int, batch: int, batches: int, logs: dict) -> None:
+        context.check()
+        if time.monotonic() - last_report[0] < PROGRESS_INTERVAL_S and batch < batches:
+            return
+        last_report[0] = time.monotonic()
+        done = (position + ((epoch - 1) + batch / batches) / config.epochs) / n_roles
+        Run.objects.filter(pk=run.pk).update(
+            progress=min(0.999, done), heartbeat=timezone.now(),
+            message=f"{role}: epoch {epoch}/{config.epochs}, batch {batch}/{batches}, loss {logs.get('loss', float('nan')):.4g}",
+        )  # fmt: skip
+
+    result = trainer(model, train_data, val_data, config, progress=progress)
+    metrics = _validation_metrics(model, role, val_data, val_targets, train_targets)
+    metrics.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
+                   n_train=len(train_ids), n_val=len(val_targets))  # fmt: skip
+    name = save_keras_model(model, f"models/{run.survey.name}/run{run.pk}/{model.name}.keras")
+    TrainedModel.objects.create(
+        kind=TrainedModel.Kind.CNN, name=role, survey=run.survey, run=run, preset=run.preset, artifact=name,
+        hyperparameters={**network, "training": config.as_dict(), "keras_name": model.name, "params": model.count_params()},
+        metrics=metrics, curves=result.history,
+    )  # fmt: skip
+
+
+def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, train_targets: np.ndarray) -> dict:
+    """CNN1-3: RMSE over all 37 answers and per task, against predicting the training mean.
+    CNN4: weighted L1 of its M/L and the best Spearman correlation of its 37 features with M/L."""
+    from scipy.stats import spearmanr
+
+    from pipeline.cnn.training import predict_layers
+
+    if role != "cnn4":
+        predicted = predict_layers(model, ["gz2"], val_data)["gz2"]
+        mean = train_targets.mean(axis=0, keepdims=True)
+        per_task = {
+            task.id: {"rmse": _rmse(predicted[:, s], val_targets[:, s]), "rmse_train_mean": _rmse(mean[:, s], val_targets[:, s])}
+            for task in gz2.TASKS for s in [gz2.TASK_SLICES[task.id]]
+        }  # fmt: skip
+        return {"rmse": _rmse(predicted, val_targets), "rmse_train_mean": _rmse(mean, val_targets), "per_task": per_task}
+    outputs = predict_layers(model, ["ml", "gz2_logits"], val_data)
+    target, error = val_targets[:, 0], val_targets[:, 1]
+    l1 = float(np.mean(np.abs(outputs["ml"][:, 0] - target) / np.maximum(error, 0.05 * target)))
+    correlations = [spearmanr(column, target).statistic for column in outputs["gz2_logits"].T if np.ptp(column) > 0]
+    best = max(correlations, key=abs) if correlations else float("nan")
+    return {"val_weighted_l1": l1, "best_feature_spearman": float(best), "features_alive": len(correlations)}
+
+
+def _rmse(predicted: np.ndarray, target: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predicted - target) ** 2)))
+
+
+CNN_STAGE = runs.StageHooks(body=train_cnn_body)

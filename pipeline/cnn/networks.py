@@ -1,0 +1,101 @@
+"""The four networks of the paper's Fig. 3 as builder functions returning named keras.Models.
+
+Every network takes one grey channel, (size, size, 1), as the image store holds it, and
+names the layers features are taken from:
+
+* ``pool``: the globally pooled convolutional activations (CNN1's are a feature set);
+* ``dense``: the dense layer after it;
+* ``gz2_logits``: the ReLU dense-37 layer (CNN4's "next-to-last activations");
+* ``gz2``: the :class:`GZ2Normalisation` output, 37 unconditional probabilities;
+* ``ml`` (CNN4 only): the dense-1 M/L output.
+
+ImageNet weights are loaded only from a local file path (nothing is downloaded);
+otherwise initialisation is random (Glorot uniform, Keras' default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from pipeline import gz2
+from pipeline.cnn.gz2_layer import GZ2Normalisation
+
+
+def _gz2_head(x, dense_units: int, dropout: float = 0.0):
+    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dense_dropout")(x)
+    x = layers.Dense(gz2.N_ANSWERS, activation="relu", name="gz2_logits")(x)
+    return GZ2Normalisation(name="gz2")(x)
+
+
+def build_custom_cnn(
+    input_size: int = 69, width: float = 1.0, dense_units: int = 512, dropout: float = 0.25, name: str = "custom"
+) -> keras.Model:
+    """The paper's own network (CNN3): four valid-padded convolutions, a global max pool, two dense layers.
+
+    conv 5x5/32, pool, conv 4x4/64, pool, conv 3x3/128, pool, conv 3x3/128, global max
+    pool, dense 512, dense 37 + GZ2 normalisation; dropout after the pools. ``width``
+    scales the filter counts for the small presets. Needs at least 46 px.
+    """
+    if input_size < 46:
+        raise ValueError(f"the custom CNN needs inputs of at least 46 px (valid padding), got {input_size}")
+    filters = [max(4, round(f * width)) for f in (32, 64, 128, 128)]
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = inputs
+    for k, (n, kernel) in enumerate(zip(filters, (5, 4, 3, 3), strict=True)):
+        x = layers.Conv2D(n, kernel, padding="valid", activation="relu", name=f"conv{k + 1}")(x)
+        if k < 3:
+            x = layers.MaxPooling2D(2, name=f"maxpool{k + 1}")(x)
+            if dropout:
+                x = layers.Dropout(dropout, name=f"dropout{k + 1}")(x)
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    return keras.Model(inputs, _gz2_head(x, dense_units), name=name)
+
+
+def _imagenet_network(application, input_size: int, weights_path: str | Path | None, name: str) -> keras.Model:
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    rgb = layers.Concatenate(axis=-1, name="grey_to_rgb")([inputs, inputs, inputs])
+    base = application(include_top=False, weights=None, input_shape=(input_size, input_size, 3))
+    if weights_path is not None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ImageNet weights file {path} does not exist (nothing is downloaded)")
+        base.load_weights(path)
+    x = layers.GlobalAveragePooling2D(name="pool")(base(rgb))
+    return keras.Model(inputs, _gz2_head(x, 256), name=name)
+
+
+def build_resnet50(input_size: int = 197, weights_path: str | Path | None = None, name: str = "resnet50") -> keras.Model:
+    """CNN1: ResNet50 (keras.applications) with global average pooling, dense-256, dense-37 and GZ2 layer."""
+    return _imagenet_network(keras.applications.ResNet50, input_size, weights_path, name)
+
+
+def build_xception(input_size: int = 128, weights_path: str | Path | None = None, name: str = "xception") -> keras.Model:
+    """CNN2: Xception (keras.applications) with the same head as :func:`build_resnet50`."""
+    if input_size < 71:
+        raise ValueError(f"Xception needs inputs of at least 71 px, got {input_size}")
+    return _imagenet_network(keras.applications.Xception, input_size, weights_path, name)
+
+
+def build_ml_network(cnn1: keras.Model, name: str = "ml") -> keras.Model:
+    """CNN4: CNN1's architecture and trained weights, the GZ2 layer replaced by a dense-1 M/L output."""
+    clone = keras.models.clone_model(cnn1)
+    clone.set_weights(cnn1.get_weights())
+    output = layers.Dense(1, name="ml")(clone.get_layer("gz2_logits").output)
+    return keras.Model(clone.inputs, output, name=name)
+
+
+BUILDERS = {"custom": build_custom_cnn, "resnet50": build_resnet50, "xception": build_xception}
+
+
+def build(architecture: str, input_size: int, **options) -> keras.Model:
+    """Build a GZ2 network by architecture name (a preset's ``arch``)."""
+    try:
+        builder = BUILDERS[architecture]
+    except KeyError:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(BUILDERS)}") from None
+    return builder(input_size=input_size, **options)

@@ -1,0 +1,252 @@
+"""The CNNs (Keras 3): the GZ2 layer, the builders, the loss, augmentation, and the cnn and
+features stages run through the Celery tasks on an ingested, preprocessed synthetic survey."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from catalogue.models import FeatureSet, FeatureVector, Galaxy, Run, Survey, TrainedModel
+from catalogue.selectors import feature_matrix
+from catalogue.services.artifacts import load_keras_model
+from catalogue.services.cnn_runs import start_cnn_run
+from catalogue.services.feature_runs import start_features_run
+from catalogue.services.image_store import row_reader, written_rows
+from catalogue.services.ingest import ingest_bundle
+from catalogue.services.preprocess_runs import start_preprocess_run
+from pipeline import gz2
+from pipeline.cnn import networks
+from pipeline.cnn.data import ImageBatches, augment
+from pipeline.cnn.gz2_layer import GZ2Normalisation
+from pipeline.cnn.losses import weighted_l1
+from pipeline.cnn.training import predict_layers
+
+# --- the pieces --------------------------------------------------------------------
+
+
+def test_gz2_layer_matches_the_tree_by_hand():
+    outputs = np.zeros((1, gz2.N_ANSWERS), np.float32)
+    index = gz2.ANSWER_INDEX
+    outputs[0, [index["a01"], index["a02"], index["a03"]]] = [1.0, 3.0, 0.0]  # smooth 0.25, features 0.75
+    outputs[0, [index["a04"], index["a05"]]] = [2.0, 2.0]  # edge-on given features: 0.5
+    outputs[0, [index["a08"], index["a09"]]] = [9.0, 1.0]  # spiral given not edge-on: 0.9
+    outputs[0, [index["a14"], index["a15"]]] = [1.0, 4.0]  # odd: 0.2 of (smooth + features)
+    probabilities = np.asarray(GZ2Normalisation()(outputs))[0]
+    assert probabilities[index["a01"]] == pytest.approx(0.25, abs=1e-6)
+    assert probabilities[index["a04"]] == pytest.approx(0.75 * 0.5, abs=1e-6)
+    assert probabilities[index["a08"]] == pytest.approx(0.75 * 0.5 * 0.9, abs=1e-6)
+    assert probabilities[index["a14"]] == pytest.approx(0.2 * 1.0, abs=1e-6)
+    # Tasks with all-zero outputs get uniform fractions of the probability they are asked.
+    assert probabilities[index["a28"]] == pytest.approx(0.75 * 0.5 * 0.9 / 3, abs=1e-6)
+
+
+def test_gz2_layer_agrees_with_the_ingest_conversion():
+    raw = np.abs(np.random.default_rng(0).normal(size=(64, gz2.N_ANSWERS))).astype(np.float32)
+    fractions = np.concatenate(
+        [raw[:, gz2.TASK_SLICES[t.id]] / raw[:, gz2.TASK_SLICES[t.id]].sum(1, keepdims=True) for t in gz2.TASKS], axis=1
+    )
+    np.testing.assert_allclose(np.asarray(GZ2Normalisation()(raw)), gz2.conditional_to_unconditional(fractions), atol=1e-6)
+
+
+def test_gz2_layer_is_differentiable():
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, GZ2Normalisation()(keras.layers.Dense(gz2.N_ANSWERS, activation="softplus")(inputs)))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    x = np.random.default_rng(1).normal(size=(128, 8)).astype(np.float32)
+    y = gz2.conditional_to_unconditional(np.random.default_rng(2).dirichlet(np.ones(gz2.N_ANSWERS), 128)).astype(np.float32)
+    history = model.fit(x, y, epochs=5, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history)) and history[-1] < history[0]
+
+
+def test_builders_return_named_models_with_named_feature_layers():
+    custom = networks.build_custom_cnn(69)
+    assert [layer.name for layer in custom.layers if "conv" in layer.name] == ["conv1", "conv2", "conv3", "conv4"]
+    assert [custom.get_layer(f"conv{k}").kernel_size for k in range(1, 5)] == [(5, 5), (4, 4), (3, 3), (3, 3)]
+    assert all(custom.get_layer(f"conv{k}").padding == "valid" for k in range(1, 5))
+    assert custom.get_layer("pool").output.shape[-1] == 128 and custom.get_layer("dense").units == 512
+    assert custom.output.shape[-1] == gz2.N_ANSWERS
+    resnet = networks.build_resnet50(64, name="cnn1_resnet50")
+    assert resnet.name == "cnn1_resnet50" and resnet.get_layer("pool").output.shape[-1] == 2048
+    assert resnet.input.shape[1:] == (64, 64, 1)
+    xception = networks.build_xception(71)
+    assert xception.get_layer("dense").units == 256
+    ml = networks.build_ml_network(custom)
+    assert ml.output.shape[-1] == 1 and ml.get_layer("gz2_logits").output.shape[-1] == gz2.N_ANSWERS
+    np.testing.assert_array_equal(ml.get_layer("conv1").get_weights()[0], custom.get_layer("conv1").get_weights()[0])
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        networks.build_resnet50(64, weights_path="/nonexistent/resnet50_notop.h5")
+    with pytest.raises(ValueError, match="at least 46 px"):
+        networks.build_custom_cnn(32)
+
+
+def test_weighted_l1_uses_the_error_floor():
+    y_true = np.array([[2.0, 0.5], [4.0, 0.01]], np.float32)  # the second error is below 5% of 4.0 = 0.2
+    y_pred = np.array([[3.0], [3.0]], np.float32)
+    np.testing.assert_allclose(np.asarray(weighted_l1(y_true, y_pred)), [1.0 / 0.5, 1.0 / 0.2], rtol=1e-6)
+
+
+def test_augmentation_rotates_zooms_and_flips_about_the_centre():
+    image = np.zeros((49, 49), np.float32)
+    image[24, 30] = 1.0  # a point 6 px right of the centre
+    rng = np.random.default_rng(3)
+    moved = [augment(image, rng) for _ in range(50)]
+    radii = []
+    for out in moved:
+        y, x = np.unravel_index(np.argmax(out), out.shape)
+        radii.append(np.hypot(x - 24, y - 24))
+    assert 6 * 0.7 - 1.5 <= min(radii) and max(radii) <= 6 * 1.3 + 1.5  # zoom 0.7-1.3 about the centre
+    assert len({(round(r), np.argmax(o)) for r, o in zip(radii, moved, strict=True)}) > 10  # many angles
+
+
+# --- the stages, through the Celery tasks --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_factory):  # noqa: ARG001 - ordering
+    """A synthetic survey ingested, preprocessed and through the cnn and features stages (test preset)."""
+    from django.conf import settings
+
+    media = tmp_path_factory.mktemp("cnn-media")
+    old_media = settings.MEDIA_ROOT
+    settings.MEDIA_ROOT = media
+    with django_db_blocker.unblock():
+        ingest_bundle(synthetic_bundle, "cnn")
+        survey = Survey.objects.get(name="cnn")
+        start_preprocess_run(survey, preset_name="test")
+        cnn_run = start_cnn_run(survey, preset_name="test")
+        features_run = start_features_run(survey, preset_name="test")
+        yield survey, cnn_run, features_run, media
+        Survey.objects.filter(pk=survey.pk).delete()
+    settings.MEDIA_ROOT = old_media
+
+
+@pytest.fixture
+def cnn_media(trained, settings):
+    settings.MEDIA_ROOT = trained[3]
+    return trained
+
+
+@pytest.mark.django_db
+def test_the_cnn_stage_trains_and_stores_all_four_networks(cnn_media):
+    survey, run, _, _ = cnn_media
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.message
+    models = {m.name: m for m in TrainedModel.objects.filter(run=run)}
+    assert set(models) == {"cnn1", "cnn2", "cnn3", "cnn4"}
+    for role, model in models.items():
+        assert model.preset == "test" and model.survey == survey and model.artifact.name.endswith(".keras")
+        assert model.hyperparameters["training"]["epochs"] == 2 and model.hyperparameters["size"] == 48
+        assert len(model.curves["loss"]) == len(model.curves["val_loss"]) == 2
+        assert model.metrics["n_train"] > 50 and model.metrics["best_epoch"] in (1, 2)
+        if role != "cnn4":
+            assert 0 < model.metrics["rmse"] < 0.5 and set(model.metrics["per_task"]) == {t.id for t in gz2.TASKS}
+    assert -1 <= models["cnn4"].metrics["best_feature_spearman"] <= 1
+    # CNN1-3 saw only galaxies with GZ2 votes; CNN4 every train galaxy with a target.
+    with_votes = Galaxy.objects.filter(survey=survey, status="ok", split="train", gz2__isnull=False).count()
+    assert models["cnn1"].metrics["n_train"] <= with_votes < models["cnn4"].metrics["n_train"]
+
+
+@pytest.mark.django_db
+def test_features_are_stored_for_every_galaxy_and_read_back_as_one_matrix(cnn_media):
+    survey, _, run, _ = cnn_media
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.message
+    sets = {s.name: s for s in FeatureSet.objects.filter(run=run)}
+    assert set(sets) == {"cnn1.gz2", "cnn1.pool", "cnn2.gz2", "cnn3.gz2", "cnn4.gz2_logits"}
+    assert sets["cnn1.gz2"].feature_names[0] == "cnn1_custom.p_a01_smooth"
+    assert sets["cnn1.pool"].feature_names[3] == "cnn1_custom.pool_0003"
+    galaxies = list(Galaxy.objects.filter(survey=survey).exclude(status="rejected").order_by("id").values_list("id", flat=True))
+    with_images = written_rows(survey, 48, galaxies)[1]
+    assert run.items_done == len(with_images) > 150  # every split, with or without targets or votes
+    assert FeatureVector.objects.filter(feature_set=sets["cnn1.gz2"]).count() == len(with_images)
+    matrix, names = feature_matrix(list(sets.values()), with_images, drop=False)
+    assert matrix.dtype == np.float32 and matrix.shape == (len(with_images), len(names))
+    assert not np.isnan(matrix).any()
+    probabilities = matrix[:, :37]
+    np.testing.assert_allclose(probabilities[:, :3].sum(axis=1), 1.0, atol=1e-4)  # t01 is always asked
+    # Dropped features (zero for every training galaxy) are recorded and left out on request.
+    dropped = sum(len(s.dropped) for s in sets.values())
+    assert run.result["feature_sets"]["cnn1.pool"]["dropped"] == len(sets["cnn1.pool"].dropped)
+    assert feature_matrix(list(sets.values()), with_images)[0].shape[1] == len(names) - dropped
+    # A galaxy without vectors reads as NaN, in the order asked.
+    missing = Galaxy.objects.filter(survey=survey, status="rejected").first().pk
+    both, _ = feature_matrix([sets["cnn3.gz2"]], [missing, int(with_images[0])])
+    assert np.isnan(both[0]).all() and np.isfinite(both[1]).all()
+
+
+@pytest.mark.django_db
+def test_a_saved_model_reloads_and_gives_identical_features(cnn_media):
+    survey, _, run, _ = cnn_media
+    model = TrainedModel.objects.get(pk=run.config["models"]["cnn1"])
+    store, ids, rows = written_rows(survey, 48, Galaxy.objects.filter(survey=survey).values_list("id", flat=True))
+    data = ImageBatches(row_reader(store), rows[:40], None, 16)
+    fresh = keras.models.load_model(_local_copy(model.artifact), compile=False)
+    again = predict_layers(fresh, ["gz2", "pool"], data)
+    stored, _ = feature_matrix(list(FeatureSet.objects.filter(run=run, name__in=["cnn1.gz2", "cnn1.pool"]).order_by("name")),
+                               ids[:40], drop=False)  # fmt: skip
+    np.testing.assert_allclose(np.hstack([again["gz2"], again["pool"]]), stored, rtol=1e-5, atol=1e-6)
+    assert load_keras_model(model.artifact.name) is load_keras_model(model.artifact.name)  # cached per process
+
+
+def _local_copy(field_file) -> str:
+    import tempfile
+
+    handle = tempfile.NamedTemporaryFile(suffix=".keras", delete=False)
+    with field_file.open("rb") as fh:
+        handle.write(fh.read())
+    handle.close()
+    return handle.name
+
+
+@pytest.mark.django_db
+def test_stages_refuse_clearly_when_their_inputs_are_missing(synthetic_bundle):
+    ingest_bundle(synthetic_bundle, "raw")
+    survey = Survey.objects.get(name="raw")
+    with pytest.raises(ValueError, match="no preprocessed images at 48 px"):
+        start_cnn_run(survey, preset_name="test")
+    with pytest.raises(ValueError, match="no trained cnn1, cnn2, cnn3, cnn4"):
+        start_features_run(survey, preset_name="test")
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="run the cnn stage first"):
+        call_command("run_pipeline", "--survey", "raw", "--preset", "test", "--stages", "features")
+    assert not Run.objects.filter(survey=survey).exists()
+
+
+@pytest.mark.django_db
+def test_run_pipeline_runs_the_cnn_and_features_stages(synthetic_bundle, capsys):
+    ingest_bundle(synthetic_bundle, "cli")
+    call_command("run_pipeline", "--survey", "cli", "--preset", "test", "--stages", "preprocess,cnn,features")
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{") :])
+    assert [summary["stages"][s]["status"] for s in ("preprocess", "cnn", "features")] == ["succeeded"] * 3
+    assert summary["stages"]["cnn"]["done"] == 4
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_cnn_and_features_run_on_the_gpu_queue_worker(synthetic_bundle, celery_workers):
+    import time
+
+    ingest_bundle(synthetic_bundle, "gpu")
+    survey = Survey.objects.get(name="gpu")
+
+    def finish(run: Run, timeout: float) -> Run:
+        deadline = time.monotonic() + timeout
+        while run.status in Run.ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.5)
+            run.refresh_from_db()
+        return run
+
+    assert finish(start_preprocess_run(survey, preset_name="test"), 120).status == "succeeded"
+    cnn = finish(start_cnn_run(survey, preset_name="test"), 300)
+    assert cnn.status == "succeeded", cnn.message
+    assert {c.worker.split()[0] for c in cnn.chunks.all()} == {celery_workers["gpu"]}
+    features = finish(start_features_run(survey, preset_name="test"), 300)
+    assert features.status == "succeeded", features.message
+    assert {c.worker.split()[0] for c in features.chunks.all()} == {celery_workers["gpu"]}
+    assert FeatureVector.objects.filter(feature_set__run=features, feature_set__name="cnn4.gz2_logits").count() > 150
