@@ -23,9 +23,9 @@ PRESETS = MappingProxyType(
         "test": MappingProxyType({
             "resolutions": (48,), "chunk_size": 50,
             "cnn": {
-                "cnn1": {"arch": "custom", "size": 48, "options": {"width": 0.25, "dense_units": 32}},
-                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16}},
-                "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16}},
+                "cnn1": {"arch": "custom", "size": 48, "options": {"width": 0.25, "dense_units": 32, "dropout": 0.0}},
+                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
+                "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
             },
             "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
             "feature_chunk_size": 100,
@@ -33,11 +33,11 @@ PRESETS = MappingProxyType(
         "fast": MappingProxyType({
             "resolutions": (48, 69), "chunk_size": 200,
             "cnn": {
-                "cnn1": {"arch": "custom", "size": 69, "options": {"width": 0.5, "dense_units": 128}},
-                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.5, "dense_units": 128}},
-                "cnn3": {"arch": "custom", "size": 69, "options": {"width": 0.25, "dense_units": 64}},
+                "cnn1": {"arch": "custom", "size": 69, "options": {"width": 1.0, "dense_units": 256, "dropout": 0.1}},
+                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
+                "cnn3": {"arch": "custom", "size": 69, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
             },
-            "training": {"epochs": 12, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
+            "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
             "feature_chunk_size": 500,
         }),
         "paper": MappingProxyType({
