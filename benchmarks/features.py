@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -27,10 +26,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "catalogue.settings")
 WIDTHS = {"cnn1.gz2": 37, "cnn1.pool": 2048, "cnn2.gz2": 37, "cnn3.gz2": 37, "cnn4.gz2_logits": 37}
 
 
-def rss_mb() -> float:
+def status_mb(key: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process. ru_maxrss would not do: after fork and
+    exec, Linux keeps the parent's peak in it (here the store phase's)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -45,11 +46,11 @@ def load(survey_name: str) -> dict:
 
     sets = list(FeatureSet.objects.filter(survey__name=survey_name).order_by("id"))
     ids = list(Galaxy.objects.filter(survey__name=survey_name).order_by("id").values_list("id", flat=True))
-    before = rss_mb()
+    before = status_mb("VmRSS")
     start = time.perf_counter()
     matrix, names = feature_matrix(sets, ids, drop=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM")
     return {
         "load_s": round(seconds, 2), "shape": list(matrix.shape), "matrix_mb": round(matrix.nbytes / 2**20),
         "peak_extra_mb": round(peak - before), "peak_over_matrix": round((peak - before) / (matrix.nbytes / 2**20), 2),

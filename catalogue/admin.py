@@ -13,7 +13,7 @@ class SurveyAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     actions = ["preprocess"]
 
-    @admin.action(description="Preprocess images (fast preset: 69 and 128 px)")
+    @admin.action(description="Preprocess images (fast preset: 48 and 69 px)")
     def preprocess(self, request, queryset):
         for survey in queryset:
             try:

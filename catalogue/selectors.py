@@ -57,7 +57,7 @@ def feature_matrix(feature_sets, galaxy_ids, drop: bool = True) -> tuple[np.ndar
     matrix = np.full((len(galaxy_ids), offset), np.nan, dtype=np.float32)
     if not len(galaxy_ids) or not blocks:
         return matrix, names
-    for galaxy_id, set_id, raw in _feature_rows(list(blocks)):
+    for galaxy_id, set_id, raw in _feature_rows(list(blocks), sorted_ids):
         at = np.searchsorted(sorted_ids, galaxy_id)
         if at >= len(sorted_ids) or sorted_ids[at] != galaxy_id:
             continue
@@ -69,20 +69,31 @@ def feature_matrix(feature_sets, galaxy_ids, drop: bool = True) -> tuple[np.ndar
     return matrix, names
 
 
-def _feature_rows(set_ids: list[int]):
-    """(galaxy id, feature set id, float32 bytes) of every vector of the sets."""
+#: Galaxies per COPY: libpq buffers a COPY's output as fast as the server sends it, so one
+#: COPY of a whole survey could hold a second copy of the matrix in that buffer.
+COPY_BATCH_GALAXIES = 2_000
+
+
+def _feature_rows(set_ids: list[int], galaxy_ids: np.ndarray):
+    """(galaxy id, feature set id, float32 bytes) of the sets' vectors for the (sorted) galaxies."""
     from django.db import connection
 
     from catalogue.models import FeatureVector
 
     if connection.vendor != "postgresql":
-        yield from FeatureVector.objects.filter(feature_set_id__in=set_ids).values_list("galaxy_id", "feature_set_id", "values")
+        vectors = FeatureVector.objects.filter(feature_set_id__in=set_ids)
+        yield from vectors.values_list("galaxy_id", "feature_set_id", "values").iterator(chunk_size=2000)
         return
     table = FeatureVector._meta.db_table
     ids = ",".join(str(int(s)) for s in set_ids)
+    unique = np.unique(galaxy_ids)
     with connection.cursor() as cursor:
-        select = f'SELECT galaxy_id, feature_set_id, "values" FROM {table} WHERE feature_set_id IN ({ids})'
-        query = f"COPY ({select}) TO STDOUT (FORMAT BINARY)"
-        with cursor.cursor.copy(query) as copy:
-            copy.set_types(["int8", "int8", "bytea"])
-            yield from copy.rows()
+        for start in range(0, len(unique), COPY_BATCH_GALAXIES):
+            lo, hi = int(unique[start]), int(unique[min(start + COPY_BATCH_GALAXIES, len(unique)) - 1])
+            select = (
+                f'SELECT galaxy_id, feature_set_id, "values" FROM {table} '
+                f"WHERE feature_set_id IN ({ids}) AND galaxy_id BETWEEN {lo} AND {hi}"
+            )
+            with cursor.cursor.copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "int8", "bytea"])
+                yield from copy.rows()

@@ -111,11 +111,11 @@ def test_deleting_a_survey_removes_its_image_store_files(synthetic_bundle):
 def test_fast_then_paper_preprocessing_gives_every_resolution(survey):
     fast = start_preprocess_run(survey, preset_name="fast")
     paper = start_preprocess_run(survey, preset_name="paper")
-    assert fast.resolutions == [69, 128] and paper.resolutions == [69, 128, 197]
-    assert paper.items_total == fast.items_total  # nobody had 197 px yet
+    assert fast.resolutions == [48, 69] and paper.resolutions == [69, 128, 197]
+    assert paper.items_total == fast.items_total  # nobody had 128 or 197 px yet
     ok = list(Galaxy.objects.filter(survey=survey, preprocessed__status="ok"))
     assert len(ok) == fast.items_done
-    for resolution in (69, 128, 197):
+    for resolution in (48, 69, 128, 197):
         images = load_log_images(ok, resolution)
         assert images.shape == (len(ok), resolution, resolution)
         assert np.all(images.reshape(len(ok), -1).std(axis=1) > 0.01)

@@ -101,9 +101,22 @@ def train_ml(model, train_data, val_data, config, progress=None) -> TrainingResu
     return train(model, train_data, val_data, config, loss=weighted_l1, progress=progress)
 
 
+_EXTRACTORS: dict[tuple[int, tuple[str, ...]], tuple[keras.Model, keras.Model]] = {}
+
+
 def predict_layers(model: keras.Model, layer_names: list[str], data: ImageBatches) -> dict[str, np.ndarray]:
-    """Activations of the named layers for every sample of ``data``, as float32 (N, width) arrays."""
-    extractor = keras.Model(model.inputs, [model.get_layer(name).output for name in layer_names])
+    """Activations of the named layers for every sample of ``data``, as float32 (N, width) arrays.
+
+    The sub-model that outputs those layers is built once per model and list of names, so
+    a worker extracting chunk after chunk does not trace a new graph every time.
+    """
+    key = (id(model), tuple(layer_names))
+    cached = _EXTRACTORS.get(key)
+    if cached is not None and cached[0] is model:  # the model is kept, so its id cannot be reused
+        extractor = cached[1]
+    else:
+        extractor = keras.Model(model.inputs, [model.get_layer(name).output for name in layer_names])
+        _EXTRACTORS[key] = (model, extractor)
     outputs = extractor.predict(data, verbose=0)
     if len(layer_names) == 1:
         outputs = [outputs]
