@@ -250,3 +250,32 @@ def test_cnn_and_features_run_on_the_gpu_queue_worker(synthetic_bundle, celery_w
     assert features.status == "succeeded", features.message
     assert {c.worker.split()[0] for c in features.chunks.all()} == {celery_workers["gpu"]}
     assert FeatureVector.objects.filter(feature_set__run=features, feature_set__name="cnn4.gz2_logits").count() > 150
+
+
+@pytest.mark.django_db
+def test_cancelling_a_cnn_run_stops_training_between_batches(cnn_media, monkeypatch):
+    from catalogue.celery import app
+    from catalogue.services import runs
+    from catalogue.services.cnn_training import CNN_STAGE
+
+    survey = cnn_media[0]
+    app.conf.task_always_eager = False  # inside the test's transaction the chunk is never sent
+    try:
+        run = start_cnn_run(survey, preset_name="test")
+    finally:
+        app.conf.task_always_eager = True
+    checks = {"n": 0}
+    real_check = runs.ChunkContext.check
+
+    def cancel_on_fifth_batch(self, force=False):  # noqa: ARG001 - the real check's signature
+        checks["n"] += 1
+        if checks["n"] == 5:
+            runs.cancel_run(run)
+        return real_check(self, force=True)
+
+    monkeypatch.setattr(runs.ChunkContext, "check", cancel_on_fifth_batch)
+    assert runs.execute_chunk(run.chunks.get().pk, "test", CNN_STAGE)["cancelled"]
+    run.refresh_from_db()
+    assert run.status == "cancelled" and checks["n"] == 5  # no batch ran after the cancellation
+    assert not TrainedModel.objects.filter(run=run).exists()
+    assert run.chunks.get().state == "cancelled"

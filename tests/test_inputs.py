@@ -61,8 +61,9 @@ def faulty(synthetic_bundle, synthetic_truth, tmp_path):
     return copy, faults
 
 
-def test_every_header_fault_is_a_rejection_by_objid_and_reason(faulty):
+def test_every_header_fault_is_a_rejection_by_objid_and_reason(faulty, synthetic_truth):
     bundle, faults = faulty
+    truth = synthetic_truth
     report = ingest_bundle(bundle, "faulty")
     reasons = {r["objid"]: r["reason"] for r in report.rejections}
     assert "PIXSCALE = '0.396arcsec', which is not a number" in reasons[faults["pixscale_text"]]
@@ -73,6 +74,10 @@ def test_every_header_fault_is_a_rejection_by_objid_and_reason(faulty):
     for kind in ("pixscale_text", "psf_negative", "bunit_counts", "cube", "off_centre"):
         assert Galaxy.objects.get(objid=faults[kind]).status == "rejected"
     # Every galaxy without a fault is in, the non-square cutout too, at its real shape.
+    bad = {faults[k] for k in ("pixscale_text", "psf_negative", "bunit_counts", "cube", "off_centre")}
+    good = [int(o) for o, f in zip(truth["objid"], truth["fault"], strict=True) if not f and int(o) not in bad]
+    assert not Galaxy.objects.filter(survey__name="faulty", objid__in=good, status="rejected").exists()
+    assert Galaxy.objects.filter(survey__name="faulty", objid__in=good).count() == len(good)
     square = Image.objects.get(galaxy__objid=faults["non_square"], band="g")
     assert (square.width, square.height) == (square.height - 12, square.height)
     assert Galaxy.objects.get(objid=faults["non_square"]).status != "rejected"

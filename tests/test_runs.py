@@ -273,3 +273,18 @@ def test_the_reaper_fails_a_run_whose_worker_never_comes_back(synthetic_bundle, 
     assert not RunChunk.objects.filter(run=run, state__in=["running", "queued"]).exists()
     # The survey is free again: a new run continues with what is left.
     assert start_preprocess_run(survey, [32], preset_name="test").status in {"queued", "running"}
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_transient_database_error_is_retried_and_the_chunk_still_counts_once(synthetic_bundle, start_worker):
+    ingest_bundle(synthetic_bundle, "retried")
+    survey = Survey.objects.get(name="retried")
+    victim = Galaxy.objects.get(pk=galaxies_to_preprocess(survey, [32])[10])
+    start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"transient_error_objids": [victim.objid]})})
+    run = finished(start_preprocess_run(survey, [32], preset_name="test", chunk_size=200), 90)
+    assert run.status == "succeeded", run.message
+    chunk = run.chunks.get()
+    assert chunk.attempts == 2  # retried with backoff, claimed again, processed one galaxy at a time
+    assert Preprocessed.objects.get(galaxy=victim).status == "ok"
+    assert_every_galaxy_accounted_once(run)

@@ -3,7 +3,9 @@
 ``MORPHOMASS_FAULTS`` (JSON) in a worker's environment: ``{"crash_objids": [...]}`` kills
 the worker process (SIGKILL, as the kernel's OOM killer would) whenever it starts on one
 of those galaxies, and ``{"delay_s": 0.2}`` slows each galaxy down so a test can kill a
-worker mid-chunk. Unset (always, outside tests) it does nothing.
+worker mid-chunk, and ``{"transient_error_objids": [...]}`` raises a database
+OperationalError the first time this process meets one of those galaxies (as a dropped
+connection would). Unset (always, outside tests) it does nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import signal
 import time
 from functools import lru_cache
+
+_SEEN: set[int] = set()
 
 
 @lru_cache(maxsize=1)
@@ -30,3 +34,8 @@ def before_item(objid: int) -> None:
         time.sleep(float(faults["delay_s"]))
     if int(objid) in {int(o) for o in faults.get("crash_objids", [])}:
         os.kill(os.getpid(), signal.SIGKILL)
+    if int(objid) in {int(o) for o in faults.get("transient_error_objids", [])} and int(objid) not in _SEEN:
+        from django.db import OperationalError
+
+        _SEEN.add(int(objid))
+        raise OperationalError(f"injected: server closed the connection while preprocessing {objid}")
