@@ -279,3 +279,15 @@ def test_cancelling_a_cnn_run_stops_training_between_batches(cnn_media, monkeypa
     assert run.status == "cancelled" and checks["n"] == 5  # no batch ran after the cancellation
     assert not TrainedModel.objects.filter(run=run).exists()
     assert run.chunks.get().state == "cancelled"
+
+
+@pytest.mark.django_db
+def test_galaxy_page_shows_cnn1_probabilities_beside_the_votes(cnn_media, client):
+    survey, _, run, _ = cnn_media
+    galaxy = Galaxy.objects.filter(survey=survey, gz2__isnull=False, feature_vectors__feature_set__run=run).first()
+    predicted = FeatureVector.objects.get(galaxy=galaxy, feature_set__run=run, feature_set__name="cnn1.gz2").values
+    html = client.get(f"/galaxies/{galaxy.pk}/").content.decode()
+    assert "CNN1" in html and "volunteers" in html
+    top = int(np.argmax(galaxy.gz2.probabilities))  # listed first on the page
+    assert f"{predicted[top]:.2f}" in html and f"{galaxy.gz2.probabilities[top]:.2f}" in html
+    assert "has not been run" not in html

@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 
-from catalogue.models import Galaxy, Run, Survey
+from catalogue.models import FeatureVector, Galaxy, Run, Survey
 from catalogue.services.cutouts import read_cutout, usable_image
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from pipeline import gz2, units
@@ -82,14 +82,33 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         features = [(name, format_cell(pre.features.get(name)), unit) for name, unit in FEATURE_UNITS.items()]
         resolutions = [(r, f"log{r}") for r in stored_resolutions(galaxy)]
     votes = getattr(galaxy, "gz2", None)
+    predicted = predicted_gz2(galaxy)
     top_answers = []
-    if votes is not None:
-        order = np.argsort(votes.probabilities)[::-1][:6]
-        top_answers = [(gz2.short_name(gz2.ANSWER_IDS[i]), f"{votes.probabilities[i]:.2f}") for i in order]
+    if votes is not None or predicted is not None:
+        ranking = votes.probabilities if votes is not None else predicted
+        order = np.argsort(ranking)[::-1][:8]
+        top_answers = [
+            (gz2.short_name(gz2.ANSWER_IDS[i]),
+             "\u2013" if votes is None else f"{votes.probabilities[i]:.2f}",
+             "\u2013" if predicted is None else f"{predicted[i]:.2f}")
+            for i in order
+        ]  # fmt: skip
     return render(request, "webui/galaxy.html", {
         "galaxy": galaxy, "fields": fields, "pre": pre, "features": features, "resolutions": resolutions,
         "has_image": galaxy.images.filter(band="g", status="ok").exists(), "top_answers": top_answers,
+        "has_prediction": predicted is not None,
     })  # fmt: skip
+
+
+def predicted_gz2(galaxy: Galaxy) -> np.ndarray | None:
+    """CNN1's predicted unconditional GZ2 probabilities of the galaxy (latest features run), if any."""
+    vector = (
+        FeatureVector.objects.filter(galaxy=galaxy, feature_set__name="cnn1.gz2")
+        .order_by("-feature_set__version")
+        .values_list("values", flat=True)
+        .first()
+    )
+    return None if vector is None else np.asarray(vector, dtype=float)
 
 
 @cache_control(max_age=3600)
