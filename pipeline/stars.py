@@ -6,10 +6,15 @@ PSF: :func:`fitted_width_ratio` fits a plane plus a Gaussian of width r x PSF to
 stamp and keeps the best r. Stars come out near 1; the galaxy's clumps and spiral knots,
 being resolved, come out broader and are kept.
 The galaxy's own nucleus is protected by a keep-out radius around the image centre. Where
-the bundle gives a star catalogue, its positions are the prior and only those are
-measured. Each star is replaced by the local background: a piecewise-cubic
-(Clough-Tocher) interpolation from the ring around it, plus noise at the measured sky
-level so the patch does not stand out as noise-free.
+the bundle gives a star catalogue, its positions are the prior: each one is measured where
+the catalogue puts it, nothing else is removed. Blind candidates must also peak above
+:data:`BLIND_MIN_PEAK_SIGMA`.
+
+Each star's disc reaches out to where its (Moffat) wings sink below the local noise, and
+all discs are filled by one harmonic interpolation of their surroundings plus noise at
+the local pixel noise (:func:`remove_point_sources`). Judged against cutouts rendered
+without their stars (``pipeline.simulate.starcheck``), the automatic scaling value after
+removal is within 4% of the star-free one for 1 to 4 stars a cutout.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.stats import SigmaClip, mad_std, sigma_clip
+from astropy.stats import SigmaClip, mad_std
 from photutils.detection import DAOStarFinder
 from photutils.utils.exceptions import NoDetectionsWarning
 
@@ -179,31 +184,6 @@ def replacement_radius(source: PointSource, psf_fwhm_px: float, sky_std: float) 
     contrast = max(source.peak / max(WING_FRACTION_OF_SKY * sky_std, 1e-30), 1.0)
     radius = alpha * math.sqrt(max(contrast ** (1.0 / beta) - 1.0, 0.0))
     return max(radius, 1.5 * psf_fwhm_px)
-
-
-def _local_background(
-    values: np.ndarray, dx: np.ndarray, dy: np.ndarray, sigma: float = 3.0
-) -> tuple[np.ndarray, tuple[float, float]] | None:
-    """Robust quadratic surface fitted to ring pixels, and the range of the pixels it kept.
-
-    Sigma clipping (astropy) drops pixels of neighbouring sources and bright galaxy knots
-    before the fit is trusted. Returns the coefficients on (1, dx, dy, dx^2, dx dy, dy^2)
-    and (min, max) of the kept pixels, or None with too few pixels.
-    """
-    design = np.column_stack([np.ones_like(dx), dx, dy, dx * dx, dx * dy, dy * dy])
-    keep = np.ones(len(values), bool)
-    for _ in range(5):
-        if keep.sum() < 12:
-            return None
-        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
-        residual = values - design @ coef
-        clipped = sigma_clip(residual[keep], sigma=sigma, maxiters=1, stdfunc="mad_std", masked=True)
-        new_keep = keep.copy()
-        new_keep[keep] = ~np.ma.getmaskarray(clipped)
-        if new_keep.sum() == keep.sum():
-            break
-        keep = new_keep
-    return coef, (float(values[keep].min()), float(values[keep].max()))
 
 
 def local_noise(stamp: np.ndarray, region: np.ndarray) -> float:
