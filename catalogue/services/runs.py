@@ -327,7 +327,7 @@ def refresh_run(run_id: int, on_finish: Callable[[Run], dict] | None = None) -> 
         run.progress = min(1.0, handled / run.items_total) if run.items_total else 1.0
         run.heartbeat = timezone.now()
         if run.status in Run.ACTIVE:
-            run.message = f"{handled} of {run.items_total} done, {run.items_failed} failed"
+            run.message = f"{handled} of {run.items_total} handled: {run.items_done} done, {run.items_failed} failed"
         finishing = run.status == Run.Status.RUNNING and counts["settled"] == counts["chunks"]
         run.save(update_fields=["items_done", "items_failed", "progress", "heartbeat", "message"])
     if finishing:
