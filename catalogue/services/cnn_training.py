@@ -22,6 +22,7 @@ from catalogue.services import runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import row_reader, written_rows
 from pipeline import gz2
+from pipeline.metrics import l1_per_galaxy
 from pipeline.presets import CNN_ROLES, cnn_network
 
 PROGRESS_INTERVAL_S = 1.0
@@ -123,7 +124,7 @@ def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, tra
         return {"rmse": _rmse(predicted, val_targets), "rmse_train_mean": _rmse(mean, val_targets), "per_task": per_task}
     outputs = predict_layers(model, ["ml", "gz2_logits"], val_data)
     target, error = val_targets[:, 0], val_targets[:, 1]
-    l1 = float(np.mean(np.abs(outputs["ml"][:, 0] - target) / np.maximum(error, 0.05 * target)))
+    l1 = float(np.mean(l1_per_galaxy(outputs["ml"][:, 0], target, error)))
     correlations = [spearmanr(column, target).statistic for column in outputs["gz2_logits"].T if np.ptp(column) > 0]
     best = max(correlations, key=abs) if correlations else float("nan")
     return {"val_weighted_l1": l1, "best_feature_spearman": float(best), "features_alive": len(correlations)}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-#: A target's error is taken as at least this fraction of the target.
-ERROR_FLOOR = 0.05
+from pipeline.metrics import ERROR_FLOOR
 
 
 @keras.saving.register_keras_serializable(package="morphomass")
