@@ -25,6 +25,11 @@ DEFAULT_HARD_LIMITS_S: dict[str, float] = {"chunk": 1800.0, "train": 6 * 3600.0,
 SOFT_FRACTION = 0.9
 #: The reaper waits this long past a hard limit before it declares a run's workers lost.
 REAPER_GRACE_S = 60.0
+#: A run none of whose chunks a worker has taken for this long is failed: no worker is
+#: listening on its queue. Long, because a busy queue may hold a run back for hours.
+DEFAULT_QUEUE_WAIT_S = 24 * 3600.0
+#: Stage -> the task kind of its chunks (the rest are "chunk").
+STAGE_KINDS = {"cnn": "train"}
 
 
 @dataclass(frozen=True)
@@ -64,5 +69,14 @@ def visibility_timeout_s() -> float:
 
 
 def silence_limit_s(kind: str = "chunk") -> float:
-    """How long a run's chunks may stay silent before the reaper fails the run."""
+    """How long a chunk in a worker's hands may stay silent before the reaper acts."""
     return limits(kind).hard_s + REAPER_GRACE_S
+
+
+def stage_kind(stage: str) -> str:
+    return STAGE_KINDS.get(stage, "chunk")
+
+
+def queue_wait_limit_s() -> float:
+    """How long a run may wait with no chunk taken (``MORPHOMASS_QUEUE_WAIT_S`` overrides)."""
+    return float(os.environ.get("MORPHOMASS_QUEUE_WAIT_S", DEFAULT_QUEUE_WAIT_S))

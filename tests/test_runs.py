@@ -170,14 +170,35 @@ def test_cancelled_run_drops_its_queued_chunks(survey):
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
-def test_the_reaper_fails_only_runs_silent_past_the_hard_limit(survey):
+def test_the_reaper_leaves_a_run_waiting_in_a_busy_queue_but_fails_one_nobody_takes(survey):
     run = start_preprocess_run(survey, [32], preset_name="test")
     assert runs.reap_stale_runs() == []
-    later = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
-    assert runs.reap_stale_runs(now=later) == [run.pk]
+    # Hours behind another survey's work is no reason to fail it ...
+    after_an_hour = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
+    assert runs.reap_stale_runs(now=after_an_hour) == []
+    # ... but a day with no chunk taken means no worker listens on its queue.
+    after_a_day = timezone.now() + timedelta(seconds=limits.queue_wait_limit_s() + 1)
+    assert runs.reap_stale_runs(now=after_a_day) == [run.pk]
     run.refresh_from_db()
-    assert run.status == "failed" and "no worker reported" in run.message and run.error
+    assert run.status == "failed" and "is a worker listening on the cpu queue?" in run.message and run.error
     assert "reap-stale-runs" in app.conf.beat_schedule
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_the_reaper_hands_out_again_a_chunk_whose_worker_died_while_the_run_goes_on(survey):
+    run = start_preprocess_run(survey, [32], preset_name="test")
+    assert run.config["chunk_task"] == "pipeline.tasks.preprocess_chunk"
+    lost, *others = list(run.chunks.order_by("index"))
+    long_ago = timezone.now() - timedelta(seconds=limits.silence_limit_s("chunk") + 60)
+    RunChunk.objects.filter(pk=lost.pk).update(state="running", attempts=1, heartbeat=long_ago, started=long_ago)
+    Run.objects.filter(pk=run.pk).update(status="running", heartbeat=timezone.now())  # other workers report
+    app.conf.task_always_eager = True  # the chunk handed out again runs here
+    assert runs.reap_stale_runs() == []
+    lost.refresh_from_db()
+    assert lost.state == "done" and lost.attempts == 2 and "handed out again" in lost.error
+    run.refresh_from_db()
+    assert run.status == "running"  # its other chunks are still to come
 
 
 def test_visibility_timeout_exceeds_every_hard_limit(monkeypatch):

@@ -107,6 +107,7 @@ def create_run(
             )  # fmt: skip
             if prepare is not None:
                 prepare(run)
+                run.refresh_from_db()
     except IntegrityError:
         active = active_run(survey, stage)
         if active is None:
@@ -131,6 +132,10 @@ def enqueue_chunks(run: Run, task_name: str) -> None:
     chunk_ids = list(RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).values_list("pk", "task_id"))
     if not chunk_ids:
         return
+
+    with transaction.atomic():  # the run's config as stored (a stage's prepare may have added to it)
+        config = Run.objects.select_for_update().values_list("config", flat=True).get(pk=run.pk)
+        Run.objects.filter(pk=run.pk).update(config={**config, "chunk_task": task_name})
 
     def send() -> None:
         Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
@@ -400,25 +405,40 @@ def _revoke(task_ids: Iterable[str]) -> None:
 
 
 def reap_stale_runs(now: datetime | None = None) -> list[int]:
-    """Fail every active run whose chunks have been silent longer than their hard time limit.
+    """Deal with active runs whose workers went silent; returns the runs it failed.
 
-    Silence is measured from the run's last heartbeat (a chunk claimed, progressing or
-    finishing), or from its creation when nothing ever reported. Returns the failed runs.
+    * A chunk in a worker's hands silent for longer than its hard limit (plus a grace
+      minute) while nothing else of its run has reported either: the run's workers were
+      lost, and the run fails with that reason.
+    * Such a chunk while the rest of the run still progresses on other workers: the chunk
+      is handed out again (a worker claims it as lost and goes one item at a time),
+      instead of waiting hours for the broker's visibility timeout.
+    * A run none of whose chunks was ever taken, silent for the queue-wait limit: no
+      worker listens on its queue, and the run fails saying so.
     """
     now = now or timezone.now()
-    silence = limits.silence_limit_s("chunk")
-    cutoff = now - timedelta(seconds=silence)
-    stale = Run.objects.filter(status__in=Run.ACTIVE).annotate(last_chunk=Max("chunks__heartbeat"))
     reaped = []
-    for run in stale:
+    for run in Run.objects.filter(status__in=Run.ACTIVE).annotate(last_chunk=Max("chunks__heartbeat")):
         last = max(t for t in (run.heartbeat, run.last_chunk, run.created) if t is not None)
-        if last >= cutoff:
+        silence = limits.silence_limit_s(limits.stage_kind(run.stage))
+        cutoff = now - timedelta(seconds=silence)
+        running = list(RunChunk.objects.filter(run=run, state=RunChunk.State.RUNNING))
+        lost = [c for c in running if (c.heartbeat or c.started or run.created) < cutoff]
+        if lost and last < cutoff:
+            reason = (
+                f"no worker reported for {(now - last).total_seconds():.0f} s (hard limit {silence:.0f} s): the workers "
+                f"were lost; start the stage again to continue where it stopped"
+            )
+        elif lost:
+            _hand_out_again(run, lost)
             continue
-        silent_for = (now - last).total_seconds()
-        reason = (
-            f"no worker reported for {silent_for:.0f} s (hard limit {silence:.0f} s): the workers were lost "
-            f"or none is listening on its queue; start the run again to continue where it stopped"
-        )
+        elif not running and (now - last).total_seconds() > limits.queue_wait_limit_s():
+            reason = (
+                f"no worker took a chunk for {(now - last).total_seconds():.0f} s: is a worker listening on the "
+                f"{'gpu' if 'gpu_' in run.config.get('chunk_task', '') else 'cpu'} queue?"
+            )
+        else:
+            continue
         if _finish(run.pk, Run.Status.FAILED, reason, error=reason):
             RunChunk.objects.filter(run=run, state=RunChunk.State.RUNNING).update(
                 state=RunChunk.State.FAILED, error="worker lost", finished=now
@@ -426,6 +446,21 @@ def reap_stale_runs(now: datetime | None = None) -> list[int]:
             reaped.append(run.pk)
             log.warning("reaped run %s: %s", run.pk, reason)
     return reaped
+
+
+def _hand_out_again(run: Run, chunks: list[RunChunk]) -> None:
+    """Send silent chunks again under fresh task ids; the ledger makes a late original harmless."""
+    from catalogue.celery import app
+
+    task_name = run.config.get("chunk_task")
+    if not task_name:
+        return
+    importlib.import_module(task_name.rpartition(".")[0])
+    for chunk in chunks:
+        task_id = str(uuid.uuid4())
+        RunChunk.objects.filter(pk=chunk.pk).update(task_id=task_id, error="handed out again: its worker went silent")
+        log.warning("run %s: chunk %s silent, handed out again", run.pk, chunk.index)
+        app.tasks[task_name].apply_async(args=[chunk.pk], task_id=task_id)
 
 
 def chunk_failures(run: Run) -> list[dict]:
