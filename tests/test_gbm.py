@@ -1,0 +1,73 @@
+"""The M/L regressor and its baselines (scikit-learn interface), on data with a known signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from pipeline.gbm import ConstantML, GBMRegressor, weighted_median
+from pipeline.metrics import ml_metrics
+from pipeline.powerlaw import PowerLawGI
+
+pytestmark = pytest.mark.smoke
+
+
+def known_signal(n: int, seed: int):
+    """M/L = 10**(0.2 + 0.8 x0 - 0.3 x1) with 10% errors and noise; x2 is irrelevant."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    ml = 10 ** (0.2 + 0.8 * X[:, 0] - 0.3 * X[:, 1])
+    error = 0.1 * ml
+    return X, ml * (1 + rng.normal(0, 0.05, n)).clip(0.5), error
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2", "rmsle"])
+def test_each_loss_learns_the_signal_and_stops_early(loss):
+    X, y, e = known_signal(3000, 0)
+    Xv, yv, ev = known_signal(600, 1)
+    Xt, yt, et = known_signal(600, 2)
+    model = GBMRegressor(loss=loss, min_child_samples=20, learning_rate=0.1, n_estimators=2000, early_stopping_rounds=30)
+    model.fit(X, y, error=e, eval_set=(Xv, yv, ev), feature_names=["x0", "x1", "x2"])
+    assert model.best_iteration_ < 2000  # early stopping on the validation set ended it
+    predicted = model.predict(Xt)
+    gbm = ml_metrics(np.clip(predicted, 1e-3, None), yt, et)
+    constant = ml_metrics(ConstantML().fit(X, y, error=e).predict(Xt), yt, et)
+    assert gbm["l1"] < 0.35 * constant["l1"], (gbm, constant)
+    assert gbm["rmsle"] < 0.07  # dex; the targets' own 5% noise is 0.02 dex
+    assert list(model.feature_names_in_) == ["x0", "x1", "x2"]
+    assert clone(model).get_params()["loss"] == loss  # a scikit-learn estimator
+
+
+def test_the_regressor_refuses_bad_input_clearly():
+    X, y, e = known_signal(50, 0)
+    with pytest.raises(ValueError, match="unknown loss"):
+        GBMRegressor(loss="huber").fit(X, y, error=e)
+    with pytest.raises(ValueError, match="pass error="):
+        GBMRegressor(loss="l1").fit(X, y)
+    with pytest.raises(ValueError, match="positive and finite"):
+        GBMRegressor().fit(X, -y, error=e)
+
+
+def test_weighted_median_by_hand():
+    assert weighted_median(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0])) == 2.0
+    assert weighted_median(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 5.0])) == 3.0
+    # The constant baseline weighs galaxies by 1 / e': errors 0.1, 10, 10 give weights 10, 0.1, 0.1,
+    # so the first galaxy holds over half the weight.
+    constant = ConstantML().fit(np.zeros((3, 1)), [1.0, 2.0, 3.0], error=[0.1, 10.0, 10.0])
+    assert constant.value_ == 1.0 and constant.predict(np.zeros((2, 1))).tolist() == [1.0, 1.0]
+
+
+def test_power_law_recovers_its_parameters_and_reports_unusable_colours():
+    rng = np.random.default_rng(4)
+    g = rng.uniform(15, 17, 500)
+    i = g - rng.uniform(0.3, 1.5, 500)
+    ml = 10 ** (-0.9 + 1.2 * (g - i))
+    X = np.column_stack([g, i])
+    X[[3, 7], 1] = np.nan  # two galaxies without an i magnitude
+    model = PowerLawGI().fit(X, ml, error=0.1 * ml)
+    assert model.a_ == pytest.approx(-0.9, abs=1e-3) and model.b_ == pytest.approx(1.2, abs=1e-3)
+    assert model.unusable_.tolist() == [3, 7]
+    assert np.isnan(model.predict(X[[3]])).all()
+    with pytest.raises(ValueError, match="two columns"):
+        PowerLawGI().fit(np.zeros((5, 3)), np.ones(5))
