@@ -71,3 +71,24 @@ def test_power_law_recovers_its_parameters_and_reports_unusable_colours():
     assert np.isnan(model.predict(X[[3]])).all()
     with pytest.raises(ValueError, match="two columns"):
         PowerLawGI().fit(np.zeros((5, 3)), np.ones(5))
+
+
+def test_cross_validation_prefers_leaves_the_data_can_fill():
+    from pipeline.model_selection import cross_validate_grid
+
+    X, y, e = known_signal(2000, 5)
+    base = GBMRegressor(learning_rate=0.2, n_estimators=400, early_stopping_rounds=20)
+    results = cross_validate_grid(X, y, e, {"min_child_samples": (20, 900)}, base=base)
+    assert [r.params["min_child_samples"] for r in results] == [20, 900]  # 900 of 1,600 per fold: two leaves at most
+    assert results[0].cv_l1 < results[1].cv_l1 and 0 < results[0].n_trees <= 400
+
+
+def test_permutation_importance_finds_the_features_that_matter():
+    from pipeline.model_selection import permutation_l1_importance, top_features
+
+    X, y, e = known_signal(3000, 6)
+    Xv, yv, ev = known_signal(800, 7)
+    model = GBMRegressor(min_child_samples=20, learning_rate=0.1, n_estimators=300).fit(X, y, error=e)
+    importance = permutation_l1_importance(model, Xv, yv, ev, ["x0", "x1", "x2"])
+    assert importance["x0"] > importance["x1"] > 10 * abs(importance["x2"])  # x0 has the steeper slope; x2 is noise
+    assert top_features(importance, k=2) == ["x0", "x1"]
