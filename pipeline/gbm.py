@@ -24,7 +24,8 @@ from pipeline.metrics import floored_error
 LOSSES = ("l1", "l2", "rmsle")
 
 
-def _weights(loss: str, target: np.ndarray, error: np.ndarray | None) -> np.ndarray | None:
+def sample_weights(loss: str, target: np.ndarray, error: np.ndarray | None) -> np.ndarray | None:
+    """LightGBM sample weights that turn its objective into the loss's weighted metric (None: unweighted)."""
     if loss == "rmsle" or error is None:
         return None
     scale = floored_error(target, error)
@@ -91,13 +92,14 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
         if self.loss != "rmsle" and error is None:
             raise ValueError(f"the {self.loss} loss weights galaxies by their target errors: pass error=")
         names = list(feature_names) if feature_names is not None else [f"f{i}" for i in range(X.shape[1])]
-        train = lgb.Dataset(X, self._label(y), weight=_weights(self.loss, y, error), feature_name=names, free_raw_data=False)
+        weights = sample_weights(self.loss, y, error)
+        train = lgb.Dataset(X, self._label(y), weight=weights, feature_name=names, free_raw_data=False)
         valid_sets, callbacks = [], []
         if eval_set is not None:
             X_val, y_val, e_val = eval_set
             y_val = np.asarray(y_val, dtype=float)
             valid = lgb.Dataset(
-                np.asarray(X_val, dtype=np.float32), self._label(y_val), weight=_weights(self.loss, y_val, e_val),
+                np.asarray(X_val, dtype=np.float32), self._label(y_val), weight=sample_weights(self.loss, y_val, e_val),
                 reference=train,
             )  # fmt: skip
             valid_sets = [valid]

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.inspection import permutation_importance
 
-from pipeline.gbm import GBMRegressor, _weights
+from pipeline.gbm import GBMRegressor, sample_weights
 from pipeline.metrics import l1_per_galaxy
 
 #: Around the paper's 40 leaves, 150 galaxies per leaf, 40% features per tree, 80% bagging.
@@ -47,7 +47,7 @@ def cross_validate_grid(
     y = np.asarray(y, dtype=float)
     # Bin once: every fold and grid point reuses these bins (free_raw_data=False keeps X for slicing).
     data = lgb.Dataset(
-        np.asarray(X, dtype=np.float32), y, weight=_weights("l1", y, np.asarray(error, dtype=float)),
+        np.asarray(X, dtype=np.float32), y, weight=sample_weights("l1", y, np.asarray(error, dtype=float)),
         # Without the pre-filter the same bins serve every min_data_in_leaf of the grid.
         free_raw_data=False, params={"verbosity": -1, "feature_pre_filter": False},
     )  # fmt: skip

@@ -172,6 +172,12 @@ RING_GAP_PX = 1.0
 RING_MIN_WIDTH_PX = 4.0
 
 
+def ring_bounds(radius: float) -> tuple[float, float]:
+    """Inner and outer radius (px) of the annulus just outside a disc of ``radius``."""
+    inner = radius + RING_GAP_PX
+    return inner, inner + max(RING_MIN_WIDTH_PX, 0.5 * radius)
+
+
 def replacement_radius(source: PointSource, psf_fwhm_px: float, sky_std: float) -> float:
     """Radius (px) where the star's wings fall to :data:`WING_FRACTION_OF_SKY` of the sky noise.
 
@@ -210,7 +216,7 @@ def _local_radius(image: np.ndarray, source: PointSource, psf_fwhm_px: float, sk
     structure for wings nobody could see.
     """
     radius = replacement_radius(source, psf_fwhm_px, sky_std)
-    inner, outer = radius + RING_GAP_PX, radius + RING_GAP_PX + max(RING_MIN_WIDTH_PX, 0.5 * radius)
+    inner, outer = ring_bounds(radius)
     half = int(math.ceil(outer)) + 1
     x0, y0 = max(0, int(source.x) - half), max(0, int(source.y) - half)
     stamp = image[y0 : int(source.y) + half + 2, x0 : int(source.x) + half + 2]
@@ -244,7 +250,7 @@ def remove_point_sources(
     if sky_std is None:
         _, sky_std = sky_statistics(np.nan_to_num(out, nan=0.0))
     radii = [_local_radius(out, source, psf_fwhm_px, sky_std) for source in sources]
-    outers = [r + RING_GAP_PX + max(RING_MIN_WIDTH_PX, 0.5 * r) for r in radii]
+    outers = [ring_bounds(r)[1] for r in radii]
     # Work inside the box that holds every disc and its ring: a star costs its size, not the image's.
     x0 = max(0, int(min(s.x - o for s, o in zip(sources, outers, strict=True))) - 2)
     y0 = max(0, int(min(s.y - o for s, o in zip(sources, outers, strict=True))) - 2)
@@ -258,7 +264,7 @@ def remove_point_sources(
         hole |= dist <= radius
     noise = np.zeros(box.shape)
     for dist, radius, outer in zip(dists, radii, outers, strict=True):
-        ring = (dist > radius + RING_GAP_PX) & (dist <= outer) & ~hole
+        ring = (dist > ring_bounds(radius)[0]) & (dist <= outer) & ~hole
         level = local_noise(np.where(ring, box, np.nan), ring)
         disc = dist <= radius
         noise[disc] = np.maximum(noise[disc], level if np.isfinite(level) else sky_std)

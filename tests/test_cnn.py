@@ -24,6 +24,7 @@ from pipeline.cnn.data import ImageBatches, augment
 from pipeline.cnn.gz2_layer import GZ2Normalisation
 from pipeline.cnn.losses import weighted_l1
 from pipeline.cnn.training import predict_layers
+from pipeline.presets import FEATURE_LAYERS
 
 # --- the pieces --------------------------------------------------------------------
 
@@ -142,6 +143,7 @@ def test_the_cnn_stage_trains_and_stores_all_four_networks(cnn_media):
         assert model.hyperparameters["training"]["epochs"] == 2 and model.hyperparameters["size"] == 48
         assert len(model.curves["loss"]) == len(model.curves["val_loss"]) == 2
         assert model.metrics["n_train"] > 50 and model.metrics["best_epoch"] in (1, 2)
+        assert set(model.hyperparameters["feature_widths"]) == set(FEATURE_LAYERS[role])
         if role != "cnn4":
             assert 0 < model.metrics["rmse"] < 0.5 and set(model.metrics["per_task"]) == {t.id for t in gz2.TASKS}
     assert -1 <= models["cnn4"].metrics["best_feature_spearman"] <= 1

@@ -23,7 +23,7 @@ from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import row_reader, written_rows
 from pipeline import gz2
 from pipeline.metrics import l1_per_galaxy
-from pipeline.presets import CNN_ROLES, cnn_network
+from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network
 
 PROGRESS_INTERVAL_S = 1.0
 
@@ -102,7 +102,10 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
     name = save_keras_model(model, f"models/{run.survey.name}/run{run.pk}/{model.name}.keras")
     TrainedModel.objects.create(
         kind=TrainedModel.Kind.CNN, name=role, survey=run.survey, run=run, preset=run.preset, artifact=name,
-        hyperparameters={**network, "training": config.as_dict(), "keras_name": model.name, "params": model.count_params()},
+        hyperparameters={
+            **network, "training": config.as_dict(), "keras_name": model.name, "params": model.count_params(),
+            "feature_widths": {layer: int(model.get_layer(layer).output.shape[-1]) for layer in FEATURE_LAYERS[role]},
+        },
         metrics=metrics, curves=result.history,
     )  # fmt: skip
 

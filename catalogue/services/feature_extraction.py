@@ -15,9 +15,8 @@ from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, Ru
 from catalogue.selectors import feature_matrix
 from catalogue.services import runs
 from catalogue.services.artifacts import load_keras_model
-from catalogue.services.feature_runs import FEATURE_LAYERS
 from catalogue.services.image_store import row_reader, written_rows
-from pipeline.presets import cnn_network, preset
+from pipeline.presets import FEATURE_LAYERS, cnn_network, preset
 
 BATCH_SIZE = 256
 

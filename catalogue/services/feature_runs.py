@@ -13,16 +13,10 @@ from django.db.models import Max
 from catalogue.models import FeatureSet, Galaxy, GalaxyStatus, Run, RunStage, Survey, TrainedModel
 from catalogue.services import runs
 from pipeline import gz2
-from pipeline.presets import CNN_ROLES, cnn_network, preset
+from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
 
 STAGE = RunStage.FEATURES
 TASK = "pipeline.tasks.gpu_extract_features"
-
-#: role -> the layers whose activations are features.
-FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
-    "cnn1": ("gz2", "pool"), "cnn2": ("gz2",), "cnn3": ("gz2",), "cnn4": ("gz2_logits",),
-}  # fmt: skip
-
 
 def feature_names(prefix: str, layer: str, width: int) -> list[str]:
     """Column names, e.g. ``cnn1_resnet50.p_a01_smooth``, ``cnn1_resnet50.pool_0017``."""
@@ -82,7 +76,7 @@ def start_features_run(
             for layer in FEATURE_LAYERS[role]:
                 name = f"{role}.{layer}"
                 version = (FeatureSet.objects.filter(survey=survey, name=name).aggregate(v=Max("version"))["v"] or 0) + 1
-                width = _layer_width(model, layer)
+                width = model.hyperparameters["feature_widths"][layer]  # recorded at training: no Keras here
                 sets[name] = FeatureSet.objects.create(
                     name=name, version=version, survey=survey, feature_names=feature_names(prefix, layer, width),
                     producing_model=model, run=run,
@@ -96,10 +90,3 @@ def start_features_run(
     runs.enqueue_chunks(run, TASK)
     run.refresh_from_db()
     return run
-
-
-def _layer_width(model: TrainedModel, layer: str) -> int:
-    from catalogue.services.artifacts import load_keras_model
-
-    shape = load_keras_model(model.artifact.name).get_layer(layer).output.shape
-    return int(shape[-1])

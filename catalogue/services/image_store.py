@@ -211,7 +211,7 @@ def read_galaxy_ids(store: ImageStore) -> np.ndarray:
 
 
 def rows_of(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple[ImageStore, np.ndarray]:
-    """The store and the row of each galaxy (in the order given) whose image is written.
+    """The store and the row of each galaxy (in the order given), all of which must have a written image.
 
     Raises
     ------
@@ -219,16 +219,13 @@ def rows_of(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple
         naming the galaxies that have no written image at this resolution.
     """
     galaxy_ids = [int(g) for g in galaxy_ids]
-    store = ImageStore.objects.filter(survey=survey, resolution=resolution).first()
+    store, found, rows = written_rows(survey, resolution, galaxy_ids)
     if store is None:
         raise LookupError(f"survey {survey.name} has no images at {resolution} px; run preprocessing at that resolution")
-    found = dict(
-        StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids, written=True).values_list("galaxy_id", "row")
-    )
-    missing = [g for g in galaxy_ids if g not in found]
-    if missing:
-        raise LookupError(f"{len(missing)} galaxies have no {resolution} px image, e.g. galaxy id {missing[0]}")
-    return store, np.array([found[g] for g in galaxy_ids], dtype=np.int64)
+    if len(found) < len(galaxy_ids):
+        missing = next(g for g in galaxy_ids if g not in set(found.tolist()))
+        raise LookupError(f"{len(galaxy_ids) - len(found)} galaxies have no {resolution} px image, e.g. galaxy id {missing}")
+    return store, rows
 
 
 def load_log_images(galaxies: Iterable[Galaxy], resolution: int) -> np.ndarray:
