@@ -414,6 +414,9 @@ class Prediction(models.Model):
     galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="predictions")
     model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="predictions")
     ml_pred = models.FloatField(help_text=f"{units.MASS_TO_LIGHT}, predicted g-band M/L")
+    mstar_pred = models.FloatField(
+        null=True, blank=True, help_text=f"{units.STELLAR_MASS}, stellar mass implied: ml_pred x lum_g"
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -438,6 +441,9 @@ class ExperimentResult(models.Model):
     within_015_dex = models.FloatField(null=True, blank=True, help_text="fraction within 0.15 dex")
     n = models.PositiveIntegerField(help_text="galaxies evaluated")
     per_class = models.JSONField(default=dict, blank=True, help_text="class -> metrics")
+    details = models.JSONField(
+        default=dict, blank=True, help_text="what else the row reports: features used, significance tests, band set"
+    )
     survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)

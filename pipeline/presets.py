@@ -5,6 +5,9 @@ demo (the four CNN roles as small networks that train on 2,000 galaxies in minut
 CPU cores); ``paper`` is the paper's setup (ResNet50 at 197 px, Xception at 128 px, the
 custom network at 69 px, 30 epochs: for GPU workers).
 
+``gbm`` holds the M/L regressor's fixed ``params`` and the ``grid`` cross-validated
+around them (``"paper"``: :data:`pipeline.model_selection.PAPER_GRID`; None: no search).
+
 ``cnn`` maps each role to its network: ``arch`` (a builder of ``pipeline.cnn.networks``),
 ``size`` (input pixels, a preprocessing resolution) and builder ``options``. CNN4 (``ml``)
 is always CNN1's network retrained on M/L, so it has no entry of its own.
@@ -33,6 +36,8 @@ PRESETS = MappingProxyType(
             },
             "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
             "feature_chunk_size": 100,
+            "gbm": {"params": {"num_leaves": 8, "min_child_samples": 10, "learning_rate": 0.1, "n_estimators": 300,
+                               "early_stopping_rounds": 20}, "grid": None},
         }),
         "fast": MappingProxyType({
             "resolutions": (48, 69), "chunk_size": 200,
@@ -43,6 +48,9 @@ PRESETS = MappingProxyType(
             },
             "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
             "feature_chunk_size": 500,
+            # A few thousand training galaxies: smaller leaves than the paper's 150 are on the grid.
+            "gbm": {"params": {"learning_rate": 0.05}, "grid": {"num_leaves": (15, 40), "min_child_samples": (20, 50, 150),
+                                                                "colsample_bytree": (0.2, 0.4)}},
         }),
         "paper": MappingProxyType({
             "resolutions": (69, 128, 197), "chunk_size": 500,
@@ -53,6 +61,7 @@ PRESETS = MappingProxyType(
             },
             "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
             "feature_chunk_size": 2000,
+            "gbm": {"params": {}, "grid": "paper"},
         }),
     }
 )
@@ -69,3 +78,11 @@ def preset(name: str) -> dict:
 def cnn_network(config: dict, role: str) -> dict:
     """The network of a CNN role; CNN4 shares CNN1's."""
     return config["cnn"]["cnn1" if role == "cnn4" else role]
+
+
+def gbm_grid(config: dict) -> dict | None:
+    """The preset's cross-validation grid (None: keep the fixed parameters)."""
+    from pipeline.model_selection import PAPER_GRID
+
+    grid = config["gbm"]["grid"]
+    return dict(PAPER_GRID) if grid == "paper" else grid

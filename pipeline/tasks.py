@@ -136,3 +136,39 @@ def gpu_extract_features(self, chunk_id: int) -> dict:
     from catalogue.services.runs import execute_chunk
 
     return execute_chunk(chunk_id, _worker_name(self), FEATURES_STAGE)
+
+
+@shared_task(
+    bind=True, base=ChunkTask, name="pipeline.tasks.train_gbm",
+    soft_time_limit=TRAIN_LIMITS.soft_s, time_limit=TRAIN_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def train_gbm(self, chunk_id: int) -> dict:
+    """Fit and store a run's named M/L models (see catalogue.services.gbm_training); cpu queue."""
+    from catalogue.services.gbm_training import GBM_STAGE
+    from catalogue.services.runs import execute_chunk
+
+    return execute_chunk(chunk_id, _worker_name(self), GBM_STAGE)
+
+
+@shared_task(
+    bind=True, base=ChunkTask, name="pipeline.tasks.run_experiments",
+    soft_time_limit=TRAIN_LIMITS.soft_s, time_limit=TRAIN_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def run_experiments(self, chunk_id: int) -> dict:
+    """Run and store the paper's experiments (see catalogue.services.experiment_stage); cpu queue."""
+    from catalogue.services.experiment_stage import EXPERIMENTS_STAGE
+    from catalogue.services.runs import execute_chunk
+
+    return execute_chunk(chunk_id, _worker_name(self), EXPERIMENTS_STAGE)
+
+
+@shared_task(
+    bind=True, base=ChunkTask, name="pipeline.tasks.predict_catalogue",
+    soft_time_limit=CHUNK_LIMITS.soft_s, time_limit=CHUNK_LIMITS.hard_s, **RETRY_POLICY,
+)  # fmt: skip
+def predict_catalogue(self, chunk_id: int) -> dict:
+    """Predict M/L and stellar mass for every galaxy of a survey (see catalogue.services.prediction_stage); cpu queue."""
+    from catalogue.services.prediction_stage import PREDICT_STAGE
+    from catalogue.services.runs import execute_chunk
+
+    return execute_chunk(chunk_id, _worker_name(self), PREDICT_STAGE)

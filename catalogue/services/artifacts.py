@@ -1,4 +1,4 @@
-"""Model artifacts (.keras files) through Django's storage API, written atomically.
+"""Model artifacts (.keras files, pickled GBMs) through Django's storage API, written atomically.
 
 A model is saved to a local temporary file first and only then handed to storage under a
 fresh name, and its database row is written after that: a reader never finds a row that
@@ -8,6 +8,7 @@ points to a half-written file. Loaded models are cached per process by storage n
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 
 from django.core.files import File
@@ -48,3 +49,29 @@ def load_keras_model(name: str):
         os.unlink(tmp)
     _LOADED[name] = model
     return model
+
+
+def save_pickle(obj, name: str) -> str:
+    """Pickle ``obj`` (a fitted GBM or baseline) under storage ``name``; returns the name used.
+
+    Only this service's own workers write and read these files: pickles from elsewhere
+    must never be loaded.
+    """
+    fd, tmp = tempfile.mkstemp(suffix=".pkl")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        with open(tmp, "rb") as fh:
+            return default_storage.save(name, File(fh))
+    finally:
+        os.unlink(tmp)
+
+
+def load_pickle(name: str):
+    """The object pickled under storage ``name`` by :func:`save_pickle` (cached per process)."""
+    obj = _LOADED.get(name)
+    if obj is None:
+        with default_storage.open(name, "rb") as fh:
+            obj = pickle.load(fh)  # noqa: S301 - written by save_pickle on this service's storage only
+        _LOADED[name] = obj
+    return obj

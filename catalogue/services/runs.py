@@ -229,6 +229,14 @@ class ChunkContext:
         RunChunk.objects.filter(pk=self.claim.chunk.pk).update(current_item=item, heartbeat=timezone.now())
 
 
+def report_progress(run_id: int, fraction: float, message: str) -> None:
+    """Show a single-chunk stage's progress within its chunk (the ledger counts only whole chunks)."""
+    now = timezone.now()
+    Run.objects.filter(pk=run_id, status__in=Run.ACTIVE).update(
+        progress=min(0.999, max(0.0, fraction)), message=message[:300], heartbeat=now
+    )
+
+
 @dataclass
 class ChunkOutcome:
     """What a body reports: how many items succeeded and failed."""

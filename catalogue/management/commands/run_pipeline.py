@@ -1,7 +1,6 @@
-"""python manage.py run_pipeline --survey NAME --preset test|fast|paper --stages preprocess,cnn,features
+"""python manage.py run_pipeline --survey NAME --preset test|fast|paper --stages preprocess,cnn,features,gbm,experiments,predict
 
-The one CLI entry to the pipeline. Later stages (gbm, experiments, predict) plug into
-STAGES. Progress is shown while the run's chunks complete (in-process when
+The one CLI entry to the pipeline. Progress is shown while the run's chunks complete (in-process when
 Celery is eager, on the workers otherwise) and a JSON summary is printed at the end.
 """
 
@@ -16,11 +15,16 @@ from tqdm import tqdm
 from catalogue.models import Run, Survey
 from catalogue.services.cnn_runs import start_cnn_run
 from catalogue.services.feature_runs import start_features_run
+from catalogue.services.gbm_runs import start_experiments_run, start_gbm_run, start_predict_run
 from catalogue.services.preprocess_runs import start_preprocess_run
 from catalogue.services.runs import RunConflict, chunk_failures
 from pipeline.presets import PRESETS
 
-STAGES = {"preprocess": start_preprocess_run, "cnn": start_cnn_run, "features": start_features_run}
+STAGES = {
+    "preprocess": start_preprocess_run, "cnn": start_cnn_run, "features": start_features_run,
+    "gbm": start_gbm_run, "experiments": start_experiments_run, "predict": start_predict_run,
+}  # fmt: skip
+UNITS = {"preprocess": "gal", "cnn": "net", "features": "gal", "gbm": "model", "experiments": "exp", "predict": "model"}
 
 
 class Command(BaseCommand):
@@ -60,7 +64,7 @@ class Command(BaseCommand):
 
     def _wait(self, run: Run, timeout: float) -> Run:
         deadline = time.monotonic() + timeout
-        unit = "net" if run.stage == "cnn" else "gal"
+        unit = UNITS.get(run.stage, "item")
         with tqdm(total=run.items_total, desc=run.stage, unit=unit) as bar:
             while True:
                 run.refresh_from_db()

@@ -1,0 +1,63 @@
+"""The body of a predict run: every galaxy of a survey through each named model, into Prediction rows.
+
+All splits and galaxies without targets are predicted (the catalogue is the point), with
+the stellar mass the M/L implies (M/L x L_g, in Msun). Rows are upserted per (galaxy,
+model) in batches, so a redelivered run rewrites the same rows. A galaxy a model cannot
+predict (a power law without a g - i colour, a non-positive GBM output) gets no row and is
+counted in the run's result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import transaction
+
+from catalogue.models import Prediction, TrainedModel
+from catalogue.services import runs
+from catalogue.services.artifacts import load_pickle
+from catalogue.services.learning_data import load_learning_data
+
+BATCH = 5_000
+
+
+def predict_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+    run = claim.run
+    model_ids = [run.config["models"][i - 1] for i in claim.items]
+    loaded: dict[tuple, object] = {}
+    unpredicted: dict[str, int] = {}
+    for position, model_id in enumerate(model_ids):
+        model = TrainedModel.objects.get(pk=model_id)
+        context.check(force=True)
+        message = f"predicting with {model.name} ({position + 1} of {len(model_ids)})"
+        runs.report_progress(run.pk, position / len(model_ids), message)
+        key = tuple(sorted(model.hyperparameters["feature_sets"].items()))
+        if key not in loaded:
+            loaded[key] = load_learning_data(run.survey, dict(key))[0]
+        unpredicted[model.name] = store_predictions(model, load_pickle(model.artifact.name), loaded[key], context)
+    with transaction.atomic():
+        runs.complete_chunk(claim, runs.ChunkOutcome(done=len(model_ids)))
+        run.result = {**run.result, "unpredicted": unpredicted}
+        type(run).objects.filter(pk=run.pk).update(result=run.result)
+    return runs.ChunkOutcome(done=len(model_ids))
+
+
+def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkContext | None = None) -> int:
+    """Upsert the model's prediction for every galaxy of ``data``; returns how many it could not predict."""
+    predicted = fitted.predict(data)
+    usable = np.isfinite(predicted) & (predicted > 0)
+    mass = predicted * data.lum_g
+    for start in range(0, len(predicted), BATCH):
+        if context is not None:
+            context.check()
+        rows = [
+            Prediction(galaxy_id=int(data.galaxy_ids[i]), model=model, ml_pred=float(predicted[i]),
+                       mstar_pred=float(mass[i]) if np.isfinite(mass[i]) else None)
+            for i in range(start, min(start + BATCH, len(predicted))) if usable[i]
+        ]  # fmt: skip
+        Prediction.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["galaxy", "model"], update_fields=["ml_pred", "mstar_pred"]
+        )
+    return int((~usable).sum())
+
+
+PREDICT_STAGE = runs.StageHooks(body=predict_body)

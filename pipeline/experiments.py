@@ -1,0 +1,174 @@
+"""The paper's experiments, each one call returning the rows of its table (test split).
+
+1. ``single_band``: constant vs Lg + z vs g + morphology (Sect. 4.1);
+2. ``ablation``: Table 1, leaving out one feature group at a time (luminosity features
+   replaced by flux features when the distance is left out);
+3. ``colour``: the g - i power law vs the g + i GBM vs g + i + morphology (Sect. 4.3, Fig. 7);
+4. ``losses``: Table B.1, three methods each optimised on L1, L2 and RMSLE;
+5. ``band_sets``: Fig. 8, the bands g; g,i; g,r,i; g,r,i,z; u,g,r,i,z with and without morphology;
+6. ``significance``: gi_morph over gi and g_morph over lgz, by a one-sided KS test and a
+   paired bootstrap of the mean L1;
+7. ``half_data``: g + morphology trained on a random half of the training split.
+
+Experiments reuse the named models already fitted (``named``) where a row is one of them,
+and the GBM hyper-parameters chosen for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pipeline.learning import BAND_SETS, MORPHOLOGY_MODEL_GROUPS, LearningData
+from pipeline.regression import NAMED, FittedModel, ModelSpec, fit_model, score
+from pipeline.significance import compare_l1
+
+EXPERIMENTS = ("single_band", "ablation", "colour", "losses", "band_sets", "significance", "half_data")
+
+
+@dataclass
+class ExperimentRow:
+    """One row of an experiment's table: a model scored on the test split."""
+
+    experiment: str
+    method: str
+    feature_groups: list[str]
+    loss: str
+    metrics: dict
+    per_class: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentContext:
+    data: LearningData
+    named: dict[str, FittedModel]
+    seed: int = 0
+    #: Called with a short message before each model is fitted (progress, cancellation).
+    on_step: Callable[[str], None] = lambda _message: None
+    _test_l1: dict = field(default_factory=dict)
+
+    def fit(self, spec: ModelSpec, train_rows: np.ndarray | None = None) -> FittedModel:
+        self.on_step(f"fitting {spec.name}")
+        base = self.named.get("gi_morph" if spec.bands and spec.groups else "g_morph" if spec.groups else "gi")
+        params = base.params if base is not None and spec.method == "gbm" else {}
+        return fit_model(spec, self.data, params=params, train_rows=train_rows, importance=False, seed=self.seed)
+
+    def row(self, experiment: str, fitted: FittedModel, method: str | None = None, **details) -> ExperimentRow:
+        test = self.data.rows("test")
+        metrics, per_class, l1 = score(fitted, self.data, test)
+        self._test_l1[fitted.spec.name] = l1
+        extra = {"n_features": len(fitted.features), "n_train": fitted.n_train}
+        if fitted.selection:
+            extra["selection"] = fitted.selection
+        return ExperimentRow(experiment, method or fitted.spec.name, fitted.spec.label(), fitted.spec.loss, metrics, per_class,
+                             {**extra, **details})  # fmt: skip
+
+    def named_model(self, name: str) -> FittedModel:
+        if name not in self.named:
+            self.named[name] = self.fit(NAMED[name])
+        return self.named[name]
+
+    def test_l1(self, name: str) -> np.ndarray:
+        if name not in self._test_l1:
+            self.row("", self.named_model(name))
+        return self._test_l1[name]
+
+
+def single_band(ctx: ExperimentContext) -> list[ExperimentRow]:
+    return [ctx.row("single_band", ctx.named_model(name)) for name in ("constant", "lgz", "g_morph")]
+
+
+#: Table 1's rows: the groups kept (the distance-free image statistics are always kept).
+ABLATION_ROWS = (
+    ("all", ("cnn123", "cnn4", "luminosity", "distance")),
+    ("without CNN1-3", ("cnn4", "luminosity", "distance")),
+    ("without CNN4", ("cnn123", "luminosity", "distance")),
+    ("without luminosity", ("cnn123", "cnn4", "distance")),
+    ("without distance", ("cnn123", "cnn4", "luminosity")),
+    ("without CNNs", ("luminosity", "distance")),
+)
+
+
+def ablation(ctx: ExperimentContext) -> list[ExperimentRow]:
+    rows = []
+    for label, kept in ABLATION_ROWS:
+        groups = ["image", *kept]
+        if "distance" not in kept and "luminosity" in kept:
+            groups[groups.index("luminosity")] = "flux"  # a luminosity is a flux times the distance squared
+        if set(groups) == set(MORPHOLOGY_MODEL_GROUPS):
+            fitted = ctx.named_model("g_morph")
+        else:
+            fitted = ctx.fit(ModelSpec(f"ablation: {label}", "gbm", tuple(groups), select_top=50))
+        rows.append(ctx.row("ablation", fitted, method=label, kept=list(kept)))
+    return rows
+
+
+def colour(ctx: ExperimentContext) -> list[ExperimentRow]:
+    return [ctx.row("colour", ctx.named_model(name)) for name in ("powerlaw_gi", "gi", "gi_morph")]
+
+
+def losses(ctx: ExperimentContext) -> list[ExperimentRow]:
+    rows = []
+    for name in ("g_morph", "powerlaw_gi", "gi_morph"):
+        for loss in ("l1", "l2", "rmsle"):
+            if loss == "l1":
+                fitted = ctx.named_model(name)
+            else:
+                fitted = ctx.fit(replace(NAMED[name], name=f"{name} ({loss})", loss=loss))
+            rows.append(ctx.row("losses", fitted, method=name))
+    return rows
+
+
+def band_sets(ctx: ExperimentContext) -> list[ExperimentRow]:
+    rows = []
+    for bands in BAND_SETS:
+        for morphology in (False, True):
+            groups = MORPHOLOGY_MODEL_GROUPS if morphology else ()
+            name = f"{bands}{' + morph' if morphology else ''}"
+            spec = ModelSpec(name, "gbm", groups, bands=bands, select_top=50 if morphology else 0)
+            rows.append(ctx.row("band_sets", ctx.fit(spec), bands=bands, morphology=morphology))
+    return rows
+
+
+#: (better, worse): the comparisons whose significance the paper reports.
+SIGNIFICANCE_PAIRS = (("gi_morph", "gi"), ("g_morph", "lgz"))
+
+
+def significance(ctx: ExperimentContext) -> list[ExperimentRow]:
+    rows = []
+    test = ctx.data.rows("test")
+    classes = ctx.data.morphology[test]
+    for better, worse in SIGNIFICANCE_PAIRS:
+        l1_better, l1_worse = ctx.test_l1(better), ctx.test_l1(worse)
+        details = compare_l1(l1_better, l1_worse, seed=ctx.seed)
+        details["per_class_gain"] = {
+            name: {"n": int(hit.sum()), "mean_l1_gain": float(np.nanmean(l1_worse[hit] - l1_better[hit]))}
+            for name in dict.fromkeys(c for c in classes if c) for hit in [classes == name]
+        }  # fmt: skip
+        row = ctx.row("significance", ctx.named_model(better), method=f"{better} over {worse}", **details)
+        row.details["compared_with"] = worse
+        rows.append(row)
+    return rows
+
+
+def half_data(ctx: ExperimentContext) -> list[ExperimentRow]:
+    train = ctx.data.rows("train")
+    half = np.sort(np.random.default_rng(ctx.seed).permutation(train)[: len(train) // 2])
+    fitted = ctx.fit(replace(NAMED["g_morph"], name="g_morph (half train)"), train_rows=half)
+    return [ctx.row("half_data", ctx.named_model("g_morph"), fraction=1.0), ctx.row("half_data", fitted, fraction=0.5)]
+
+
+RUNNERS: dict[str, Callable[[ExperimentContext], list[ExperimentRow]]] = {
+    "single_band": single_band, "ablation": ablation, "colour": colour, "losses": losses,
+    "band_sets": band_sets, "significance": significance, "half_data": half_data,
+}  # fmt: skip
+
+
+def run_experiment(name: str, ctx: ExperimentContext) -> list[ExperimentRow]:
+    """The rows of one experiment (see the module docstring for the list)."""
+    if name not in RUNNERS:
+        raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    return RUNNERS[name](ctx)

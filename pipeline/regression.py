@@ -1,0 +1,176 @@
+"""The named M/L models: which features and method each uses, and how it is fitted and scored.
+
+Every full run stores the six models of :data:`NAMED_MODELS` under these names (the
+paper's baselines and its two morphology models); experiments fit further
+:class:`ModelSpec` s freely. Fitting follows the paper's Sect. 3.4: GBM hyper-parameters by
+5-fold cross-validation on the training split (when a grid is given), early stopping on
+the validation split and, for the morphology models, a retrain on the top-k features by
+permutation importance, kept only when it lowers the validation L1 (with a few thousand
+training galaxies, hundreds of CNN features can otherwise make a model worse).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from pipeline.gbm import ConstantML, GBMRegressor
+from pipeline.learning import MORPHOLOGY_MODEL_GROUPS, LearningData
+from pipeline.metrics import MORPHOLOGY_CLASSES, l1_per_galaxy, metrics_by_class, ml_metrics
+from pipeline.model_selection import cross_validate_grid, permutation_l1_importance, top_features
+from pipeline.powerlaw import PowerLawGI
+
+METHODS = ("constant", "gbm", "powerlaw")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model learns from and how: ``groups`` of :class:`LearningData` plus a band set."""
+
+    name: str
+    method: str
+    groups: tuple[str, ...] = ()
+    bands: str = ""
+    loss: str = "l1"
+    select_top: int = 0  # > 0: also try the top-k features by permutation importance
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+
+    def label(self) -> list[str]:
+        """The feature groups, with the band set spelled out (for tables)."""
+        return [*self.groups, *([f"bands:{self.bands}"] if self.bands else [])]
+
+
+NAMED_MODELS = (
+    ModelSpec("constant", "constant"),
+    ModelSpec("lgz", "gbm", bands="g"),
+    ModelSpec("powerlaw_gi", "powerlaw", groups=("magnitudes",)),
+    ModelSpec("gi", "gbm", bands="gi"),
+    ModelSpec("g_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, select_top=50),
+    ModelSpec("gi_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, bands="gi", select_top=50),
+)
+NAMED = {spec.name: spec for spec in NAMED_MODELS}
+
+
+@dataclass
+class FittedModel:
+    """A fitted model, the columns it reads, and how it was chosen."""
+
+    spec: ModelSpec
+    estimator: object
+    features: list[str]
+    params: dict = field(default_factory=dict)
+    val_metrics: dict = field(default_factory=dict)
+    importance: dict[str, float] = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    cv: list[dict] = field(default_factory=list)
+    n_train: int = 0
+    fit_seconds: float = 0.0
+
+    def predict(self, data: LearningData, rows: np.ndarray | None = None) -> np.ndarray:
+        """Predicted M/L (Msun/Lsun_g); NaN where the method cannot predict (no g - i colour)."""
+        return np.asarray(self.estimator.predict(data.matrix(self.features, rows)), dtype=float)
+
+    def describe(self) -> dict:
+        """JSON-ready description: spec, features, parameters, selection and CV results."""
+        return {
+            **asdict(self.spec), "features": self.features, "params": self.params, "selection": self.selection,
+            "cv": self.cv, "n_train": self.n_train, "fit_seconds": round(self.fit_seconds, 2),
+            "best_iteration": int(getattr(self.estimator, "best_iteration_", 0) or 0),
+            # Training galaxies a power law could not use (no g - i colour): counted, never silently dropped.
+            **({"unusable_train_rows": len(self.estimator.unusable_)} if hasattr(self.estimator, "unusable_") else {}),
+        }  # fmt: skip
+
+
+def fit_model(
+    spec: ModelSpec,
+    data: LearningData,
+    *,
+    params: dict | None = None,
+    grid: dict | None = None,
+    train_rows: np.ndarray | None = None,
+    importance: bool = True,
+    seed: int = 0,
+) -> FittedModel:
+    """Fit ``spec`` on the training split (or ``train_rows``), stopping early on the validation split.
+
+    ``params`` are GBM hyper-parameters; with a ``grid`` they are chosen by 5-fold
+    cross-validation on the training rows first. Raises ValueError when the training or
+    validation split has no galaxy with a target.
+    """
+    started = time.perf_counter()
+    train = data.rows("train") if train_rows is None else np.asarray(train_rows)
+    val = data.rows("val")
+    if not len(train) or not len(val):
+        raise ValueError(f"{spec.name}: {len(train)} training and {len(val)} validation galaxies have an M/L target")
+    features = data.feature_names(spec.groups, spec.bands)
+    params, cv = dict(params or {}), []
+    if spec.method == "gbm" and grid:
+        base = GBMRegressor(loss="l1", random_state=seed, **params)
+        X_train, y_train, e_train = data.matrix(features, train), data.target[train], data.error[train]
+        points = cross_validate_grid(X_train, y_train, e_train, grid, base=base, seed=seed)
+        params = {**params, **points[0].params}
+        cv = [{"params": p.params, "cv_l1": p.cv_l1, "n_trees": p.n_trees} for p in points]
+    estimator = _fit(spec, data, features, params, train, val, seed)
+    fitted = FittedModel(spec, estimator, features, params, cv=cv, n_train=len(train))
+    fitted.val_metrics = score(fitted, data, val)[0]
+    if spec.method == "gbm" and spec.select_top and len(features) > spec.select_top:
+        ranking = _importance(fitted, data, val, seed)
+        top = top_features(ranking, spec.select_top)
+        candidate = FittedModel(spec, _fit(spec, data, top, params, train, val, seed), top, params, cv=cv, n_train=len(train))
+        candidate.val_metrics = score(candidate, data, val)[0]
+        keep_top = candidate.val_metrics["l1"] < fitted.val_metrics["l1"]
+        fitted.selection = {
+            "all_features": len(features), "val_l1_all": fitted.val_metrics["l1"],
+            "top_k": spec.select_top, "val_l1_top": candidate.val_metrics["l1"], "kept": "top" if keep_top else "all",
+        }  # fmt: skip
+        if keep_top:
+            candidate.selection = fitted.selection
+            fitted = candidate
+        else:
+            fitted.importance = ranking
+    if importance and spec.method == "gbm" and not fitted.importance:
+        fitted.importance = _importance(fitted, data, val, seed)
+    fitted.fit_seconds = time.perf_counter() - started
+    return fitted
+
+
+def _fit(spec: ModelSpec, data: LearningData, features: list[str], params: dict, train, val, seed: int):
+    X, y, e = data.matrix(features, train), data.target[train], data.error[train]
+    if spec.method == "constant":
+        return ConstantML().fit(X, y, error=e)
+    if spec.method == "powerlaw":
+        return PowerLawGI(loss=spec.loss).fit(X, y, error=e)
+    model = GBMRegressor(loss=spec.loss, random_state=seed, **params)
+    eval_set = (data.matrix(features, val), data.target[val], data.error[val])
+    return model.fit(X, y, error=e, eval_set=eval_set, feature_names=features)
+
+
+def _importance(fitted: FittedModel, data: LearningData, val: np.ndarray, seed: int) -> dict[str, float]:
+    return permutation_l1_importance(
+        fitted.estimator, data.matrix(fitted.features, val), data.target[val], data.error[val], fitted.features, seed=seed
+    )
+
+
+def score(fitted: FittedModel, data: LearningData, rows: np.ndarray) -> tuple[dict, dict, np.ndarray]:
+    """Metrics, per-class metrics and per-galaxy L1 of ``fitted`` on ``rows``.
+
+    Galaxies the model cannot predict (a power law without a g - i colour) are counted in
+    ``metrics['n_unpredicted']`` and left out of the metrics, never silently.
+    """
+    predicted = fitted.predict(data, rows)
+    target, error = data.target[rows], data.error[rows]
+    usable = np.isfinite(predicted) & (predicted > 0)
+    l1 = np.full(len(rows), np.nan)
+    l1[usable] = l1_per_galaxy(predicted[usable], target[usable], error[usable])
+    metrics = ml_metrics(predicted[usable], target[usable], error[usable])
+    metrics["n_unpredicted"] = int((~usable).sum())
+    classes = data.morphology[rows][usable]
+    known = np.isin(classes, MORPHOLOGY_CLASSES)
+    keep = np.flatnonzero(usable)[known]
+    per_class = metrics_by_class(predicted[keep], target[keep], error[keep], classes[known]) if known.any() else {}
+    return metrics, per_class, l1
