@@ -27,42 +27,61 @@ FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
 
 PRESETS = MappingProxyType(
     {
-        "test": MappingProxyType({
-            "resolutions": (48,), "chunk_size": 50,
-            "cnn": {
-                "cnn1": {"arch": "custom", "size": 48, "options": {"width": 0.25, "dense_units": 32, "dropout": 0.0}},
-                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
-                "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
-            },
-            "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
-            "feature_chunk_size": 100,
-            "gbm": {"params": {"num_leaves": 8, "min_child_samples": 10, "learning_rate": 0.1, "n_estimators": 300,
-                               "early_stopping_rounds": 20}, "grid": None},
-        }),
-        "fast": MappingProxyType({
-            "resolutions": (48, 69), "chunk_size": 200,
-            "cnn": {
-                "cnn1": {"arch": "custom", "size": 69, "options": {"width": 1.0, "dense_units": 256, "dropout": 0.1}},
-                "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
-                "cnn3": {"arch": "custom", "size": 69, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
-            },
-            "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
-            "feature_chunk_size": 500,
-            # A few thousand training galaxies: smaller leaves than the paper's 150 are on the grid.
-            "gbm": {"params": {"learning_rate": 0.05}, "grid": {"num_leaves": (15, 40), "min_child_samples": (20, 50, 150),
-                                                                "colsample_bytree": (0.2, 0.4)}},
-        }),
-        "paper": MappingProxyType({
-            "resolutions": (69, 128, 197), "chunk_size": 500,
-            "cnn": {
-                "cnn1": {"arch": "resnet50", "size": 197, "options": {}},
-                "cnn2": {"arch": "xception", "size": 128, "options": {}},
-                "cnn3": {"arch": "custom", "size": 69, "options": {}},
-            },
-            "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
-            "feature_chunk_size": 2000,
-            "gbm": {"params": {}, "grid": "paper"},
-        }),
+        "test": MappingProxyType(
+            {
+                "resolutions": (48,),
+                "chunk_size": 50,
+                "cnn": {
+                    "cnn1": {"arch": "custom", "size": 48, "options": {"width": 0.25, "dense_units": 32, "dropout": 0.0}},
+                    "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
+                    "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
+                },
+                "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
+                "feature_chunk_size": 100,
+                "gbm": {
+                    "params": {
+                        "num_leaves": 8,
+                        "min_child_samples": 10,
+                        "learning_rate": 0.1,
+                        "n_estimators": 300,
+                        "early_stopping_rounds": 20,
+                    },
+                    "grid": None,
+                },
+            }
+        ),
+        "fast": MappingProxyType(
+            {
+                "resolutions": (48, 69),
+                "chunk_size": 200,
+                "cnn": {
+                    "cnn1": {"arch": "custom", "size": 69, "options": {"width": 1.0, "dense_units": 256, "dropout": 0.1}},
+                    "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
+                    "cnn3": {"arch": "custom", "size": 69, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
+                },
+                "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
+                "feature_chunk_size": 500,
+                # A few thousand training galaxies: smaller leaves than the paper's 150 are on the grid.
+                "gbm": {
+                    "params": {"learning_rate": 0.05},
+                    "grid": {"num_leaves": (15, 40), "min_child_samples": (20, 50, 150), "colsample_bytree": (0.2, 0.4)},
+                },
+            }
+        ),
+        "paper": MappingProxyType(
+            {
+                "resolutions": (69, 128, 197),
+                "chunk_size": 500,
+                "cnn": {
+                    "cnn1": {"arch": "resnet50", "size": 197, "options": {}},
+                    "cnn2": {"arch": "xception", "size": 128, "options": {}},
+                    "cnn3": {"arch": "custom", "size": 69, "options": {}},
+                },
+                "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
+                "feature_chunk_size": 2000,
+                "gbm": {"params": {}, "grid": "paper"},
+            }
+        ),
     }
 )
 

@@ -13,7 +13,13 @@ import numpy as np
 from pipeline import gz2
 from pipeline.learning import IMAGE, LUMINOSITY, LearningData, assemble
 
-GBM_TEST_PARAMS = {"num_leaves": 15, "min_child_samples": 20, "learning_rate": 0.1, "n_estimators": 400, "early_stopping_rounds": 20}
+GBM_TEST_PARAMS = {
+    "num_leaves": 15,
+    "min_child_samples": 20,
+    "learning_rate": 0.1,
+    "n_estimators": 400,
+    "early_stopping_rounds": 20,
+}
 
 
 def synthetic_learning_data(n: int = 1500, seed: int = 0) -> tuple[LearningData, np.ndarray]:

@@ -229,31 +229,6 @@ def test_run_pipeline_runs_the_cnn_and_features_stages(synthetic_bundle, capsys)
     assert summary["stages"]["cnn"]["done"] == 4
 
 
-@pytest.mark.services
-@pytest.mark.django_db(transaction=True)
-def test_cnn_and_features_run_on_the_gpu_queue_worker(synthetic_bundle, celery_workers):
-    import time
-
-    ingest_bundle(synthetic_bundle, "gpu")
-    survey = Survey.objects.get(name="gpu")
-
-    def finish(run: Run, timeout: float) -> Run:
-        deadline = time.monotonic() + timeout
-        while run.status in Run.ACTIVE and time.monotonic() < deadline:
-            time.sleep(0.5)
-            run.refresh_from_db()
-        return run
-
-    assert finish(start_preprocess_run(survey, preset_name="test"), 120).status == "succeeded"
-    cnn = finish(start_cnn_run(survey, preset_name="test"), 300)
-    assert cnn.status == "succeeded", cnn.message
-    assert {c.worker.split()[0] for c in cnn.chunks.all()} == {celery_workers["gpu"]}
-    features = finish(start_features_run(survey, preset_name="test"), 300)
-    assert features.status == "succeeded", features.message
-    assert {c.worker.split()[0] for c in features.chunks.all()} == {celery_workers["gpu"]}
-    assert FeatureVector.objects.filter(feature_set__run=features, feature_set__name="cnn4.gz2_logits").count() > 150
-
-
 @pytest.mark.django_db
 def test_cancelling_a_cnn_run_stops_training_between_batches(cnn_media, monkeypatch):
     from catalogue.celery import app

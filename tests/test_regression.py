@@ -121,7 +121,15 @@ def test_every_experiment_runs_and_reproduces_the_findings(synth, named):
     ctx = ExperimentContext(data, dict(named), on_step=steps.append)
     tables = {name: run_experiment(name, ctx) for name in EXPERIMENTS}
     counts = {name: len(rows) for name, rows in tables.items()}
-    assert counts == {"single_band": 3, "ablation": 6, "colour": 3, "losses": 9, "band_sets": 10, "significance": 2, "half_data": 2}
+    assert counts == {
+        "single_band": 3,
+        "ablation": 6,
+        "colour": 3,
+        "losses": 9,
+        "band_sets": 10,
+        "significance": 2,
+        "half_data": 2,
+    }
     assert steps  # progress was reported for the models fitted
     l1 = {row.method: row.metrics["l1"] for row in tables["ablation"]}
     assert l1["all"] < l1["without CNNs"]  # morphology matters here
@@ -132,7 +140,10 @@ def test_every_experiment_runs_and_reproduces_the_findings(synth, named):
     gi_gain = tables["significance"][0]
     assert gi_gain.method == "gi_morph over gi" and gi_gain.details["ks_pvalue"] < 0.01
     assert gi_gain.details["bootstrap_resamples"] == 100_000
-    assert gi_gain.details["per_class_gain"]["disk"]["mean_l1_gain"] > gi_gain.details["per_class_gain"]["elliptical"]["mean_l1_gain"]
+    assert (
+        gi_gain.details["per_class_gain"]["disk"]["mean_l1_gain"]
+        > gi_gain.details["per_class_gain"]["elliptical"]["mean_l1_gain"]
+    )
     half = tables["half_data"]
     assert half[1].details["n_train"] == half[0].details["n_train"] // 2
     with pytest.raises(ValueError, match="unknown experiment"):
@@ -140,4 +151,8 @@ def test_every_experiment_runs_and_reproduces_the_findings(synth, named):
 
 
 def test_json_safe_turns_nan_into_null():
-    assert json_safe({"a": np.float32(np.nan), "b": [np.int64(2), np.inf], "c": np.array([1.5])}) == {"a": None, "b": [2, None], "c": [1.5]}
+    assert json_safe({"a": np.float32(np.nan), "b": [np.int64(2), np.inf], "c": np.array([1.5])}) == {
+        "a": None,
+        "b": [2, None],
+        "c": [1.5],
+    }

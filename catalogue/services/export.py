@@ -16,7 +16,7 @@ from astropy.io.votable.exceptions import W50
 from astropy.table import MaskedColumn, Table
 from astropy.units import UnitsWarning
 
-from catalogue.models import Galaxy, Survey
+from catalogue.models import Galaxy, Prediction, Survey, TrainedModel
 from pipeline import units
 
 #: (field, unit, description)
@@ -40,11 +40,41 @@ EXPORT_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
 FORMATS = {"csv": "ascii.ecsv", "fits": "fits", "votable": "votable"}
 
 
-def galaxy_table(survey: Survey | None = None) -> Table:
-    """The galaxy table as an astropy Table with units, descriptions and masks for missing values."""
+PREDICTION_COLUMNS = (
+    ("ml_pred", units.MASS_TO_LIGHT, "predicted g-band mass-to-light ratio"),
+    ("mstar_pred", units.STELLAR_MASS, "stellar mass implied by ml_pred and lum_g"),
+)
+
+
+def prediction_model(survey: Survey | None, name: str) -> TrainedModel:
+    """The survey's latest model called ``name``, which must have predicted the catalogue.
+
+    Raises
+    ------
+    ValueError
+        without a survey, without such a model, or when it has no predictions yet.
+    """
+    if survey is None:
+        raise ValueError("predictions belong to one survey's model: give the survey as well as the model")
+    model = TrainedModel.objects.filter(survey=survey, name=name).order_by("-created", "-pk").first()
+    if model is None:
+        names = sorted(set(TrainedModel.objects.filter(survey=survey).values_list("name", flat=True)))
+        raise ValueError(f"survey {survey.name} has no model named {name!r}; it has: {', '.join(names) or 'none'}")
+    if not Prediction.objects.filter(model=model).exists():
+        raise ValueError(f"model {name} #{model.pk} of survey {survey.name} has no predictions yet; run the predict stage")
+    return model
+
+
+def galaxy_table(survey: Survey | None = None, model: TrainedModel | None = None) -> Table:
+    """The galaxy table as an astropy Table with units, descriptions and masks for missing values.
+
+    With ``model``, its predicted M/L and stellar mass are added (masked where it gave none).
+    """
     queryset = Galaxy.objects.all() if survey is None else Galaxy.objects.filter(survey=survey)
     names = [c[0] for c in EXPORT_COLUMNS]
-    rows = list(queryset.order_by("survey_id", "objid").values_list(*names))
+    rows = list(queryset.order_by("survey_id", "objid").values_list("id", *names))
+    ids = [r[0] for r in rows]
+    rows = [r[1:] for r in rows]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     cosmo = f"FlatLambdaCDM H0={survey.h0} Om0={survey.om0}" if survey else "per survey"
     table = Table(meta={"SURVEY": survey.name if survey else "all", "COSMO": cosmo})
@@ -57,14 +87,28 @@ def galaxy_table(survey: Survey | None = None) -> Table:
         mask = np.array([v is None for v in values], bool)
         data = np.array([0 if v is None else v for v in values], dtype=dtype)
         table[name] = MaskedColumn(data, mask=mask, unit=unit, description=description)
+    if model is not None:
+        predicted = {
+            g: (ml, mass)
+            for g, ml, mass in Prediction.objects.filter(model=model).values_list("galaxy_id", "ml_pred", "mstar_pred")
+        }
+        for position, (name, unit, description) in enumerate(PREDICTION_COLUMNS):
+            values = [predicted.get(g, (None, None))[position] for g in ids]
+            mask = np.array([v is None for v in values], bool)
+            data = np.array([0.0 if v is None else v for v in values], dtype=np.float64)
+            table[name] = MaskedColumn(data, mask=mask, unit=unit, description=f"{description} (model {model.name} #{model.pk})")
+        table.meta["MODEL"] = f"{model.name} #{model.pk}, run #{model.run_id}"
     return table
 
 
-def export_catalogue(out: str | Path, fmt: str, survey: Survey | None = None) -> int:
-    """Write the table to ``out`` in ``fmt`` (csv, fits or votable); returns the row count."""
+def export_catalogue(out: str | Path, fmt: str, survey: Survey | None = None, model_name: str | None = None) -> int:
+    """Write the table to ``out`` in ``fmt`` (csv, fits or votable); returns the row count.
+
+    ``model_name`` adds ``ml_pred`` and ``mstar_pred`` from the survey's latest model of that name.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    table = galaxy_table(survey)
+    table = galaxy_table(survey, prediction_model(survey, model_name) if model_name else None)
     if fmt == "fits":
         write_fits(table, out)
         return len(table)

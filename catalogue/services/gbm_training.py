@@ -18,7 +18,8 @@ from pipeline.jsonsafe import json_safe
 from pipeline.learning import LearningData
 from pipeline.regression import NAMED_MODELS, FittedModel, fit_model, score
 
-#: Importances kept with a model (the largest); the model page plots the top of them.
+#: Importances kept with a model (the largest), as [name, value] pairs in decreasing order
+#: (a list: PostgreSQL's jsonb does not keep a dict's key order).
 IMPORTANCES_KEPT = 200
 
 
@@ -51,7 +52,7 @@ def store_model(run, fitted: FittedModel, data: LearningData, feature_set_ids: d
         kind=kind, name=fitted.spec.name, survey=run.survey, run=run, preset=run.preset, artifact=name,
         hyperparameters=json_safe({**fitted.describe(), "feature_sets": feature_set_ids}),
         metrics=json_safe({"val": fitted.val_metrics, "test": test_metrics, "test_per_class": per_class,
-                           "permutation_importance": dict(ranked)}),
+                           "permutation_importance": [list(item) for item in ranked]}),
     )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""python manage.py export_catalogue [--survey NAME] --format csv|fits|votable OUT"""
+"""python manage.py export_catalogue [--survey NAME [--model NAME]] --format csv|fits|votable OUT"""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ class Command(BaseCommand):
         parser.add_argument("out", help="output file")
         parser.add_argument("--format", choices=sorted(FORMATS), required=True)
         parser.add_argument("--survey", help="only this survey (default: all)")
+        parser.add_argument(
+            "--model", help="add ml_pred and mstar_pred from the survey's latest model of this name, e.g. g_morph"
+        )
 
     def handle(self, *_args, **opts):
         survey = None
@@ -22,5 +25,8 @@ class Command(BaseCommand):
             survey = Survey.objects.filter(name=opts["survey"]).first()
             if survey is None:
                 raise CommandError(f"no survey named {opts['survey']!r}")
-        n = export_catalogue(opts["out"], opts["format"], survey)
+        try:
+            n = export_catalogue(opts["out"], opts["format"], survey, opts["model"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"wrote {n} galaxies to {opts['out']} ({opts['format']})")
