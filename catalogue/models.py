@@ -59,6 +59,9 @@ class Galaxy(models.Model):
     ra = models.FloatField(null=True, blank=True, help_text="deg, J2000")
     dec = models.FloatField(null=True, blank=True, help_text="deg, J2000")
     healpix = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="nested HEALPix index at order 16")
+    sky_x = models.FloatField(null=True, blank=True, help_text="x of the position's unit vector (cone search)")
+    sky_y = models.FloatField(null=True, blank=True, help_text="y of the position's unit vector (cone search)")
+    sky_z = models.FloatField(null=True, blank=True, help_text="z of the position's unit vector (cone search)")
     z = models.FloatField(null=True, blank=True, help_text="spectroscopic redshift")
     d25_arcmin = models.FloatField(null=True, blank=True, help_text="arcmin, HyperLeda D25 major axis")
     lum_dist_mpc = models.FloatField(null=True, blank=True, help_text="Mpc, luminosity distance")
@@ -73,6 +76,10 @@ class Galaxy(models.Model):
     status = models.CharField(max_length=10, choices=GalaxyStatus.choices, default=GalaxyStatus.OK, db_index=True)
     status_reason = models.CharField(max_length=300, blank=True)
     extra = models.JSONField(default=dict, blank=True, help_text="catalogue columns without a field of their own")
+    morphology = models.CharField(
+        max_length=12, blank=True, default="", db_default="", db_index=True,
+        help_text="irregular / edge-on / disk / elliptical from CNN1's GZ2 probabilities (set by the predict stage)",
+    )  # fmt: skip
 
     mag_u = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected u model magnitude")
     magerr_u = models.FloatField(null=True, blank=True, help_text="mag, error of mag_u")
@@ -103,7 +110,7 @@ class Galaxy(models.Model):
                 name="galaxy_ok_has_position_and_z",
             ),
         ]
-        indexes = [models.Index(fields=["survey", "split"])]
+        indexes = [models.Index(fields=["survey", "split"]), models.Index(fields=["survey", "healpix"])]
 
     def __str__(self) -> str:
         return f"{self.objid}"

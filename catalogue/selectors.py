@@ -6,30 +6,32 @@ from functools import reduce
 from operator import or_
 
 import numpy as np
-from django.db.models import Q, QuerySet
+from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet
 
-from catalogue.models import Galaxy
-from pipeline.sky import angular_distance_deg, cone_index_ranges
+from catalogue.models import FeatureVector, Galaxy
+from pipeline.sky import cone_index_ranges, unit_vector
 
 
 def galaxies_in_cone(
     ra: float, dec: float, radius_deg: float, queryset: QuerySet[Galaxy] | None = None
 ) -> QuerySet[Galaxy]:
-    """Galaxies within ``radius_deg`` of (ra, dec), all in degrees.
+    """Galaxies within ``radius_deg`` of (ra, dec), all in degrees, as one SQL query.
 
-    The HEALPix index narrows the candidates to a few index ranges; the exact
-    great-circle distance then decides, so the result is correct across RA = 0/360 and at
-    the poles on every database backend.
+    The HEALPix ranges narrow the candidates through the (survey, healpix) index; the
+    exact test is a dot product of unit vectors against cos(radius), evaluated by the
+    database, so the result is correct across RA = 0/360 and at the poles, and nothing
+    goes back to the database as a list of ids.
     """
     queryset = Galaxy.objects.all() if queryset is None else queryset
     ranges = cone_index_ranges(float(ra) % 360.0, float(dec), float(radius_deg))
     covering = reduce(or_, (Q(healpix__gte=lo, healpix__lt=hi) for lo, hi in ranges))
-    candidates = list(queryset.filter(covering).values_list("id", "ra", "dec"))
-    if not candidates:
-        return queryset.none()
-    ids, ras, decs = (np.asarray(c) for c in zip(*candidates, strict=True))
-    inside = angular_distance_deg(float(ra), float(dec), ras.astype(float), decs.astype(float)) <= radius_deg
-    return queryset.filter(id__in=ids[inside].tolist())
+    cx, cy, cz = (float(v) for v in unit_vector(float(ra), float(dec)))
+    # cos(r) loses precision near r = 0 (1 - r^2/2); compare the chord length instead:
+    # |x - c|^2 = 2 - 2 x.c <= (2 sin(r/2))^2, exact at every radius.
+    chord2 = (2.0 * np.sin(np.deg2rad(float(radius_deg)) / 2.0)) ** 2
+    dx, dy, dz = F("sky_x") - cx, F("sky_y") - cy, F("sky_z") - cz
+    distance2 = ExpressionWrapper(dx * dx + dy * dy + dz * dz, output_field=FloatField())
+    return queryset.filter(covering).alias(cone_chord2=distance2).filter(cone_chord2__lte=chord2)
 
 
 def feature_matrix(feature_sets, galaxy_ids, drop: bool = True) -> tuple[np.ndarray, list[str]]:
@@ -97,3 +99,14 @@ def _feature_rows(set_ids: list[int], galaxy_ids: np.ndarray):
             with cursor.cursor.copy(f"COPY ({select}) TO STDOUT (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "int8", "bytea"])
                 yield from copy.rows()
+
+
+def predicted_gz2(galaxy: Galaxy) -> np.ndarray | None:
+    """CNN1's predicted unconditional GZ2 probabilities of the galaxy (latest features run), if any."""
+    vector = (
+        FeatureVector.objects.filter(galaxy=galaxy, feature_set__name="cnn1.gz2")
+        .order_by("-feature_set__version")
+        .values_list("values", flat=True)
+        .first()
+    )
+    return None if vector is None else np.asarray(vector, dtype=float)

@@ -52,6 +52,7 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
         early_stopping_rounds: int = 100,
         random_state: int = 0,
         n_jobs: int = 2,
+        max_bin: int = 255,
     ):
         self.loss = loss
         self.num_leaves = num_leaves
@@ -63,6 +64,7 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
         self.early_stopping_rounds = early_stopping_rounds
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.max_bin = max_bin
 
     def _params(self) -> dict:
         return {
@@ -75,6 +77,7 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
             "learning_rate": self.learning_rate,
             "seed": self.random_state,
             "num_threads": self.n_jobs,
+            "max_bin": self.max_bin,
             "verbosity": -1,
         }
 
@@ -93,7 +96,9 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"the {self.loss} loss weights galaxies by their target errors: pass error=")
         names = list(feature_names) if feature_names is not None else [f"f{i}" for i in range(X.shape[1])]
         weights = sample_weights(self.loss, y, error)
-        train = lgb.Dataset(X, self._label(y), weight=weights, feature_name=names, free_raw_data=False)
+        train = lgb.Dataset(
+            X, self._label(y), weight=weights, feature_name=names, free_raw_data=False, params={"max_bin": self.max_bin}
+        )
         valid_sets, callbacks = [], []
         if eval_set is not None:
             X_val, y_val, e_val = eval_set

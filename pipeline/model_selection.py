@@ -49,7 +49,7 @@ def cross_validate_grid(
     data = lgb.Dataset(
         np.asarray(X, dtype=np.float32), y, weight=sample_weights("l1", y, np.asarray(error, dtype=float)),
         # Without the pre-filter the same bins serve every min_data_in_leaf of the grid.
-        free_raw_data=False, params={"verbosity": -1, "feature_pre_filter": False},
+        free_raw_data=False, params={"verbosity": -1, "feature_pre_filter": False, "max_bin": base.max_bin},
     )  # fmt: skip
     data.construct()
     results = []
@@ -66,19 +66,34 @@ def cross_validate_grid(
 
 
 def permutation_l1_importance(
-    model, X_val, y_val, error_val, feature_names, *, repeats: int = 3, seed: int = 0
+    model, X_val, y_val, error_val, feature_names, *, repeats: int = 3, seed: int = 0, candidates: int | None = None
 ) -> dict[str, float]:
-    """Mean increase of the validation weighted L1 when each feature is shuffled (bigger = more important)."""
+    """Mean increase of the validation weighted L1 when each feature is shuffled (bigger = more important).
+
+    With ``candidates``, only that many features are shuffled: those with the most split
+    gain in the trained booster (a feature no tree splits on cannot raise the L1). At the
+    paper's 2,195 features this turns hours of re-prediction into minutes; the others are
+    left out of the result.
+    """
+    X_val = np.asarray(X_val, dtype=np.float32)
     error_val = np.asarray(error_val, dtype=float)
+    columns = np.arange(X_val.shape[1])
+    booster = getattr(model, "booster_", None)
+    if candidates is not None and booster is not None and candidates < len(columns):
+        gain = booster.feature_importance(importance_type="gain")
+        columns = np.sort(np.argsort(-gain, kind="stable")[:candidates])
+    fixed = X_val.copy()
 
     def negative_l1(estimator, X, y):
-        return -float(np.mean(l1_per_galaxy(estimator.predict(X), y, error_val)))
+        full = fixed.copy()
+        full[:, columns] = X
+        return -float(np.mean(l1_per_galaxy(estimator.predict(full), y, error_val)))
 
     result = permutation_importance(
-        model, np.asarray(X_val, dtype=np.float32), np.asarray(y_val, dtype=float), scoring=negative_l1,
+        model, X_val[:, columns], np.asarray(y_val, dtype=float), scoring=negative_l1,
         n_repeats=repeats, random_state=seed, n_jobs=1,
     )  # fmt: skip
-    return {name: float(v) for name, v in zip(feature_names, result.importances_mean, strict=True)}
+    return {feature_names[c]: float(v) for c, v in zip(columns, result.importances_mean, strict=True)}
 
 
 def top_features(importance: dict[str, float], k: int = 50) -> list[str]:

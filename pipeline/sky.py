@@ -1,9 +1,11 @@
-"""HEALPix indexing for cone searches.
+"""HEALPix indexing and unit vectors for cone searches done entirely in SQL.
 
 Galaxies carry a nested HEALPix index at :data:`INDEX_ORDER`. In the nested scheme every
 pixel at a coarser order k covers one contiguous index range at the fine order, so a cone
-becomes a handful of integer ranges that an ordinary B-tree index answers, on PostgreSQL
-and SQLite alike; an exact angular-distance filter then removes the corners.
+becomes a few dozen integer ranges that an ordinary B-tree index on (survey, healpix)
+answers, on PostgreSQL and SQLite alike. Each galaxy also stores the unit vector of its
+position: a galaxy is inside a cone of radius r around the unit vector c exactly when
+x . c >= cos(r), a dot product the database evaluates on the candidate rows.
 """
 
 from __future__ import annotations
@@ -23,10 +25,24 @@ def healpix_index(ra_deg, dec_deg) -> np.ndarray:
     return np.asarray(hp.lonlat_to_healpix(np.asarray(ra_deg) * u.deg, np.asarray(dec_deg) * u.deg), dtype=np.int64)
 
 
+#: A HEALPix pixel at resolution nside is about this many degrees across (sqrt(4 pi / 12) rad).
+PIXEL_DEG_AT_NSIDE_1 = 58.6
+
+
 def cone_query_order(radius_deg: float) -> int:
-    """Coarse order whose pixels are about half the cone radius: few pixels, few ranges."""
-    nside_wanted = 58.6 / max(radius_deg, 1e-9) / 2.0  # pixel size ~ 58.6 deg / nside
-    return int(np.clip(np.floor(np.log2(max(nside_wanted, 1.0))), 0, INDEX_ORDER))
+    """The coarsest order whose pixels are at most half the cone radius across.
+
+    Pixels of half the radius cover the cone with about 30 pixels and an area within
+    about three times the cone's; larger pixels cover far more sky than asked for.
+    """
+    nside_wanted = 2.0 * PIXEL_DEG_AT_NSIDE_1 / max(radius_deg, 1e-9)
+    return int(np.clip(np.ceil(np.log2(max(nside_wanted, 1.0))), 0, INDEX_ORDER))
+
+
+def unit_vector(ra_deg, dec_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, z) on the unit sphere of each position (degrees)."""
+    ra, dec = np.deg2rad(np.asarray(ra_deg, dtype=float)), np.deg2rad(np.asarray(dec_deg, dtype=float))
+    return np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)
 
 
 def cone_index_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[tuple[int, int]]:

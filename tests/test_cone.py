@@ -9,7 +9,7 @@ from astropy.coordinates import SkyCoord
 
 from catalogue.models import Galaxy, Survey
 from catalogue.selectors import galaxies_in_cone
-from pipeline.sky import cone_index_ranges, healpix_index
+from pipeline.sky import INDEX_ORDER, cone_index_ranges, healpix_index, unit_vector
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 
@@ -25,9 +25,10 @@ def sky():
     ra = np.concatenate([ra, np.mod(rng.normal(0, 2, crowd), 360), rng.uniform(0, 360, crowd), rng.uniform(0, 360, crowd)])
     dec = np.concatenate([dec, rng.normal(0, 2, crowd), 90 - rng.uniform(0, 3, crowd), -90 + rng.uniform(0, 3, crowd)])
     survey = Survey.objects.create(name="sky")
+    x, y, z = unit_vector(ra, dec)
     Galaxy.objects.bulk_create(
-        Galaxy(survey=survey, objid=i, ra=float(r), dec=float(d), z=0.05, healpix=int(h))
-        for i, (r, d, h) in enumerate(zip(ra, dec, healpix_index(ra, dec), strict=True))
+        Galaxy(survey=survey, objid=i, ra=float(r), dec=float(d), z=0.05, healpix=int(h), sky_x=a, sky_y=b, sky_z=c)
+        for i, (r, d, h, a, b, c) in enumerate(zip(ra, dec, healpix_index(ra, dec), x, y, z, strict=True))
     )
     return ra, dec
 
@@ -50,6 +51,20 @@ def test_cone_matches_brute_force(sky, ra, dec, radius):
 def test_cone_uses_few_index_ranges():
     assert len(cone_index_ranges(10, 20, 0.5)) < 40
     assert len(cone_index_ranges(10, 89.9, 3)) < 80
+
+
+@pytest.mark.parametrize(("ra", "dec", "radius"), [(10, 20, 0.5), (359.9, 0, 0.01), (0, 89.99, 2.0), (200, -45, 5 / 3600)])
+def test_candidate_area_stays_close_to_the_cone(ra, dec, radius):
+    """The HEALPix ranges cover at most a few times the cone's area (pixels of half the radius)."""
+    fine_pixels = sum(hi - lo for lo, hi in cone_index_ranges(ra, dec, radius))
+    fine_pixel_sr = 4 * np.pi / (12 * 4**INDEX_ORDER)
+    cone_sr = 2 * np.pi * (1 - np.cos(np.deg2rad(radius)))
+    assert 1.0 <= fine_pixels * fine_pixel_sr / cone_sr < 4.0
+
+
+def test_cone_is_one_sql_query_without_id_lists():
+    sql = str(galaxies_in_cone(10.0, 20.0, 1.0).query)
+    assert "healpix" in sql and "sky_x" in sql and " IN (" not in sql
 
 
 def test_bad_cone_arguments_are_rejected():

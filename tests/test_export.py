@@ -25,14 +25,16 @@ def survey():
     return survey
 
 
-@pytest.mark.parametrize(("fmt", "read_format"), [("csv", "ascii.ecsv"), ("fits", "fits"), ("votable", "votable")])
+@pytest.mark.parametrize(
+    ("fmt", "read_format"), [("ecsv", "ascii.ecsv"), ("fits", "fits"), ("votable", "votable"), ("parquet", "parquet")]
+)
 @pytest.mark.usefixtures("survey")
 def test_export_round_trips_values_and_units(tmp_path, fmt, read_format):
     out = tmp_path / f"cat.{fmt}"
     call_command("export_catalogue", str(out), "--format", fmt, "--survey", "exp")
     table = Table.read(out, format=read_format)
     assert len(table) == 2
-    assert [c[0] for c in EXPORT_COLUMNS] == table.colnames
+    assert [c.name for c in EXPORT_COLUMNS] == table.colnames
     first = table[table["objid"] == 1237648720693755918][0]
     assert first["ra"] == pytest.approx(359.9) and first["ml_g"] == pytest.approx(2.7)
     assert first["split"] == "train" and first["status"] == "ok"
@@ -46,12 +48,18 @@ def test_export_round_trips_values_and_units(tmp_path, fmt, read_format):
     second = table[table["objid"] == 2][0]
     assert np.ma.is_masked(second["ml_g"]) or np.isnan(second["ml_g"])
     assert "D25" in second["status_reason"]
+    if fmt != "votable":
+        assert table.meta["SURVEY"] == "exp" and "H0=70.0" in table.meta["COSMO"]
 
 
 @pytest.mark.usefixtures("survey")
 def test_csv_export_is_plain_csv_for_other_tools(tmp_path):
     out = tmp_path / "cat.csv"
     call_command("export_catalogue", str(out), "--format", "csv")
-    data_lines = [line for line in out.read_text().splitlines() if not line.startswith("#")]
-    assert data_lines[0].startswith("objid,ra,dec,z,")
-    assert len(data_lines) == 4  # header + every survey's 3 galaxies
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("objid,ra,dec,z,") and not any(line.startswith("#") for line in lines)
+    assert len(lines) == 4  # header + every survey's 3 galaxies
+    table = Table.read(out)  # astropy's default reader for .csv, as it is
+    assert len(table) == 3 and table["objid"].dtype.kind == "i" and 1237648720693755918 in table["objid"]
+    assert table[table["objid"] == 2]["status_reason"][0] == "D25 = 0.3 arcmin <= 0.4"
+    assert np.ma.is_masked(table[table["objid"] == 2]["ml_g"][0])

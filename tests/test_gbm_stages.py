@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from django.core.management import CommandError, call_command
+from django.db.models import Count
 
 from catalogue.models import ExperimentResult, FeatureSet, Galaxy, Prediction, Run, Survey, TrainedModel
 from catalogue.services import runs
@@ -119,6 +120,8 @@ def test_the_predict_stage_predicts_every_galaxy_with_its_stellar_mass(stages):
     assert predictions.count() + run.result["unpredicted"]["g_morph"] == galaxies.count()
     excluded = galaxies.filter(status="excluded")
     assert excluded.exists() and predictions.filter(galaxy__in=excluded).count() == excluded.count()  # outside the sample too
+    classes = dict(galaxies.values_list("morphology").annotate(n=Count("id")))
+    assert set(classes) - {""} <= {"irregular", "edge-on", "disk", "elliptical"} and classes.get("", 0) < 5  # "": no image
     for p in predictions.select_related("galaxy")[:20]:
         assert p.ml_pred > 0 and p.mstar_pred == pytest.approx(p.ml_pred * p.galaxy.lum_g, rel=1e-6)
     # Delivered again, the chunk rewrites the same rows: one prediction per galaxy and model.

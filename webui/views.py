@@ -9,7 +9,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 
-from catalogue.models import FeatureVector, Galaxy, Run, Survey
+from catalogue.models import Galaxy, Run, Survey
+from catalogue.selectors import predicted_gz2
 from catalogue.services.cutouts import read_cutout, usable_image
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from pipeline import gz2, units
@@ -98,17 +99,6 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "has_image": galaxy.images.filter(band="g", status="ok").exists(), "top_answers": top_answers,
         "has_prediction": predicted is not None,
     })  # fmt: skip
-
-
-def predicted_gz2(galaxy: Galaxy) -> np.ndarray | None:
-    """CNN1's predicted unconditional GZ2 probabilities of the galaxy (latest features run), if any."""
-    vector = (
-        FeatureVector.objects.filter(galaxy=galaxy, feature_set__name="cnn1.gz2")
-        .order_by("-feature_set__version")
-        .values_list("values", flat=True)
-        .first()
-    )
-    return None if vector is None else np.asarray(vector, dtype=float)
 
 
 @cache_control(max_age=3600)

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from catalogue.models import Galaxy, GalaxyStatus
 from pipeline.sample import ASSUMED_MAGERR_G
+from pipeline.sky import unit_vector
 
 FLOAT_FIELDS = ("ra", "dec", "z", "d25_arcmin", *(f"{p}_{b}" for b in "ugriz" for p in ("mag", "magerr")))
 BATCH_SIZE = 5000
@@ -63,11 +64,14 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
         on_sky = (values["ra"] >= 0) & (values["ra"] < 360) & (np.abs(values["dec"]) <= 90)
     healpix = np.asarray(derived.healpix, dtype=object)
     healpix[~on_sky] = None
+    vectors = unit_vector(values["ra"], values["dec"])
+    sky = {name: np.where(on_sky, v, np.nan) for name, v in zip(("sky_x", "sky_y", "sky_z"), vectors, strict=True)}
     columns = {
         "survey_id": [survey_id] * n,
         "objid": rows.objid.tolist(),
         **{name: _nullable(values[name]) for name in FLOAT_FIELDS},
         "healpix": healpix.tolist(),
+        **{name: _nullable(v) for name, v in sky.items()},
         "lum_dist_mpc": _nullable(derived.lum_dist_mpc),
         "lum_g": _nullable(derived.lum_g),
         "ml_g": _nullable(ml),
@@ -79,7 +83,8 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
         "status_reason": reason,
         "extra": extras,
     }
-    expected = {f.attname for f in Galaxy._meta.concrete_fields} - {"id"}
+    # The morphology class is the predict stage's, not the catalogue's: a re-ingest keeps it.
+    expected = {f.attname for f in Galaxy._meta.concrete_fields} - {"id", "morphology"}
     if set(columns) != expected:
         raise RuntimeError(f"galaxy columns out of step with the model: {sorted(set(columns) ^ expected)}")
     return columns
@@ -147,7 +152,7 @@ def _upsert_copy(columns: dict[str, list], n: int, notify) -> None:
 
 def _upsert_orm(columns: dict[str, list], n: int, notify) -> None:
     names = list(columns)
-    update_fields = [f.name for f in Galaxy._meta.concrete_fields if f.name not in {"id", "survey", "objid"}]
+    update_fields = [f.name for f in Galaxy._meta.concrete_fields if f.name not in {"id", "survey", "objid", "morphology"}]
     for start in range(0, n, BATCH_SIZE):
         batch = [
             Galaxy(**{name: columns[name][i] for name in names}) for i in range(start, min(n, start + BATCH_SIZE))

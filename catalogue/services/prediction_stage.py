@@ -4,7 +4,8 @@ All splits and galaxies without targets are predicted (the catalogue is the poin
 the stellar mass the M/L implies (M/L x L_g, in Msun). Rows are upserted per (galaxy,
 model) in batches, so a redelivered run rewrites the same rows. A galaxy a model cannot
 predict (a power law without a g - i colour, a non-positive GBM output) gets no row and is
-counted in the run's result.
+counted in the run's result. Each galaxy's morphology class (CNN1's probabilities through
+the paper's thresholds) is recorded on the galaxy, for the catalogue's filters and pages.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from django.db import transaction
 
-from catalogue.models import Prediction, TrainedModel
+from catalogue.models import Galaxy, Prediction, TrainedModel
 from catalogue.services import runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
@@ -34,6 +35,8 @@ def predict_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.Chu
         if key not in loaded:
             loaded[key] = load_learning_data(run.survey, dict(key))[0]
         unpredicted[model.name] = store_predictions(model, load_pickle(model.artifact.name), loaded[key], context)
+    for data in loaded.values():
+        store_morphology(data)
     with transaction.atomic():
         runs.complete_chunk(claim, runs.ChunkOutcome(done=len(model_ids)))
         run.result = {**run.result, "unpredicted": unpredicted}
@@ -58,6 +61,14 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
             rows, update_conflicts=True, unique_fields=["galaxy", "model"], update_fields=["ml_pred", "mstar_pred"]
         )
     return int((~usable).sum())
+
+
+def store_morphology(data) -> None:
+    """Record each galaxy's morphology class (from CNN1's probabilities) for filters and pages."""
+    for name in sorted(set(data.morphology)):
+        ids = data.galaxy_ids[data.morphology == name].tolist()
+        for start in range(0, len(ids), BATCH):
+            Galaxy.objects.filter(pk__in=ids[start : start + BATCH]).exclude(morphology=name).update(morphology=name)
 
 
 PREDICT_STAGE = runs.StageHooks(body=predict_body)

@@ -1,4 +1,4 @@
-"""python manage.py export_catalogue [--survey NAME [--model NAME]] --format csv|fits|votable OUT"""
+"""python manage.py export_catalogue [--survey NAME [--model NAME]] --format csv|ecsv|fits|votable|parquet OUT"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from catalogue.services.export import FORMATS, export_catalogue
 
 
 class Command(BaseCommand):
-    help = "Write the galaxy table with units (CSV as ECSV, FITS or VOTable)."
+    help = "Write the galaxy table: plain CSV, or ECSV, FITS, VOTable or Parquet with units and descriptions."
 
     def add_arguments(self, parser):
         parser.add_argument("out", help="output file")

@@ -13,17 +13,10 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalogue.models import Run, Survey
-from catalogue.services.cnn_runs import start_cnn_run
-from catalogue.services.feature_runs import start_features_run
-from catalogue.services.gbm_runs import start_experiments_run, start_gbm_run, start_predict_run
-from catalogue.services.preprocess_runs import start_preprocess_run
 from catalogue.services.runs import RunConflict, chunk_failures
+from catalogue.services.stages import STAGES, start_stage
 from pipeline.presets import PRESETS
 
-STAGES = {
-    "preprocess": start_preprocess_run, "cnn": start_cnn_run, "features": start_features_run,
-    "gbm": start_gbm_run, "experiments": start_experiments_run, "predict": start_predict_run,
-}  # fmt: skip
 UNITS = {"preprocess": "gal", "cnn": "net", "features": "gal", "gbm": "model", "experiments": "exp", "predict": "model"}
 
 
@@ -48,7 +41,7 @@ class Command(BaseCommand):
         summary = {"survey": survey.name, "preset": opts["preset"], "stages": {}}
         for stage in stages:
             try:
-                run = STAGES[stage](survey, preset_name=opts["preset"], force=opts["force"])
+                run = start_stage(stage, survey, preset_name=opts["preset"], force=opts["force"])
             except (RunConflict, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
             run = self._wait(run, opts["timeout"])

@@ -1,0 +1,85 @@
+"""The catalogue's filters, shared by the galaxy list, the downloads and the web UI's browser."""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django.db.models import F, FilteredRelation, Q, QuerySet
+from rest_framework.exceptions import ValidationError
+
+from catalogue.models import Galaxy, GalaxyStatus, Split, Survey, TrainedModel
+from catalogue.selectors import galaxies_in_cone
+from catalogue.services.export import prediction_model
+from pipeline import units
+from pipeline.metrics import MORPHOLOGY_CLASSES
+
+MAX_CONE_RADIUS_DEG = 30.0
+
+
+class GalaxyFilter(filters.FilterSet):
+    survey = filters.CharFilter(field_name="survey__name", help_text="survey name")
+    split = filters.ChoiceFilter(choices=[(s.value, s.label) for s in Split if s.value], help_text="train, val or test")
+    status = filters.ChoiceFilter(choices=GalaxyStatus.choices, help_text="ok (learning sample), excluded or rejected")
+    z_min = filters.NumberFilter(field_name="z", lookup_expr="gte", help_text="lowest redshift")
+    z_max = filters.NumberFilter(field_name="z", lookup_expr="lte", help_text="highest redshift")
+    ml_min = filters.NumberFilter(field_name="ml_g", lookup_expr="gte", help_text=f"{units.MASS_TO_LIGHT}, lowest target M/L")
+    ml_max = filters.NumberFilter(field_name="ml_g", lookup_expr="lte", help_text=f"{units.MASS_TO_LIGHT}, highest target M/L")
+    morphology = filters.ChoiceFilter(choices=[(c, c) for c in MORPHOLOGY_CLASSES], help_text="class from CNN1's probabilities")
+    has_gz2 = filters.BooleanFilter(field_name="gz2", lookup_expr="isnull", exclude=True, help_text="has Galaxy Zoo 2 votes")
+    model = filters.CharFilter(method="no_filter", help_text="model id, or name (with survey): adds ml_pred and mstar_pred")
+    ml_pred_min = filters.NumberFilter(method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, lowest predicted M/L (needs model)")
+    ml_pred_max = filters.NumberFilter(
+        method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, highest predicted M/L (needs model)"
+    )
+    ra = filters.NumberFilter(method="no_filter", help_text="deg, cone centre right ascension (with dec and radius)")
+    dec = filters.NumberFilter(method="no_filter", help_text="deg, cone centre declination")
+    radius = filters.NumberFilter(method="no_filter", help_text=f"deg, cone radius, at most {MAX_CONE_RADIUS_DEG:g}")
+    ordering = filters.OrderingFilter(
+        fields=["objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"], help_text="a field, '-' for descending"
+    )
+
+    class Meta:
+        model = Galaxy
+        fields: list[str] = []
+
+    def no_filter(self, queryset, name, value):  # noqa: ARG002 - handled in filter_queryset
+        return queryset
+
+    @property
+    def survey_object(self) -> Survey | None:
+        name = self.form.cleaned_data.get("survey")
+        return Survey.objects.filter(name=name).first() if name else None
+
+    @property
+    def prediction_model(self) -> TrainedModel | None:
+        """The model named by ``model`` (None without one); a bad name is a 400 with the reason."""
+        value = self.form.cleaned_data.get("model")
+        if not value:
+            return None
+        try:
+            return prediction_model(self.survey_object, value)
+        except ValueError as exc:
+            raise ValidationError({"model": [str(exc)]}) from exc
+
+    def filter_queryset(self, queryset: QuerySet[Galaxy]) -> QuerySet[Galaxy]:
+        queryset = super().filter_queryset(queryset)
+        data = self.form.cleaned_data
+        model = self.prediction_model
+        if model is not None:
+            queryset = queryset.annotate(
+                prediction=FilteredRelation("predictions", condition=Q(predictions__model=model))
+            ).annotate(ml_pred=F("prediction__ml_pred"), mstar_pred=F("prediction__mstar_pred"))
+            if data.get("ml_pred_min") is not None:
+                queryset = queryset.filter(ml_pred__gte=data["ml_pred_min"])
+            if data.get("ml_pred_max") is not None:
+                queryset = queryset.filter(ml_pred__lte=data["ml_pred_max"])
+        elif data.get("ml_pred_min") is not None or data.get("ml_pred_max") is not None:
+            raise ValidationError({"model": ["a predicted M/L range needs a model (?model=g_morph&survey=...)"]})
+        cone = [data.get(k) for k in ("ra", "dec", "radius")]
+        if any(v is not None for v in cone):
+            if any(v is None for v in cone):
+                raise ValidationError({"radius": ["a cone needs ra, dec and radius (degrees)"]})
+            ra, dec, radius = cone
+            if not -90 <= dec <= 90 or not 0 < radius <= MAX_CONE_RADIUS_DEG:
+                raise ValidationError({"radius": [f"dec must be in [-90, 90] and radius in (0, {MAX_CONE_RADIUS_DEG:g}] deg"]})
+            queryset = galaxies_in_cone(ra, dec, radius, queryset)
+        return queryset

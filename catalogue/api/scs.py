@@ -1,0 +1,111 @@
+"""IVOA Simple Cone Search 1.03: /scs/?RA=&DEC=&SR=[&VERB=1|2|3][&SURVEY=name].
+
+Answers a VOTable whose first three columns carry the UCDs the standard requires
+(ID_MAIN, POS_EQ_RA_MAIN, POS_EQ_DEC_MAIN); VERB chooses how many columns follow. A bad
+request is answered, as the standard says, with HTTP 200 and a VOTable holding one INFO
+named "Error" that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from astropy.io.votable.exceptions import W50
+from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
+from django.http import HttpRequest, HttpResponse
+
+from catalogue.models import Galaxy
+from catalogue.selectors import galaxies_in_cone
+from catalogue.services.export import EXPORT_COLUMNS, PREDICTION_COLUMNS
+
+MAX_SR_DEG = 10.0
+MAX_RECORDS = 100_000
+#: Columns per verbosity; the first three carry the standard's UCDs.
+VERB_COLUMNS = {
+    1: ["objid", "ra", "dec"],
+    2: ["objid", "ra", "dec", "z", "mag_g", "mag_i", "lum_g", "ml_g", "ml_g_err", "split", "morphology"],
+    3: [c.name for c in EXPORT_COLUMNS],
+}
+UCDS = {"objid": "ID_MAIN", "ra": "POS_EQ_RA_MAIN", "dec": "POS_EQ_DEC_MAIN", "z": "REDSHIFT_HC"}
+COLUMNS = {c.name: c for c in EXPORT_COLUMNS + PREDICTION_COLUMNS}
+DATATYPES = {"int": "long", "float": "double", "str": "char"}
+CONTENT_TYPE = "text/xml; charset=utf-8"
+
+
+def _votable(table: TableElement | None = None, infos: list[Info] = ()) -> HttpResponse:
+    document = VOTableFile()
+    resource = Resource(type="results")
+    document.resources.append(resource)
+    resource.infos.extend(infos)
+    if table is not None:
+        resource.tables.append(table)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", W50)
+        document.to_xml(buffer, tabledata_format="tabledata")
+    return HttpResponse(buffer.getvalue(), content_type=CONTENT_TYPE)
+
+
+def error(message: str) -> HttpResponse:
+    return _votable(infos=[Info(ID="Error", name="Error", value=message)])
+
+
+def _number(request: HttpRequest, name: str) -> float:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        raise ValueError(f"{name} is required (decimal degrees)")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number (decimal degrees)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite")
+    return value
+
+
+def cone_search(request: HttpRequest) -> HttpResponse:
+    try:
+        ra, dec, sr = (_number(request, k) for k in ("RA", "DEC", "SR"))
+        if not -90 <= dec <= 90:
+            raise ValueError(f"DEC={dec} is outside [-90, 90]")
+        if not 0 <= sr <= MAX_SR_DEG:
+            raise ValueError(f"SR={sr} must be in [0, {MAX_SR_DEG:g}] degrees")
+        verb = int(request.GET.get("VERB", "2") or 2)
+        if verb not in VERB_COLUMNS:
+            raise ValueError(f"VERB={verb} must be 1, 2 or 3")
+    except ValueError as exc:
+        return error(str(exc))
+    queryset = Galaxy.objects.exclude(status="rejected")
+    if request.GET.get("SURVEY"):
+        queryset = queryset.filter(survey__name=request.GET["SURVEY"])
+    names = VERB_COLUMNS[verb]
+    rows = []
+    if sr > 0:
+        hits = galaxies_in_cone(ra % 360.0, dec, sr, queryset).order_by("objid")
+        rows = list(hits.values_list(*names)[: MAX_RECORDS + 1])
+    infos = []
+    if len(rows) > MAX_RECORDS:
+        rows = rows[:MAX_RECORDS]
+        infos.append(Info(name="QUERY_STATUS", value="OVERFLOW", content=f"only the first {MAX_RECORDS} rows; use a smaller SR"))
+    document = VOTableFile()
+    table = TableElement(document, name="results")
+    for name in names:
+        column = COLUMNS[name]
+        table.fields.append(Field(
+            document, name=name, ID=name, datatype=DATATYPES[column.kind], unit=column.unit, ucd=UCDS.get(name),
+            arraysize="*" if column.kind == "str" else None,
+        ))  # fmt: skip
+    table.create_arrays(len(rows))
+    for i, row in enumerate(rows):
+        table.array[i] = tuple(_cell(v, COLUMNS[n].kind) for v, n in zip(row, names, strict=True))
+        for j, v in enumerate(row):
+            if v is None:
+                table.array.mask[i][j] = True
+    return _votable(table, infos)
+
+
+def _cell(value, kind: str):
+    if value is None:
+        return "" if kind == "str" else 0
+    return value

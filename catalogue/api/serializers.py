@@ -1,0 +1,176 @@
+"""What the API returns: model rows as JSON, every quantity's unit in its field description."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from catalogue.models import ExperimentResult, Galaxy, Prediction, Run, RunStage, Survey, TrainedModel
+from catalogue.services.export import EXPORT_COLUMNS
+from pipeline import gz2, units
+from pipeline.presets import PRESETS
+
+#: Field name -> unit, for clients that want units as data (the schema has them as text).
+GALAXY_UNITS = {c.name: c.unit for c in EXPORT_COLUMNS if c.unit}
+GALAXY_UNITS |= {"ml_pred": units.MASS_TO_LIGHT, "mstar_pred": units.STELLAR_MASS}
+
+
+class SurveySerializer(serializers.ModelSerializer):
+    n_galaxies = serializers.IntegerField(read_only=True, help_text="galaxies in the catalogue")
+    n_by_split = serializers.SerializerMethodField(help_text="learning-sample galaxies per split (train, val, test)")
+
+    class Meta:
+        model = Survey
+        fields = ["id", "name", "h0", "om0", "split_seed", "has_star_catalogue", "n_galaxies", "n_by_split", "created"]
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+    def get_n_by_split(self, survey: Survey) -> dict:
+        from django.db.models import Count
+
+        rows = Galaxy.objects.filter(survey=survey, status="ok").values_list("split").annotate(n=Count("id"))
+        return {split or "none": n for split, n in rows}
+
+
+class GalaxySerializer(serializers.ModelSerializer):
+    """One catalogue row; with ``?model=`` the list also carries that model's prediction."""
+
+    survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    url = serializers.SerializerMethodField(help_text="this galaxy's API detail")
+    ml_pred = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, predicted M/L (?model=)")
+    mstar_pred = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, stellar mass (?model=)")
+
+    class Meta:
+        model = Galaxy
+        fields = [
+            "id", "url", "survey", "objid", "ra", "dec", "z", "d25_arcmin", "lum_dist_mpc", "lum_g", "ml_g", "ml_g_err",
+            "chi2_r", "mag_u", "mag_g", "mag_r", "mag_i", "mag_z", "split", "status", "status_reason", "morphology",
+            "ml_pred", "mstar_pred",
+        ]  # fmt: skip
+
+    def get_url(self, galaxy: Galaxy) -> str:
+        path = reverse("api:galaxy-detail", args=[galaxy.objid]) + f"?survey={galaxy.survey.name}"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def to_representation(self, galaxy: Galaxy) -> dict:
+        data = super().to_representation(galaxy)
+        if not hasattr(galaxy, "ml_pred"):
+            data.pop("ml_pred", None)
+            data.pop("mstar_pred", None)
+        return data
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model_name = serializers.CharField(source="model.name", read_only=True)
+    run = serializers.IntegerField(source="model.run_id", read_only=True)
+    error_dex = serializers.SerializerMethodField(help_text="dex, log10(ml_pred / ml_g) where the galaxy has a target")
+
+    class Meta:
+        model = Prediction
+        fields = ["model", "model_name", "run", "ml_pred", "mstar_pred", "error_dex"]
+
+    def get_error_dex(self, prediction: Prediction) -> float | None:
+        import math
+
+        target = prediction.galaxy.ml_g
+        return None if not target else math.log10(prediction.ml_pred / target)
+
+
+class GalaxyDetailSerializer(GalaxySerializer):
+    units = serializers.SerializerMethodField(help_text="field -> unit of every quantity that has one")
+    images = serializers.SerializerMethodField(help_text="FITS cutouts and PNG previews of each preprocessing stage")
+    gz2 = serializers.SerializerMethodField(help_text="Galaxy Zoo 2 volunteer and CNN1-predicted unconditional probabilities")
+    features = serializers.SerializerMethodField(help_text="preprocessing result: scaling value, stars removed, features")
+    predictions = serializers.SerializerMethodField(help_text="every model's prediction for this galaxy")
+
+    class Meta(GalaxySerializer.Meta):
+        fields = [f for f in GalaxySerializer.Meta.fields if f not in {"ml_pred", "mstar_pred"}]
+        fields += ["magerr_u", "magerr_g", "magerr_r", "magerr_i", "magerr_z", "extra", "units", "images", "gz2", "features",
+                   "predictions"]  # fmt: skip
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_units(self, galaxy: Galaxy) -> dict:  # noqa: ARG002 - the same for every galaxy
+        return GALAXY_UNITS
+
+    def get_images(self, galaxy: Galaxy) -> dict:
+        from catalogue.services.image_store import stored_resolutions
+
+        fits_files = {image.band: self._absolute(image.file.url) for image in galaxy.images.filter(status="ok") if image.file}
+        previews = {"g": reverse("webui:galaxy-image", args=[galaxy.pk, "g"])} if "g" in fits_files else {}
+        previews |= {f"log{r}": reverse("webui:galaxy-image", args=[galaxy.pk, f"log{r}"]) for r in stored_resolutions(galaxy)}
+        return {"fits": fits_files, "png": {k: self._absolute(v) for k, v in previews.items()}}
+
+    def get_gz2(self, galaxy: Galaxy) -> dict:
+        from catalogue.selectors import predicted_gz2
+
+        votes = getattr(galaxy, "gz2", None)
+        predicted = predicted_gz2(galaxy)
+        answers = [
+            {"answer": a, "name": gz2.short_name(a),
+             "volunteers": None if votes is None else float(votes.probabilities[i]),
+             "cnn1": None if predicted is None else float(predicted[i])}
+            for i, a in enumerate(gz2.ANSWER_IDS)
+        ]  # fmt: skip
+        return {"answers": answers}
+
+    def get_features(self, galaxy: Galaxy) -> dict | None:
+        pre = getattr(galaxy, "preprocessed", None)
+        if pre is None:
+            return None
+        return {"status": pre.status, "error": pre.error, "scaling_value": pre.scaling_value, "noise_level": pre.noise_level,
+                "n_stars_removed": pre.n_stars_removed, "features": pre.features}  # fmt: skip
+
+    def get_predictions(self, galaxy: Galaxy) -> list[dict]:
+        rows = Prediction.objects.filter(galaxy=galaxy).select_related("model", "galaxy").order_by("-model__created")
+        return PredictionSerializer(rows, many=True).data
+
+
+class TrainedModelSerializer(serializers.ModelSerializer):
+    survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    n_predictions = serializers.IntegerField(read_only=True, help_text="galaxies it has predicted")
+
+    class Meta:
+        model = TrainedModel
+        fields = ["id", "kind", "name", "survey", "run", "preset", "created", "metrics", "hyperparameters", "curves",
+                  "n_predictions"]  # fmt: skip
+
+
+class RunSerializer(serializers.ModelSerializer):
+    survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    log_tail = serializers.SerializerMethodField(help_text="the last 40 lines of the run's log")
+    duration_s = serializers.FloatField(read_only=True, help_text="s, from start to finish (or now)")
+    failures = serializers.SerializerMethodField(help_text="chunks that failed, with their errors")
+
+    class Meta:
+        model = Run
+        fields = ["id", "stage", "survey", "preset", "resolutions", "status", "progress", "items_total", "items_done",
+                  "items_failed", "message", "error", "result", "created", "started", "finished", "heartbeat", "duration_s",
+                  "parent", "log_tail", "failures"]  # fmt: skip
+
+    def get_log_tail(self, run: Run) -> str:
+        return "\n".join(run.log.splitlines()[-40:])
+
+    def get_failures(self, run: Run) -> list[dict]:
+        from catalogue.services.runs import chunk_failures
+
+        return chunk_failures(run)
+
+
+class RunStartSerializer(serializers.Serializer):
+    survey = serializers.SlugRelatedField(slug_field="name", queryset=Survey.objects.all())
+    stage = serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"])
+    preset = serializers.ChoiceField(choices=sorted(PRESETS), default="fast")
+    force = serializers.BooleanField(default=False, help_text="redo galaxies that are already done")
+
+
+class ExperimentResultSerializer(serializers.ModelSerializer):
+    survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = ExperimentResult
+        fields = ["id", "experiment", "method", "feature_groups", "loss", "split", "l1", "l2", "rmsle", "median_l1",
+                  "within_015_dex", "n", "per_class", "details", "survey", "run", "created"]  # fmt: skip

@@ -1,0 +1,23 @@
+"""/api/ (REST, schema, docs, downloads) and /scs/ (IVOA Simple Cone Search)."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from catalogue.api import views
+
+router = DefaultRouter()
+router.register("surveys", views.SurveyViewSet)
+router.register("galaxies", views.GalaxyViewSet, basename="galaxy")
+router.register("models", views.TrainedModelViewSet, basename="model")
+router.register("runs", views.RunViewSet)
+router.register("experiments", views.ExperimentResultViewSet)
+
+app_name = "api"
+urlpatterns = [
+    path("catalogue.<str:fmt>", views.CatalogueDownload.as_view(), name="catalogue-download"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("", include(router.urls)),
+]

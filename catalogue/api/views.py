@@ -1,0 +1,148 @@
+"""The REST API: thin viewsets over the selectors and services that the CLI and admin use too."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from django.http import FileResponse, StreamingHttpResponse
+from django_filters import rest_framework as dj_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.filters import OrderingFilter
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalogue.api import serializers as s
+from catalogue.api.filters import GalaxyFilter
+from catalogue.models import ExperimentResult, Galaxy, Run, Survey, TrainedModel
+from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
+from catalogue.services.runs import RunConflict, cancel_run
+from catalogue.services.stages import start_stage
+
+
+class CataloguePagination(CursorPagination):
+    """Cursor pages: stable under inserts and fast at any depth of a 700,000-row catalogue."""
+
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+    ordering = ("objid", "id")
+
+
+class SurveyViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Survey.objects.annotate(n_galaxies=Count("galaxies")).order_by("name")
+    serializer_class = s.SurveySerializer
+    lookup_field = "name"
+
+
+@extend_schema(parameters=[OpenApiParameter("survey", str, description="survey name, where objids repeat across surveys")])
+class GalaxyViewSet(viewsets.ReadOnlyModelViewSet):
+    """The catalogue: filter, order, page by cursor; a galaxy by its objid."""
+
+    queryset = Galaxy.objects.select_related("survey")
+    serializer_class = s.GalaxySerializer
+    filter_backends = [dj_filters.DjangoFilterBackend, OrderingFilter]
+    filterset_class = GalaxyFilter
+    ordering_fields = ["objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"]
+    pagination_class = CataloguePagination
+    lookup_field = "objid"
+    lookup_value_regex = "[0-9]+"
+
+    def get_serializer_class(self):
+        return s.GalaxyDetailSerializer if self.action == "retrieve" else s.GalaxySerializer
+
+    def get_object(self) -> Galaxy:
+        matches = Galaxy.objects.select_related("survey", "preprocessed").filter(objid=self.kwargs["objid"])
+        if self.request.query_params.get("survey"):
+            matches = matches.filter(survey__name=self.request.query_params["survey"])
+        found = list(matches[:2])
+        if not found:
+            raise NotFound("no galaxy with that objid (and survey)")
+        if len(found) > 1:
+            raise ValidationError({"survey": ["this objid is in several surveys: add ?survey=NAME"]})
+        return found[0]
+
+
+class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
+    """Trained CNNs, GBMs and baselines with metrics, hyper-parameters and training curves."""
+
+    queryset = TrainedModel.objects.select_related("survey").annotate(n_predictions=Count("predictions")).order_by("-created")
+    serializer_class = s.TrainedModelSerializer
+    filterset_fields = {"survey__name": ["exact"], "kind": ["exact"], "name": ["exact"], "run": ["exact"]}
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @action(detail=True, permission_classes=[permissions.IsAdminUser])
+    def artifact(self, request: Request, pk=None) -> FileResponse:  # noqa: ARG002 - DRF's signature
+        """The model file (.keras or pickled GBM): staff only, since pickles run code when loaded."""
+        model = self.get_object()
+        if not model.artifact:
+            raise NotFound("this model has no artifact")
+        return FileResponse(model.artifact.open("rb"), as_attachment=True, filename=model.artifact.name.rsplit("/", 1)[-1])
+
+
+class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Pipeline runs with progress and log tail; staff start and cancel them."""
+
+    queryset = Run.objects.select_related("survey").order_by("-created")
+    serializer_class = s.RunSerializer
+    filterset_fields = {"survey__name": ["exact"], "stage": ["exact"], "status": ["exact"]}
+
+    def get_permissions(self):
+        if self.action in {"create", "cancel"}:
+            return [permissions.IsAdminUser()]
+        return super().get_permissions()
+
+    @extend_schema(request=s.RunStartSerializer, responses={201: s.RunSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:  # noqa: ARG002 - DRF's signature
+        """Start a stage on a survey, through the same service as the CLI and admin."""
+        form = s.RunStartSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            run = start_stage(data["stage"], data["survey"], preset_name=data["preset"], force=data["force"], user=request.user)
+        except RunConflict as exc:
+            return Response({"detail": str(exc), "active_run": exc.active.pk}, status=status.HTTP_409_CONFLICT)
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        run.refresh_from_db()
+        return Response(s.RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: s.RunSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk=None) -> Response:  # noqa: ARG002 - DRF's signature
+        run = self.get_object()
+        changed = cancel_run(run, user=request.user)
+        run.refresh_from_db()
+        return Response(s.RunSerializer(run).data, status=status.HTTP_200_OK if changed else status.HTTP_409_CONFLICT)
+
+
+class ExperimentResultViewSet(viewsets.ReadOnlyModelViewSet):
+    """Rows of every ablation and comparison (Table 1, Table B.1, Fig. 8, significance)."""
+
+    queryset = ExperimentResult.objects.select_related("survey").order_by("experiment", "id")
+    serializer_class = s.ExperimentResultSerializer
+    filterset_fields = {"survey__name": ["exact"], "experiment": ["exact"], "run": ["exact"]}
+
+
+class CatalogueDownload(APIView):
+    """The filtered catalogue as a file (csv, ecsv, fits, votable, parquet), streamed."""
+
+    @extend_schema(parameters=[OpenApiParameter(name, str) for name in GalaxyFilter.base_filters],
+                   responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})  # fmt: skip
+    def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
+        if fmt not in FORMATS:
+            raise NotFound(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        filterset = GalaxyFilter(request.query_params, queryset=Galaxy.objects.all(), request=request)
+        if not filterset.is_valid():
+            raise ValidationError(filterset.errors)
+        queryset = filterset.qs
+        survey = filterset.survey_object
+        model = filterset.prediction_model
+        response = StreamingHttpResponse(stream_catalogue(fmt, queryset, survey, model), content_type=CONTENT_TYPES[fmt])
+        name = f"morphomass-{survey.name if survey else 'all'}{'-' + model.name if model else ''}.{fmt}"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response

@@ -1,0 +1,240 @@
+"""The REST API, the downloads and the IVOA cone search, over real HTTP where clients use it."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from catalogue.models import ExperimentResult, Galaxy, GZ2Votes, Prediction, Run, Survey, TrainedModel
+from catalogue.selectors import galaxies_in_cone
+from pipeline import gz2
+from pipeline.sky import healpix_index, unit_vector
+
+pytestmark = pytest.mark.django_db
+
+N = 60
+
+
+def make_survey(name: str, seed: int, objid_start: int = 1000) -> Survey:
+    rng = np.random.default_rng(seed)
+    survey = Survey.objects.create(name=name)
+    ra, dec = rng.uniform(149, 151, N), rng.uniform(1, 3, N)
+    ra[:5] = rng.uniform(359.8, 360, 5)  # a few across RA = 0
+    x, y, z = unit_vector(ra, dec)
+    splits = ["train", "val", "test"]
+    Galaxy.objects.bulk_create(
+        Galaxy(survey=survey, objid=objid_start + i, ra=float(ra[i]), dec=float(dec[i]), healpix=int(h), sky_x=x[i], sky_y=y[i],
+               sky_z=z[i], z=0.02 + 0.001 * i, lum_g=1e10 * (1 + i), ml_g=0.5 + 0.1 * i, ml_g_err=0.1, split=splits[i % 3],
+               status="ok" if i < N - 5 else "excluded", morphology=["disk", "elliptical", "edge-on"][i % 3])
+        for i, h in enumerate(healpix_index(ra, dec))
+    )  # fmt: skip
+    return survey
+
+
+@pytest.fixture
+def catalogue():
+    cache.clear()  # throttling counts live in the cache
+    survey = make_survey("api", 1)
+    make_survey("other", 2, objid_start=1000 + N - 3)  # three objids repeat across surveys
+    galaxies = list(Galaxy.objects.filter(survey=survey).order_by("objid"))
+    GZ2Votes.objects.bulk_create(
+        GZ2Votes(galaxy=g, fractions=np.full(gz2.N_ANSWERS, 0.5), probabilities=np.full(gz2.N_ANSWERS, 0.1))
+        for g in galaxies[:10]
+    )
+    run = Run.objects.create(stage="gbm", survey=survey, status="succeeded", preset="test")
+    model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run, preset="test",
+                                        metrics={"test": {"l1": 2.3}}, hyperparameters={"features": ["lum_sum"]})  # fmt: skip
+    Prediction.objects.bulk_create(
+        Prediction(galaxy=g, model=model, ml_pred=1.0 + 0.05 * i, mstar_pred=(1.0 + 0.05 * i) * g.lum_g)
+        for i, g in enumerate(galaxies)
+    )
+    ExperimentResult.objects.create(experiment="ablation", method="all", l1=2.29, n=10, survey=survey, run=run)
+    return survey, model
+
+
+@pytest.fixture
+def client():
+    return APIClient()
+
+
+@pytest.fixture
+def staff_client():
+    client = APIClient()
+    client.force_authenticate(User.objects.create_user("boss", password="x", is_staff=True))
+    return client
+
+
+def every_page(client, url: str) -> list[dict]:
+    rows = []
+    while url:
+        page = client.get(url).json()
+        rows += page["results"]
+        url = page["next"]
+    return rows
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_galaxy_filters_ordering_and_cursor_pages(client):
+    rows = every_page(client, "/api/galaxies/?survey=api&page_size=7")
+    assert len(rows) == N and len({r["id"] for r in rows}) == N  # every galaxy once across pages
+    test = every_page(client, "/api/galaxies/?survey=api&split=test&z_min=0.03&ml_max=5&ordering=-z")
+    assert test and all(r["split"] == "test" and r["z"] >= 0.03 and r["ml_g"] <= 5 for r in test)
+    assert [r["z"] for r in test] == sorted((r["z"] for r in test), reverse=True)
+    edge_on = every_page(client, "/api/galaxies/?survey=api&morphology=edge-on&status=ok")
+    assert edge_on and {r["morphology"] for r in edge_on} == {"edge-on"}
+    assert len(every_page(client, "/api/galaxies/?survey=api&has_gz2=true")) == 10
+    assert client.get("/api/galaxies/?split=sideways").status_code == 400
+
+
+def test_predictions_join_the_list_and_filter_it(catalogue, client):
+    _, model = catalogue
+    rows = every_page(client, "/api/galaxies/?survey=api&model=g_morph&ml_pred_min=2&ml_pred_max=3")
+    assert rows and all(2 <= r["ml_pred"] <= 3 for r in rows)
+    assert rows[0]["mstar_pred"] == pytest.approx(rows[0]["ml_pred"] * rows[0]["lum_g"])
+    by_id = every_page(client, f"/api/galaxies/?model={model.pk}&ml_pred_min=2&ml_pred_max=3")
+    assert {r["id"] for r in by_id} == {r["id"] for r in rows}
+    assert "ml_pred" not in every_page(client, "/api/galaxies/?survey=api")[0]
+    bad = client.get("/api/galaxies/?survey=api&model=gmorph")
+    assert bad.status_code == 400 and "no model named 'gmorph'" in bad.json()["model"][0]
+    assert "needs a model" in client.get("/api/galaxies/?ml_pred_min=1").json()["model"][0]
+
+
+@pytest.mark.parametrize(("ra", "dec", "radius"), [(150, 2, 0.5), (0.0, 1.5, 1.0), (359.9, 2.0, 0.3)])
+@pytest.mark.usefixtures("catalogue")
+def test_cone_filter_agrees_with_the_selector(client, ra, dec, radius):
+    rows = every_page(client, f"/api/galaxies/?survey=api&ra={ra}&dec={dec}&radius={radius}")
+    expected = set(galaxies_in_cone(ra, dec, radius, Galaxy.objects.filter(survey__name="api")).values_list("id", flat=True))
+    assert {r["id"] for r in rows} == expected
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_bad_cones_are_400_with_the_reason(client):
+    assert "needs ra, dec and radius" in client.get("/api/galaxies/?ra=150&dec=2").json()["radius"][0]
+    assert client.get("/api/galaxies/?ra=150&dec=95&radius=1").status_code == 400
+    assert client.get("/api/galaxies/?ra=150&dec=2&radius=90").status_code == 400
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_galaxy_detail_has_units_votes_and_every_prediction(client):
+    detail = client.get("/api/galaxies/1001/").json()
+    assert (
+        detail["objid"] == 1001 and detail["units"]["ml_g"] == "solMass / Lsun_g" and detail["units"]["mstar_pred"] == "solMass"
+    )
+    assert [p["model_name"] for p in detail["predictions"]] == ["g_morph"]
+    assert detail["predictions"][0]["error_dex"] == pytest.approx(np.log10(1.05 / 0.6))
+    assert detail["gz2"]["answers"][0]["volunteers"] == pytest.approx(0.1) and detail["gz2"]["answers"][0]["cnn1"] is None
+    repeated = 1000 + N - 2
+    assert "several surveys" in client.get(f"/api/galaxies/{repeated}/").json()["survey"][0]
+    assert client.get(f"/api/galaxies/{repeated}/?survey=other").json()["survey"] == "other"
+    assert client.get("/api/galaxies/99/").status_code == 404
+
+
+def test_surveys_models_experiments_and_staff_only_artifacts(catalogue, client, staff_client):
+    _, model = catalogue
+    surveys = {s["name"]: s for s in client.get("/api/surveys/").json()["results"]}
+    assert surveys["api"]["n_galaxies"] == N and sum(surveys["api"]["n_by_split"].values()) == N - 5
+    models = client.get("/api/models/?survey__name=api&name=g_morph").json()["results"]
+    assert (
+        [m["id"] for m in models] == [model.pk] and models[0]["n_predictions"] == N and models[0]["metrics"]["test"]["l1"] == 2.3
+    )
+    experiments = client.get("/api/experiments/?experiment=ablation").json()["results"]
+    assert experiments[0]["l1"] == 2.29
+    assert client.get(f"/api/models/{model.pk}/artifact/").status_code in (401, 403)
+    assert staff_client.get(f"/api/models/{model.pk}/artifact/").status_code == 404  # staff: allowed, but it has no file
+
+
+def test_runs_are_started_and_cancelled_by_staff_only(catalogue, client, staff_client):
+    survey, _ = catalogue
+    assert client.post("/api/runs/", {"survey": "api", "stage": "gbm"}, format="json").status_code in (401, 403)
+    refused = staff_client.post("/api/runs/", {"survey": "api", "stage": "gbm", "preset": "test"}, format="json")
+    assert refused.status_code == 400 and "run the features stage first" in refused.json()["detail"]
+    assert staff_client.post("/api/runs/", {"survey": "api", "stage": "dance"}, format="json").status_code == 400
+    queued = Run.objects.create(stage="preprocess", survey=survey, status="queued")
+    assert client.post(f"/api/runs/{queued.pk}/cancel/").status_code in (401, 403)
+    cancelled = staff_client.post(f"/api/runs/{queued.pk}/cancel/").json()
+    assert cancelled["status"] == "cancelled"
+    assert staff_client.post(f"/api/runs/{queued.pk}/cancel/").status_code == 409  # already over
+    detail = client.get(f"/api/runs/{queued.pk}/").json()
+    assert detail["status"] == "cancelled" and "log_tail" in detail and detail["failures"] == []
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_schema_documents_units_and_docs_load_nothing_external(client):
+    schema = client.get("/api/schema/?format=json").json()
+    galaxy = schema["components"]["schemas"]["Galaxy"]["properties"]
+    assert "Msun" in galaxy["ml_g"]["description"] or "solMass" in galaxy["ml_g"]["description"]
+    assert galaxy["ra"]["description"].startswith("deg")
+    docs = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in docs and "cdn" not in docs.lower() and "https://" not in docs
+
+
+READERS = {"csv": "ascii.csv", "ecsv": "ascii.ecsv", "fits": "fits", "votable": "votable", "parquet": "parquet"}
+
+
+@pytest.mark.parametrize("fmt", list(READERS))
+@pytest.mark.usefixtures("catalogue")
+def test_downloads_stream_every_format_with_units(client, fmt):
+    response = client.get(f"/api/catalogue.{fmt}?survey=api&model=g_morph&split=train")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="morphomass-api-g_morph.{fmt}"'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = Table.read(io.BytesIO(b"".join(response.streaming_content)), format=READERS[fmt])
+    expected = Galaxy.objects.filter(survey__name="api", split="train")
+    assert len(table) == expected.count() and set(table["objid"]) == set(expected.values_list("objid", flat=True))
+    assert np.all(table["ml_pred"] > 0)
+    if fmt != "csv":
+        assert table["ml_pred"].unit.to_string() == "solMass / Lsun_g" and str(table["mstar_pred"].unit) == "solMass"
+        assert table["ml_g"].description == "target g-band mass-to-light ratio"
+    if fmt in {"ecsv", "fits", "parquet"}:
+        assert table.meta["SURVEY"] == "api" and "g_morph" in table.meta["MODEL"]
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_download_errors(client):
+    assert client.get("/api/catalogue.xlsx").status_code == 404
+    assert client.get("/api/catalogue.csv?model=g_morph").status_code == 400  # a model name needs a survey
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_anonymous_clients_are_throttled(client, monkeypatch):
+    from rest_framework.throttling import AnonRateThrottle
+
+    monkeypatch.setattr(AnonRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "1000/minute"})
+    codes = [client.get("/api/surveys/").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simple_cone_search_through_pyvo(live_server):
+    import pyvo
+
+    cache.clear()
+    make_survey("scs", 3)
+    service = pyvo.dal.SCSService(f"{live_server.url}/scs/")
+    results = service.search(pos=(150.0, 2.0), radius=0.5, verbosity=1).to_table()
+    expected = set(galaxies_in_cone(150.0, 2.0, 0.5).values_list("objid", flat=True))
+    assert expected and set(results["objid"]) == expected
+    assert results.colnames == ["objid", "ra", "dec"]
+    wide = service.search(pos=(150.0, 2.0), radius=0.5, verbosity=3).to_table()
+    assert "ml_g" in wide.colnames and wide["ml_g"].unit.to_string() == "solMass / Lsun_g"
+    across = service.search(pos=(0.0, 2.0), radius=0.5, verbosity=1).to_table()
+    assert set(across["objid"]) == set(galaxies_in_cone(0.0, 2.0, 0.5).values_list("objid", flat=True))
+    # Errors are VOTable documents with an INFO named Error, which pyvo raises as DALQueryError.
+    with pytest.raises(pyvo.dal.DALQueryError, match="SR"):
+        service.search(pos=(150.0, 2.0), radius=45.0)
+    import urllib.request
+
+    from astropy.io.votable import parse
+
+    with urllib.request.urlopen(f"{live_server.url}/scs/?RA=abc&DEC=2&SR=1") as reply:
+        assert reply.status == 200
+        document = parse(io.BytesIO(reply.read()))
+    assert [(i.name, i.value) for i in document.resources[0].infos] == [("Error", "RA='abc' is not a number (decimal degrees)")]
