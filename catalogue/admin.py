@@ -1,10 +1,28 @@
-"""Admin registrations: staff browse every table and watch runs."""
+"""Admin registrations: staff browse every table, start runs and watch them."""
 
+from django import forms
 from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from catalogue import models
 from catalogue.services.preprocess_runs import start_preprocess_run
 from catalogue.services.runs import RunConflict, cancel_run
+from catalogue.services.stages import STAGES, start_stage
+from pipeline.presets import PRESETS
+
+
+class StartRunForm(forms.Form):
+    survey = forms.ModelChoiceField(queryset=models.Survey.objects.order_by("name"))
+    stage = forms.ChoiceField(
+        choices=[(s, s) for s in STAGES], help_text="each stage needs the one before it to have finished"
+    )
+    preset = forms.ChoiceField(
+        choices=[(p, p) for p in PRESETS], initial="fast",
+        help_text="test: seconds (tiny); fast: a laptop demo; paper: the paper's networks (GPU)",
+    )  # fmt: skip
+    force = forms.BooleanField(required=False, help_text="redo galaxies that are already done")
 
 
 @admin.register(models.Survey)
@@ -82,9 +100,7 @@ class RunChunkInline(admin.TabularInline):
 
 @admin.register(models.Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = (
-        "id", "stage", "survey", "preset", "status", "progress", "items_done", "items_failed", "message", "created"
-    )
+    list_display = ("id", "stage", "survey", "preset", "status", "progress", "items_done", "items_failed", "message", "created")
     list_filter = ("stage", "status")
     readonly_fields = (
         "stage", "survey", "preset", "resolutions", "parent", "config", "status", "progress", "items_total",
@@ -93,6 +109,30 @@ class RunAdmin(admin.ModelAdmin):
     )  # fmt: skip
     inlines = [RunChunkInline]
     actions = ["cancel"]
+    change_list_template = "admin/catalogue/run/change_list.html"
+
+    def get_urls(self):
+        start = path("start/", self.admin_site.admin_view(self.start_view), name="catalogue_run_start")
+        return [start, *super().get_urls()]
+
+    def start_view(self, request):
+        """Start a stage through the same service as the CLI and the API, then watch it on its page."""
+        form = StartRunForm(request.POST or None, initial={"survey": request.GET.get("survey")})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = start_stage(
+                    data["stage"], data["survey"], preset_name=data["preset"], force=data["force"], user=request.user
+                )
+            except RunConflict as exc:
+                form.add_error(None, str(exc))
+            except ValueError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, f"run #{run.pk} started: {run.message}", messages.INFO)
+                return redirect(reverse("webui:run", args=[run.pk]))
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Start a run", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/catalogue/run/start.html", context)
 
     @admin.action(description="Cancel the selected runs")
     def cancel(self, request, queryset):

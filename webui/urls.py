@@ -8,4 +8,10 @@ urlpatterns = [
     path("surveys/<str:name>/", views.survey_detail, name="survey"),
     path("galaxies/<int:pk>/", views.galaxy_detail, name="galaxy"),
     path("galaxies/<int:pk>/<str:stage>.png", views.galaxy_image, name="galaxy-image"),
+    path("catalogue/", views.catalogue_browser, name="catalogue"),
+    path("models/<int:pk>/", views.model_detail, name="model"),
+    path("surveys/<str:name>/experiments/", views.experiments, name="experiments"),
+    path("surveys/<str:name>/experiments.csv", views.experiments_csv, name="experiments-csv"),
+    path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("js/plotly.min.js", views.plotly_js, name="plotly-js"),
 ]

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
+from django.views.decorators.csrf import ensure_csrf_cookie
 
-from catalogue.models import Galaxy, Run, Survey
+from catalogue.models import ExperimentResult, FeatureSet, Galaxy, Prediction, Run, Survey, TrainedModel
 from catalogue.selectors import predicted_gz2
 from catalogue.services.cutouts import read_cutout, usable_image
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from pipeline import gz2, units
-from pipeline.display import asinh_display, linear_display, png_bytes
-from pipeline.preprocess import FEATURE_UNITS
+from pipeline.display import asinh_display, linear_display, mark_points, png_bytes
+from pipeline.metrics import l1_per_galaxy
+from pipeline.preprocess import FEATURE_UNITS, central_square
+from webui import figures
 
 GALAXY_COLUMNS = [
     ("objid", "objid", ""),
@@ -42,26 +47,93 @@ def format_cell(value: object) -> str:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    surveys = Survey.objects.annotate(
+    surveys = list(Survey.objects.annotate(
         n_galaxies=Count("galaxies"),
         n_ok=Count("galaxies", filter=Q(galaxies__status="ok")),
+        n_excluded=Count("galaxies", filter=Q(galaxies__status="excluded")),
         n_rejected=Count("galaxies", filter=Q(galaxies__status="rejected")),
-    ).order_by("name")
-    runs = list(Run.objects.select_related("survey")[:10])
-    active = any(r.is_active for r in runs)
-    return render(request, "webui/home.html", {"surveys": surveys, "runs": runs, "refresh_seconds": 5 if active else 0})
+        n_train=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="train")),
+        n_val=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="val")),
+        n_test=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="test")),
+    ).order_by("name"))  # fmt: skip
+    histogram = ""
+    if surveys:
+        shown = surveys[0] if len(surveys) == 1 else max(surveys, key=lambda s: s.updated)
+        histogram = figures.ml_histogram(ml_by_split(shown), div_id="ml-histogram")
+    models = [m for m in TrainedModel.objects.filter(kind__in=["gbm", "baseline"]).select_related("survey")[:30]]
+    runs = list(Run.objects.select_related("survey")[:12])
+    active = [r for r in runs if r.is_active]
+    return render(request, "webui/home.html", {
+        "surveys": surveys, "runs": runs, "active_runs": active, "histogram": histogram, "shown_survey": surveys and shown,
+        "models": models[:12], "refresh_seconds": 10 if active else 0,
+    })  # fmt: skip
+
+
+def ml_by_split(survey: Survey) -> dict[str, np.ndarray]:
+    rows = Galaxy.objects.filter(survey=survey, status="ok", ml_g__isnull=False).values_list("split", "ml_g")
+    by_split: dict[str, list[float]] = {"train": [], "val": [], "test": []}
+    for split, ml in rows:
+        by_split.setdefault(split, []).append(ml)
+    return {k: np.asarray(v) for k, v in by_split.items() if v}
 
 
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
     survey = get_object_or_404(Survey, name=name)
-    galaxies = Galaxy.objects.filter(survey=survey).order_by("objid").values_list("id", *[c for c, _, _ in GALAXY_COLUMNS])
-    page = Paginator(galaxies, 50).get_page(request.GET.get("page"))
-    rows = [(row[0], [format_cell(v) for v in row[1:]]) for row in page]
-    return render(
-        request,
-        "webui/survey.html",
-        {"survey": survey, "columns": GALAXY_COLUMNS, "page": page, "rows": rows},
-    )
+    models = TrainedModel.objects.filter(survey=survey).order_by("-created")[:30]
+    return render(request, "webui/survey.html", {
+        "survey": survey, "models": models, "histogram": figures.ml_histogram(ml_by_split(survey)),
+        "n_experiments": ExperimentResult.objects.filter(survey=survey).count(),
+        "runs": Run.objects.filter(survey=survey).order_by("-created")[:10],
+    })  # fmt: skip
+
+
+#: The browser's sortable columns.
+SORTABLE = {"objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"}
+
+
+def catalogue_browser(request: HttpRequest) -> HttpResponse:
+    """The catalogue table with the API's filters, a cone form, sorting, pages and downloads."""
+    from catalogue.api.filters import GalaxyFilter
+
+    params = request.GET.copy()
+    params.pop("page", None)
+    ordering = params.get("ordering", "objid")
+    if ordering.lstrip("-") not in SORTABLE:
+        ordering = "objid"
+    filterset = GalaxyFilter(params, queryset=Galaxy.objects.select_related("survey"))
+    error = ""
+    rows, page = [], None
+    try:
+        if not filterset.is_valid():
+            raise ValueError("; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items()))
+        queryset = filterset.qs.order_by(ordering, "id")
+        model = filterset.prediction_model
+        page = Paginator(queryset, 50).get_page(request.GET.get("page"))
+        for galaxy in page:
+            cells = [format_cell(getattr(galaxy, c)) for c, _, _ in GALAXY_COLUMNS]
+            if model is not None:
+                cells.append(format_cell(getattr(galaxy, "ml_pred", None)))
+            rows.append((galaxy.pk, galaxy.survey.name, cells))
+    except Exception as exc:  # a bad filter is shown, not a 500
+        from rest_framework.exceptions import ValidationError
+
+        if not isinstance(exc, (ValueError, ValidationError)):
+            raise
+        error = str(exc.detail if isinstance(exc, ValidationError) else exc)
+        model = None
+    columns = list(GALAXY_COLUMNS) + ([("ml_pred", f"predicted M/L ({model.name})", units.MASS_TO_LIGHT)] if model else [])
+    query = params.urlencode()
+    return render(request, "webui/catalogue.html", {
+        "form": filterset.form, "columns": columns, "rows": rows, "page": page, "error": error, "ordering": ordering,
+        "query": query, "query_without_ordering": _without(params, "ordering"), "sortable": SORTABLE,
+        "formats": ["csv", "ecsv", "fits", "votable", "parquet"],
+    })  # fmt: skip
+
+
+def _without(params, key: str) -> str:
+    params = params.copy()
+    params.pop(key, None)
+    return params.urlencode()
 
 
 GALAXY_FIELDS = [
@@ -94,10 +166,30 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
              "\u2013" if predicted is None else f"{predicted[i]:.2f}")
             for i in order
         ]  # fmt: skip
+    predictions = list(
+        Prediction.objects.filter(galaxy=galaxy).select_related("model").order_by("model__name", "-model__created")
+    )
+    latest = {}
+    for prediction in predictions:
+        latest.setdefault(prediction.model.name, prediction)
+    prediction_rows = [
+        (p.model, format_cell(p.ml_pred), format_cell(p.mstar_pred),
+         format_cell(float(np.log10(p.ml_pred / galaxy.ml_g))) if galaxy.ml_g else "\u2013")
+        for p in latest.values()
+    ]  # fmt: skip
+    prediction_figure = ""
+    if latest:
+        prediction_figure = figures.predictions_against_target(
+            list(latest), [p.ml_pred for p in latest.values()], galaxy.ml_g, galaxy.ml_g_err
+        )
+    gz2_figure = ""
+    if votes is not None or predicted is not None:
+        gz2_figure = figures.gz2_bars(None if votes is None else votes.probabilities, predicted)
     return render(request, "webui/galaxy.html", {
         "galaxy": galaxy, "fields": fields, "pre": pre, "features": features, "resolutions": resolutions,
         "has_image": galaxy.images.filter(band="g", status="ok").exists(), "top_answers": top_answers,
-        "has_prediction": predicted is not None,
+        "has_prediction": predicted is not None, "prediction_rows": prediction_rows, "prediction_figure": prediction_figure,
+        "gz2_figure": gz2_figure,
     })  # fmt: skip
 
 
@@ -110,10 +202,152 @@ def galaxy_image(request: HttpRequest, pk: int, stage: str) -> HttpResponse:
         if image is None:
             raise Http404("no usable g image")
         _, data = read_cutout(image)
-        return HttpResponse(png_bytes(asinh_display(data), size=256), content_type="image/png")
+        return HttpResponse(png_bytes(asinh_display(central_square(data)[0]), size=256), content_type="image/png")
+    if stage == "clean":
+        return HttpResponse(star_subtracted_png(galaxy), content_type="image/png")
     if stage.startswith("log") and stage[3:].isdigit():
         if int(stage[3:]) not in stored_resolutions(galaxy):
             raise Http404("not preprocessed at that resolution")
         picture = linear_display(load_log_images([galaxy], int(stage[3:]))[0])
         return HttpResponse(png_bytes(picture, size=256), content_type="image/png")
     raise Http404(f"unknown stage {stage!r}")
+
+
+def star_subtracted_png(galaxy: Galaxy) -> bytes:
+    """The cutout after star removal, same stretch as the raw one, removed stars circled in red."""
+    from pipeline.stars import prior_pixels, subtract_stars
+
+    image = usable_image(galaxy)
+    if image is None:
+        raise Http404("no usable g image")
+    header, data = read_cutout(image)
+    square, (x0, y0) = central_square(data)
+    prior = None
+    if galaxy.survey.has_star_catalogue:
+        prior = prior_pixels(header, galaxy.extra.get("stars", [])).reshape(-1, 2) - [x0, y0]
+    fwhm_px = image.psf_fwhm_arcsec / image.pixscale_arcsec
+    cleaned, stars = subtract_stars(square, fwhm_px, prior, seed=galaxy.objid % (2**32))
+    picture = asinh_display(cleaned, reference=square)
+    return png_bytes(mark_points(picture, [(s.x, s.y) for s in stars], radius=2.5 * fwhm_px), size=256)
+
+
+@cache_control(max_age=86400)
+def plotly_js(request: HttpRequest) -> FileResponse:  # noqa: ARG001 - Django's signature
+    """plotly.js from the installed plotly package: figures work without internet."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return FileResponse(open(path, "rb"), content_type="text/javascript")
+
+
+def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A model's metrics and the paper's figures for it (Figs. 4-7), from its test-split predictions."""
+    model = get_object_or_404(TrainedModel.objects.select_related("survey", "run"), pk=pk)
+    context = {"model": model, "metrics": [], "per_class": [], "figures": {}}
+    metrics = model.metrics or {}
+    for split in ("val", "test"):
+        if isinstance(metrics.get(split), dict) and "l1" in metrics[split]:
+            m = metrics[split]
+            context["metrics"].append((split, [format_cell(m.get(k)) for k in METRIC_KEYS]))
+    for name, m in (metrics.get("test_per_class") or {}).items():
+        context["per_class"].append((name, [format_cell(m.get(k)) for k in METRIC_KEYS]))
+    if model.curves:
+        context["figures"]["curves"] = figures.training_curves(model.curves)
+    if metrics.get("permutation_importance"):
+        context["figures"]["importance"] = figures.importance_bars(metrics["permutation_importance"])
+    test = test_predictions(model)
+    context["n_test_predictions"] = len(test["predicted"])
+    if len(test["predicted"]):
+        context["figures"]["pred_vs_true"] = figures.predicted_vs_true(test["predicted"], test["target"])
+        dex = np.log10(test["predicted"] / test["target"])
+        l1 = l1_per_galaxy(test["predicted"], test["target"], test["error"])
+        context["figures"]["errors"] = figures.error_histograms(dex, l1)
+        context["figures"]["relations"] = figures.ml_relations(test["lum_g"], test["predicted"], test["p_features"],
+                                                               test["morphology"], test["z"])  # fmt: skip
+    return render(request, "webui/model.html", context)
+
+
+METRIC_KEYS = ("l1", "l2", "rmsle", "median_l1", "within_015_dex", "n")
+METRIC_LABELS = ("L1", "L2", "RMSLE [dex]", "median L1", "within 0.15 dex", "galaxies")
+
+
+def test_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
+    """The model's predictions of the test split with each galaxy's target, luminosity, class and P(features)."""
+    from catalogue.selectors import feature_matrix
+
+    rows = list(
+        Prediction.objects.filter(model=model, galaxy__split="test", galaxy__status="ok", galaxy__ml_g__isnull=False)
+        .values_list(
+            "galaxy_id", "ml_pred", "galaxy__ml_g", "galaxy__ml_g_err", "galaxy__lum_g", "galaxy__z", "galaxy__morphology"
+        )
+    )  # fmt: skip
+    ids = [r[0] for r in rows]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
+    out = {
+        name: np.asarray(columns[i], dtype=float) for i, name in enumerate(["id", "predicted", "target", "error", "lum_g", "z"])
+    }
+    out["morphology"] = np.asarray(columns[6], dtype=object)
+    out["p_features"] = np.full(len(ids), np.nan)
+    set_id = (model.hyperparameters or {}).get("feature_sets", {}).get("cnn1.gz2")
+    feature_set = FeatureSet.objects.filter(pk=set_id).first() if set_id else None
+    if feature_set is not None and ids:
+        probabilities, _ = feature_matrix([feature_set], ids, drop=False)
+        out["p_features"] = probabilities[:, gz2.ANSWER_INDEX["a02"]]
+    return out
+
+
+def experiments(request: HttpRequest, name: str) -> HttpResponse:
+    """The survey's latest experiments: Table 1, Table B.1, Fig. 8 and the significance tests."""
+    survey = get_object_or_404(Survey, name=name)
+    run = Run.objects.filter(survey=survey, stage="experiments", status="succeeded").order_by("-finished").first()
+    rows = list(ExperimentResult.objects.filter(run=run).order_by("id")) if run else []
+    tables = {}
+    for row in rows:
+        tables.setdefault(row.experiment, []).append(row)
+    band_rows = [{"bands": r.details.get("bands"), "morphology": r.details.get("morphology"), "l1": r.l1}
+                 for r in tables.get("band_sets", [])]  # fmt: skip
+    return render(request, "webui/experiments.html", {
+        "survey": survey, "run": run, "tables": tables, "titles": EXPERIMENT_TITLES,
+        "band_figure": figures.band_set_bars(band_rows) if band_rows else "",
+    })  # fmt: skip
+
+
+EXPERIMENT_TITLES = {
+    "single_band": "Single band: constant, Lg + z, g + morphology",
+    "ablation": "Table 1: leaving out feature groups (g + morphology)",
+    "colour": "Colour: g - i power law, g + i GBM, g + i + morphology",
+    "losses": "Table B.1: methods optimised on each loss",
+    "band_sets": "Fig. 8: sets of bands with and without morphology",
+    "significance": "Significance of the gain from morphology (test split)",
+    "half_data": "Training on half the data",
+}
+
+
+def experiments_csv(request: HttpRequest, name: str) -> HttpResponse:  # noqa: ARG001 - Django's signature
+    """Every row of the survey's latest experiments as CSV."""
+    import csv
+    import io
+
+    survey = get_object_or_404(Survey, name=name)
+    run = Run.objects.filter(survey=survey, stage="experiments", status="succeeded").order_by("-finished").first()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["experiment", "method", "loss", "feature_groups", "l1", "l2", "rmsle_dex", "median_l1",
+                     "within_015_dex", "n", "ks_pvalue", "bootstrap_pvalue"])  # fmt: skip
+    for r in ExperimentResult.objects.filter(run=run).order_by("id") if run else []:
+        significance = [r.details.get("ks_pvalue", ""), r.details.get("bootstrap_pvalue", "")]
+        writer.writerow([r.experiment, r.method, r.loss, " ".join(r.feature_groups), r.l1, r.l2, r.rmsle, r.median_l1,
+                         r.within_015_dex, r.n, *significance])  # fmt: skip
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="morphomass-{survey.name}-experiments.csv"'
+    return response
+
+
+@ensure_csrf_cookie
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A run's live progress (the page polls the API), its failures and log tail; staff may cancel it."""
+    from catalogue.services.runs import chunk_failures
+
+    run = get_object_or_404(Run.objects.select_related("survey"), pk=pk)
+    return render(request, "webui/run.html", {"run": run, "failures": chunk_failures(run),
+                                              "log_tail": "\n".join(run.log.splitlines()[-40:])})  # fmt: skip

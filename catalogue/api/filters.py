@@ -16,23 +16,46 @@ MAX_CONE_RADIUS_DEG = 30.0
 
 
 class GalaxyFilter(filters.FilterSet):
-    survey = filters.CharFilter(field_name="survey__name", help_text="survey name")
-    split = filters.ChoiceFilter(choices=[(s.value, s.label) for s in Split if s.value], help_text="train, val or test")
-    status = filters.ChoiceFilter(choices=GalaxyStatus.choices, help_text="ok (learning sample), excluded or rejected")
-    z_min = filters.NumberFilter(field_name="z", lookup_expr="gte", help_text="lowest redshift")
-    z_max = filters.NumberFilter(field_name="z", lookup_expr="lte", help_text="highest redshift")
-    ml_min = filters.NumberFilter(field_name="ml_g", lookup_expr="gte", help_text=f"{units.MASS_TO_LIGHT}, lowest target M/L")
-    ml_max = filters.NumberFilter(field_name="ml_g", lookup_expr="lte", help_text=f"{units.MASS_TO_LIGHT}, highest target M/L")
-    morphology = filters.ChoiceFilter(choices=[(c, c) for c in MORPHOLOGY_CLASSES], help_text="class from CNN1's probabilities")
-    has_gz2 = filters.BooleanFilter(field_name="gz2", lookup_expr="isnull", exclude=True, help_text="has Galaxy Zoo 2 votes")
-    model = filters.CharFilter(method="no_filter", help_text="model id, or name (with survey): adds ml_pred and mstar_pred")
-    ml_pred_min = filters.NumberFilter(method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, lowest predicted M/L (needs model)")
-    ml_pred_max = filters.NumberFilter(
-        method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, highest predicted M/L (needs model)"
+    survey = filters.CharFilter(label="survey", field_name="survey__name", help_text="survey name")
+    split = filters.ChoiceFilter(
+        label="split", choices=[(s.value, s.label) for s in Split if s.value], help_text="train, val or test"
     )
-    ra = filters.NumberFilter(method="no_filter", help_text="deg, cone centre right ascension (with dec and radius)")
-    dec = filters.NumberFilter(method="no_filter", help_text="deg, cone centre declination")
-    radius = filters.NumberFilter(method="no_filter", help_text=f"deg, cone radius, at most {MAX_CONE_RADIUS_DEG:g}")
+    status = filters.ChoiceFilter(
+        label="status", choices=GalaxyStatus.choices, help_text="ok (learning sample), excluded or rejected"
+    )
+    z_min = filters.NumberFilter(label="z from", field_name="z", lookup_expr="gte", help_text="lowest redshift")
+    z_max = filters.NumberFilter(label="z to", field_name="z", lookup_expr="lte", help_text="highest redshift")
+    ml_min = filters.NumberFilter(
+        label="M/L from [Msun/Lsun,g]",
+        field_name="ml_g",
+        lookup_expr="gte",
+        help_text=f"{units.MASS_TO_LIGHT}, lowest target M/L",
+    )
+    ml_max = filters.NumberFilter(
+        label="M/L to [Msun/Lsun,g]", field_name="ml_g", lookup_expr="lte", help_text=f"{units.MASS_TO_LIGHT}, highest target M/L"
+    )
+    morphology = filters.ChoiceFilter(
+        label="morphology", choices=[(c, c) for c in MORPHOLOGY_CLASSES], help_text="class from CNN1's probabilities"
+    )
+    has_gz2 = filters.BooleanFilter(
+        label="has GZ2 votes", field_name="gz2", lookup_expr="isnull", exclude=True, help_text="has Galaxy Zoo 2 votes"
+    )
+    model = filters.CharFilter(
+        label="model", method="no_filter", help_text="model id, or name (with survey): adds ml_pred and mstar_pred"
+    )
+    ml_pred_min = filters.NumberFilter(
+        label="predicted M/L from", method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, lowest predicted M/L (needs model)"
+    )
+    ml_pred_max = filters.NumberFilter(
+        label="predicted M/L to", method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, highest predicted M/L (needs model)"
+    )
+    ra = filters.NumberFilter(
+        label="cone RA [deg]", method="no_filter", help_text="deg, cone centre right ascension (with dec and radius)"
+    )
+    dec = filters.NumberFilter(label="cone Dec [deg]", method="no_filter", help_text="deg, cone centre declination")
+    radius = filters.NumberFilter(
+        label="cone radius [deg]", method="no_filter", help_text=f"deg, cone radius, at most {MAX_CONE_RADIUS_DEG:g}"
+    )
     ordering = filters.OrderingFilter(
         fields=["objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"], help_text="a field, '-' for descending"
     )

@@ -1,0 +1,140 @@
+"""The web UI in a real browser: Playwright driving Debian's chromium against a live server.
+
+One test walks the paths a user takes, on a small synthetic survey taken through every
+stage with the test preset: the catalogue (filtered), a galaxy page with its three image
+stages and figures, a model page, the experiments page, then the admin: log in, start a
+run and watch it finish on its page. Every page must render its plotly figures, log no
+console error and make no failed request. Screenshots go to ``$TEST_ARTIFACTS``
+(default ``var/test-artifacts``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.services import services_required
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "var" / "test-artifacts"))
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
+    # are still synchronous, so Django's async-safety guard is lifted for this test only.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if CHROMIUM is None:
+        if services_required():
+            pytest.fail("REQUIRE_SERVICES=1 but chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page that records console errors and failed requests."""
+
+    def __init__(self, page, base_url: str):
+        self.page, self.base_url, self.problems = page, base_url, []
+        page.on("console", lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+
+    def open(self, path: str, shot: str):
+        self.page.goto(self.base_url + path)
+        self.page.wait_for_load_state("networkidle")
+        return self.check(shot)
+
+    def check(self, shot: str):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+        assert not self.problems, self.problems
+        return self.page
+
+    def plots_rendered(self) -> int:
+        """How many plotly figures were drawn (plotly marks each figure's div and fills it with SVG)."""
+        return self.page.locator("div.js-plotly-plot:has(svg.main-svg)").count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser, synthetic_bundle):
+    from django.contrib.auth.models import User
+
+    from catalogue.models import Galaxy, Run, Survey, TrainedModel
+    from catalogue.services.ingest import ingest_bundle
+    from catalogue.services.stages import STAGES, start_stage
+
+    ingest_bundle(synthetic_bundle, "web")
+    survey = Survey.objects.get(name="web")
+    for stage in STAGES:
+        assert start_stage(stage, survey, preset_name="test").status == "succeeded", stage
+    User.objects.create_superuser("staff", "staff@example.org", "secret-pass")
+    page = Watched(browser.new_page(viewport={"width": 1280, "height": 900}), live_server.url)
+
+    # The catalogue, filtered to the test split and sorted by M/L.
+    page.open("/catalogue/?survey=web", "catalogue")
+    page.page.select_option("#id_split", "test")
+    page.page.click("button[type=submit]")
+    page.page.wait_for_load_state("networkidle")
+    page.page.click("a[aria-label='sort by M/L_g']")
+    page.page.wait_for_load_state("networkidle")
+    page.check("catalogue-filtered")
+    n_test = Galaxy.objects.filter(survey=survey, split="test").count()
+    assert f"{n_test} galaxies" in page.page.content()
+    assert page.page.locator("table tr").count() == min(n_test, 50) + 1
+
+    # A galaxy: three image stages, the GZ2 and prediction figures.
+    galaxy = Galaxy.objects.filter(survey=survey, split="test", preprocessed__status="ok").first()
+    page.open(f"/galaxies/{galaxy.pk}/", "galaxy")
+    images = page.page.locator(".images img")
+    assert images.count() >= 3
+    assert all(images.nth(i).evaluate("img => img.naturalWidth") == 256 for i in range(images.count()))
+    assert page.plots_rendered() == 2
+
+    # A model page with every figure, and the experiments page.
+    model = TrainedModel.objects.get(survey=survey, name="g_morph")
+    page.open(f"/models/{model.pk}/", "model")
+    assert page.plots_rendered() == 4
+    page.open(f"/surveys/{survey.name}/experiments/", "experiments")
+    assert page.plots_rendered() == 1 and "Table 1" in page.page.content()
+
+    # Staff: log in to the admin, start a run, watch it finish on its page.
+    page.open("/admin/login/?next=/admin/catalogue/run/start/", "admin-login")
+    page.page.fill("#id_username", "staff")
+    page.page.fill("#id_password", "secret-pass")
+    page.page.click("input[type=submit]")
+    page.page.wait_for_load_state("networkidle")
+    page.page.select_option("#id_survey", label="web")
+    page.page.select_option("#id_stage", "predict")
+    page.page.select_option("#id_preset", "test")
+    page.page.click("input[type=submit]")
+    page.page.wait_for_url("**/runs/*/")
+    page.page.wait_for_selector("#run-status:has-text('succeeded')", timeout=60_000)
+    page.check("run")
+    run = Run.objects.filter(survey=survey, stage="predict").latest("created")
+    assert page.page.url.endswith(f"/runs/{run.pk}/") and run.status == "succeeded"
+
+    # A run a worker is still on: the page follows it through the API until it fails, with the error.
+    busy = Run.objects.create(stage="gbm", survey=survey, preset="test", status="running", progress=0.25, message="fitting gi")
+    page.open(f"/runs/{busy.pk}/", "run-busy")
+    assert page.page.locator("#cancel").is_visible()
+    Run.objects.filter(pk=busy.pk).update(status="failed", progress=0.5, error="ValueError: the worker gave up")
+    page.page.wait_for_selector("#run-status:has-text('failed')", timeout=15_000)
+    assert page.page.locator("#run-error").inner_text() == "ValueError: the worker gave up"
+    assert page.page.locator("#cancel").count() == 0  # nothing left to cancel
+    page.check("run-failed")
+
+    # The same pages on a phone.
+    phone = Watched(browser.new_page(viewport={"width": 390, "height": 844}), live_server.url)
+    phone.open(f"/galaxies/{galaxy.pk}/", "galaxy-phone")
+    assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # nothing wider than the screen

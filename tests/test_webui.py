@@ -1,0 +1,72 @@
+"""Server-side checks of the web pages: what they show with and without results, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.contrib.auth.models import User
+
+from catalogue.models import ExperimentResult, Run, Survey
+from tests.test_api import catalogue  # noqa: F401 - the shared fixture
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_catalogue_browser_filters_sorts_and_links_downloads(client):
+    html = client.get("/catalogue/?survey=api&split=test&model=g_morph&ordering=-ml_g").content.decode()
+    assert "20 galaxies" in html and "predicted M/L (g_morph)" in html
+    assert 'href="/api/catalogue.fits?survey=api&amp;split=test&amp;model=g_morph&amp;ordering=-ml_g"' in html
+    assert "cone radius [deg]" in html and "[invalid name]" not in html
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_catalogue_browser_explains_bad_filters(client):
+    assert "needs ra, dec and radius" in client.get("/catalogue/?ra=10&dec=2").content.decode()
+    assert "no model named" in client.get("/catalogue/?survey=api&model=nope").content.decode()
+    assert client.get("/catalogue/?ordering=password").status_code == 200  # unknown sort key: default order
+
+
+def test_pages_say_plainly_what_has_not_been_computed(client, catalogue):  # noqa: F811 - the fixture
+    survey, model = catalogue
+    assert "have not been run on this survey yet" in client.get("/surveys/api/experiments/").content.decode()
+    html = client.get(f"/models/{model.pk}/").content.decode()
+    assert "Predictions on the test split" in html  # the fixture's model has predicted every galaxy
+    empty = Survey.objects.create(name="empty")
+    assert "No model trained on this survey yet" in client.get(f"/surveys/{empty.name}/").content.decode()
+    assert client.get("/models/99999/").status_code == 404
+
+
+def test_experiments_page_and_csv(client, catalogue):  # noqa: F811 - the fixture
+    survey, _ = catalogue
+    run = Run.objects.create(stage="experiments", survey=survey, status="succeeded")
+    ExperimentResult.objects.create(experiment="significance", method="gi_morph over gi", l1=1.6, n=195, survey=survey, run=run,
+                                    details={"ks_pvalue": 0.084, "bootstrap_pvalue": 0.00041, "mean_l1_gain": 0.39,
+                                             "bootstrap_ci95": [0.16, 0.64]})  # fmt: skip
+    html = client.get("/surveys/api/experiments/").content.decode()
+    assert "gi_morph over gi" in html and "0.084" in html and "0.00041" in html
+    response = client.get("/surveys/api/experiments.csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert rows[0]["method"] == "gi_morph over gi" and float(rows[0]["ks_pvalue"]) == 0.084
+    assert response["Content-Disposition"].endswith('experiments.csv"')
+
+
+def test_staff_start_a_run_from_the_admin_and_see_why_it_was_refused(client, catalogue):  # noqa: F811 - the fixture
+    survey, _ = catalogue
+    client.force_login(User.objects.create_superuser("boss", "b@example.org", "x"))
+    form = client.get("/admin/catalogue/run/start/").content.decode()
+    assert 'name="stage"' in form and "paper" in form
+    refused = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stage": "gbm", "preset": "test"})
+    assert refused.status_code == 200 and "run the features stage first" in refused.content.decode()
+    started = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stage": "preprocess", "preset": "test"})
+    run = Run.objects.filter(survey=survey, stage="preprocess").latest("created")
+    assert started.status_code == 302 and started["Location"] == f"/runs/{run.pk}/"
+    assert "Start a run" in client.get("/admin/catalogue/run/").content.decode()
+
+
+def test_plotly_is_served_locally(client):
+    response = client.get("/js/plotly.min.js")
+    assert response.status_code == 200 and response["Content-Type"] == "text/javascript"
+    assert b"plotly" in b"".join(response.streaming_content)[:2000].lower()

@@ -1,0 +1,145 @@
+"""The paper's figures as plotly divs (plotly.js is served locally, see ``views.plotly_js``).
+
+Each function takes plain arrays and returns an HTML fragment; the views decide what data
+to show. Axes carry their units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from pipeline import gz2, units
+from pipeline.metrics import MORPHOLOGY_CLASSES, WITHIN_DEX
+
+ML_AXIS = f"M/L_g [{units.MASS_TO_LIGHT}]"
+COLOURS = {"train": "#1a5fb4", "val": "#e66100", "test": "#26a269", "irregular": "#c01c28", "edge-on": "#e66100",
+           "disk": "#1a5fb4", "elliptical": "#813d9c"}  # fmt: skip
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def to_div(figure: go.Figure, div_id: str, height: int = 380) -> str:
+    figure.update_layout(height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white")
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=CONFIG)
+
+
+def ml_histogram(by_split: dict[str, np.ndarray], div_id: str = "ml-histogram") -> str:
+    """Fig. 2: the distribution of the target M/L per split, on a log axis."""
+    figure = go.Figure()
+    for split, values in by_split.items():
+        values = np.asarray(values, dtype=float)
+        values = values[values > 0]
+        figure.add_histogram(x=np.log10(values), name=f"{split} ({len(values)})", opacity=0.6, nbinsx=40,
+                             marker_color=COLOURS.get(split), histnorm="probability density")  # fmt: skip
+    figure.update_layout(barmode="overlay", title="Target M/L per split", xaxis_title=f"log10 {ML_AXIS}", yaxis_title="density")
+    return to_div(figure, div_id)
+
+
+def predicted_vs_true(predicted: np.ndarray, target: np.ndarray, div_id: str = "pred-vs-true") -> str:
+    """Figs. 4 and 7: density of predicted against true M/L on log axes, with the 1:1 line."""
+    x, y = np.log10(target), np.log10(predicted)
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    bins = {"start": lo, "end": hi, "size": max(hi - lo, 1e-3) / 40}
+    empty_white = [[0.0, "rgba(255,255,255,0)"], [1e-9, "#deebf7"], [0.5, "#3182bd"], [1.0, "#08306b"]]
+    figure = go.Figure(go.Histogram2d(x=x, y=y, xbins=bins, ybins=bins, colorscale=empty_white, colorbar={"title": "galaxies"}))
+    figure.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"color": "red", "dash": "dash"}, name="1:1")
+    figure.update_layout(title="Predicted against true M/L (test split)", xaxis_title=f"log10 true {ML_AXIS}",
+                         yaxis_title=f"log10 predicted {ML_AXIS}", showlegend=False)  # fmt: skip
+    figure.update_yaxes(scaleanchor="x", scaleratio=1)
+    return to_div(figure, div_id, height=440)
+
+
+def error_histograms(dex: np.ndarray, l1: np.ndarray, div_id: str = "errors") -> str:
+    """Fig. 4's error panels: log10(pred / true) in dex with the 0.15 dex lines, and the per-galaxy L1."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("error [dex]", "L1 per galaxy (error floor 5%)"))
+    figure.add_histogram(x=dex, nbinsx=50, marker_color="#1a5fb4", row=1, col=1, name="dex")
+    for edge in (-WITHIN_DEX, WITHIN_DEX):
+        figure.add_vline(x=edge, line_dash="dash", line_color="red", row=1, col=1)
+    figure.add_histogram(x=l1, nbinsx=50, marker_color="#26a269", row=1, col=2, name="L1")
+    figure.update_xaxes(title_text="log10(predicted / true) [dex]", row=1, col=1)
+    figure.update_xaxes(title_text="|p - t| / max(e, 0.05 t)", row=1, col=2)
+    figure.update_yaxes(title_text="galaxies")
+    figure.update_layout(showlegend=False)
+    return to_div(figure, div_id)
+
+
+def importance_bars(pairs: list[tuple[str, float]] | dict[str, float], top: int = 20, div_id: str = "importance") -> str:
+    """Fig. 5: the rise of the validation L1 when a feature is shuffled."""
+    if isinstance(pairs, dict):  # stored by models trained before importances became ordered pairs
+        pairs = sorted(pairs.items(), key=lambda item: -(item[1] or 0))
+    pairs = list(pairs)[:top][::-1]
+    figure = go.Figure(go.Bar(x=[v for _, v in pairs], y=[n for n, _ in pairs], orientation="h", marker_color="#1a5fb4"))
+    figure.update_layout(title=f"Permutation importance (top {len(pairs)})", xaxis_title="increase of validation L1")
+    return to_div(figure, div_id, height=max(300, 22 * len(pairs) + 100))
+
+
+def ml_relations(luminosity, ml, p_features, classes, redshift, div_id: str = "ml-relations") -> str:
+    """Fig. 6: (predicted) M/L against luminosity coloured by P(features), by morphology class, and against redshift."""
+    titles = ("coloured by P(features)", "by morphology class", "against redshift")
+    figure = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.07)
+    figure.add_scatter(x=luminosity, y=ml, mode="markers", row=1, col=1, name="P(features)",
+                       marker={"color": p_features, "colorscale": "RdBu_r", "size": 4, "cmin": 0, "cmax": 1,
+                               "colorbar": {"title": "P(features)", "x": 1.02, "len": 0.6, "y": 0.75}})  # fmt: skip
+    for name in MORPHOLOGY_CLASSES:
+        hit = np.asarray(classes) == name
+        if hit.any():
+            figure.add_scatter(x=np.asarray(luminosity)[hit], y=np.asarray(ml)[hit], mode="markers", name=name, row=1, col=2,
+                               marker={"size": 4, "color": COLOURS[name]})  # fmt: skip
+    figure.add_scatter(
+        x=redshift, y=ml, mode="markers", row=1, col=3, name="z", marker={"size": 4, "color": "#555"}, showlegend=False
+    )
+    for col in (1, 2):
+        figure.update_xaxes(type="log", title_text=f"L_g [{units.LUMINOSITY}]", row=1, col=col)
+    figure.update_xaxes(title_text="redshift", row=1, col=3)
+    figure.update_yaxes(type="log", dtick="D2")
+    figure.update_yaxes(title_text=f"predicted {ML_AXIS}", row=1, col=1)
+    figure.update_layout(legend={"orientation": "h", "y": -0.25})
+    return to_div(figure, div_id, height=460)
+
+
+def training_curves(curves: dict, div_id: str = "curves") -> str:
+    """Loss and validation loss per epoch of a CNN's training."""
+    figure = go.Figure()
+    for key in ("loss", "val_loss"):
+        if curves.get(key):
+            figure.add_scatter(y=curves[key], x=list(range(1, len(curves[key]) + 1)), mode="lines+markers", name=key)
+    figure.update_layout(title="Training curves", xaxis_title="epoch", yaxis_title="loss")
+    return to_div(figure, div_id)
+
+
+def gz2_bars(volunteers: np.ndarray | None, cnn1: np.ndarray | None, div_id: str = "gz2") -> str:
+    """Volunteer and CNN1 probabilities of every answer, grouped by the decision tree's tasks."""
+    figure = go.Figure()
+    labels = [
+        [f"T{gz2.TASK_OF_ANSWER[a][1:]}" for a in gz2.ANSWER_IDS],
+        [gz2.short_name(a).split(":")[-1] for a in gz2.ANSWER_IDS],
+    ]
+    for name, values, colour in (("volunteers", volunteers, "#1a5fb4"), ("CNN1", cnn1, "#e66100")):
+        if values is not None:
+            figure.add_bar(x=labels, y=np.asarray(values, dtype=float), name=name, marker_color=colour)
+    figure.update_layout(title="Galaxy Zoo 2 answers (unconditional probabilities)", yaxis_title="probability", barmode="group",
+                         yaxis_range=[0, 1])  # fmt: skip
+    return to_div(figure, div_id, height=420)
+
+
+def predictions_against_target(names, predicted, target, target_error, div_id: str = "galaxy-predictions") -> str:
+    """Each model's predicted M/L beside the target and its 1-sigma error."""
+    figure = go.Figure(go.Bar(x=list(names), y=list(predicted), name="predicted", marker_color="#1a5fb4"))
+    if target is not None:
+        figure.add_hline(y=target, line_color="red", annotation_text=f"target {target:.3g}")
+        if target_error:
+            figure.add_hrect(y0=target - target_error, y1=target + target_error, fillcolor="red", opacity=0.12, line_width=0)
+    figure.update_layout(title="Predicted M/L per model", yaxis_title=ML_AXIS)
+    return to_div(figure, div_id, height=340)
+
+
+def band_set_bars(rows: list[dict], div_id: str = "band-sets") -> str:
+    """Fig. 8: test L1 for each band set, with and without morphology."""
+    figure = go.Figure()
+    for morphology, colour in ((False, "#777"), (True, "#1a5fb4")):
+        chosen = [r for r in rows if bool(r["morphology"]) == morphology]
+        figure.add_bar(x=[r["bands"] for r in chosen], y=[r["l1"] for r in chosen], marker_color=colour,
+                       name="with morphology" if morphology else "photometry only")  # fmt: skip
+    figure.update_layout(title="Test L1 per set of bands", xaxis_title="bands", yaxis_title="L1", barmode="group")
+    return to_div(figure, div_id)
