@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= var/demo-survey
-DEMO_N ?= 120
+DEMO_N ?= 2000
 HOST ?= 127.0.0.1
 PORT ?= 8000
 

@@ -1,8 +1,10 @@
-"""python manage.py demo_data --out DIR --n N: simulate, ingest and preprocess a demo survey.
+"""python manage.py demo_data --out DIR --n N: simulate, ingest and take a demo survey through every stage.
 
 What ``make demo`` runs before serving: every step is the same code path a real survey
-takes (simulate_survey writes a bundle, ingest_survey loads it, run_pipeline preprocesses
-it). Steps already done are skipped, so a second ``make demo`` starts at once.
+takes (simulate_survey writes a bundle, ingest_survey loads it, run_pipeline runs the
+``fast`` preset's stages: preprocess, cnn, features, gbm, experiments, predict). Steps
+already done are skipped, so a second ``make demo`` starts at once. An admin account is
+created once; its password is kept in ``var/demo-admin.txt`` and printed every time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from catalogue.models import Preprocessed, Survey
+from catalogue.models import Run, Survey
+from catalogue.services.stages import STAGES
 
 DEMO_SURVEY = "demo"
 
@@ -22,9 +25,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--out", default="var/demo-survey")
-        parser.add_argument("--n", type=int, default=120)
+        parser.add_argument("--n", type=int, default=2000)
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--preset", default="fast")
+        parser.add_argument("--stages", default=",".join(STAGES), help="stages to take the survey through")
 
     def handle(self, *_args, **opts):
         out = Path(opts["out"])
@@ -36,6 +41,32 @@ class Command(BaseCommand):
             )  # fmt: skip
         if not Survey.objects.filter(name=DEMO_SURVEY).exists():
             call_command("ingest_survey", str(out), name=DEMO_SURVEY)
-        if not Preprocessed.objects.filter(galaxy__survey__name=DEMO_SURVEY).exists():
-            call_command("run_pipeline", survey=DEMO_SURVEY, preset="fast", stages="preprocess")
+        survey = Survey.objects.get(name=DEMO_SURVEY)
+        done = set(Run.objects.filter(survey=survey, preset=opts["preset"], status="succeeded").values_list("stage", flat=True))
+        todo = [s for s in opts["stages"].split(",") if s and s not in done]
+        if todo:
+            call_command("run_pipeline", survey=DEMO_SURVEY, preset=opts["preset"], stages=",".join(todo))
         self.stdout.write(self.style.SUCCESS(f"demo survey {DEMO_SURVEY!r} is ready"))
+        self.stdout.write(f"admin: user 'admin', password '{demo_admin_password()}' (http://127.0.0.1:8000/admin/)")
+
+
+def demo_admin_password() -> str:
+    """The demo admin's password, created with the account on first use."""
+    import secrets
+
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    keep = Path(settings.VAR_DIR) / "demo-admin.txt"
+    user = User.objects.filter(username="admin").first()
+    if user is not None and keep.exists():
+        return keep.read_text().strip()
+    password = secrets.token_urlsafe(9)
+    if user is None:
+        User.objects.create_superuser("admin", "admin@localhost", password)
+    else:
+        user.set_password(password)
+        user.save()
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    keep.write_text(password + "\n")
+    return password

@@ -1,0 +1,25 @@
+"""``make demo``'s preparation: every stage once, an admin whose password is printed, and a rerun that redoes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from catalogue.models import Prediction, Run
+
+
+@pytest.mark.django_db
+def test_demo_data_takes_the_survey_through_every_stage_once(synthetic_bundle, capsys, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    call_command("demo_data", out=str(synthetic_bundle), preset="test")
+    first = capsys.readouterr().out
+    stages = set(Run.objects.filter(survey__name="demo", status="succeeded").values_list("stage", flat=True))
+    assert stages == {"preprocess", "cnn", "features", "gbm", "experiments", "predict"}
+    assert Prediction.objects.filter(galaxy__survey__name="demo", model__name="g_morph").count() > 150
+    password = first.split("password '")[1].split("'")[0]
+    assert authenticate(username="admin", password=password) is not None
+    n_runs = Run.objects.count()
+    call_command("demo_data", out=str(synthetic_bundle), preset="test")
+    again = capsys.readouterr().out
+    assert Run.objects.count() == n_runs and f"password '{password}'" in again  # nothing redone, same account
