@@ -424,6 +424,16 @@ class Prediction(models.Model):
     mstar_pred = models.FloatField(
         null=True, blank=True, help_text=f"{units.STELLAR_MASS}, stellar mass implied: ml_pred x lum_g"
     )
+    ml_lo68 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, lower end of the 68% interval")
+    ml_hi68 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, upper end of the 68% interval")
+    ml_lo95 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, lower end of the 95% interval")
+    ml_hi95 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, upper end of the 95% interval")
+    mstar_lo68 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, lower end of the 68% interval")
+    mstar_hi68 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, upper end of the 68% interval")
+    mstar_lo95 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, lower end of the 95% interval")
+    mstar_hi95 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, upper end of the 95% interval")
+    out_of_support = models.BooleanField(default=False, help_text="the galaxy lies outside what the model was trained on")
+    support_reasons = models.JSONField(default=list, blank=True, help_text="why it is outside the training support")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

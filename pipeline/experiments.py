@@ -54,7 +54,9 @@ class ExperimentContext:
         self.on_step(f"fitting {spec.name}")
         base = self.named.get("gi_morph" if spec.bands and spec.groups else "g_morph" if spec.groups else "gi")
         params = base.params if base is not None and spec.method == "gbm" else {}
-        return fit_model(spec, self.data, params=params, train_rows=train_rows, importance=False, seed=self.seed)
+        return fit_model(
+            spec, self.data, params=params, train_rows=train_rows, importance=False, uncertainty=False, seed=self.seed
+        )
 
     def row(self, experiment: str, fitted: FittedModel, method: str | None = None, **details) -> ExperimentRow:
         test = self.data.rows("test")

@@ -62,6 +62,7 @@ class LearningData:
     names: list[str]
     groups: dict[str, list[str]]
     morphology: np.ndarray
+    magerr_g: np.ndarray | None = None
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +89,13 @@ class LearningData:
         data = self.columns if rows is None else self.columns[rows]
         return np.ascontiguousarray(data[:, columns])
 
+    def physical(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Redshift, g-band luminosity (Lsun_g) and size (the cutout's field in kpc, which follows D25)."""
+        rows = slice(None) if rows is None else rows
+        columns = self.columns[rows]
+        size = columns[:, self.index["image_size"]].astype(float) * columns[:, self.index["pixel_kpc"]].astype(float)
+        return {"redshift": columns[:, self.index["redshift"]].astype(float), "luminosity": self.lum_g[rows], "size_kpc": size}
+
     def rows(self, split: str) -> np.ndarray:
         """Indices of the galaxies of a split that have a usable M/L target and error."""
         usable = np.isfinite(self.target) & (self.target > 0) & np.isfinite(self.error)
@@ -113,6 +121,7 @@ def assemble(
     image_features: dict[str, np.ndarray],
     cnn_groups: dict[str, tuple[np.ndarray, list[str]]],
     cnn1_probabilities: np.ndarray | None,
+    magerr_g: np.ndarray | None = None,
 ) -> LearningData:
     """Build :class:`LearningData` from per-galaxy arrays (NaN where a value is missing).
 
@@ -165,4 +174,5 @@ def assemble(
         galaxy_ids=np.asarray(galaxy_ids, dtype=np.int64), split=np.asarray(split, dtype=object),
         target=np.asarray(target, dtype=float), error=np.asarray(error, dtype=float), lum_g=band_lum["g"],
         columns=columns, names=names, groups=groups, morphology=morphology,
+        magerr_g=None if magerr_g is None else np.asarray(magerr_g, dtype=float),
     )  # fmt: skip

@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pipeline.gbm import ConstantML, GBMRegressor
+from pipeline.intervals import IntervalModel, stellar_mass_interval
 from pipeline.learning import MORPHOLOGY_MODEL_GROUPS, LearningData
 from pipeline.metrics import MORPHOLOGY_CLASSES, l1_per_galaxy, metrics_by_class, ml_metrics
 from pipeline.model_selection import cross_validate_grid, permutation_l1_importance, top_features
 from pipeline.powerlaw import PowerLawGI
+from pipeline.support import SupportModel
 
 METHODS = ("constant", "gbm", "powerlaw")
 #: Features whose permutation importance is measured: those with the most split gain.
@@ -72,10 +74,37 @@ class FittedModel:
     cv: list[dict] = field(default_factory=list)
     n_train: int = 0
     fit_seconds: float = 0.0
+    intervals: IntervalModel | None = None
+    support: SupportModel | None = None
 
     def predict(self, data: LearningData, rows: np.ndarray | None = None) -> np.ndarray:
         """Predicted M/L (Msun/Lsun_g); NaN where the method cannot predict (no g - i colour)."""
         return np.asarray(self.estimator.predict(data.matrix(self.features, rows)), dtype=float)
+
+    def uncertainty(self, data: LearningData, rows: np.ndarray | None = None) -> dict:
+        """Point M/L, its calibrated intervals and stellar-mass intervals, and out-of-support reasons.
+
+        Returns a dict of arrays: ``ml``, ``ml_lo68``, ``ml_hi68``, ``ml_lo95``, ``ml_hi95``
+        (Msun/Lsun_g), ``mstar`` and its ``mstar_lo68`` ... (Msun), and ``reasons`` (a
+        list of strings per galaxy, empty inside the training support).
+        """
+        X = data.matrix(self.features, rows)
+        point = np.asarray(self.estimator.predict(X), dtype=float)
+        usable = np.isfinite(point) & (point > 0)
+        safe = np.where(usable, point, 1.0)
+        select = slice(None) if rows is None else rows
+        lum = data.lum_g[select]
+        magerr = data.magerr_g[select] if data.magerr_g is not None else np.zeros(len(point))
+        out = {"ml": point, "mstar": point * lum}
+        for level, (lo, hi) in self.intervals.intervals(X, safe, data.morphology[select]).items():
+            lo, hi = np.minimum(lo, safe), np.maximum(hi, safe)  # exact, after the round trip through log10
+            key = round(level * 100)
+            out[f"ml_lo{key}"], out[f"ml_hi{key}"] = np.where(usable, lo, np.nan), np.where(usable, hi, np.nan)
+            z_score = {68: 1.0, 95: 1.96}[key]
+            m_lo, m_hi = stellar_mass_interval(lo, hi, safe, lum, magerr, z_score)
+            out[f"mstar_lo{key}"], out[f"mstar_hi{key}"] = np.where(usable, m_lo, np.nan), np.where(usable, m_hi, np.nan)
+        out["reasons"] = self.support.reasons(data.physical(rows), X)
+        return out
 
     def describe(self) -> dict:
         """JSON-ready description: spec, features, parameters, selection and CV results."""
@@ -96,6 +125,7 @@ def fit_model(
     grid: dict | None = None,
     train_rows: np.ndarray | None = None,
     importance: bool = True,
+    uncertainty: bool = True,
     seed: int = 0,
 ) -> FittedModel:
     """Fit ``spec`` on the training split (or ``train_rows``), stopping early on the validation split.
@@ -137,8 +167,24 @@ def fit_model(
             fitted.importance = ranking
     if importance and spec.method == "gbm" and not fitted.importance:
         fitted.importance = _importance(fitted, data, val, seed)
+    if uncertainty:
+        fit_uncertainty(fitted, data, train, val, seed)
     fitted.fit_seconds = time.perf_counter() - started
     return fitted
+
+
+def fit_uncertainty(fitted: FittedModel, data: LearningData, train: np.ndarray, val: np.ndarray, seed: int = 0) -> None:
+    """Calibrated intervals (quantile GBMs conformalised on validation; constant width for
+    the baselines) and the training support, both from the model's own features."""
+    X_train, X_val = data.matrix(fitted.features, train), data.matrix(fitted.features, val)
+    point_val = np.asarray(fitted.estimator.predict(X_val), dtype=float)
+    usable = np.isfinite(point_val) & (point_val > 0)
+    method = "cqr" if fitted.spec.method == "gbm" else "residual"
+    fitted.intervals = IntervalModel(method=method).fit(
+        X_train, data.target[train], X_val[usable], data.target[val][usable], point_val[usable],
+        groups_val=data.morphology[val][usable], seed=seed,
+    )  # fmt: skip
+    fitted.support = SupportModel().fit(data.physical(train), X_train, X_val, seed=seed)
 
 
 def _fit(spec: ModelSpec, data: LearningData, features: list[str], params: dict, train, val, seed: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,15 +30,56 @@ from pipeline.regression import NAMED_MODELS
 NAMES = {spec.name for spec in NAMED_MODELS}
 
 
+#: objid -> what makes it unlike the training galaxies (none of them has an M/L target).
+INJECTED = {9000000000000000001: "redshift", 9000000000000000002: "luminosity", 9000000000000000003: "features"}
+
+
+def inject_out_of_selection(bundle: Path, out: Path) -> Path:
+    """A copy of a bundle plus three galaxies that pass ingest but lie outside the sample:
+    a clone at redshift 0.5, a clone 7 mag fainter (its image 630 times dimmer), and a
+    clone whose g image is pure sky noise."""
+    import shutil
+
+    from astropy.io import fits
+
+    shutil.copytree(bundle, out)
+    catalogue = Table.read(out / "catalogue.csv", format="ascii.csv")
+    truth = Table.read(out / "truth.csv", format="ascii.csv")
+    masked = np.ma.getmaskarray(truth["fault"])
+    faulty = {int(o) for o, f, m in zip(truth["objid"], truth["fault"], masked, strict=True) if not m and str(f).strip()}
+    template = next(row for row in catalogue if int(row["objid"]) not in faulty)  # an ordinary galaxy, not a fault
+    rng = np.random.default_rng(0)
+    for objid, kind in INJECTED.items():
+        row = {name: template[name] for name in catalogue.colnames}
+        row["objid"] = objid
+        if kind == "redshift":
+            row["z"] = 0.5
+        if kind == "luminosity":
+            for band in "ugriz":
+                row[f"mag_{band}"] = str(float(template[f"mag_{band}"]) + 7.0)
+        catalogue.add_row(row)
+        for band in "gi":
+            with fits.open(out / "images" / f"{template['objid']}_{band}.fits") as hdul:
+                data, header = hdul[0].data.astype(np.float32), hdul[0].header
+            if kind == "luminosity":
+                data = data / 10 ** (7.0 / 2.5)
+            if kind == "features" and band == "g":
+                data = rng.normal(0.0, np.std(data[:8, :8]), data.shape).astype(np.float32)
+            fits.PrimaryHDU(data, header).writeto(out / "images" / f"{objid}_{band}.fits")
+    catalogue.write(out / "catalogue.csv", format="ascii.csv", overwrite=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def modelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_factory):  # noqa: ARG001 - ordering
-    """A synthetic survey through every stage with the test preset (eager Celery)."""
+    """A synthetic survey (with three out-of-selection galaxies) through every stage with the test preset."""
     from django.conf import settings
 
     media = tmp_path_factory.mktemp("gbm-media")
     old_media, settings.MEDIA_ROOT = settings.MEDIA_ROOT, media
+    bundle = inject_out_of_selection(synthetic_bundle, tmp_path_factory.mktemp("injected") / "bundle")
     with django_db_blocker.unblock():
-        ingest_bundle(synthetic_bundle, "gbm")
+        ingest_bundle(bundle, "gbm")
         survey = Survey.objects.get(name="gbm")
         start_preprocess_run(survey, preset_name="test")
         start_cnn_run(survey, preset_name="test")
@@ -200,3 +242,51 @@ def test_run_pipeline_runs_the_model_stages(stages, capsys):
     summary = json.loads(out[out.index("{") :])
     assert summary["stages"]["gbm"]["status"] == summary["stages"]["predict"]["status"] == "succeeded"
     assert summary["stages"]["gbm"]["done"] == 6
+
+
+@pytest.mark.django_db
+def test_predictions_carry_calibrated_intervals_and_the_out_of_support_flag(stages):
+    survey, stage_runs, _ = stages
+    models = {m.name: m for m in TrainedModel.objects.filter(run=stage_runs["gbm"])}
+    for name, model in models.items():
+        calibration = model.metrics["calibration"]
+        assert calibration["method"] == ("cqr" if model.kind == "gbm" else "residual"), name
+        assert 0 <= calibration["coverage_68"] <= calibration["coverage_95"] <= 1
+        assert calibration["width_95_dex"] > calibration["width_68_dex"] > 0 and calibration["target_error_dex"] > 0
+        assert {"by_class", "by_redshift", "by_luminosity", "out_of_support"} <= set(calibration)
+    rows = Prediction.objects.filter(model=models["gi_morph"]).select_related("galaxy")
+    for p in rows[:30]:
+        assert p.ml_lo95 <= p.ml_lo68 <= p.ml_pred <= p.ml_hi68 <= p.ml_hi95
+        assert p.mstar_lo68 <= p.mstar_pred <= p.mstar_hi68
+    injected = {p.galaxy.objid: p for p in rows.filter(galaxy__objid__in=INJECTED)}
+    assert set(injected) == set(INJECTED)  # predicted, though outside the learning sample
+    for objid, kind in INJECTED.items():
+        prediction = injected[objid]
+        assert prediction.out_of_support, (kind, prediction.support_reasons)
+        assert any(kind in reason for reason in prediction.support_reasons), (kind, prediction.support_reasons)
+    flagged_share = rows.filter(out_of_support=True).exclude(galaxy__objid__in=INJECTED).count() / rows.count()
+    assert flagged_share < 0.2  # the survey's own galaxies are mostly inside
+
+
+@pytest.mark.django_db
+def test_exports_and_api_carry_the_intervals(stages, tmp_path):
+    from rest_framework.test import APIClient
+
+    survey, _, _ = stages
+    out = tmp_path / "intervals.ecsv"
+    call_command("export_catalogue", str(out), "--format", "ecsv", "--survey", survey.name, "--model", "gi_morph")
+    table = Table.read(out, format="ascii.ecsv")
+    for column in ("ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95"):
+        assert table[column].unit.to_string() == "solMass / Lsun_g"
+    assert str(table["mstar_hi95"].unit) == "solMass"
+    odd = table[table["objid"] == 9000000000000000001][0]
+    assert odd["out_of_support"] == 1 and "redshift" in odd["support_reasons"]
+    fits_out = tmp_path / "intervals.fits"
+    call_command("export_catalogue", str(fits_out), "--format", "fits", "--survey", survey.name, "--model", "gi_morph")
+    fits_table = Table.read(fits_out)
+    assert np.ma.is_masked(fits_table[fits_table["status"] == "rejected"]["out_of_support"][0])  # no prediction: masked
+    detail = APIClient().get(f"/api/galaxies/9000000000000000002/?survey={survey.name}").json()
+    gi_morph = next(p for p in detail["predictions"] if p["model_name"] == "gi_morph")
+    assert gi_morph["out_of_support"] and gi_morph["ml_lo68"] <= gi_morph["ml_pred"] <= gi_morph["ml_hi68"]
+    listed = APIClient().get(f"/api/galaxies/?survey={survey.name}&model=gi_morph&page_size=5").json()["results"]
+    assert all("ml_hi95" in row and "support_reasons" in row for row in listed)

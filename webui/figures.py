@@ -123,9 +123,14 @@ def gz2_bars(volunteers: np.ndarray | None, cnn1: np.ndarray | None, div_id: str
     return to_div(figure, div_id, height=420)
 
 
-def predictions_against_target(names, predicted, target, target_error, div_id: str = "galaxy-predictions") -> str:
-    """Each model's predicted M/L beside the target and its 1-sigma error."""
-    figure = go.Figure(go.Bar(x=list(names), y=list(predicted), name="predicted", marker_color="#1a5fb4"))
+def predictions_against_target(names, predicted, target, target_error, lo68=None, hi68=None,
+                               div_id: str = "galaxy-predictions") -> str:  # fmt: skip
+    """Each model's predicted M/L with its 68% interval, beside the target and its 1-sigma error."""
+    error_y = None
+    if lo68 is not None and all(v is not None for v in [*lo68, *hi68]):
+        error_y = {"type": "data", "symmetric": False, "array": [h - p for h, p in zip(hi68, predicted, strict=True)],
+                   "arrayminus": [p - lo for lo, p in zip(lo68, predicted, strict=True)], "color": "#333"}  # fmt: skip
+    figure = go.Figure(go.Bar(x=list(names), y=list(predicted), name="predicted", marker_color="#1a5fb4", error_y=error_y))
     if target is not None:
         figure.add_hline(y=target, line_color="red", annotation_text=f"target {target:.3g}")
         if target_error:
@@ -142,4 +147,21 @@ def band_set_bars(rows: list[dict], div_id: str = "band-sets") -> str:
         figure.add_bar(x=[r["bands"] for r in chosen], y=[r["l1"] for r in chosen], marker_color=colour,
                        name="with morphology" if morphology else "photometry only")  # fmt: skip
     figure.update_layout(title="Test L1 per set of bands", xaxis_title="bands", yaxis_title="L1", barmode="group")
+    return to_div(figure, div_id)
+
+
+def calibration_plot(report: dict, div_id: str = "calibration") -> str:
+    """Nominal against empirical coverage of the 68% and 95% intervals, overall and per class."""
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "#999"}, name="ideal")
+    levels = [0.68, 0.95]
+    figure.add_scatter(x=levels, y=[report.get(f"coverage_{round(v * 100)}") for v in levels], mode="lines+markers",
+                       name=f"all ({report.get('n')})", line={"color": "#000", "width": 3})  # fmt: skip
+    for name, entry in (report.get("by_class") or {}).items():
+        if name:
+            figure.add_scatter(x=levels, y=[entry.get(f"coverage_{round(v * 100)}") for v in levels], mode="lines+markers",
+                               name=f"{name} ({entry.get('n')})", line={"color": COLOURS.get(name)})  # fmt: skip
+    figure.update_layout(title="Interval calibration (test split)", xaxis_title="nominal coverage",
+                         yaxis_title="empirical coverage",
+                         xaxis_range=[0.5, 1], yaxis_range=[0.4, 1.02])  # fmt: skip
     return to_div(figure, div_id)

@@ -173,15 +173,18 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for prediction in predictions:
         latest.setdefault(prediction.model.name, prediction)
     prediction_rows = [
-        (p.model, format_cell(p.ml_pred), format_cell(p.mstar_pred),
-         format_cell(float(np.log10(p.ml_pred / galaxy.ml_g))) if galaxy.ml_g else "\u2013")
+        (p.model, format_cell(p.ml_pred), _interval(p.ml_lo68, p.ml_hi68), format_cell(p.mstar_pred),
+         _interval(p.mstar_lo68, p.mstar_hi68),
+         format_cell(float(np.log10(p.ml_pred / galaxy.ml_g))) if galaxy.ml_g else "\u2013", "; ".join(p.support_reasons))
         for p in latest.values()
     ]  # fmt: skip
     prediction_figure = ""
     if latest:
+        chosen = list(latest.values())
         prediction_figure = figures.predictions_against_target(
-            list(latest), [p.ml_pred for p in latest.values()], galaxy.ml_g, galaxy.ml_g_err
-        )
+            list(latest), [p.ml_pred for p in chosen], galaxy.ml_g, galaxy.ml_g_err,
+            [p.ml_lo68 for p in chosen], [p.ml_hi68 for p in chosen],
+        )  # fmt: skip
     gz2_figure = ""
     if votes is not None or predicted is not None:
         gz2_figure = figures.gz2_bars(None if votes is None else votes.probabilities, predicted)
@@ -253,6 +256,10 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         context["per_class"].append((name, [format_cell(m.get(k)) for k in METRIC_KEYS]))
     if model.curves:
         context["figures"]["curves"] = figures.training_curves(model.curves)
+    calibration = metrics.get("calibration") or {}
+    if calibration.get("coverage_68") is not None:
+        context["figures"]["calibration"] = figures.calibration_plot(calibration)
+        context["calibration"] = calibration
     if metrics.get("permutation_importance"):
         context["figures"]["importance"] = figures.importance_bars(metrics["permutation_importance"])
     test = test_predictions(model)
@@ -341,6 +348,10 @@ def experiments_csv(request: HttpRequest, name: str) -> HttpResponse:  # noqa: A
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="morphomass-{survey.name}-experiments.csv"'
     return response
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    return "\u2013" if lo is None or hi is None else f"{lo:.3g} \u2013 {hi:.3g}"
 
 
 @ensure_csrf_cookie

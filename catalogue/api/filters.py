@@ -13,6 +13,9 @@ from pipeline import units
 from pipeline.metrics import MORPHOLOGY_CLASSES
 
 MAX_CONE_RADIUS_DEG = 30.0
+#: What a list with ?model= carries of each galaxy's prediction.
+PREDICTION_FIELDS = ("ml_pred", "mstar_pred", "ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95", "mstar_lo68", "mstar_hi68",
+                     "mstar_lo95", "mstar_hi95", "out_of_support", "support_reasons")  # fmt: skip
 
 
 class GalaxyFilter(filters.FilterSet):
@@ -90,7 +93,7 @@ class GalaxyFilter(filters.FilterSet):
         if model is not None:
             queryset = queryset.annotate(
                 prediction=FilteredRelation("predictions", condition=Q(predictions__model=model))
-            ).annotate(ml_pred=F("prediction__ml_pred"), mstar_pred=F("prediction__mstar_pred"))
+            ).annotate(**{name: F(f"prediction__{name}") for name in PREDICTION_FIELDS})
             if data.get("ml_pred_min") is not None:
                 queryset = queryset.filter(ml_pred__gte=data["ml_pred_min"])
             if data.get("ml_pred_max") is not None:

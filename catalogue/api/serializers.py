@@ -6,6 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from catalogue.api.filters import PREDICTION_FIELDS
 from catalogue.models import ExperimentResult, Galaxy, Prediction, Run, RunStage, Survey, TrainedModel
 from catalogue.services.export import EXPORT_COLUMNS
 from pipeline import gz2, units
@@ -13,7 +14,8 @@ from pipeline.presets import PRESETS
 
 #: Field name -> unit, for clients that want units as data (the schema has them as text).
 GALAXY_UNITS = {c.name: c.unit for c in EXPORT_COLUMNS if c.unit}
-GALAXY_UNITS |= {"ml_pred": units.MASS_TO_LIGHT, "mstar_pred": units.STELLAR_MASS}
+GALAXY_UNITS |= {n: units.MASS_TO_LIGHT for n in PREDICTION_FIELDS if n.startswith("ml_")}
+GALAXY_UNITS |= {n: units.STELLAR_MASS for n in PREDICTION_FIELDS if n.startswith("mstar_")}
 
 
 class SurveySerializer(serializers.ModelSerializer):
@@ -39,13 +41,23 @@ class GalaxySerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="this galaxy's API detail")
     ml_pred = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, predicted M/L (?model=)")
     mstar_pred = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, stellar mass (?model=)")
+    ml_lo68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 68% interval, lower")
+    ml_hi68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 68% interval, upper")
+    ml_lo95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 95% interval, lower")
+    ml_hi95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 95% interval, upper")
+    mstar_lo68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 68% interval, lower")
+    mstar_hi68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 68% interval, upper")
+    mstar_lo95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 95% interval, lower")
+    mstar_hi95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 95% interval, upper")
+    out_of_support = serializers.BooleanField(read_only=True, required=False, help_text="outside the model's training support")
+    support_reasons = serializers.JSONField(read_only=True, required=False, help_text="why it is outside the training support")
 
     class Meta:
         model = Galaxy
         fields = [
             "id", "url", "survey", "objid", "ra", "dec", "z", "d25_arcmin", "lum_dist_mpc", "lum_g", "ml_g", "ml_g_err",
             "chi2_r", "mag_u", "mag_g", "mag_r", "mag_i", "mag_z", "split", "status", "status_reason", "morphology",
-            "ml_pred", "mstar_pred",
+            *PREDICTION_FIELDS,
         ]  # fmt: skip
 
     def get_url(self, galaxy: Galaxy) -> str:
@@ -56,8 +68,8 @@ class GalaxySerializer(serializers.ModelSerializer):
     def to_representation(self, galaxy: Galaxy) -> dict:
         data = super().to_representation(galaxy)
         if not hasattr(galaxy, "ml_pred"):
-            data.pop("ml_pred", None)
-            data.pop("mstar_pred", None)
+            for name in PREDICTION_FIELDS:
+                data.pop(name, None)
         return data
 
 
@@ -68,7 +80,7 @@ class PredictionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Prediction
-        fields = ["model", "model_name", "run", "ml_pred", "mstar_pred", "error_dex"]
+        fields = ["model", "model_name", "run", *PREDICTION_FIELDS, "error_dex"]
 
     def get_error_dex(self, prediction: Prediction) -> float | None:
         import math
@@ -85,7 +97,7 @@ class GalaxyDetailSerializer(GalaxySerializer):
     predictions = serializers.SerializerMethodField(help_text="every model's prediction for this galaxy")
 
     class Meta(GalaxySerializer.Meta):
-        fields = [f for f in GalaxySerializer.Meta.fields if f not in {"ml_pred", "mstar_pred"}]
+        fields = [f for f in GalaxySerializer.Meta.fields if f not in PREDICTION_FIELDS]
         fields += ["magerr_u", "magerr_g", "magerr_r", "magerr_i", "magerr_z", "extra", "units", "images", "gz2", "features",
                    "predictions"]  # fmt: skip
 

@@ -67,16 +67,24 @@ EXPORT_COLUMNS: tuple[Column, ...] = (
     Column("status_reason", None, "why a galaxy is excluded or rejected", "str", 300),
     Column("morphology", None, "irregular / edge-on / disk / elliptical from CNN1's GZ2 probabilities", "str", 10),
 )
+END = {"lo": "lower", "hi": "upper"}
 PREDICTION_COLUMNS = (
     Column("ml_pred", units.MASS_TO_LIGHT, "predicted g-band mass-to-light ratio"),
     Column("mstar_pred", units.STELLAR_MASS, "stellar mass implied by ml_pred and lum_g"),
-)
+    *(Column(f"ml_{side}{level}", units.MASS_TO_LIGHT, f"{END[side]} end of the calibrated {level}% M/L interval")
+      for level in (68, 95) for side in END),
+    *(Column(f"mstar_{side}{level}", units.STELLAR_MASS, f"{END[side]} end of the {level}% stellar-mass interval")
+      for level in (68, 95) for side in END),
+    Column("out_of_support", None, "1 if the galaxy lies outside what the model was trained on", "int"),
+    Column("support_reasons", None, "why it lies outside the training support", "str", 300),
+)  # fmt: skip
 FORMATS = ("csv", "ecsv", "fits", "votable", "parquet")
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8", "ecsv": "text/plain; charset=utf-8", "fits": "application/fits",
     "votable": "application/x-votable+xml", "parquet": "application/vnd.apache.parquet",
 }  # fmt: skip
 ROWS_PER_BATCH = 2_000
+FITS_INT_NULL = -1
 
 
 def prediction_model(survey: Survey | None, name: str) -> TrainedModel:
@@ -122,10 +130,18 @@ def catalogue_meta(survey: Survey | None, model: TrainedModel | None) -> dict:
 def catalogue_rows(queryset: QuerySet[Galaxy], model: TrainedModel | None) -> Iterator[tuple]:
     """Row tuples in :func:`catalogue_columns` order, from a database iterator (survey, objid order)."""
     names = [c.name for c in EXPORT_COLUMNS]
-    if model is not None:
-        queryset = queryset.annotate(pred=FilteredRelation("predictions", condition=Q(predictions__model=model)))
-        names += ["pred__ml_pred", "pred__mstar_pred"]
-    return queryset.order_by("survey_id", "objid").values_list(*names).iterator(chunk_size=ROWS_PER_BATCH)
+    rows = queryset.order_by("survey_id", "objid")
+    if model is None:
+        return rows.values_list(*names).iterator(chunk_size=ROWS_PER_BATCH)
+    rows = rows.annotate(pred=FilteredRelation("predictions", condition=Q(predictions__model=model)))
+    names += [f"pred__{c.name}" for c in PREDICTION_COLUMNS]
+    return (_flat_prediction(row) for row in rows.values_list(*names).iterator(chunk_size=ROWS_PER_BATCH))
+
+
+def _flat_prediction(row: tuple) -> tuple:
+    """The flag as 0/1 (None without a prediction) and the reasons as one string."""
+    *head, flag, reasons = row
+    return (*head, None if flag is None else int(flag), "; ".join(reasons or []))
 
 
 @contextmanager
@@ -270,6 +286,9 @@ def write_fits(columns, meta, rows, count) -> Iterator[bytes]:
     for i, c in enumerate(columns, 1):
         if c.unit is not None:
             header[f"TUNIT{i}"] = c.unit  # FITS does not know Lsun_g; the string travels anyway
+    for i, c in enumerate(columns, 1):
+        if c.kind == "int" and c.name != "objid":
+            header[f"TNULL{i}"] = FITS_INT_NULL  # no value: read back as masked
     header["NAXIS2"] = count
     yield fits.PrimaryHDU().header.tostring().encode()
     yield header.tostring().encode()
@@ -283,7 +302,7 @@ def write_fits(columns, meta, rows, count) -> Iterator[bytes]:
             elif c.kind == "float":
                 records[c.name] = [np.nan if v is None else v for v in values]
             else:
-                records[c.name] = values
+                records[c.name] = [FITS_INT_NULL if v is None else v for v in values]
         take = min(len(records), count - written)  # rows added after the count are left out
         written += take
         yield records[:take].tobytes()

@@ -46,21 +46,36 @@ def predict_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.Chu
 
 def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkContext | None = None) -> int:
     """Upsert the model's prediction for every galaxy of ``data``; returns how many it could not predict."""
-    predicted = fitted.predict(data)
+    if getattr(fitted, "intervals", None) is None:  # a model pickled before intervals existed
+        u = {"ml": fitted.predict(data), "reasons": [[] for _ in range(len(data.galaxy_ids))]}
+        u["mstar"] = u["ml"] * data.lum_g
+    else:
+        u = fitted.uncertainty(data)
+    predicted = u["ml"]
     usable = np.isfinite(predicted) & (predicted > 0)
-    mass = predicted * data.lum_g
+    columns = [c for c in INTERVAL_COLUMNS if c in u]
+
+    def value(name: str, i: int) -> float | None:
+        v = u[name][i]
+        return float(v) if np.isfinite(v) else None
+
     for start in range(0, len(predicted), BATCH):
         if context is not None:
             context.check()
         rows = [
             Prediction(galaxy_id=int(data.galaxy_ids[i]), model=model, ml_pred=float(predicted[i]),
-                       mstar_pred=float(mass[i]) if np.isfinite(mass[i]) else None)
+                       mstar_pred=value("mstar", i), out_of_support=bool(u["reasons"][i]), support_reasons=u["reasons"][i],
+                       **{c: value(c, i) for c in columns})
             for i in range(start, min(start + BATCH, len(predicted))) if usable[i]
         ]  # fmt: skip
         Prediction.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["galaxy", "model"], update_fields=["ml_pred", "mstar_pred"]
-        )
+            rows, update_conflicts=True, unique_fields=["galaxy", "model"],
+            update_fields=["ml_pred", "mstar_pred", "out_of_support", "support_reasons", *INTERVAL_COLUMNS],
+        )  # fmt: skip
     return int((~usable).sum())
+
+
+INTERVAL_COLUMNS = tuple(f"{q}_{side}{level}" for q in ("ml", "mstar") for level in (68, 95) for side in ("lo", "hi"))
 
 
 def store_morphology(data) -> None:
