@@ -62,7 +62,15 @@ def test_class_conditional_corrections_with_enough_validation_galaxies():
     model = IntervalModel(method="residual").fit(np.zeros((n, 0)), y, np.zeros((n, 0)), y, np.ones(n), groups_val=groups)
     assert model.corrections[(0.68, "wild")] > 3 * model.corrections[(0.68, "calm")]
     lo, hi = model.intervals(np.zeros((2, 0)), np.ones(2), np.array(["calm", "unknown"], dtype=object))[0.68]
-    assert hi[0] < hi[1] and hi[1] == pytest.approx(10 ** model.corrections[0.68])  # unknown class: global width
+    assert hi[0] < hi[1] and hi[1] == pytest.approx(10 ** model.corrections[0.68])  # unknown class: the shared width
+    # A class too small for its own correction shares one calibrated on the small classes only,
+    # not a pooled one that the big quiet class would set.
+    groups = np.where(np.arange(n) < 350, "calm", "rare")
+    y = 10 ** np.where(groups == "calm", rng.normal(0, 0.05, n), rng.normal(0, 0.3, n))
+    model = IntervalModel(method="residual").fit(np.zeros((n, 0)), y, np.zeros((n, 0)), y, np.ones(n), groups_val=groups)
+    lo, hi = model.intervals(np.zeros((n, 0)), np.ones(n), groups)[0.68]
+    rare = groups == "rare"
+    assert (0.68, "rare") not in model.corrections and np.mean((lo[rare] <= y[rare]) & (y[rare] <= hi[rare])) >= 0.68
 
 
 def test_stellar_mass_interval_adds_the_magnitude_error():
