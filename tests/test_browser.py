@@ -104,7 +104,8 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     # A model page with every figure, and the experiments page.
     model = TrainedModel.objects.get(survey=survey, name="g_morph")
     page.open(f"/models/{model.pk}/", "model")
-    assert page.plots_rendered() == 4
+    assert page.plots_rendered() == 5  # Figs. 4-6, importances, interval calibration
+    assert page.page.locator("#calibration .main-svg").count() > 0
     page.open(f"/surveys/{survey.name}/experiments/", "experiments")
     assert page.plots_rendered() == 1 and "Table 1" in page.page.content()
 
