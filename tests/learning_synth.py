@@ -13,6 +13,10 @@ import numpy as np
 from pipeline import gz2
 from pipeline.learning import IMAGE, LUMINOSITY, LearningData, assemble
 
+#: Rows of each experiment's table (pipeline.experiments), whatever the data.
+EXPERIMENT_TABLE_ROWS = {
+    "single_band": 3, "ablation": 6, "colour": 3, "losses": 9, "band_sets": 10, "significance": 2, "half_data": 2,
+}  # fmt: skip
 GBM_TEST_PARAMS = {
     "num_leaves": 15,
     "min_child_samples": 20,

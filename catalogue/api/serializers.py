@@ -34,31 +34,33 @@ class SurveySerializer(serializers.ModelSerializer):
         return {split or "none": n for split, n in rows}
 
 
+def prediction_serializer_field(name: str) -> serializers.Field:
+    """A read-only serializer field for a Prediction column, described by the model's own help text (with its unit)."""
+    field = Prediction._meta.get_field(name)
+    kind = {"BooleanField": serializers.BooleanField, "JSONField": serializers.JSONField}.get(
+        field.get_internal_type(), serializers.FloatField
+    )
+    return kind(read_only=True, required=False, help_text=f"{field.help_text} (with ?model=)")
+
+
 class GalaxySerializer(serializers.ModelSerializer):
     """One catalogue row; with ``?model=`` the list also carries that model's prediction."""
 
     survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
     url = serializers.SerializerMethodField(help_text="this galaxy's API detail")
-    ml_pred = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, predicted M/L (?model=)")
-    mstar_pred = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, stellar mass (?model=)")
-    ml_lo68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 68% interval, lower")
-    ml_hi68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 68% interval, upper")
-    ml_lo95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 95% interval, lower")
-    ml_hi95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.MASS_TO_LIGHT}, 95% interval, upper")
-    mstar_lo68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 68% interval, lower")
-    mstar_hi68 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 68% interval, upper")
-    mstar_lo95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 95% interval, lower")
-    mstar_hi95 = serializers.FloatField(read_only=True, required=False, help_text=f"{units.STELLAR_MASS}, 95% interval, upper")
-    out_of_support = serializers.BooleanField(read_only=True, required=False, help_text="outside the model's training support")
-    support_reasons = serializers.JSONField(read_only=True, required=False, help_text="why it is outside the training support")
 
     class Meta:
         model = Galaxy
         fields = [
             "id", "url", "survey", "objid", "ra", "dec", "z", "d25_arcmin", "lum_dist_mpc", "lum_g", "ml_g", "ml_g_err",
             "chi2_r", "mag_u", "mag_g", "mag_r", "mag_i", "mag_z", "split", "status", "status_reason", "morphology",
-            *PREDICTION_FIELDS,
         ]  # fmt: skip
+
+    #: Columns of the ``?model=`` prediction joined to each row (not on the detail, which lists every prediction).
+    prediction_fields = PREDICTION_FIELDS
+
+    def get_fields(self):
+        return {**super().get_fields(), **{name: prediction_serializer_field(name) for name in self.prediction_fields}}
 
     def get_url(self, galaxy: Galaxy) -> str:
         path = reverse("api:galaxy-detail", args=[galaxy.objid]) + f"?survey={galaxy.survey.name}"
@@ -90,6 +92,7 @@ class PredictionSerializer(serializers.ModelSerializer):
 
 
 class GalaxyDetailSerializer(GalaxySerializer):
+    prediction_fields = ()
     units = serializers.SerializerMethodField(help_text="field -> unit of every quantity that has one")
     images = serializers.SerializerMethodField(help_text="FITS cutouts and PNG previews of each preprocessing stage")
     gz2 = serializers.SerializerMethodField(help_text="Galaxy Zoo 2 volunteer and CNN1-predicted unconditional probabilities")
@@ -97,7 +100,7 @@ class GalaxyDetailSerializer(GalaxySerializer):
     predictions = serializers.SerializerMethodField(help_text="every model's prediction for this galaxy")
 
     class Meta(GalaxySerializer.Meta):
-        fields = [f for f in GalaxySerializer.Meta.fields if f not in PREDICTION_FIELDS]
+        fields = list(GalaxySerializer.Meta.fields)
         fields += ["magerr_u", "magerr_g", "magerr_r", "magerr_i", "magerr_z", "extra", "units", "images", "gz2", "features",
                    "predictions"]  # fmt: skip
 

@@ -17,16 +17,21 @@ from django.core.files.storage import default_storage
 _LOADED: dict[str, object] = {}
 
 
-def save_keras_model(model, name: str) -> str:
-    """Save a keras.Model under storage ``name`` (a suffix is added if taken); returns the name used."""
-    fd, tmp = tempfile.mkstemp(suffix=".keras")
+def _save_through_temporary_file(write, name: str, suffix: str) -> str:
+    """``write(path)`` a local file, then hand it to storage under ``name``; returns the name used."""
+    fd, tmp = tempfile.mkstemp(suffix=suffix)
     os.close(fd)
     try:
-        model.save(tmp)
+        write(tmp)
         with open(tmp, "rb") as fh:
             return default_storage.save(name, File(fh))
     finally:
         os.unlink(tmp)
+
+
+def save_keras_model(model, name: str) -> str:
+    """Save a keras.Model under storage ``name`` (a suffix is added if taken); returns the name used."""
+    return _save_through_temporary_file(model.save, name, ".keras")
 
 
 def load_keras_model(name: str):
@@ -57,14 +62,12 @@ def save_pickle(obj, name: str) -> str:
     Only this service's own workers write and read these files: pickles from elsewhere
     must never be loaded.
     """
-    fd, tmp = tempfile.mkstemp(suffix=".pkl")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(path: str) -> None:
+        with open(path, "wb") as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        with open(tmp, "rb") as fh:
-            return default_storage.save(name, File(fh))
-    finally:
-        os.unlink(tmp)
+
+    return _save_through_temporary_file(write, name, ".pkl")
 
 
 def load_pickle(name: str):
