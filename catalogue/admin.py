@@ -10,14 +10,16 @@ from catalogue import models
 from catalogue.services.preprocess_runs import start_preprocess_run
 from catalogue.services.runs import RunConflict, cancel_run
 from catalogue.services.stages import STAGES, start_stage
+from catalogue.services.workflow import start_workflow
 from pipeline.presets import PRESETS
 
 
 class StartRunForm(forms.Form):
     survey = forms.ModelChoiceField(queryset=models.Survey.objects.order_by("name"))
-    stage = forms.ChoiceField(
-        choices=[(s, s) for s in STAGES], help_text="each stage needs the one before it to have finished"
-    )
+    stages = forms.MultipleChoiceField(
+        choices=[(s, s) for s in STAGES], widget=forms.CheckboxSelectMultiple,
+        help_text="run in this order, each starting when the one before it succeeds",
+    )  # fmt: skip
     preset = forms.ChoiceField(
         choices=[(p, p) for p in PRESETS], initial="fast",
         help_text="test: seconds (tiny); fast: a laptop demo; paper: the paper's networks (GPU)",
@@ -116,17 +118,17 @@ class RunAdmin(admin.ModelAdmin):
         return [start, *super().get_urls()]
 
     def start_view(self, request):
-        """Start a stage through the same service as the CLI and the API, then watch it on its page."""
+        """Start one stage, or several one after another, through the same services as the CLI and the API."""
         form = StartRunForm(request.POST or None, initial={"survey": request.GET.get("survey")})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            options = {"preset_name": data["preset"], "force": data["force"], "user": request.user}
             try:
-                run = start_stage(
-                    data["stage"], data["survey"], preset_name=data["preset"], force=data["force"], user=request.user
-                )
-            except RunConflict as exc:
-                form.add_error(None, str(exc))
-            except ValueError as exc:
+                if len(data["stages"]) == 1:
+                    run = start_stage(data["stages"][0], data["survey"], **options)
+                else:
+                    run = start_workflow(data["survey"], data["stages"], **options)
+            except (RunConflict, ValueError) as exc:
                 form.add_error(None, str(exc))
             else:
                 self.message_user(request, f"run #{run.pk} started: {run.message}", messages.INFO)

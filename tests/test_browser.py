@@ -116,14 +116,17 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     page.page.click("input[type=submit]")
     page.page.wait_for_load_state("networkidle")
     page.page.select_option("#id_survey", label="web")
-    page.page.select_option("#id_stage", "predict")
+    page.page.check("input[name=stages][value=experiments]")
+    page.page.check("input[name=stages][value=predict]")
     page.page.select_option("#id_preset", "test")
     page.page.click("input[type=submit]")
     page.page.wait_for_url("**/runs/*/")
-    page.page.wait_for_selector("#run-status:has-text('succeeded')", timeout=60_000)
+    page.page.wait_for_selector("#run-status:has-text('succeeded')", timeout=120_000)
     page.check("run")
-    run = Run.objects.filter(survey=survey, stage="predict").latest("created")
-    assert page.page.url.endswith(f"/runs/{run.pk}/") and run.status == "succeeded"
+    workflow = Run.objects.filter(survey=survey, stage="workflow").latest("created")
+    assert page.page.url.endswith(f"/runs/{workflow.pk}/") and workflow.status == "succeeded"
+    assert sorted(workflow.children.values_list("stage", flat=True)) == ["experiments", "predict"]
+    assert page.page.locator("#run-stages li").count() == 2
 
     # A run a worker is still on: the page follows it through the API until it fails, with the error.
     busy = Run.objects.create(stage="gbm", survey=survey, preset="test", status="running", progress=0.25, message="fitting gi")

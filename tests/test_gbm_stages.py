@@ -23,6 +23,7 @@ from catalogue.services.ingest import ingest_bundle
 from catalogue.services.learning_data import load_learning_data
 from catalogue.services.prediction_stage import PREDICT_STAGE
 from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.workflow import start_workflow
 from pipeline import units
 from pipeline.experiments import EXPERIMENTS
 from pipeline.regression import NAMED_MODELS
@@ -218,10 +219,12 @@ def test_the_whole_chain_runs_through_real_workers(synthetic_bundle, celery_work
         return run
 
     queues = {"preprocess": "cpu", "cnn": "gpu", "features": "gpu", "gbm": "cpu", "experiments": "cpu", "predict": "cpu"}
-    starts = {"preprocess": start_preprocess_run, "cnn": start_cnn_run, "features": start_features_run,
-              "gbm": start_gbm_run, "experiments": start_experiments_run, "predict": start_predict_run}  # fmt: skip
-    for stage, start in starts.items():
-        run = finish(start(survey, preset_name="test"))
+    # One call: each stage is started by the worker that finished the one before it.
+    workflow = finish(start_workflow(survey, list(queues), preset_name="test"), timeout=600)
+    stages = {run.stage: run for run in workflow.children.all()}
+    assert set(stages) == set(queues) and workflow.progress == 1.0
+    for stage, run in stages.items():
+        assert run.status == "succeeded"
         assert {c.worker.split()[0] for c in run.chunks.all()} == {celery_workers[queues[stage]]}, stage
     assert Prediction.objects.filter(galaxy__survey=survey, model__name="g_morph").count() > 150
     assert ExperimentResult.objects.filter(survey=survey).count() == sum(EXPERIMENT_TABLE_ROWS.values())
@@ -283,3 +286,29 @@ def test_exports_and_api_carry_the_intervals(stages, tmp_path):
     assert gi_morph["out_of_support"] and gi_morph["ml_lo68"] <= gi_morph["ml_pred"] <= gi_morph["ml_hi68"]
     listed = APIClient().get(f"/api/galaxies/?survey={survey.name}&model=gi_morph&page_size=5").json()["results"]
     assert all("ml_hi95" in row and "support_reasons" in row for row in listed)
+
+
+@pytest.mark.django_db
+def test_a_workflow_runs_its_stages_in_order_and_cancelling_it_cancels_the_stage(stages):
+    survey, _, _ = stages
+    workflow = start_workflow(survey, ["predict", "gbm"], preset_name="test")  # put in pipeline order
+    assert workflow.status == "succeeded" and workflow.config["stages"] == ["gbm", "predict"]
+    children = list(workflow.children.order_by("created"))
+    assert [(c.stage, c.status) for c in children] == [("gbm", "succeeded"), ("predict", "succeeded")]
+    assert "all 2 stages succeeded" in workflow.message
+    with pytest.raises(ValueError, match="stages must be some of"):
+        start_workflow(survey, ["dance"])
+    # A workflow whose stage is still queued (no worker here): cancelling the workflow cancels the stage.
+    from catalogue.celery import app
+
+    app.conf.task_always_eager = False  # inside the test's transaction nothing is sent
+    try:
+        waiting = start_workflow(survey, ["experiments"], preset_name="test")
+    finally:
+        app.conf.task_always_eager = True
+    child = waiting.children.get()
+    assert waiting.status == "running" and child.status in ("queued", "running")
+    assert runs.cancel_run(waiting)
+    child.refresh_from_db()
+    waiting.refresh_from_db()
+    assert child.status == "cancelled" and waiting.status == "cancelled"

@@ -57,10 +57,10 @@ def test_staff_start_a_run_from_the_admin_and_see_why_it_was_refused(client, cat
     survey, _ = catalogue
     client.force_login(User.objects.create_superuser("boss", "b@example.org", "x"))
     form = client.get("/admin/catalogue/run/start/").content.decode()
-    assert 'name="stage"' in form and "paper" in form
-    refused = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stage": "gbm", "preset": "test"})
+    assert 'name="stages"' in form and "paper" in form
+    refused = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stages": ["gbm"], "preset": "test"})
     assert refused.status_code == 200 and "run the features stage first" in refused.content.decode()
-    started = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stage": "preprocess", "preset": "test"})
+    started = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stages": ["preprocess"], "preset": "test"})
     run = Run.objects.filter(survey=survey, stage="preprocess").latest("created")
     assert started.status_code == 302 and started["Location"] == f"/runs/{run.pk}/"
     assert "Start a run" in client.get("/admin/catalogue/run/").content.decode()
@@ -70,3 +70,19 @@ def test_plotly_is_served_locally(client):
     response = client.get("/js/plotly.min.js")
     assert response.status_code == 200 and response["Content-Type"] == "text/javascript"
     assert b"plotly" in b"".join(response.streaming_content)[:2000].lower()
+
+
+def test_staff_start_several_stages_from_the_admin_and_a_failing_stage_ends_the_workflow(client, catalogue):  # noqa: F811
+    survey, _ = catalogue
+    client.force_login(User.objects.create_superuser("boss", "b@example.org", "x"))
+    response = client.post(
+        "/admin/catalogue/run/start/", {"survey": survey.pk, "stages": ["preprocess", "gbm"], "preset": "test"}
+    )
+    workflow = Run.objects.get(survey=survey, stage="workflow")
+    assert response["Location"] == f"/runs/{workflow.pk}/"
+    # preprocess has nothing to do here (no images) and succeeds; gbm then refuses: no CNN features.
+    assert workflow.status == "failed" and "stage gbm could not start" in workflow.message
+    assert "run the features stage first" in workflow.error
+    assert list(workflow.children.values_list("stage", "status")) == [("preprocess", "succeeded")]
+    page = client.get(f"/runs/{workflow.pk}/").content.decode()
+    assert "preprocess" in page and "stage gbm could not start" in page

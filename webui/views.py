@@ -360,5 +360,6 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     from catalogue.services.runs import chunk_failures
 
     run = get_object_or_404(Run.objects.select_related("survey"), pk=pk)
-    return render(request, "webui/run.html", {"run": run, "failures": chunk_failures(run),
+    stages = list(run.children.order_by("created"))
+    return render(request, "webui/run.html", {"run": run, "failures": chunk_failures(run), "stages": stages,
                                               "log_tail": "\n".join(run.log.splitlines()[-40:])})  # fmt: skip

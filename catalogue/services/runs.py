@@ -37,7 +37,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from catalogue import limits
-from catalogue.models import Run, RunChunk, Survey
+from catalogue.models import Run, RunChunk, RunStage, Survey
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +371,10 @@ def _finish(run_id: int, status: str, message: str, *, result: dict | None = Non
             RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).update(
                 state=RunChunk.State.CANCELLED, finished=now, error=f"run {status}"
             )
+    if run.parent_id is not None:
+        from catalogue.services.workflow import on_run_finished  # the workflow builds on this module
+
+        on_run_finished(run.pk)
     return True
 
 
@@ -392,6 +396,9 @@ def cancel_run(run: Run, user=None) -> bool:
     """
     who = f" by {user}" if user is not None else ""
     done = _finish(run.pk, Run.Status.CANCELLED, f"cancelled{who} after {run.items_done + run.items_failed} items")
+    if run.stage == RunStage.WORKFLOW:  # and the stage it is running
+        for child in Run.objects.filter(parent=run, status__in=Run.ACTIVE):
+            cancel_run(child, user)
     if done:
         task_ids = list(RunChunk.objects.filter(run=run, state=RunChunk.State.CANCELLED).values_list("task_id", flat=True))
         _revoke(task_ids)
@@ -426,7 +433,9 @@ def reap_stale_runs(now: datetime | None = None) -> list[int]:
     """
     now = now or timezone.now()
     reaped = []
-    for run in Run.objects.filter(status__in=Run.ACTIVE).annotate(last_chunk=Max("chunks__heartbeat")):
+    # A workflow has no chunks of its own: its stages are reaped, and it follows them.
+    active = Run.objects.filter(status__in=Run.ACTIVE).exclude(stage=RunStage.WORKFLOW)
+    for run in active.annotate(last_chunk=Max("chunks__heartbeat")):
         last = max(t for t in (run.heartbeat, run.last_chunk, run.created) if t is not None)
         silence = limits.silence_limit_s(limits.stage_kind(run.stage))
         cutoff = now - timedelta(seconds=silence)

@@ -14,7 +14,9 @@ STAGES = {
 }  # fmt: skip
 
 
-def start_stage(stage: str, survey: Survey, *, preset_name: str = "fast", force: bool = False, user=None) -> Run:
+def start_stage(
+    stage: str, survey: Survey, *, preset_name: str = "fast", force: bool = False, user=None, parent: Run | None = None
+) -> Run:
     """Start one stage on a survey.
 
     Raises
@@ -26,4 +28,4 @@ def start_stage(stage: str, survey: Survey, *, preset_name: str = "fast", force:
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return STAGES[stage](survey, preset_name=preset_name, force=force, user=user)
+    return STAGES[stage](survey, preset_name=preset_name, force=force, user=user, parent=parent)
