@@ -72,7 +72,10 @@ def on_run_finished(run_id: int) -> None:
     if run is None or run.parent is None or run.parent.stage != RunStage.WORKFLOW:
         return
     if run.status == Run.Status.SUCCEEDED:
-        start_next(run.parent_id)
+        try:
+            start_next(run.parent_id)
+        except Exception as exc:  # the stage that just ended is done; the workflow must not hang on
+            runs.fail_run(run.parent_id, exc, where=f"starting the stage after {run.stage}")
     else:
         detail = f": {run.message}" if run.message else ""
         runs.fail_run(run.parent_id, f"stage {run.stage} (run #{run.pk}) {run.status}{detail}")
