@@ -11,10 +11,12 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import ensure_csrf_cookie
+from rest_framework.exceptions import ValidationError
 
 from catalogue.models import ExperimentResult, FeatureSet, Galaxy, Prediction, Run, Survey, TrainedModel
 from catalogue.selectors import predicted_gz2
 from catalogue.services.cutouts import read_cutout, usable_image
+from catalogue.services.export import FORMATS
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from pipeline import gz2, units
 from pipeline.display import asinh_display, linear_display, mark_points, png_bytes
@@ -114,20 +116,24 @@ def catalogue_browser(request: HttpRequest) -> HttpResponse:
             if model is not None:
                 cells.append(format_cell(getattr(galaxy, "ml_pred", None)))
             rows.append((galaxy.pk, galaxy.survey.name, cells))
-    except Exception as exc:  # a bad filter is shown, not a 500
-        from rest_framework.exceptions import ValidationError
-
-        if not isinstance(exc, (ValueError, ValidationError)):
-            raise
-        error = str(exc.detail if isinstance(exc, ValidationError) else exc)
+    except (ValueError, ValidationError) as exc:  # a bad filter is explained, not a 500
+        error = _explain(exc)
         model = None
     columns = list(GALAXY_COLUMNS) + ([("ml_pred", f"predicted M/L ({model.name})", units.MASS_TO_LIGHT)] if model else [])
     query = params.urlencode()
     return render(request, "webui/catalogue.html", {
         "form": filterset.form, "columns": columns, "rows": rows, "page": page, "error": error, "ordering": ordering,
         "query": query, "query_without_ordering": _without(params, "ordering"), "sortable": SORTABLE,
-        "formats": ["csv", "ecsv", "fits", "votable", "parquet"],
+        "formats": FORMATS,
     })  # fmt: skip
+
+
+def _explain(exc: Exception) -> str:
+    """A filter error as a sentence: 'field: reason' for each field."""
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in detail.items())
+    return str(exc)
 
 
 def _without(params, key: str) -> str:
