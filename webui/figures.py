@@ -64,10 +64,8 @@ def error_histograms(dex: np.ndarray, l1: np.ndarray, div_id: str = "errors") ->
     return to_div(figure, div_id)
 
 
-def importance_bars(pairs: list[tuple[str, float]] | dict[str, float], top: int = 20, div_id: str = "importance") -> str:
+def importance_bars(pairs: list[tuple[str, float]], top: int = 20, div_id: str = "importance") -> str:
     """Fig. 5: the rise of the validation L1 when a feature is shuffled."""
-    if isinstance(pairs, dict):  # stored by models trained before importances became ordered pairs
-        pairs = sorted(pairs.items(), key=lambda item: -(item[1] or 0))
     pairs = list(pairs)[:top][::-1]
     figure = go.Figure(go.Bar(x=[v for _, v in pairs], y=[n for n, _ in pairs], orientation="h", marker_color="#1a5fb4"))
     figure.update_layout(title=f"Permutation importance (top {len(pairs)})", xaxis_title="increase of validation L1")

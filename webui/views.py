@@ -58,16 +58,14 @@ def home(request: HttpRequest) -> HttpResponse:
         n_val=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="val")),
         n_test=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="test")),
     ).order_by("name"))  # fmt: skip
-    histogram = ""
-    if surveys:
-        shown = surveys[0] if len(surveys) == 1 else max(surveys, key=lambda s: s.updated)
-        histogram = figures.ml_histogram(ml_by_split(shown), div_id="ml-histogram")
-    models = [m for m in TrainedModel.objects.filter(kind__in=["gbm", "baseline"]).select_related("survey")[:30]]
-    runs = list(Run.objects.select_related("survey")[:12])
-    active = [r for r in runs if r.is_active]
+    shown = max(surveys, key=lambda s: s.updated) if surveys else None  # the survey touched last
+    histogram = figures.ml_histogram(ml_by_split(shown), div_id="ml-histogram") if shown else ""
+    models = TrainedModel.objects.filter(kind__in=["gbm", "baseline"]).select_related("survey")[:12]
+    runs = Run.objects.select_related("survey")
+    active = list(runs.filter(status__in=Run.ACTIVE))
     return render(request, "webui/home.html", {
-        "surveys": surveys, "runs": runs, "active_runs": active, "histogram": histogram, "shown_survey": surveys and shown,
-        "models": models[:12], "refresh_seconds": 10 if active else 0,
+        "surveys": surveys, "runs": runs[:12], "active_runs": active, "histogram": histogram, "shown_survey": shown,
+        "models": models, "refresh_seconds": 10 if active else 0,
     })  # fmt: skip
 
 
@@ -268,7 +266,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         context["calibration"] = calibration
     if metrics.get("permutation_importance"):
         context["figures"]["importance"] = figures.importance_bars(metrics["permutation_importance"])
-    test = test_predictions(model)
+    test = test_split_predictions(model)
     context["n_test_predictions"] = len(test["predicted"])
     if len(test["predicted"]):
         context["figures"]["pred_vs_true"] = figures.predicted_vs_true(test["predicted"], test["target"])
@@ -284,7 +282,7 @@ METRIC_KEYS = ("l1", "l2", "rmsle", "median_l1", "within_015_dex", "n")
 METRIC_LABELS = ("L1", "L2", "RMSLE [dex]", "median L1", "within 0.15 dex", "galaxies")
 
 
-def test_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
+def test_split_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
     """The model's predictions of the test split with each galaxy's target, luminosity, class and P(features)."""
     from catalogue.selectors import feature_matrix
 

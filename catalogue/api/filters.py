@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import django_filters as filters
 from django.db.models import F, FilteredRelation, Q, QuerySet
 from rest_framework.exceptions import ValidationError
@@ -70,12 +72,12 @@ class GalaxyFilter(filters.FilterSet):
     def no_filter(self, queryset, name, value):  # noqa: ARG002 - handled in filter_queryset
         return queryset
 
-    @property
+    @cached_property
     def survey_object(self) -> Survey | None:
         name = self.form.cleaned_data.get("survey")
         return Survey.objects.filter(name=name).first() if name else None
 
-    @property
+    @cached_property
     def prediction_model(self) -> TrainedModel | None:
         """The model named by ``model`` (None without one); a bad name is a 400 with the reason."""
         value = self.form.cleaned_data.get("model")

@@ -48,7 +48,7 @@ def store_model(run, fitted: FittedModel, data: LearningData, feature_set_ids: d
     """Pickle a fitted model and record it with its validation and test metrics."""
     test = data.rows("test")
     test_metrics, per_class, _ = score(fitted, data, test) if len(test) else ({}, {}, None)
-    calibration = test_calibration(fitted, data, test) if len(test) and fitted.intervals is not None else {}
+    calibration = calibration_on_test_split(fitted, data, test) if len(test) else {}
     ranked = sorted(fitted.importance.items(), key=lambda item: -item[1])[:IMPORTANCES_KEPT]
     name = save_pickle(fitted, f"models/{run.survey.name}/run{run.pk}/{fitted.spec.name}.pkl")
     kind = TrainedModel.Kind.GBM if fitted.spec.method == "gbm" else TrainedModel.Kind.BASELINE
@@ -60,7 +60,7 @@ def store_model(run, fitted: FittedModel, data: LearningData, feature_set_ids: d
     )  # fmt: skip
 
 
-def test_calibration(fitted: FittedModel, data: LearningData, test) -> dict:
+def calibration_on_test_split(fitted: FittedModel, data: LearningData, test) -> dict:
     """Coverage of the 68% and 95% intervals on the test split: overall, per class, per redshift
     and luminosity quartile; widths in dex beside the targets' own errors; and the L1 of the
     galaxies flagged outside the training support against the rest."""

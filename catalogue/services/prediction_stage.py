@@ -46,14 +46,9 @@ def predict_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.Chu
 
 def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkContext | None = None) -> int:
     """Upsert the model's prediction for every galaxy of ``data``; returns how many it could not predict."""
-    if getattr(fitted, "intervals", None) is None:  # a model pickled before intervals existed
-        u = {"ml": fitted.predict(data), "reasons": [[] for _ in range(len(data.galaxy_ids))]}
-        u["mstar"] = u["ml"] * data.lum_g
-    else:
-        u = fitted.uncertainty(data)
+    u = fitted.uncertainty(data)
     predicted = u["ml"]
     usable = np.isfinite(predicted) & (predicted > 0)
-    columns = [c for c in INTERVAL_COLUMNS if c in u]
 
     def value(name: str, i: int) -> float | None:
         v = u[name][i]
@@ -65,7 +60,7 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
         rows = [
             Prediction(galaxy_id=int(data.galaxy_ids[i]), model=model, ml_pred=float(predicted[i]),
                        mstar_pred=value("mstar", i), out_of_support=bool(u["reasons"][i]), support_reasons=u["reasons"][i],
-                       **{c: value(c, i) for c in columns})
+                       **{c: value(c, i) for c in INTERVAL_COLUMNS})
             for i in range(start, min(start + BATCH, len(predicted))) if usable[i]
         ]  # fmt: skip
         Prediction.objects.bulk_create(

@@ -378,6 +378,11 @@ def _finish(run_id: int, status: str, message: str, *, result: dict | None = Non
     return True
 
 
+def succeed_run(run_id: int, message: str) -> bool:
+    """End an active run as succeeded (a run without chunks of its own, e.g. a workflow)."""
+    return _finish(run_id, Run.Status.SUCCEEDED, message)
+
+
 def fail_run(run_id: int, exc: BaseException | str, where: str = "") -> None:
     """Fail a run with the exception's traceback (or a reason)."""
     if isinstance(exc, BaseException):

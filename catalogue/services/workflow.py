@@ -55,7 +55,7 @@ def start_next(parent_id: int) -> None:
         items_done=len(stages) - len(remaining), progress=(len(stages) - len(remaining)) / len(stages), heartbeat=timezone.now()
     )
     if not remaining:
-        runs._finish(parent.pk, Run.Status.SUCCEEDED, f"all {len(stages)} stages succeeded: {', '.join(stages)}")
+        runs.succeed_run(parent.pk, f"all {len(stages)} stages succeeded: {', '.join(stages)}")
         return
     stage = remaining[0]
     Run.objects.filter(pk=parent.pk).update(message=f"{stage} ({len(stages) - len(remaining) + 1} of {len(stages)})")
