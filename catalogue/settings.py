@@ -149,3 +149,5 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
 )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not CELERY_BROKER_URL)
+# In-process: an in-memory transport, so nothing tries (or warns about) a broker on localhost.
+CELERY_BROKER_URL = CELERY_BROKER_URL or "memory://localhost/"

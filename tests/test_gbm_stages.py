@@ -3,8 +3,8 @@ catalogue export with predictions, and the whole chain through real workers."""
 
 from __future__ import annotations
 
+import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -206,25 +206,20 @@ def test_model_stages_refuse_clearly_without_their_inputs(synthetic_bundle):
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_the_whole_chain_runs_through_real_workers(synthetic_bundle, celery_workers):
-    """Every stage of the test preset, each on its queue's worker process."""
+    """run_pipeline --preset test: every stage, each on its queue's worker process."""
     ingest_bundle(synthetic_bundle, "chain")
     survey = Survey.objects.get(name="chain")
-
-    def finish(run: Run, timeout: float = 300) -> Run:
-        deadline = time.monotonic() + timeout
-        while run.status in Run.ACTIVE and time.monotonic() < deadline:
-            time.sleep(0.5)
-            run.refresh_from_db()
-        assert run.status == "succeeded", f"{run.stage}: {run.status} {run.message} {run.error}"
-        return run
-
     queues = {"preprocess": "cpu", "cnn": "gpu", "features": "gpu", "gbm": "cpu", "experiments": "cpu", "predict": "cpu"}
-    # One call: each stage is started by the worker that finished the one before it.
-    workflow = finish(start_workflow(survey, list(queues), preset_name="test"), timeout=600)
+    # One workflow: each stage is started by the worker that finished the one before it.
+    out, err = io.StringIO(), io.StringIO()
+    call_command("run_pipeline", "--survey", "chain", "--preset", "test", "--timeout", "600", stdout=out, stderr=err)
+    workflow = Run.objects.get(survey=survey, stage="workflow")
+    assert workflow.status == "succeeded" and workflow.progress == 1.0, workflow.error
     stages = {run.stage: run for run in workflow.children.all()}
-    assert set(stages) == set(queues) and workflow.progress == 1.0
+    assert set(stages) == set(queues) and f"workflow #{workflow.pk} on survey chain (test): succeeded" in out.getvalue()
     for stage, run in stages.items():
         assert run.status == "succeeded"
+        assert f"{stage:<12}succeeded: {run.items_done} done" in err.getvalue()
         assert {c.worker.split()[0] for c in run.chunks.all()} == {celery_workers[queues[stage]]}, stage
     assert Prediction.objects.filter(galaxy__survey=survey, model__name="g_morph").count() > 150
     assert ExperimentResult.objects.filter(survey=survey).count() == sum(EXPERIMENT_TABLE_ROWS.values())
@@ -233,7 +228,7 @@ def test_the_whole_chain_runs_through_real_workers(synthetic_bundle, celery_work
 @pytest.mark.django_db
 def test_run_pipeline_runs_the_model_stages(stages, capsys):
     survey = stages[0]
-    call_command("run_pipeline", "--survey", survey.name, "--preset", "test", "--stages", "gbm,predict")
+    call_command("run_pipeline", "--survey", survey.name, "--preset", "test", "--stages", "gbm,predict", "--json")
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{") :])
     assert summary["stages"]["gbm"]["status"] == summary["stages"]["predict"]["status"] == "succeeded"
@@ -291,7 +286,8 @@ def test_exports_and_api_carry_the_intervals(stages, tmp_path):
 @pytest.mark.django_db
 def test_a_workflow_runs_its_stages_in_order_and_cancelling_it_cancels_the_stage(stages):
     survey, _, _ = stages
-    workflow = start_workflow(survey, ["predict", "gbm"], preset_name="test")  # put in pipeline order
+    # put in pipeline order; forced, since an earlier test already ran both with these inputs
+    workflow = start_workflow(survey, ["predict", "gbm"], preset_name="test", force=True)
     assert workflow.status == "succeeded" and workflow.config["stages"] == ["gbm", "predict"]
     children = list(workflow.children.order_by("created"))
     assert [(c.stage, c.status) for c in children] == [("gbm", "succeeded"), ("predict", "succeeded")]

@@ -123,7 +123,7 @@ def test_fast_then_paper_preprocessing_gives_every_resolution(survey):
 
 @pytest.mark.usefixtures("survey")
 def test_run_pipeline_prints_a_json_summary(capsys):
-    call_command("run_pipeline", "--survey", "pre", "--preset", "test", "--stages", "preprocess")
+    call_command("run_pipeline", "--survey", "pre", "--preset", "test", "--stages", "preprocess", "--json")
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{") :])
     stage = summary["stages"]["preprocess"]

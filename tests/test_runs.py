@@ -18,11 +18,7 @@ from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.preprocess_chunk import PREPROCESS_STAGE
 from catalogue.services.preprocess_runs import galaxies_to_preprocess, start_preprocess_run
-
-# Real workers in these tests use short limits: a chunk killed with its worker comes back
-# after the visibility timeout, i.e. 1.1 x 8 + 5 = 13.8 s, swept every second.
-FAST_REDELIVERY = {"MORPHOMASS_TASK_HARD_LIMITS": json.dumps({"chunk": 8, "train": 8, "control": 8}),
-                   "CELERY_RESTORE_INTERVAL_S": "1"}  # fmt: skip
+from tests.run_helpers import FAST_REDELIVERY, assert_every_galaxy_accounted_once, finished, running_chunk, wait_for
 
 
 @pytest.fixture
@@ -37,37 +33,6 @@ def deferred():
     app.conf.task_always_eager = False
     yield
     app.conf.task_always_eager = True
-
-
-def wait_for(predicate, timeout: float, message: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}")
-
-
-def finished(run: Run, timeout: float) -> Run:
-    def over():
-        run.refresh_from_db()
-        return run.status in Run.TERMINAL
-
-    wait_for(over, timeout, f"run #{run.pk} to finish ({run.message})")
-    return run
-
-
-def assert_every_galaxy_accounted_once(run: Run) -> None:
-    chunks = list(RunChunk.objects.filter(run=run))
-    items = [i for c in chunks for i in c.items]
-    assert len(items) == len(set(items)) == run.items_total
-    assert all(c.state == "done" and c.n_done + c.n_failed == len(c.items) for c in chunks)
-    assert run.items_done + run.items_failed == run.items_total
-    results = Preprocessed.objects.filter(galaxy_id__in=items)
-    assert results.count() == run.items_total  # one result row per galaxy
-    assert results.filter(status="ok").count() == run.items_done
-    assert results.filter(status="failed").count() == run.items_failed
 
 
 # --- the ledger, in-process ---------------------------------------------------------
@@ -212,10 +177,6 @@ def test_visibility_timeout_exceeds_every_hard_limit(monkeypatch):
 
 
 # --- real workers against Redis and PostgreSQL ---------------------------------------
-
-
-def running_chunk(run: Run) -> RunChunk | None:
-    return RunChunk.objects.filter(run=run, state="running").first()
 
 
 @pytest.mark.services

@@ -39,10 +39,9 @@ def load_keras_model(name: str):
     model = _LOADED.get(name)
     if model is not None:
         return model
-    import keras
-
     import pipeline.cnn.gz2_layer  # noqa: F401 - registers the custom layer and loss for loading
     import pipeline.cnn.losses  # noqa: F401
+    from pipeline.cnn import keras  # loaded quietly there
 
     fd, tmp = tempfile.mkstemp(suffix=".keras")
     os.close(fd)

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 from django.db import transaction
-from django.utils import timezone
 
 from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, Run, Split, TrainedModel
 from catalogue.services import runs
@@ -90,10 +89,8 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
             return
         last_report[0] = time.monotonic()
         done = (position + ((epoch - 1) + batch / batches) / config.epochs) / n_roles
-        Run.objects.filter(pk=run.pk).update(
-            progress=min(0.999, done), heartbeat=timezone.now(),
-            message=f"{role}: epoch {epoch}/{config.epochs}, batch {batch}/{batches}, loss {logs.get('loss', float('nan')):.4g}",
-        )  # fmt: skip
+        loss = logs.get("loss", float("nan"))
+        runs.report_progress(run.pk, done, f"{role}: epoch {epoch}/{config.epochs}, batch {batch}/{batches}, loss {loss:.4g}")
 
     result = trainer(model, train_data, val_data, config, progress=progress)
     metrics = _validation_metrics(model, role, val_data, val_targets, train_targets)

@@ -5,7 +5,8 @@ the worker process (SIGKILL, as the kernel's OOM killer would) whenever it start
 of those galaxies, and ``{"delay_s": 0.2}`` slows each galaxy down so a test can kill a
 worker mid-chunk, and ``{"transient_error_objids": [...]}`` raises a database
 OperationalError the first time this process meets one of those galaxies (as a dropped
-connection would). Unset (always, outside tests) it does nothing.
+connection would), and ``{"fail_stages": ["features"]}`` makes every chunk of those
+stages raise (a bug in a stage, for the workflow's failure tests). Unset (always, outside tests) it does nothing.
 """
 
 from __future__ import annotations
@@ -39,3 +40,13 @@ def before_item(objid: int) -> None:
 
         _SEEN.add(int(objid))
         raise OperationalError(f"injected: server closed the connection while preprocessing {objid}")
+
+
+class InjectedFailure(RuntimeError):
+    """The error ``fail_stages`` raises."""
+
+
+def before_chunk(stage: str) -> None:
+    """Called by the run engine before each chunk's body."""
+    if stage in _faults().get("fail_stages", []):
+        raise InjectedFailure(f"injected failure in the {stage} stage (MORPHOMASS_FAULTS)")

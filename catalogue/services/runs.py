@@ -38,6 +38,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from catalogue import limits
 from catalogue.models import Run, RunChunk, RunStage, Survey
+from catalogue.services import faults
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,19 @@ MAX_CHUNK_ATTEMPTS = 5
 MAX_ITEM_CRASHES = 2
 #: Seconds between a chunk's heartbeat / cancellation checks.
 CHECK_INTERVAL_S = 1.0
+
+
+#: Called with a run's id whenever this process changes the run's progress or state: how
+#: the CLI draws progress while Celery runs the stages in this very process (no workers).
+progress_listeners: list[Callable[[int], None]] = []
+
+
+def _notify(run_id: int) -> None:
+    for listener in list(progress_listeners):
+        try:
+            listener(run_id)
+        except Exception:  # a display must never break the work it shows
+            log.exception("progress listener failed")
 
 
 class RunConflict(RuntimeError):
@@ -235,6 +249,7 @@ def report_progress(run_id: int, fraction: float, message: str) -> None:
     Run.objects.filter(pk=run_id, status__in=Run.ACTIVE).update(
         progress=min(0.999, max(0.0, fraction)), message=message[:300], heartbeat=now
     )
+    _notify(run_id)
 
 
 @dataclass
@@ -279,6 +294,7 @@ def execute_chunk(chunk_id: int, worker: str, stage: StageHooks) -> dict:
     context = ChunkContext(claim)
     started = time.monotonic()
     try:
+        faults.before_chunk(claim.run.stage)
         outcome = stage.body(claim, context)
     except RunCancelled as exc:
         _settle(claim, RunChunk.State.CANCELLED, str(exc), stage)
@@ -347,6 +363,8 @@ def refresh_run(run_id: int, on_finish: Callable[[Run], dict] | None = None) -> 
         extra = on_finish(run) if on_finish is not None else {}
         _finish(run.pk, Run.Status.SUCCEEDED, run.message, result={"done": run.items_done, "failed": run.items_failed, **extra})
         run.refresh_from_db()
+    else:
+        _notify(run_id)
     return run
 
 
@@ -371,6 +389,7 @@ def _finish(run_id: int, status: str, message: str, *, result: dict | None = Non
             RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).update(
                 state=RunChunk.State.CANCELLED, finished=now, error=f"run {status}"
             )
+    _notify(run_id)
     if run.parent_id is not None:
         from catalogue.services.workflow import on_run_finished  # the workflow builds on this module
 
@@ -383,15 +402,16 @@ def succeed_run(run_id: int, message: str) -> bool:
     return _finish(run_id, Run.Status.SUCCEEDED, message)
 
 
-def fail_run(run_id: int, exc: BaseException | str, where: str = "") -> None:
-    """Fail a run with the exception's traceback (or a reason)."""
+def fail_run(run_id: int, exc: BaseException | str, where: str = "", details: str = "") -> None:
+    """Fail a run with the exception's traceback (or a reason, and ``details`` such as a failed stage's traceback)."""
     if isinstance(exc, BaseException):
         text = "".join(traceback.format_exception(exc))[-10000:]
         summary = f"{type(exc).__name__}: {exc}"
     else:
         text = summary = str(exc)
     prefix = f"{where}: " if where else ""
-    _finish(run_id, Run.Status.FAILED, f"{prefix}{summary}", error=f"{prefix}{text}")
+    error = f"{prefix}{text}" + (f"\n\n{details}"[-10000:] if details else "")
+    _finish(run_id, Run.Status.FAILED, f"{prefix}{summary}", error=error)
 
 
 def cancel_run(run: Run, user=None) -> bool:

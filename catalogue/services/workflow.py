@@ -4,7 +4,13 @@ The parent (stage ``workflow``) holds the list of stages; each stage is an ordin
 with the parent set. When a stage's run ends, the process that ended it (a worker, or this
 process with in-process Celery) starts the next stage, so nothing polls and nothing waits:
 the chain lives in the database. A stage that fails or is cancelled ends the parent with
-the stage named; cancelling the parent (``runs.cancel_run``) cancels the stage in progress.
+the stage named and its traceback; cancelling the parent (``runs.cancel_run``) cancels
+the stage in progress.
+
+A workflow is resumable: a stage that already succeeded with the same inputs (see
+:func:`catalogue.services.stages.stage_inputs`) is reused, not run again, unless
+``force`` is set. Running the same workflow again after a failure or a cancellation
+therefore continues from the first stage that did not succeed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from django.utils import timezone
 
 from catalogue.models import Run, RunStage, Survey
 from catalogue.services import runs
-from catalogue.services.stages import STAGES, start_stage
+from catalogue.services.stages import STAGES, reusable_run, start_stage
 
 
 def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fast", force: bool = False, user=None) -> Run:
@@ -22,48 +28,64 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
     Raises
     ------
     ValueError
-        for an unknown stage or no stage at all.
+        for an unknown stage or no stage at all, or when the first stage cannot start
+        (its inputs are missing: the message says which).
     RunConflict
-        when a workflow is already active on the survey.
+        when a workflow or a stage is already active on the survey: one survey's stages
+        read each other's results, so they run one workflow at a time.
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         raise ValueError(f"stages must be some of {', '.join(STAGES)}; got {', '.join(stages) or 'none'}")
     ordered = [s for s in STAGES if s in stages]
-    existing = runs.active_run(survey, RunStage.WORKFLOW)
+    existing = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey").order_by("created").first()
     if existing is not None:
-        raise runs.RunConflict(existing)
+        raise runs.RunConflict(existing.parent or existing)
     parent = Run.objects.create(
         stage=RunStage.WORKFLOW, survey=survey, preset=preset_name, status=Run.Status.RUNNING, started=timezone.now(),
         heartbeat=timezone.now(), items_total=len(ordered), started_by=user,
-        config={"stages": ordered, "force": force}, message=f"starting {ordered[0]}",
+        config={"stages": ordered, "force": force, "reused": {}}, message=f"starting {ordered[0]}",
     )  # fmt: skip
     start_next(parent.pk)
     parent.refresh_from_db()
+    if parent.status == Run.Status.FAILED and not parent.children.exists() and not parent.config.get("reused"):
+        parent.delete()  # nothing began: an error to the caller, not a failed workflow in the list
+        raise ValueError(parent.message.removeprefix(f"stage {ordered[0]} could not start: "))
     return parent
 
 
 def start_next(parent_id: int) -> None:
-    """Start the first stage of the workflow that has not succeeded yet, or finish the workflow."""
+    """Start the first stage of the workflow that has not succeeded yet, or finish the workflow.
+
+    Stages whose last success had the same inputs are skipped (recorded under
+    ``config["reused"]`` with the run reused), unless the workflow forces a redo.
+    """
     parent = Run.objects.select_related("survey").get(pk=parent_id)
-    if parent.status not in Run.ACTIVE:
+    while parent.status in Run.ACTIVE:
+        stages, reused = parent.config["stages"], dict(parent.config.get("reused", {}))
+        done = set(parent.children.filter(status=Run.Status.SUCCEEDED).values_list("stage", flat=True)) | set(reused)
+        remaining = [s for s in stages if s not in done]
+        Run.objects.filter(pk=parent.pk).update(
+            items_done=len(stages) - len(remaining), progress=(len(stages) - len(remaining)) / len(stages),
+            heartbeat=timezone.now(),
+        )  # fmt: skip
+        if not remaining:
+            fresh = [s for s in stages if s not in reused]
+            note = f" ({len(reused)} reused: {', '.join(reused)})" if reused else ""
+            runs.succeed_run(parent.pk, f"all {len(stages)} stages succeeded{note}: {', '.join(fresh) or 'nothing'} run")
+            return
+        stage, force = remaining[0], parent.config.get("force", False)
+        previous = None if force else reusable_run(stage, parent.survey, parent.preset)
+        if previous is not None:
+            parent.config = {**parent.config, "reused": {**reused, stage: previous.pk}}
+            Run.objects.filter(pk=parent.pk).update(config=parent.config)
+            continue
+        Run.objects.filter(pk=parent.pk).update(message=f"{stage} ({len(stages) - len(remaining) + 1} of {len(stages)})")
+        try:
+            start_stage(stage, parent.survey, preset_name=parent.preset, force=force, user=parent.started_by, parent=parent)
+        except (ValueError, runs.RunConflict) as exc:
+            runs.fail_run(parent.pk, f"stage {stage} could not start: {exc}")
         return
-    stages = parent.config["stages"]
-    done = set(parent.children.filter(status=Run.Status.SUCCEEDED).values_list("stage", flat=True))
-    remaining = [s for s in stages if s not in done]
-    Run.objects.filter(pk=parent.pk).update(
-        items_done=len(stages) - len(remaining), progress=(len(stages) - len(remaining)) / len(stages), heartbeat=timezone.now()
-    )
-    if not remaining:
-        runs.succeed_run(parent.pk, f"all {len(stages)} stages succeeded: {', '.join(stages)}")
-        return
-    stage = remaining[0]
-    Run.objects.filter(pk=parent.pk).update(message=f"{stage} ({len(stages) - len(remaining) + 1} of {len(stages)})")
-    try:
-        start_stage(stage, parent.survey, preset_name=parent.preset, force=parent.config.get("force", False),
-                    user=parent.started_by, parent=parent)  # fmt: skip
-    except (ValueError, runs.RunConflict) as exc:
-        runs.fail_run(parent.pk, f"stage {stage} could not start: {exc}")
 
 
 def on_run_finished(run_id: int) -> None:
@@ -78,5 +100,4 @@ def on_run_finished(run_id: int) -> None:
             runs.fail_run(run.parent_id, exc, where=f"starting the stage after {run.stage}")
     else:
         detail = f": {run.message}" if run.message else ""
-        runs.fail_run(run.parent_id, f"stage {run.stage} (run #{run.pk}) {run.status}{detail}")
-
+        runs.fail_run(run.parent_id, f"stage {run.stage} (run #{run.pk}) {run.status}{detail}", details=run.error)

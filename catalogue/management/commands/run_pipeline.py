@@ -1,70 +1,149 @@
-"""python manage.py run_pipeline --survey NAME --preset test|fast|paper --stages preprocess,cnn,features,gbm,experiments,predict
+"""python manage.py run_pipeline --survey NAME --preset test|fast|paper [--stages preprocess,cnn,...]
 
-The one CLI entry to the pipeline. Progress is shown while the run's chunks complete (in-process when
-Celery is eager, on the workers otherwise) and a JSON summary is printed at the end.
+The one CLI entry to the pipeline. The stages run as one workflow (a parent run whose
+stages the workers start one after another); this command only starts it and shows it:
+a progress bar per stage on a terminal (a line per stage elsewhere), then a summary.
+
+* ``--no-wait`` starts the workflow and returns; ``--attach RUN`` shows a running (or
+  finished) run again, and Ctrl-C while attached detaches without stopping the work.
+* ``--cancel RUN`` cancels a run and the stage it is in.
+* Run the same command again after a failure or a cancellation and it continues from the
+  first stage that did not succeed: stages that succeeded with the same inputs are
+  reused; ``--force`` redoes everything.
+
+Without a broker (the embedded demo) the stages run in this process, and Ctrl-C cancels.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import logging
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
-from catalogue.models import Run, Survey
-from catalogue.services.runs import RunConflict, chunk_failures
-from catalogue.services.stages import STAGES, start_stage
+from catalogue.celery import app
+from catalogue.console import RunWatcher, stage_outcome, stage_runs, summary
+from catalogue.models import Run, RunStage, Survey
+from catalogue.services import runs
+from catalogue.services.stages import STAGES
+from catalogue.services.workflow import start_workflow
 from pipeline.presets import PRESETS
-
-UNITS = {"preprocess": "gal", "cnn": "net", "features": "gal", "gbm": "model", "experiments": "exp", "predict": "model"}
 
 
 class Command(BaseCommand):
-    help = "Run pipeline stages on a survey and print a JSON summary."
+    help = "Run pipeline stages on a survey as one workflow, showing each stage's progress."
 
     def add_arguments(self, parser):
-        parser.add_argument("--survey", required=True)
+        parser.add_argument("--survey", help="the survey's name (as given to ingest_survey)")
         parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
-        parser.add_argument("--stages", default="preprocess", help=f"comma-separated, of: {', '.join(STAGES)}")
-        parser.add_argument("--force", action="store_true", help="redo galaxies that are already done")
-        parser.add_argument("--timeout", type=float, default=24 * 3600, help="seconds to wait for workers")
+        parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of: {', '.join(STAGES)} (default: all)")
+        parser.add_argument("--force", action="store_true", help="redo every stage, even those already done with the same inputs")
+        parser.add_argument("--no-wait", action="store_true", help="start the workflow on the workers and return at once")
+        parser.add_argument("--attach", type=int, metavar="RUN", help="show a run started earlier until it ends")
+        parser.add_argument("--cancel", type=int, metavar="RUN", help="cancel a run (and the stage it is in)")
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+        parser.add_argument("--timeout", type=float, default=7 * 24 * 3600, help="seconds to wait while attached")
 
     def handle(self, *_args, **opts):
-        survey = Survey.objects.filter(name=opts["survey"]).first()
-        if survey is None:
-            raise CommandError(f"no survey named {opts['survey']!r}; ingest it first with ingest_survey")
+        if opts["verbosity"] < 2:  # chunk and worker log lines stay out of the progress display
+            for name in ("catalogue", "pipeline", "celery"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        self.progress_out = getattr(self.stderr, "_out", sys.stderr)
+        if opts["cancel"] is not None:
+            return self._cancel(opts["cancel"])
+        if opts["attach"] is not None:
+            return self._show(self._run(opts["attach"]), opts)
+        survey = self._survey(opts["survey"])
         stages = [s.strip() for s in opts["stages"].split(",") if s.strip()]
         unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise CommandError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
-        summary = {"survey": survey.name, "preset": opts["preset"], "stages": {}}
-        for stage in stages:
-            try:
-                run = start_stage(stage, survey, preset_name=opts["preset"], force=opts["force"])
-            except (RunConflict, ValueError) as exc:
-                raise CommandError(str(exc)) from exc
-            run = self._wait(run, opts["timeout"])
-            summary["stages"][stage] = {
-                "run": run.pk, "status": run.status, "total": run.items_total, "done": run.items_done,
-                "failed": run.items_failed, "seconds": run.duration_s, "message": run.message,
-                "failures": run.result.get("failures", []), "chunk_failures": chunk_failures(run),
-            }  # fmt: skip
-            if run.status != Run.Status.SUCCEEDED:
-                self.stdout.write(json.dumps(summary, indent=2))
-                raise CommandError(f"stage {stage} ended {run.status}: {run.message}")
-        self.stdout.write(json.dumps(summary, indent=2))
+        if unknown or not stages:
+            raise CommandError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(STAGES)}")
+        eager = app.conf.task_always_eager
+        if opts["no_wait"] and eager:
+            raise CommandError("--no-wait needs workers: set CELERY_BROKER_URL and start them (see docs/deployment.md); "
+                               "without a broker the stages run in this process")  # fmt: skip
+        watcher = RunWatcher(self.progress_out)
+        if eager:
+            runs.progress_listeners.append(watcher.follow)
+        try:
+            workflow = start_workflow(survey, stages, preset_name=opts["preset"], force=opts["force"])
+        except runs.RunConflict as exc:
+            raise CommandError(f"{exc} (follow it with --attach {exc.active.pk})") from exc
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            self._interrupted_in_process(watcher, survey)
+        except Exception:  # in-process: the stage's error has already failed the workflow; show it
+            if watcher.root_id is None:
+                raise
+            workflow = Run.objects.get(pk=watcher.root_id)
+        finally:
+            if eager:
+                runs.progress_listeners.remove(watcher.follow)
+        if opts["no_wait"]:
+            self.stdout.write(f"workflow run #{workflow.pk} started on the workers: {', '.join(workflow.config['stages'])}\n"
+                              f"follow it:  python manage.py run_pipeline --attach {workflow.pk}\n"
+                              f"cancel it:  python manage.py run_pipeline --cancel {workflow.pk}")  # fmt: skip
+            return
+        watcher.root_id = workflow.pk
+        return self._show(workflow, opts, watcher)
 
-    def _wait(self, run: Run, timeout: float) -> Run:
-        deadline = time.monotonic() + timeout
-        unit = UNITS.get(run.stage, "item")
-        with tqdm(total=run.items_total, desc=run.stage, unit=unit) as bar:
-            while True:
-                run.refresh_from_db()
-                bar.update(run.items_done + run.items_failed - bar.n)
-                bar.set_postfix_str(run.message[:60], refresh=False)
-                if run.status in Run.TERMINAL:
-                    return run
-                if time.monotonic() > deadline:
-                    raise CommandError(f"run #{run.pk} not finished after {timeout:.0f} s: {run.message}")
-                time.sleep(1.0)
+    def _show(self, run: Run, opts: dict, watcher: RunWatcher | None = None) -> None:
+        watcher = watcher or RunWatcher(self.progress_out, run.pk)
+        try:
+            run = watcher.wait(opts["timeout"])
+        except KeyboardInterrupt:
+            raise CommandError(f"detached; run #{run.pk} goes on. Attach again: python manage.py run_pipeline "
+                               f"--attach {run.pk}, or stop it: --cancel {run.pk}") from None  # fmt: skip
+        except TimeoutError as exc:
+            raise CommandError(str(exc)) from exc
+        if opts["json"]:
+            self.stdout.write(json.dumps(summary(run), indent=2))
+        else:
+            self._print_summary(run)
+        if run.status != Run.Status.SUCCEEDED:
+            hint = " Run the same command again to continue from there." if run.stage == RunStage.WORKFLOW else ""
+            raise CommandError(f"run #{run.pk} {run.status}: {run.message}.{hint}")
+
+    def _print_summary(self, root: Run) -> None:
+        title = f"{root.stage} #{root.pk} on survey {root.survey.name if root.survey else '-'} ({root.preset}): {root.status}"
+        self.stdout.write(title)
+        for stage, run, reused in stage_runs(root):
+            if run is None:
+                self.stdout.write(f"  {stage:<12}not started")
+            elif reused:
+                self.stdout.write(f"  {stage:<12}reused run #{run.pk}")
+            else:
+                self.stdout.write(f"  {stage:<12}{run.status} (run #{run.pk}): {stage_outcome(run)}")
+        if root.status == Run.Status.FAILED and root.error:
+            self.stderr.write("error:\n" + root.error[-3000:])
+
+    def _interrupted_in_process(self, watcher: RunWatcher, survey: Survey) -> None:
+        workflow = Run.objects.filter(pk=watcher.root_id).first() if watcher.root_id else None
+        workflow = workflow or Run.objects.filter(survey=survey, stage=RunStage.WORKFLOW, status__in=Run.ACTIVE).first()
+        if workflow is not None:
+            runs.cancel_run(workflow)
+        raise CommandError("interrupted: the workflow was cancelled; run the same command again to continue "
+                           "from the stage it was in")  # fmt: skip
+
+    def _cancel(self, run_id: int) -> None:
+        run = self._run(run_id)
+        if not runs.cancel_run(run):
+            raise CommandError(f"run #{run.pk} had already ended ({run.status})")
+        self.stdout.write(f"run #{run.pk} cancelled")
+
+    def _run(self, run_id: int) -> Run:
+        run = Run.objects.filter(pk=run_id).select_related("survey").first()
+        if run is None:
+            raise CommandError(f"no run #{run_id}")
+        return run
+
+    def _survey(self, name: str | None) -> Survey:
+        if not name:
+            raise CommandError("--survey is required (or --attach RUN / --cancel RUN)")
+        survey = Survey.objects.filter(name=name).first()
+        if survey is None:
+            known = ", ".join(Survey.objects.values_list("name", flat=True)) or "none yet"
+            raise CommandError(f"no survey named {name!r} (surveys: {known}); ingest it first with ingest_survey")
+        return survey

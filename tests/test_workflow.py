@@ -1,0 +1,183 @@
+"""One workflow from an ingested survey to its catalogue: `run_pipeline` and the services
+behind it. Resuming (stages reused only while their inputs are unchanged), what the
+console shows, and faults with real worker processes: a stage that raises, a worker
+killed mid-stage, cancelling the parent, and workflows side by side."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from catalogue.models import Galaxy, Preprocessed, Run, Survey
+from catalogue.services import runs
+from catalogue.services.ingest import ingest_bundle
+from catalogue.services.preprocess_runs import galaxies_to_preprocess
+from catalogue.services.stages import reusable_run, stage_inputs
+from catalogue.services.workflow import start_workflow
+from pipeline.presets import preset
+from tests.run_helpers import FAST_REDELIVERY, assert_every_galaxy_accounted_once, finished, running_chunk, wait_for
+
+
+def ingested(bundle, name: str) -> Survey:
+    ingest_bundle(bundle, name)
+    return Survey.objects.get(name=name)
+
+
+def run_cli(*args: str) -> tuple[str, str]:
+    """run_pipeline's stdout and stderr (not a terminal: plain lines)."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command("run_pipeline", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+# --- in-process (no workers): resuming and the console ----------------------------
+
+
+@pytest.mark.django_db
+def test_a_stages_inputs_change_with_the_preset_the_galaxies_and_the_runs_upstream(synthetic_bundle):
+    survey = ingested(synthetic_bundle, "inputs")
+    before = stage_inputs("cnn", survey, "test")
+    assert before == stage_inputs("cnn", survey, "test")  # deterministic
+    assert before["upstream"] == {"preprocess": None}
+    assert stage_inputs("cnn", survey, "fast")["settings"] != before["settings"]
+    run_cli("--survey", "inputs", "--preset", "test", "--stages", "preprocess")
+    after_preprocess = stage_inputs("cnn", survey, "test")
+    assert after_preprocess["upstream"]["preprocess"] == Run.objects.get(survey=survey, stage="preprocess").pk
+    Galaxy.objects.create(survey=survey, objid=1, ra=10.0, dec=1.0, z=0.05)
+    assert stage_inputs("preprocess", survey, "test")["galaxies"][0] == before["galaxies"][0] + 1
+    assert reusable_run("preprocess", survey, "test") is None  # a new galaxy: preprocess is redone
+
+
+@pytest.mark.django_db
+def test_run_pipeline_shows_each_stage_and_a_second_run_reuses_what_is_done(synthetic_bundle):
+    ingested(synthetic_bundle, "cli")
+    out, err = run_cli("--survey", "cli", "--preset", "test", "--stages", "cnn,features,preprocess")
+    workflow = Run.objects.get(survey__name="cli", stage="workflow")
+    assert workflow.status == "succeeded" and workflow.config["stages"] == ["preprocess", "cnn", "features"]
+    lines = [line for line in err.splitlines() if not line.split()[1].endswith("%")]  # not the slow stages' progress lines
+    assert [line.split()[:2] for line in lines] == [["preprocess", "started:"], ["preprocess", "succeeded:"],
+                                                    ["cnn", "started:"], ["cnn", "succeeded:"],
+                                                    ["features", "started:"], ["features", "succeeded:"]]  # fmt: skip
+    assert "\r" not in err and "\x1b" not in err  # not a terminal: no bars, no escape codes
+    preprocess = workflow.children.get(stage="preprocess")
+    total = preprocess.items_total
+    assert f"preprocess  succeeded: {preprocess.items_done} done, {preprocess.items_failed} failed of {total} galaxies" in err
+    assert (
+        preprocess.items_done + preprocess.items_failed
+        == total
+        == len(galaxies_to_preprocess(preprocess.survey, [48], force=True))
+    )
+    assert f"workflow #{workflow.pk} on survey cli (test): succeeded" in out
+
+    out, err = run_cli("--survey", "cli", "--preset", "test", "--stages", "preprocess,cnn", "--json")
+    again = json.loads(out)
+    assert again["status"] == "succeeded"
+    assert {s: (v["reused"], v["run"]) for s, v in again["stages"].items()} == {
+        "preprocess": (True, preprocess.pk), "cnn": (True, workflow.children.get(stage="cnn").pk)}  # fmt: skip
+    assert again["stages"]["cnn"]["done"] == 4 and "up to date: reusing run" in err
+    assert Run.objects.filter(survey__name="cli", stage="cnn").count() == 1  # not trained twice
+
+    run_cli("--survey", "cli", "--preset", "test", "--stages", "preprocess", "--force")
+    assert Run.objects.filter(survey__name="cli", stage="preprocess").count() == 2
+    assert reusable_run("cnn", Survey.objects.get(name="cli"), "test") is None  # its input was redone
+
+    out, _ = run_cli("--attach", str(workflow.pk))
+    assert f"workflow #{workflow.pk}" in out and "cnn         succeeded" in out
+    with pytest.raises(CommandError, match="already ended"):
+        run_cli("--cancel", str(workflow.pk))
+    with pytest.raises(CommandError, match="--no-wait needs workers"):
+        run_cli("--survey", "cli", "--no-wait")
+
+
+@pytest.mark.django_db
+def test_bad_input_is_refused_with_what_to_do(synthetic_bundle):
+    ingested(synthetic_bundle, "bad")
+    with pytest.raises(CommandError, match=r"no survey named 'nope' \(surveys: .*bad"):
+        run_cli("--survey", "nope")
+    with pytest.raises(CommandError, match="run the cnn stage first"):
+        run_cli("--survey", "bad", "--preset", "test", "--stages", "features,gbm")
+    assert not Run.objects.filter(survey__name="bad").exists()  # nothing began: no failed workflow left behind
+    with pytest.raises(CommandError, match="no run #4242"):
+        run_cli("--attach", "4242")
+
+
+# --- real workers ---------------------------------------------------------------------
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_a_stage_that_raises_fails_the_workflow_naming_it_and_a_rerun_continues_from_it(synthetic_bundle, start_worker):
+    survey = ingested(synthetic_bundle, "raises")
+    start_worker("cpu")
+    broken_gpu = start_worker("gpu", env={"MORPHOMASS_FAULTS": json.dumps({"fail_stages": ["features"]})})
+    with pytest.raises(CommandError, match=r"failed: stage features \(run #\d+\) failed.*Run the same command again"):
+        run_cli("--survey", "raises", "--preset", "test", "--stages", "preprocess,cnn,features")
+    workflow = Run.objects.get(survey=survey, stage="workflow")
+    assert workflow.status == "failed" and "InjectedFailure" in workflow.message
+    assert "Traceback" in workflow.error and "injected failure in the features stage" in workflow.error
+    assert dict(workflow.children.values_list("stage", "status")) == {"preprocess": "succeeded", "cnn": "succeeded",
+                                                                      "features": "failed"}  # fmt: skip
+
+    broken_gpu.stop()
+    start_worker("gpu")
+    out, err = run_cli("--survey", "raises", "--preset", "test", "--stages", "preprocess,cnn,features")
+    rerun = Run.objects.filter(survey=survey, stage="workflow").latest("created")
+    assert rerun.status == "succeeded" and set(rerun.config["reused"]) == {"preprocess", "cnn"}
+    assert list(rerun.children.values_list("stage", flat=True)) == ["features"]
+    assert "preprocess  up to date" in err and "features    succeeded" in err
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_workflows_on_two_surveys_survive_a_worker_killed_mid_stage(synthetic_bundle, start_worker):
+    first, second = ingested(synthetic_bundle, "left"), ingested(synthetic_bundle, "right")
+    env = {**FAST_REDELIVERY, "MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.03})}
+    worker = start_worker("cpu", env=env)
+    out, _ = run_cli("--survey", "left", "--preset", "test", "--stages", "preprocess", "--no-wait")
+    left = Run.objects.get(survey=first, stage="workflow")
+    assert f"run_pipeline --attach {left.pk}" in out
+    right = start_workflow(second, ["preprocess"], preset_name="test")
+    with pytest.raises(runs.RunConflict, match=f"run #{left.pk} \\(workflow"):
+        start_workflow(first, ["preprocess", "cnn"], preset_name="test")  # one workflow per survey at a time
+    with pytest.raises(CommandError, match=f"--attach {left.pk}"):
+        run_cli("--survey", "left", "--preset", "test", "--stages", "preprocess")
+
+    left_stage = wait_for(lambda: left.children.first(), 30, "the left workflow's stage")
+    wait_for(lambda: running_chunk(left_stage) or running_chunk(right.children.get()), 60, "a chunk in flight")
+    worker.kill()
+    start_worker("cpu", env=env)
+    out, _ = run_cli("--attach", str(left.pk))
+    assert f"workflow #{left.pk} on survey left (test): succeeded" in out
+    right = finished(right, 120)
+    assert right.status == "succeeded", right.message
+    for workflow in (left, right):
+        stage = workflow.children.get()
+        assert_every_galaxy_accounted_once(stage)
+    totals = sum(w.children.get().items_total for w in (left, right))
+    assert Preprocessed.objects.filter(galaxy__survey__in=[first, second]).count() == totals > 300
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_the_workflow_stops_its_stage_and_a_rerun_does_only_what_is_left(synthetic_bundle, start_worker):
+    survey = ingested(synthetic_bundle, "halted")
+    start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.1})})
+    workflow = start_workflow(survey, ["preprocess", "cnn"], preset_name="test")
+    stage = workflow.children.get()
+    wait_for(lambda: Run.objects.get(pk=stage.pk).items_done >= 50, 60, "the first chunk")
+    out, _ = run_cli("--cancel", str(workflow.pk))
+    assert f"run #{workflow.pk} cancelled" in out
+    workflow, stage = finished(workflow, 10), finished(stage, 10)
+    assert workflow.status == stage.status == "cancelled"
+    wait_for(lambda: not running_chunk(stage), 10, "the chunk in hand to stop")
+    done = Preprocessed.objects.filter(galaxy__survey=survey).count()
+    assert 50 <= done < stage.items_total and not Run.objects.filter(survey=survey, stage="cnn").exists()
+    left = galaxies_to_preprocess(survey, preset("test")["resolutions"])
+
+    rerun = start_workflow(survey, ["preprocess", "cnn"], preset_name="test")
+    assert rerun.config["reused"] == {}  # a cancelled stage is not reused
+    assert rerun.children.get().items_total == len(left) == stage.items_total - done  # only what is left
+    assert runs.cancel_run(rerun)
