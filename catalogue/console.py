@@ -162,3 +162,36 @@ def summary(root: Run) -> dict:
         }  # fmt: skip
     return {"run": root.pk, "survey": root.survey.name if root.survey else None, "preset": root.preset,
             "status": root.status, "message": root.message, "stages": stages}  # fmt: skip
+
+
+class PlainProgress:
+    """tqdm's ``update``/``close`` for output that is not a terminal: a line at most every
+    :data:`PLAIN_PROGRESS_INTERVAL_S`, and one at the end."""
+
+    def __init__(self, total: int, desc: str, unit: str, out: TextIO):
+        self.total, self.desc, self.unit, self.out = total, desc, unit, out
+        self.n, self._started, self._last = 0, time.monotonic(), time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self._last >= PLAIN_PROGRESS_INTERVAL_S:
+            self._last = time.monotonic()
+            self.out.write(f"{self.desc:<12}{self.n}/{self.total} {self.unit}\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        self.out.write(f"{self.desc:<12}{self.n}/{self.total} {self.unit} in {time.monotonic() - self._started:.0f} s\n")
+        self.out.flush()
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def progress_bar(total: int, desc: str, unit: str, out: TextIO, *, leave: bool = True) -> tqdm | PlainProgress:
+    """A tqdm bar on a terminal, plain lines elsewhere (no carriage returns in logs)."""
+    if out.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, file=out, leave=leave)
+    return PlainProgress(total, desc, unit, out)

@@ -139,7 +139,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Commands show progress bars and summaries, not log lines: WARNING unless asked. Workers
+    # log at their own --loglevel (Celery takes the root logger over).
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
 }
 
 # --- Celery ---------------------------------------------------------------------------

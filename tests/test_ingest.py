@@ -168,7 +168,10 @@ def test_command_writes_report_and_summary(synthetic_bundle, tmp_path, capsys):
 
     call_command("ingest_survey", str(synthetic_bundle), "--name", "cli", "--report", str(tmp_path / "r.json"))
     out = capsys.readouterr().out
-    assert "rejected lines: 9" in out and "duplicate_objid: 1" in out
+    assert "problems recorded: 9" in out and "duplicate_objid: 1" in out
+    assert "1 line not counted as galaxies (a repeated objid" in out  # a duplicate is no extra galaxy
+    galaxies = Survey.objects.get(name="cli").galaxies.count()
+    assert f"survey cli: {galaxies + 1} catalogue lines" in out and f"  {galaxies} galaxies: " in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["rejections"]) == 9 and report["survey"] == "cli"
     assert Survey.objects.get(name="cli").report["accepted"] == report["accepted"]

@@ -65,15 +65,24 @@ class IngestReport:
             "rejections": self.rejections,
         }  # fmt: skip
 
+    @property
+    def galaxies(self) -> int:
+        return self.accepted + self.excluded + self.rejected
+
     def summary(self) -> str:
+        """What was read and what became of it, in counts that add up."""
         lines = [
-            f"survey {self.survey}: {self.catalogue_rows} catalogue rows in {self.seconds:.1f} s",
-            f"  accepted (learning sample): {self.accepted}",
-            f"  excluded (kept, outside the learning sample): {self.excluded}",
-            f"  rejected lines: {len(self.rejections)} ({self.rejected} galaxies marked rejected)",
+            f"survey {self.survey}: {self.catalogue_rows} catalogue lines read in {self.seconds:.1f} s",
+            f"  {self.galaxies} galaxies: {self.accepted} in the learning sample, {self.excluded} kept outside it, "
+            f"{self.rejected} rejected",
         ]
+        if self.catalogue_rows != self.galaxies:
+            extra = self.catalogue_rows - self.galaxies
+            lines.append(f"  {extra} line{'s' if extra != 1 else ''} not counted as galaxies "
+                         f"(a repeated objid: the first line is kept)")  # fmt: skip
+        lines.append(f"  problems recorded: {len(self.rejections)}, one per line or file (details: --report)")
         lines += [f"    {kind}: {n}" for kind, n in sorted(self.rejected_by_kind.items())]
-        lines += [f"    excluded, {reason}: {n}" for reason, n in sorted(self.excluded_by_reason.items())]
+        lines += [f"    kept outside the learning sample, {reason}: {n}" for reason, n in sorted(self.excluded_by_reason.items())]
         lines.append(f"  images stored: {self.images_stored}, unchanged: {self.images_unchanged}; GZ2 votes: {self.gz2_votes}")
         return "\n".join(lines)
 
@@ -182,7 +191,7 @@ def ingest_bundle(
     report.seconds = time.perf_counter() - started
     survey.report = report.as_dict()
     survey.save(update_fields=["report", "updated"])
-    log.info("ingested survey %s: %d rows, %d rejected lines", name, report.catalogue_rows, len(report.rejections))
+    log.info("ingested survey %s: %d lines, %d problems recorded", name, report.catalogue_rows, len(report.rejections))
     return report
 
 

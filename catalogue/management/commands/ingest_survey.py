@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
+from catalogue.console import progress_bar
 from catalogue.services.ingest import ingest_bundle, write_report
 from pipeline.bundle import BundleError
 
@@ -25,10 +25,11 @@ class Command(BaseCommand):
     def handle(self, *_args, **opts):
         if opts["report"]:
             check_writable(Path(opts["report"]))
-        bars: dict[str, tqdm] = {}
+        bars: dict[str, object] = {}
+        out = getattr(self.stderr, "_out", self.stderr)
 
         def progress(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="gal", leave=False))
+            bar = bars.get(stage) or bars.setdefault(stage, progress_bar(total, stage, "galaxies", out, leave=False))
             bar.update(done - bar.n)
 
         try:

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
+from catalogue.console import progress_bar
 from pipeline.simulate.montage import write_montage
 from pipeline.simulate.survey import simulate_survey
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *_args, **opts):
         if opts["n"] < 1:
             raise CommandError("--n must be at least 1")
-        with tqdm(total=opts["n"], desc="render", unit="gal") as bar:
+        with progress_bar(opts["n"], "render", "galaxies", getattr(self.stderr, "_out", self.stderr)) as bar:
             try:
                 summary = simulate_survey(
                     opts["out_dir"], n=opts["n"], seed=opts["seed"], workers=opts["workers"],
