@@ -16,8 +16,9 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from catalogue.models import Run, RunStage
+from catalogue.models import Run
 from catalogue.services.runs import chunk_failures
+from catalogue.services.workflow import stage_runs
 
 #: What a stage's items are, for the start line.
 UNITS = {"preprocess": "galaxies", "cnn": "networks", "features": "galaxies", "gbm": "models", "experiments": "experiments",
@@ -125,22 +126,6 @@ class RunWatcher:
             self.out.flush()
 
 
-def stage_runs(root: Run) -> list[tuple[str, Run | None, bool]]:
-    """(stage, its newest run or None, whether that run was reused) for a workflow's stages, or the run itself."""
-    if root.stage != RunStage.WORKFLOW:
-        return [(root.stage, root, False)]
-    reused = root.config.get("reused", {})
-    children = {run.stage: run for run in root.children.order_by("created")}  # the newest of a stage wins
-    by_pk = {run.pk: run for run in Run.objects.filter(pk__in=reused.values())}
-    rows = []
-    for stage in root.config["stages"]:
-        if stage in reused:
-            rows.append((stage, by_pk.get(reused[stage]), True))
-        else:
-            rows.append((stage, children.get(stage), False))
-    return rows
-
-
 def stage_outcome(run: Run) -> str:
     """'1995 done, 5 failed of 2000 galaxies in 45 s: <message>'."""
     seconds = f" in {run.duration_s:.0f} s" if run.duration_s is not None else ""
@@ -176,11 +161,11 @@ class PlainProgress:
         self.n += n
         if time.monotonic() - self._last >= PLAIN_PROGRESS_INTERVAL_S:
             self._last = time.monotonic()
-            self.out.write(f"{self.desc:<12}{self.n}/{self.total} {self.unit}\n")
+            self.out.write(f"{self.desc:<11} {self.n}/{self.total} {self.unit}\n")
             self.out.flush()
 
     def close(self) -> None:
-        self.out.write(f"{self.desc:<12}{self.n}/{self.total} {self.unit} in {time.monotonic() - self._started:.0f} s\n")
+        self.out.write(f"{self.desc:<11} {self.n}/{self.total} {self.unit} in {time.monotonic() - self._started:.0f} s\n")
         self.out.flush()
 
     def __enter__(self) -> PlainProgress:

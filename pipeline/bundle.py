@@ -1,4 +1,4 @@
-"""Readers and validators for the survey bundle (DESIGN.md section 3).
+"""Readers and validators for the survey bundle (docs/bundles.md).
 
 Bad input never stops a bundle: each bad row or file becomes a :class:`Rejection` with
 the galaxy's objid and a reason, and the rest goes on. Only a bundle that is unusable as a

@@ -3,7 +3,7 @@
 Three losses, each matching one of the paper's metrics (``pipeline.metrics``):
 
 * ``l1`` (the default and the paper's choice): LightGBM's L1 objective with sample weights
-  1 / max(e, 0.05 t), which minimises exactly the weighted L1 of DESIGN.md;
+  1 / max(e, 0.05 t), which minimises exactly the weighted L1 (docs/stages.md);
 * ``l2``: the L2 objective with weights 1 / e'^2 (the weighted L2);
 * ``rmsle``: the L2 objective on log10(M/L) without weights (RMSLE in dex); predictions
   are transformed back.

@@ -1,4 +1,4 @@
-"""Distances, luminosities and the M/L target (DESIGN.md section 3).
+"""Distances, luminosities and the M/L target (docs/bundles.md).
 
 All luminosities are in solar units of the same band, from AB magnitudes and the AB solar
 absolute magnitudes of Willmer (2018).

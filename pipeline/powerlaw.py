@@ -1,6 +1,6 @@
 """The colour baseline: a power law log10(M/L) = a + b (g - i) (Zibetti et al. 2009 form).
 
-Fitted by minimising the weighted L1 of DESIGN.md on the training set, as the paper does
+Fitted by minimising the weighted L1 (docs/stages.md) on the training set, as the paper does
 (its Sect. 4.3); the weighted L2 and RMSLE losses of its Table B.1 are there too.
 Galaxies whose g or i magnitude is unusable cannot have a colour: they are
 counted and listed (``unusable_``), never silently dropped, and predicted as NaN.

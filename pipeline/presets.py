@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 #: role -> the name its model and features are stored under.
 CNN_ROLES = ("cnn1", "cnn2", "cnn3", "cnn4")
-#: role -> the layers whose activations are features (DESIGN.md section 4).
+#: role -> the layers whose activations are features (docs/stages.md).
 FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
     "cnn1": ("gz2", "pool"), "cnn2": ("gz2",), "cnn3": ("gz2",), "cnn4": ("gz2_logits",),
 }  # fmt: skip

@@ -1,4 +1,4 @@
-"""The learning sample (DESIGN.md section 4): M/L targets, sample cuts and the split.
+"""The learning sample (docs/bundles.md): M/L targets, sample cuts and the split.
 
 Given parsed catalogue rows (``pipeline.bundle``) and optionally GSWLC, this derives the
 distances, L_g and the M/L target, says why a galaxy stays outside the learning sample
@@ -16,7 +16,7 @@ from pipeline.bundle import CatalogueRows
 from pipeline.photometry import cosmology, luminosity_distance_mpc, luminosity_lsun, ml_from_stellar_mass
 from pipeline.sky import healpix_index
 
-# Sample cuts of DESIGN.md section 4.
+# Sample cuts (docs/bundles.md).
 MIN_D25_ARCMIN = 0.4
 MAX_CHI2_R = 5.0
 TEST_FRACTION = 0.10

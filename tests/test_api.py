@@ -165,6 +165,22 @@ def test_runs_are_started_and_cancelled_by_staff_only(catalogue, client, staff_c
     assert detail["status"] == "cancelled" and "log_tail" in detail and detail["failures"] == []
 
 
+def test_staff_start_a_workflow_of_several_stages(catalogue, staff_client):
+    survey, _ = catalogue
+    started = staff_client.post("/api/runs/", {"survey": "api", "stages": ["preprocess"], "preset": "test"}, format="json")
+    assert started.status_code == 201, started.json()
+    workflow = started.json()
+    assert workflow["stage"] == "workflow" and workflow["status"] == "succeeded"  # no images here: nothing to preprocess
+    assert Run.objects.get(pk=workflow["id"]).children.get().stage == "preprocess"
+    refused = staff_client.post("/api/runs/", {"survey": "api", "stages": ["predict", "experiments"]}, format="json")
+    assert refused.status_code == 400 and "run the gbm stage first" in refused.json()["detail"]
+    both = staff_client.post("/api/runs/", {"survey": "api", "stage": "gbm", "stages": ["gbm"]}, format="json")
+    assert both.status_code == 400 and "either stage" in str(both.json())
+    busy = Run.objects.create(stage="gbm", survey=survey, status="running")
+    conflict = staff_client.post("/api/runs/", {"survey": "api", "stages": ["gbm", "predict"]}, format="json")
+    assert conflict.status_code == 409 and conflict.json()["active_run"] == busy.pk
+
+
 @pytest.mark.usefixtures("catalogue")
 def test_schema_documents_units_and_docs_load_nothing_external(client):
     schema = client.get("/api/schema/?format=json").json()

@@ -98,7 +98,7 @@ def test_target_ml_comes_from_gswlc_with_propagated_error(synthetic_bundle):
     gswlc = bundle_io.read_gswlc(synthetic_bundle / "gswlc.dat")
     galaxy = Galaxy.objects.filter(survey__name="synthetic", status="ok").first()
     row = gswlc[gswlc["objid"] == galaxy.objid][0]
-    # Written out by hand from DESIGN.md, with astropy's cosmology directly.
+    # Written out by hand from docs/bundles.md, with astropy's cosmology directly.
     d_l_pc = FlatLambdaCDM(H0=70, Om0=0.3).luminosity_distance(galaxy.z).to_value("pc")
     lum = 10 ** (-0.4 * (galaxy.mag_g - 5 * np.log10(d_l_pc / 10) - 5.11))
     assert galaxy.lum_g == pytest.approx(lum, rel=1e-9)

@@ -85,4 +85,4 @@ def test_staff_start_several_stages_from_the_admin_and_a_failing_stage_ends_the_
     assert "run the features stage first" in workflow.error
     assert list(workflow.children.values_list("stage", "status")) == [("preprocess", "succeeded")]
     page = client.get(f"/runs/{workflow.pk}/").content.decode()
-    assert "preprocess" in page and "stage gbm could not start" in page
+    assert "preprocess" in page and "stage gbm could not start" in page and "gbm: not started" in page

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from catalogue.models import Galaxy, Preprocessed, Run, Survey
 from catalogue.services import runs
@@ -78,6 +79,8 @@ def test_run_pipeline_shows_each_stage_and_a_second_run_reuses_what_is_done(synt
     assert {s: (v["reused"], v["run"]) for s, v in again["stages"].items()} == {
         "preprocess": (True, preprocess.pk), "cnn": (True, workflow.children.get(stage="cnn").pk)}  # fmt: skip
     assert again["stages"]["cnn"]["done"] == 4 and "up to date: reusing run" in err
+    page = Client().get(f"/runs/{again['run']}/").content.decode()
+    assert page.count("reused (it succeeded earlier with the same preset, galaxies and inputs)") == 2
     assert Run.objects.filter(survey__name="cli", stage="cnn").count() == 1  # not trained twice
 
     run_cli("--survey", "cli", "--preset", "test", "--stages", "preprocess", "--force")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -362,8 +362,21 @@ def _interval(lo: float | None, hi: float | None) -> str:
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """A run's live progress (the page polls the API), its failures and log tail; staff may cancel it."""
     from catalogue.services.runs import chunk_failures
+    from catalogue.services.workflow import stage_runs
 
     run = get_object_or_404(Run.objects.select_related("survey"), pk=pk)
-    stages = list(run.children.order_by("created"))
+    stages = stage_runs(run) if run.stage == "workflow" else []
     return render(request, "webui/run.html", {"run": run, "failures": chunk_failures(run), "stages": stages,
                                               "log_tail": "\n".join(run.log.splitlines()[-40:])})  # fmt: skip
+
+
+def health(request: HttpRequest) -> JsonResponse:  # noqa: ARG001 - Django's signature
+    """For container healthchecks and load balancers: 200 while the database answers, 503 otherwise."""
+    from django.db import DatabaseError, connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        return JsonResponse({"database": f"unreachable: {exc}"}, status=503)
+    return JsonResponse({"database": "ok"})

@@ -176,10 +176,21 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class RunStartSerializer(serializers.Serializer):
+    """One stage (``stage``) or a workflow of several (``stages``, run in pipeline order)."""
+
     survey = serializers.SlugRelatedField(slug_field="name", queryset=Survey.objects.all())
-    stage = serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"])
+    stage = serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"], required=False)
+    stages = serializers.ListField(
+        child=serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"]), required=False,
+        allow_empty=False, help_text="several stages as one workflow; stages already done with the same inputs are reused",
+    )  # fmt: skip
     preset = serializers.ChoiceField(choices=sorted(PRESETS), default="fast")
-    force = serializers.BooleanField(default=False, help_text="redo galaxies that are already done")
+    force = serializers.BooleanField(default=False, help_text="redo what is already done")
+
+    def validate(self, attrs: dict) -> dict:
+        if ("stage" in attrs) == ("stages" in attrs):
+            raise serializers.ValidationError("give either stage (one) or stages (a workflow)")
+        return attrs
 
 
 class ExperimentResultSerializer(serializers.ModelSerializer):

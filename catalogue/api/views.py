@@ -22,6 +22,7 @@ from catalogue.models import ExperimentResult, Galaxy, Run, Survey, TrainedModel
 from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
 from catalogue.services.runs import RunConflict, cancel_run
 from catalogue.services.stages import start_stage
+from catalogue.services.workflow import start_workflow
 
 
 class CataloguePagination(CursorPagination):
@@ -98,12 +99,16 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(request=s.RunStartSerializer, responses={201: s.RunSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:  # noqa: ARG002 - DRF's signature
-        """Start a stage on a survey, through the same service as the CLI and admin."""
+        """Start a stage (``stage``) or a workflow (``stages``) on a survey, through the same services as the CLI and admin."""
         form = s.RunStartSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
+        options = {"preset_name": data["preset"], "force": data["force"], "user": request.user}
         try:
-            run = start_stage(data["stage"], data["survey"], preset_name=data["preset"], force=data["force"], user=request.user)
+            if "stages" in data:
+                run = start_workflow(data["survey"], data["stages"], **options)
+            else:
+                run = start_stage(data["stage"], data["survey"], **options)
         except RunConflict as exc:
             return Response({"detail": str(exc), "active_run": exc.active.pk}, status=status.HTTP_409_CONFLICT)
         except ValueError as exc:

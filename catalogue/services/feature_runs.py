@@ -1,6 +1,6 @@
 """Start feature extraction: every galaxy of a survey through the trained CNNs, on the gpu queue.
 
-The features of DESIGN.md section 4: CNN1-3's 37 GZ2 probabilities, CNN1's pooled
+The features (docs/stages.md): CNN1-3's 37 GZ2 probabilities, CNN1's pooled
 activations and CNN4's 37 next-to-last activations, for every galaxy with images (all
 splits, with or without targets or votes), each set stored as a versioned
 :class:`~catalogue.models.FeatureSet`.

@@ -102,7 +102,7 @@ def ingest_bundle(
     with_images: bool = True,
     progress: ProgressCallback | None = None,
 ) -> IngestReport:
-    """Load a survey bundle (DESIGN.md section 3) into the database.
+    """Load a survey bundle (docs/bundles.md) into the database.
 
     Parameters
     ----------
@@ -234,7 +234,7 @@ def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
                     continue
                 infos[(objid, band)] = info
         if j % 200 == 0 or j == total - 1:
-            notify("images", j + 1, total)
+            notify("check images", j + 1, total)
 
 
 def _attach_stars(rows, stars) -> int:
@@ -295,6 +295,7 @@ def _store_images(path, survey, ids, infos, report, notify, written: list[str], 
         to_write, batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["galaxy", "band"],
         update_fields=["file", "height", "width", "pixscale_arcsec", "psf_fwhm_arcsec", "checksum", "status", "status_reason"],
     )  # fmt: skip
+    notify("store images", len(infos), len(infos))
 
 
 def _store_gz2(gz2_data, ids, rows, extra_rejections) -> int:

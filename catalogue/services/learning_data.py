@@ -14,7 +14,7 @@ from catalogue.models import FeatureSet, Galaxy, GalaxyStatus, Preprocessed, Run
 from catalogue.selectors import feature_matrix
 from pipeline.learning import LearningData, assemble
 
-#: The CNN feature sets of each GBM feature group (DESIGN: CNN1-3 and CNN4).
+#: The CNN feature sets of each GBM feature group (docs/stages.md: CNN1-3 and CNN4).
 CNN_GROUP_SETS = {"cnn123": ("cnn1.gz2", "cnn1.pool", "cnn2.gz2", "cnn3.gz2"), "cnn4": ("cnn4.gz2_logits",)}
 PROBABILITY_SET = "cnn1.gz2"
 

@@ -101,3 +101,19 @@ def on_run_finished(run_id: int) -> None:
     else:
         detail = f": {run.message}" if run.message else ""
         runs.fail_run(run.parent_id, f"stage {run.stage} (run #{run.pk}) {run.status}{detail}", details=run.error)
+
+
+def stage_runs(root: Run) -> list[tuple[str, Run | None, bool]]:
+    """(stage, its newest run or None, whether that run was reused) for a workflow's stages, or the run itself."""
+    if root.stage != RunStage.WORKFLOW:
+        return [(root.stage, root, False)]
+    reused = root.config.get("reused", {})
+    children = {run.stage: run for run in root.children.order_by("created")}  # the newest of a stage wins
+    by_pk = {run.pk: run for run in Run.objects.filter(pk__in=reused.values())}
+    rows = []
+    for stage in root.config["stages"]:
+        if stage in reused:
+            rows.append((stage, by_pk.get(reused[stage]), True))
+        else:
+            rows.append((stage, children.get(stage), False))
+    return rows

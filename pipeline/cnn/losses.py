@@ -1,4 +1,4 @@
-"""The paper's weighted L1 loss on M/L, with the 5% error floor of DESIGN.md section 4."""
+"""The paper's weighted L1 loss on M/L, with the 5% error floor (docs/stages.md)."""
 
 from __future__ import annotations
 

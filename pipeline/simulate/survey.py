@@ -1,4 +1,4 @@
-"""Write a synthetic survey as a normal bundle (DESIGN.md section 3), plus truth.csv.
+"""Write a synthetic survey as a normal bundle (docs/bundles.md), plus truth.csv.
 
 ``simulate_survey(out_dir, n, seed)`` draws the population, renders the cutouts in
 parallel (one process per worker, each galaxy seeded on its own, so the output does not
@@ -58,7 +58,7 @@ class SimulationSummary:
 
 
 def image_header(p: dict, band: str) -> fits.Header:
-    """FITS header of DESIGN.md: TAN WCS centred on the galaxy, BUNIT, PIXSCALE, PSF_FWHM, BAND."""
+    """The FITS header docs/bundles.md asks for: TAN WCS centred on the galaxy, BUNIT, PIXSCALE, PSF_FWHM, BAND."""
     n = int(p["size_px"])
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]

@@ -29,7 +29,8 @@ class Command(BaseCommand):
         out = getattr(self.stderr, "_out", self.stderr)
 
         def progress(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage) or bars.setdefault(stage, progress_bar(total, stage, "galaxies", out, leave=False))
+            unit = "images" if stage == "store images" else "galaxies"
+            bar = bars.get(stage) or bars.setdefault(stage, progress_bar(total, stage, unit, out, leave=False))
             bar.update(done - bar.n)
 
         try:

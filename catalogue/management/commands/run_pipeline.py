@@ -23,11 +23,11 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from catalogue.celery import app
-from catalogue.console import RunWatcher, stage_outcome, stage_runs, summary
+from catalogue.console import RunWatcher, stage_outcome, summary
 from catalogue.models import Run, RunStage, Survey
 from catalogue.services import runs
 from catalogue.services.stages import STAGES
-from catalogue.services.workflow import start_workflow
+from catalogue.services.workflow import stage_runs, start_workflow
 from pipeline.presets import PRESETS
 
 

@@ -1,0 +1,63 @@
+"""benchmarks/run_all.py's projections: worker-hours are galaxies over the measured rates,
+training is paid once, and what was not measured says so instead of a number."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SPEC = importlib.util.spec_from_file_location("run_all", Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py")
+run_all = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(run_all)
+
+MEASURED = {
+    "ingest": {"rows_per_second": 20_000, "database": "postgresql"},
+    "preprocess": {"results": {"256px": {"galaxies_per_second_per_core_full": 100.0}}},
+    "array_store": {"write_images_per_s": 3000, "resolution_px": 197},
+    "cnn": {"results": {"paper/cnn1_resnet50_197px": {"train_images_per_s": 10.0, "inference_images_per_s": 50.0},
+                        "paper/cnn2_xception_128px": {"train_images_per_s": 20.0, "inference_images_per_s": 100.0},
+                        "paper/cnn3_custom_69px": {"train_images_per_s": 400.0, "inference_images_per_s": 1000.0}}},
+    "features": {"store_rows_per_s": 5000, "database": "postgresql"},
+    "gbm": {"n_galaxies": 59_637, "configs": {"paper": {"train_s": 300.0}}, "predict_rows_per_s": 60_000},
+}  # fmt: skip
+
+
+def by_stage(rows):
+    return {row["stage"]: row for row in rows}
+
+
+def test_hours_are_galaxies_over_rates_and_training_does_not_grow_with_the_survey():
+    rows = by_stage(run_all.stage_rows(MEASURED, gpu_rates=None))
+    gswlc, euclid = run_all.SURVEYS
+    assert rows["preprocess"]["hours"][gswlc] == pytest.approx(700_000 / 100 / 3600)
+    assert rows["ingest"]["hours"][euclid] == pytest.approx(1.5e9 / 20_000 / 3600)
+    infer = 2 / 50 + 1 / 100 + 1 / 1000  # CNN1 and CNN4 share ResNet50
+    assert rows["features (infer, CPU)"]["hours"][gswlc] == pytest.approx(700_000 * infer / 3600)
+    train = 30 * 59_637 * (2 / 10 + 1 / 20 + 1 / 400) / 3600
+    assert rows["cnn (train, CPU)"]["hours"][gswlc] == rows["cnn (train, CPU)"]["hours"][euclid] == pytest.approx(train)
+    assert rows["gbm (train)"]["fixed_hours"] == pytest.approx(6 * 300 / 3600)
+    assert rows["predict"]["hours"][gswlc] == pytest.approx(700_000 * 6 / 60_000 / 3600)
+
+
+def test_what_was_not_measured_is_reported_as_such():
+    rows = by_stage(run_all.stage_rows({"preprocess": MEASURED["preprocess"]}, gpu_rates=None))
+    assert rows["cnn (train, GPU)"]["fixed_hours"] is None and "not measured" in rows["cnn (train, GPU)"]["what"]
+    assert rows["ingest"]["hours"]["GSWLC (700 k)"] is None
+    assert run_all.where_the_time_goes(list(rows.values()), "CPU") == {}  # no shares from missing numbers
+    assert run_all.fmt_hours(None) == "not measured" and run_all.fmt_hours(0.5) == "30.0 min"
+
+
+def test_a_gpu_report_fills_the_gpu_rows_and_the_shares_add_up():
+    gpu = run_all.cnn_rates({"results": {k: {"train_images_per_s": 10 * v["train_images_per_s"],
+                                             "inference_images_per_s": 10 * v["inference_images_per_s"]}
+                                         for k, v in MEASURED["cnn"]["results"].items()}})  # fmt: skip
+    rows = run_all.stage_rows(MEASURED, gpu_rates=gpu)
+    stages = by_stage(rows)
+    cpu, gpu_hours = stages["cnn (train, CPU)"]["fixed_hours"], stages["cnn (train, GPU)"]["fixed_hours"]
+    assert gpu_hours == pytest.approx(cpu / 10)
+    for device in ("CPU", "GPU"):
+        shares = run_all.where_the_time_goes(rows, device)
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert not any(("GPU" if device == "CPU" else "CPU") in stage for stage in shares)
