@@ -29,7 +29,7 @@ test: $(STAMP) lint
 
 demo: $(STAMP)
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py demo_data --out $(DEMO_DIR) --n $(DEMO_N)
+	$(PY) manage.py demo_data --out $(DEMO_DIR) --n $(DEMO_N) --url http://$(HOST):$(PORT)/
 	@echo "MorphoMass demo: http://$(HOST):$(PORT)/"
 	$(PY) manage.py runserver $(HOST):$(PORT)
 

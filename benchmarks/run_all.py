@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -100,15 +101,16 @@ def stage_rows(results: dict, gpu_rates: dict | None) -> list[dict]:
 
     ingest = results.get("ingest", {})
     rate = ingest.get("rows_per_second")
-    per_galaxy("ingest", f"catalogue rows into {ingest.get('database', '?')}: {rate} rows/s" if rate else "not measured",
+    per_galaxy("ingest", f"catalogue rows into {ingest.get('database', '?')}: {fmt_rate(rate)} rows/s"
+               if rate else "not measured",
                1 / rate if rate else None, "1 process")  # fmt: skip
     pre = results.get("preprocess", {}).get("results", {}).get("256px", {})
     rate = pre.get("galaxies_per_second_per_core_full")
-    per_galaxy("preprocess", f"256 px, star removal, 3 resizes: {rate} galaxies/s/core" if rate else "not measured",
+    per_galaxy("preprocess", f"256 px, star removal, 3 resizes: {fmt_rate(rate)} galaxies/s/core" if rate else "not measured",
                1 / rate if rate else None, "cpu core")  # fmt: skip
     store = results.get("array_store", {})
     rate = store.get("write_images_per_s")
-    what = f"{rate} images/s at {store.get('resolution_px')} px, 3 sizes" if rate else "not measured"
+    what = f"{fmt_rate(rate)} images/s at {store.get('resolution_px')} px, 3 sizes" if rate else "not measured"
     per_galaxy("image store writes", what, len(PAPER_RESOLUTIONS) / rate if rate else None, "disk")
     cpu_train_h, cpu_infer_s = cnn_hours(cnn_rates(results.get("cnn")))
     gpu_train_h, gpu_infer_s = cnn_hours(gpu_rates)
@@ -120,7 +122,7 @@ def stage_rows(results: dict, gpu_rates: dict | None) -> list[dict]:
                gpu_infer_s, "gpu worker")  # fmt: skip
     feats = results.get("features", {})
     rate = feats.get("store_rows_per_s")
-    per_galaxy("features (store)", f"{rate} vectors/s into {feats.get('database', '?')}" if rate else "not measured",
+    per_galaxy("features (store)", f"{fmt_rate(rate)} vectors/s into {feats.get('database', '?')}" if rate else "not measured",
                FEATURE_SETS / rate if rate else None, "database")  # fmt: skip
     gbm = results.get("gbm", {})
     paper = gbm.get("configs", {}).get("paper", {})
@@ -129,7 +131,7 @@ def stage_rows(results: dict, gpu_rates: dict | None) -> list[dict]:
     fixed("gbm (train)", f"{NAMED_MODELS} models at the paper's settings, {TRAIN_GALAXIES:,} galaxies (scaled linearly)",
           train_h, "cpu worker")  # fmt: skip
     rate = gbm.get("predict_rows_per_s")
-    per_galaxy("predict", f"{NAMED_MODELS} models: {rate} galaxies/s per model" if rate else "not measured",
+    per_galaxy("predict", f"{NAMED_MODELS} models: {fmt_rate(rate)} galaxies/s per model" if rate else "not measured",
                NAMED_MODELS / rate if rate else None, "cpu worker")  # fmt: skip
     return rows
 
@@ -148,6 +150,16 @@ def fmt_hours(hours: float | None) -> str:
     return f"{hours:,.0f} h" if hours >= 10 else f"{hours:.1f} h"
 
 
+def fmt_rate(rate: float) -> str:
+    """A measured rate to three significant figures, with thousands separators."""
+    return f"{float(f'{rate:.3g}'):,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
+def fmt_gb(gb: float) -> str:
+    """Gigabytes as GB below a terabyte, TB above."""
+    return f"{gb:.1f} GB" if gb < 1000 else f"{gb / 1000:,.1f} TB"
+
+
 def markdown(report: dict) -> str:
     """The README's performance table: worker-hours per stage and where the time goes."""
     names = list(SURVEYS)
@@ -163,7 +175,7 @@ def markdown(report: dict) -> str:
         if share:
             parts = ", ".join(f"{stage} {100 * f:.0f}%" for stage, f in share.items())
             lines.append(f"\nWhere the time goes at Euclid scale, {device} path: {parts}.")
-    sizes = ", ".join(f"{k}: image store {v['image_store_gb']:,} GB, features {v['features_gb']:,} GB"
+    sizes = ", ".join(f"{k}: image store {fmt_gb(v['image_store_gb'])}, features {fmt_gb(v['features_gb'])}"
                       for k, v in report["storage"].items())  # fmt: skip
     lines.append(f"\nStorage: {sizes}.")
     api = report["benchmarks"].get("api", {})
@@ -201,12 +213,15 @@ def main() -> None:
     parser.add_argument("--scale", choices=("quick", "full"), default="quick")
     parser.add_argument("--only", help="comma-separated benchmarks (default: all)")
     parser.add_argument("--gpu-cnn", type=Path, help="JSON printed by benchmarks/cnn.py on a GPU worker")
+    parser.add_argument("--from-report", type=Path, help="re-derive the tables from an earlier report.json instead of "
+                        "running the benchmarks again (to add --gpu-cnn, say)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
-    results = {}
-    for name in (args.only.split(",") if args.only else BENCHMARKS):
+    earlier = json.loads(args.from_report.read_text()) if args.from_report else {}
+    results = earlier.get("benchmarks", {})
+    for name in [] if args.from_report else (args.only.split(",") if args.only else BENCHMARKS):
         quick, full, needs_postgres = BENCHMARKS[name]
         if needs_postgres and not postgres:
             results[name] = {"skipped": "set DATABASE_URL to a PostgreSQL database"}
@@ -217,9 +232,10 @@ def main() -> None:
         print(f"{name:<12}{state}", file=sys.stderr, flush=True)
     gpu = json.loads(args.gpu_cnn.read_text()) if args.gpu_cnn else None
     rows = stage_rows(results, cnn_rates(gpu))
+    host = f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
     report = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"), "scale": args.scale,
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
+        "date": earlier.get("date", datetime.now(UTC).strftime("%Y-%m-%d")), "scale": earlier.get("scale", args.scale),
+        "machine": re.sub(r", (no GPU|GPU: .*)$", "", earlier.get("machine", host))
                    + (f", GPU: {gpu.get('device')}" if gpu else ", no GPU"),
         "benchmarks": results, "gpu_cnn": gpu, "stages": rows,
         "where_the_time_goes": {d: where_the_time_goes(rows, d) for d in ("CPU", "GPU")},

@@ -24,7 +24,9 @@ class StartRunForm(forms.Form):
         choices=[(p, p) for p in PRESETS], initial="fast",
         help_text="test: seconds (tiny); fast: a laptop demo; paper: the paper's networks (GPU)",
     )  # fmt: skip
-    force = forms.BooleanField(required=False, help_text="redo galaxies that are already done")
+    force = forms.BooleanField(
+        required=False, help_text="redo what is done: preprocessed galaxies, stages that succeeded with the same inputs"
+    )
 
 
 @admin.register(models.Survey)

@@ -27,7 +27,7 @@ UNITS = {"preprocess": "galaxies", "cnn": "networks", "features": "galaxies", "g
 PLAIN_PROGRESS_INTERVAL_S = 30.0
 #: Seconds between two looks at the database.
 POLL_INTERVAL_S = 0.5
-BAR_FORMAT = "{desc:<12}{percentage:3.0f}%|{bar:24}| {elapsed} {postfix}"
+BAR_FORMAT = "{desc:<12}{percentage:3.0f}%|{bar:24}| {elapsed}{postfix}"
 
 
 @dataclass

@@ -61,3 +61,31 @@ def test_a_gpu_report_fills_the_gpu_rows_and_the_shares_add_up():
         shares = run_all.where_the_time_goes(rows, device)
         assert sum(shares.values()) == pytest.approx(1.0)
         assert not any(("GPU" if device == "CPU" else "CPU") in stage for stage in shares)
+
+
+def test_numbers_read_as_people_write_them():
+    assert run_all.fmt_rate(30324.6) == "30,300" and run_all.fmt_rate(88.71) == "88.7"
+    assert run_all.fmt_gb(83.9) == "83.9 GB" and run_all.fmt_gb(179_862.0) == "179.9 TB"
+
+
+def test_a_gpu_report_is_added_to_a_saved_report_without_running_anything_again(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    saved = {"date": "2026-01-02", "scale": "quick", "machine": "2 CPU cores, x86_64, Python 3.11.7, no GPU",
+             "benchmarks": MEASURED}  # fmt: skip
+    (tmp_path / "report.json").write_text(json.dumps(saved))
+    gpu = {"device": "H200", "results": {k: {"train_images_per_s": 10 * v["train_images_per_s"],
+                                              "inference_images_per_s": 10 * v["inference_images_per_s"]}
+                                          for k, v in MEASURED["cnn"]["results"].items()}}  # fmt: skip
+    (tmp_path / "gpu.json").write_text(json.dumps(gpu))
+    command = [sys.executable, SPEC.origin, "--from-report", str(tmp_path / "report.json"),
+               "--gpu-cnn", str(tmp_path / "gpu.json"), "--out", str(tmp_path / "new")]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    report = json.loads((tmp_path / "new" / "report.json").read_text())
+    assert report["date"] == "2026-01-02" and report["machine"] == "2 CPU cores, x86_64, Python 3.11.7, GPU: H200"
+    assert report["benchmarks"] == MEASURED  # nothing was run again
+    gpu_train = by_stage(report["stages"])["cnn (train, GPU)"]["fixed_hours"]
+    assert gpu_train == pytest.approx(by_stage(report["stages"])["cnn (train, CPU)"]["fixed_hours"] / 10)
+    assert "GPU path" in (tmp_path / "new" / "report.md").read_text()

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from tests.services import services_required
 
@@ -39,6 +40,9 @@ def browser(monkeypatch):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()
+        # The test's ORM calls ran beside Playwright's event loop, on connections of their own
+        # that pytest-django does not know: close them, or the test database cannot be dropped.
+        connections.close_all()
 
 
 class Watched:
@@ -119,6 +123,7 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     page.page.check("input[name=stages][value=experiments]")
     page.page.check("input[name=stages][value=predict]")
     page.page.select_option("#id_preset", "test")
+    page.page.check("#id_force")  # both already ran on this survey with these inputs: redo them, not reuse
     page.page.click("input[type=submit]")
     page.page.wait_for_url("**/runs/*/")
     page.page.wait_for_selector("#run-status:has-text('succeeded')", timeout=120_000)

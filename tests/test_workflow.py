@@ -107,6 +107,41 @@ def test_bad_input_is_refused_with_what_to_do(synthetic_bundle):
         run_cli("--attach", "4242")
 
 
+@pytest.mark.django_db
+def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancelled_half_way():
+    from django.utils import timezone
+
+    from catalogue.models import TrainedModel
+    from catalogue.services.feature_runs import latest_cnn_models
+
+    survey = Survey.objects.create(name="halfway")
+    done = Run.objects.create(stage="cnn", survey=survey, preset="test", status="succeeded", finished=timezone.now())
+    complete = {r: TrainedModel.objects.create(kind="cnn", name=r, survey=survey, run=done, preset="test")
+                for r in ("cnn1", "cnn2", "cnn3", "cnn4")}  # fmt: skip
+    cancelled = Run.objects.create(stage="cnn", survey=survey, preset="test", status="cancelled", finished=timezone.now())
+    TrainedModel.objects.create(kind="cnn", name="cnn1", survey=survey, run=cancelled, preset="test")  # trained before the stop
+    assert latest_cnn_models(survey, "test") == complete
+
+
+class FailsHalfWayThroughPickling:
+    """Pickles to a few bytes, then raises: a worker dying while writing a model."""
+
+    def __reduce__(self):
+        raise MemoryError("killed while writing")
+
+
+def test_a_model_file_is_written_whole_or_not_at_all():
+    from django.core.files.storage import default_storage
+
+    from catalogue.services.artifacts import load_pickle, save_pickle
+
+    with pytest.raises(MemoryError):
+        save_pickle({"trees": list(range(1000)), "tail": FailsHalfWayThroughPickling()}, "models/broken.pkl")
+    assert not default_storage.exists("models/broken.pkl")  # nothing half-written under the name
+    name = save_pickle({"trees": [1, 2, 3]}, "models/whole.pkl")
+    assert load_pickle(name) == {"trees": [1, 2, 3]}
+
+
 # --- real workers ---------------------------------------------------------------------
 
 

@@ -28,10 +28,14 @@ def feature_names(prefix: str, layer: str, width: int) -> list[str]:
 
 
 def latest_cnn_models(survey: Survey, preset_name: str) -> dict[str, TrainedModel]:
-    """The newest trained model of each CNN role for a survey and preset."""
+    """The newest trained model of each CNN role for a survey and preset, from cnn runs that
+    succeeded: a cancelled or failed run's first networks are not mixed with another's."""
     found = {}
+    finished = TrainedModel.objects.filter(
+        survey=survey, kind="cnn", preset=preset_name, run__status=Run.Status.SUCCEEDED
+    ).order_by("-run__finished", "-pk")
     for role in CNN_ROLES:
-        model = TrainedModel.objects.filter(survey=survey, kind="cnn", name=role, preset=preset_name).first()
+        model = finished.filter(name=role).first()
         if model is not None:
             found[role] = model
     return found

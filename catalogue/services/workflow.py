@@ -71,8 +71,11 @@ def start_next(parent_id: int) -> None:
         )  # fmt: skip
         if not remaining:
             fresh = [s for s in stages if s not in reused]
-            note = f" ({len(reused)} reused: {', '.join(reused)})" if reused else ""
-            runs.succeed_run(parent.pk, f"all {len(stages)} stages succeeded{note}: {', '.join(fresh) or 'nothing'} run")
+            n = len(stages)
+            message = f"all {n} stages succeeded: {', '.join(fresh)}" if fresh else f"all {n} stages up to date"
+            if reused:
+                message += f" ({'reused' if fresh else 'reusing'}: {', '.join(reused)})"
+            runs.succeed_run(parent.pk, message)
             return
         stage, force = remaining[0], parent.config.get("force", False)
         previous = None if force else reusable_run(stage, parent.survey, parent.preset)

@@ -33,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--preset", default="fast")
         parser.add_argument("--stages", default=",".join(STAGES), help="stages to take the survey through")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the demo will be served (for the login line)")
 
     def handle(self, *_args, **opts):
         out = Path(opts["out"])
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         # One workflow; stages already done with the same inputs are reused, so a second demo starts at once.
         call_command("run_pipeline", survey=DEMO_SURVEY, preset=opts["preset"], stages=opts["stages"])
         self.stdout.write(self.style.SUCCESS(f"demo survey {DEMO_SURVEY!r} is ready"))
-        self.stdout.write(f"admin: user 'admin', password '{demo_admin_password()}' (http://127.0.0.1:8000/admin/)")
+        self.stdout.write(f"admin: user 'admin', password '{demo_admin_password()}' ({opts['url'].rstrip('/')}/admin/)")
 
 
 def demo_admin_password() -> str:
