@@ -123,6 +123,20 @@ def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancel
     assert latest_cnn_models(survey, "test") == complete
 
 
+@pytest.mark.django_db
+def test_two_workflows_started_at_once_on_one_survey_one_is_refused_by_the_database(monkeypatch):
+    """The check before creating the parent can miss a workflow another process is creating
+    at the same moment; the database's one-active-workflow constraint refuses the second."""
+    from catalogue.services import workflow
+
+    survey = Survey.objects.create(name="race")
+    first = Run.objects.create(stage="workflow", survey=survey, status="running", config={"stages": ["gbm"]})
+    monkeypatch.setattr(workflow, "active_on", lambda _survey: None)  # as if the first had not committed yet
+    with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(workflow, running\\) is already active on survey race"):
+        start_workflow(survey, ["gbm"], preset_name="test")
+    assert list(Run.objects.filter(survey=survey)) == [first]
+
+
 class FailsHalfWayThroughPickling:
     """Pickles to a few bytes, then raises: a worker dying while writing a model."""
 

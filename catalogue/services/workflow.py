@@ -15,6 +15,7 @@ therefore continues from the first stage that did not succeed.
 
 from __future__ import annotations
 
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalogue.models import Run, RunStage, Survey
@@ -38,20 +39,33 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
     if unknown or not stages:
         raise ValueError(f"stages must be some of {', '.join(STAGES)}; got {', '.join(stages) or 'none'}")
     ordered = [s for s in STAGES if s in stages]
-    existing = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey").order_by("created").first()
+    existing = active_on(survey)
     if existing is not None:
-        raise runs.RunConflict(existing.parent or existing)
-    parent = Run.objects.create(
-        stage=RunStage.WORKFLOW, survey=survey, preset=preset_name, status=Run.Status.RUNNING, started=timezone.now(),
-        heartbeat=timezone.now(), items_total=len(ordered), started_by=user,
-        config={"stages": ordered, "force": force, "reused": {}}, message=f"starting {ordered[0]}",
-    )  # fmt: skip
+        raise runs.RunConflict(existing)
+    try:
+        with transaction.atomic():  # two starts at once: the database lets one workflow per survey be active
+            parent = Run.objects.create(
+                stage=RunStage.WORKFLOW, survey=survey, preset=preset_name, status=Run.Status.RUNNING,
+                started=timezone.now(), heartbeat=timezone.now(), items_total=len(ordered), started_by=user,
+                config={"stages": ordered, "force": force, "reused": {}}, message=f"starting {ordered[0]}",
+            )  # fmt: skip
+    except IntegrityError:
+        other = runs.active_run(survey, RunStage.WORKFLOW)
+        if other is None:
+            raise
+        raise runs.RunConflict(other) from None
     start_next(parent.pk)
     parent.refresh_from_db()
     if parent.status == Run.Status.FAILED and not parent.children.exists() and not parent.config.get("reused"):
         parent.delete()  # nothing began: an error to the caller, not a failed workflow in the list
         raise ValueError(parent.message.removeprefix(f"stage {ordered[0]} could not start: "))
     return parent
+
+
+def active_on(survey: Survey) -> Run | None:
+    """The workflow (or lone stage) active on a survey, if any."""
+    run = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey", "parent").order_by("created").first()
+    return None if run is None else run.parent or run
 
 
 def start_next(parent_id: int) -> None:
