@@ -28,10 +28,10 @@ test: $(STAMP) lint
 	env -u DATABASE_URL $(PY) -m pytest -m smoke -p no:cacheprovider -q
 
 demo: $(STAMP)
-	$(PY) manage.py migrate --noinput
+	@$(PY) manage.py migrate --noinput -v 0 && echo "database ready (migrations applied)"
 	$(PY) manage.py demo_data --out $(DEMO_DIR) --n $(DEMO_N) --url http://$(HOST):$(PORT)/
 	@echo "MorphoMass demo: http://$(HOST):$(PORT)/"
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
 clean:
 	rm -rf var/media var/morphomass.sqlite3 $(DEMO_DIR)
