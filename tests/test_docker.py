@@ -105,12 +105,11 @@ def test_with_debug_off_the_app_serves_its_collected_static_files(tmp_path):
     """What the web container does: DEBUG=0, collectstatic at build time, whitenoise serving."""
     env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "k" * 50, "STATIC_ROOT": str(tmp_path / "static"),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}  # fmt: skip
-    python = [sys.executable]
-    subprocess.run([*python, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     probe = (
         "import django; django.setup(); from django.test import Client; c = Client(HTTP_HOST='localhost'); "
         "print(c.get('/static/admin/css/base.css').status_code, c.get('/static/nothing.css').status_code)"
     )
-    done = subprocess.run([*python, "-c", probe], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "catalogue.settings"},
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "catalogue.settings"},
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert done.stdout.split() == ["200", "404"], done.stderr

@@ -138,7 +138,7 @@ def test_two_workflows_started_at_once_on_one_survey_one_is_refused_by_the_datab
 
 
 class FailsHalfWayThroughPickling:
-    """Pickles to a few bytes, then raises: a worker dying while writing a model."""
+    """Raises when pickle reaches it, after what came before has been written: a worker dying while writing a model."""
 
     def __reduce__(self):
         raise MemoryError("killed while writing")
@@ -150,7 +150,7 @@ def test_a_model_file_is_written_whole_or_not_at_all():
     from catalogue.services.artifacts import load_pickle, save_pickle
 
     with pytest.raises(MemoryError):
-        save_pickle({"trees": list(range(1000)), "tail": FailsHalfWayThroughPickling()}, "models/broken.pkl")
+        save_pickle({"trees": list(range(100_000)), "tail": FailsHalfWayThroughPickling()}, "models/broken.pkl")
     assert not default_storage.exists("models/broken.pkl")  # nothing half-written under the name
     name = save_pickle({"trees": [1, 2, 3]}, "models/whole.pkl")
     assert load_pickle(name) == {"trees": [1, 2, 3]}
