@@ -80,17 +80,28 @@ def main() -> None:
             read_rows(store, np.array([row]))
         single_s = (time.perf_counter() - t0) / 200
         size_gb = os.path.getsize(os.path.join(media, store.images_name)) / 1e9
-        print(json.dumps({
-            "benchmark": "array_store", "database": connection.vendor, "galaxies": args.n,
-            "resolution_px": args.resolution, "store_file_gb": round(size_gb, 3),
-            "allocate_rows_s": round(allocate_s, 2), "write_images_per_s": round(args.n / write_s),
-            "batch_size": args.batch, "batches": args.batches,
-            "random_batch_images_per_s": round(args.batch * args.batches / batch_s),
-            "random_batch_ms": round(1000 * batch_s / args.batches, 2),
-            "single_row_preview_ms": round(1000 * single_s, 3), "last_batch_shape": list(images.shape),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "goal": ">= 5000 images/s for random batches of 64 at 197 px from the page cache",
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "benchmark": "array_store",
+                    "database": connection.vendor,
+                    "galaxies": args.n,
+                    "resolution_px": args.resolution,
+                    "store_file_gb": round(size_gb, 3),
+                    "allocate_rows_s": round(allocate_s, 2),
+                    "write_images_per_s": round(args.n / write_s),
+                    "batch_size": args.batch,
+                    "batches": args.batches,
+                    "random_batch_images_per_s": round(args.batch * args.batches / batch_s),
+                    "random_batch_ms": round(1000 * batch_s / args.batches, 2),
+                    "single_row_preview_ms": round(1000 * single_s, 3),
+                    "last_batch_shape": list(images.shape),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                    "goal": ">= 5000 images/s for random batches of 64 at 197 px from the page cache",
+                },
+                indent=2,
+            )
+        )
     finally:
         survey.delete()
         import shutil

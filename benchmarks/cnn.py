@@ -91,11 +91,20 @@ def main() -> None:
             model = networks.build(network["arch"], network["size"], **network["options"])
             speed = measure(model, network["size"], args.batch, args.train_batches, args.infer_batches)
             results[f"{preset_name}/{role}_{network['arch']}_{network['size']}px"] = {"params": model.count_params(), **speed}
-    print(json.dumps({
-        "benchmark": "cnn", "device": device_description(), "backend": keras.backend.backend(),
-        "precision": keras.mixed_precision.global_policy().name, "batch": args.batch, "python": platform.python_version(),
-        "results": results,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "cnn",
+                "device": device_description(),
+                "backend": keras.backend.backend(),
+                "precision": keras.mixed_precision.global_policy().name,
+                "batch": args.batch,
+                "python": platform.python_version(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

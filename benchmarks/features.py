@@ -52,10 +52,13 @@ def load(survey_name: str) -> dict:
     seconds = time.perf_counter() - start
     peak = status_mb("VmHWM")
     return {
-        "load_s": round(seconds, 2), "shape": list(matrix.shape), "matrix_mb": round(matrix.nbytes / 2**20),
-        "peak_extra_mb": round(peak - before), "peak_over_matrix": round((peak - before) / (matrix.nbytes / 2**20), 2),
+        "load_s": round(seconds, 2),
+        "shape": list(matrix.shape),
+        "matrix_mb": round(matrix.nbytes / 2**20),
+        "peak_extra_mb": round(peak - before),
+        "peak_over_matrix": round((peak - before) / (matrix.nbytes / 2**20), 2),
         "nan": int(np.isnan(matrix).sum()),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -81,8 +84,10 @@ def main() -> None:
         galaxies = [Galaxy(survey=survey, objid=i, ra=0.0, dec=0.0, z=0.05) for i in range(args.n)]
         Galaxy.objects.bulk_create(galaxies, batch_size=10000)
         ids = list(Galaxy.objects.filter(survey=survey).order_by("id").values_list("id", flat=True))
-        sets = [FeatureSet.objects.create(name=n, survey=survey, feature_names=[f"{n}_{i}" for i in range(w)])
-                for n, w in WIDTHS.items()]  # fmt: skip
+        sets = [
+            FeatureSet.objects.create(name=n, survey=survey, feature_names=[f"{n}_{i}" for i in range(w)])
+            for n, w in WIDTHS.items()
+        ]
         rng = np.random.default_rng(0)
         start = time.perf_counter()
         for first in range(0, args.n, 2000):
@@ -93,19 +98,31 @@ def main() -> None:
                     pairs = zip(block, values, strict=True)
                     rows = [FeatureVector(galaxy_id=g, feature_set=feature_set, values=v) for g, v in pairs]
                     FeatureVector.objects.bulk_create(
-                        rows, batch_size=2000, update_conflicts=True,
-                        unique_fields=["galaxy", "feature_set"], update_fields=["values"],
-                    )  # fmt: skip
+                        rows,
+                        batch_size=2000,
+                        update_conflicts=True,
+                        unique_fields=["galaxy", "feature_set"],
+                        update_fields=["values"],
+                    )
         store_s = time.perf_counter() - start
         command = [sys.executable, __file__, "--load-only", name]
         child = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
         loaded = json.loads(child.stdout.strip().splitlines()[-1])
-        print(json.dumps({
-            "benchmark": "features", "database": connection.vendor, "galaxies": args.n,
-            "features": sum(WIDTHS.values()), "store_s": round(store_s, 1),
-            "store_rows_per_s": round(args.n * len(sets) / store_s),
-            **loaded, "goal": "load in <= 15 s with peak memory under twice the matrix",
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "benchmark": "features",
+                    "database": connection.vendor,
+                    "galaxies": args.n,
+                    "features": sum(WIDTHS.values()),
+                    "store_s": round(store_s, 1),
+                    "store_rows_per_s": round(args.n * len(sets) / store_s),
+                    **loaded,
+                    "goal": "load in <= 15 s with peak memory under twice the matrix",
+                },
+                indent=2,
+            )
+        )
     finally:
         survey.delete()
 

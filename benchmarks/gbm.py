@@ -59,8 +59,13 @@ def main() -> None:
         slice(args.n - n_val - n_test, args.n - n_test),
         slice(args.n - n_test, None),
     )
-    report = {"n_galaxies": args.n, "n_features": args.features, "matrix_mb": round(X.nbytes / 2**20), "threads": args.threads,
-              "configs": {}}  # fmt: skip
+    report = {
+        "n_galaxies": args.n,
+        "n_features": args.features,
+        "matrix_mb": round(X.nbytes / 2**20),
+        "threads": args.threads,
+        "configs": {},
+    }
     fitted = {}
     for name in args.configs.split(","):
         model = GBMRegressor(loss="l1", n_jobs=args.threads, **CONFIGS[name])
@@ -69,10 +74,12 @@ def main() -> None:
         seconds = time.perf_counter() - started
         fitted[name] = model
         report["configs"][name] = {
-            **CONFIGS[name], "train_s": round(seconds, 1), "trees": model.best_iteration_,
+            **CONFIGS[name],
+            "train_s": round(seconds, 1),
+            "trees": model.best_iteration_,
             "val_l1": round(ml_metrics(model.predict(X[val]).clip(1e-3), y[val], e[val])["l1"], 4),
             "test_l1": round(ml_metrics(model.predict(X[test]).clip(1e-3), y[test], e[test])["l1"], 4),
-        }  # fmt: skip
+        }
         print(json.dumps({name: report["configs"][name]}), file=sys.stderr, flush=True)
     best = min(fitted, key=lambda k: report["configs"][k]["train_s"])
     model = fitted[best]
@@ -89,10 +96,12 @@ def main() -> None:
     model.predict(X[test])
     report["predict_rows_per_s"] = round(len(X[test]) / (time.perf_counter() - started))
     report["top50"] = {
-        "config": best, "importance_s": round(importance_s, 1), "retrain_s": round(time.perf_counter() - started, 1),
+        "config": best,
+        "importance_s": round(importance_s, 1),
+        "retrain_s": round(time.perf_counter() - started, 1),
         "informative_found": sorted(i for i in top if i < 12),
         "val_l1": round(ml_metrics(small.predict(X[val][:, top]).clip(1e-3), y[val], e[val])["l1"], 4),
-    }  # fmt: skip
+    }
     print(json.dumps(report, indent=2))
 
 

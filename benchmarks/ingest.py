@@ -38,12 +38,18 @@ def write_catalogue(path: Path, n: int, seed: int = 0) -> None:
     columns = ["objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "magerr_g", "mag_i", "magerr_i", "ml_g", "ml_g_err", "chi2_r"]
     data = {
         "objid": 1237600000000000000 + np.arange(n) * 3,
-        "ra": rng.uniform(0, 360, n), "dec": np.rad2deg(np.arcsin(rng.uniform(-0.2, 0.9, n))),
-        "z": rng.uniform(0.01, 0.3, n), "d25_arcmin": rng.lognormal(np.log(0.6), 0.3, n),
-        "mag_g": rng.uniform(13, 18, n), "magerr_g": rng.uniform(0.01, 0.05, n),
-        "mag_i": rng.uniform(12, 17, n), "magerr_i": rng.uniform(0.01, 0.05, n),
-        "ml_g": rng.lognormal(1.0, 0.5, n), "ml_g_err": rng.uniform(0.1, 0.5, n), "chi2_r": rng.lognormal(0, 0.5, n),
-    }  # fmt: skip
+        "ra": rng.uniform(0, 360, n),
+        "dec": np.rad2deg(np.arcsin(rng.uniform(-0.2, 0.9, n))),
+        "z": rng.uniform(0.01, 0.3, n),
+        "d25_arcmin": rng.lognormal(np.log(0.6), 0.3, n),
+        "mag_g": rng.uniform(13, 18, n),
+        "magerr_g": rng.uniform(0.01, 0.05, n),
+        "mag_i": rng.uniform(12, 17, n),
+        "magerr_i": rng.uniform(0.01, 0.05, n),
+        "ml_g": rng.lognormal(1.0, 0.5, n),
+        "ml_g_err": rng.uniform(0.1, 0.5, n),
+        "chi2_r": rng.lognormal(0, 0.5, n),
+    }
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
@@ -67,12 +73,23 @@ def main() -> None:
         ingest_bundle(bundle, with_images=False)  # re-ingest: every row is an update
         again = time.perf_counter() - start
         Survey.objects.filter(name="bench-ingest").delete()
-    print(json.dumps({
-        "benchmark": "ingest", "database": connection.vendor, "rows": args.n,
-        "seconds": round(first, 2), "rows_per_second": round(args.n / first),
-        "reingest_seconds": round(again, 2), "reingest_rows_per_second": round(args.n / again),
-        "accepted": report.accepted, "excluded": report.excluded, "rejected": report.rejected,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "database": connection.vendor,
+                "rows": args.n,
+                "seconds": round(first, 2),
+                "rows_per_second": round(args.n / first),
+                "reingest_seconds": round(again, 2),
+                "reingest_rows_per_second": round(args.n / again),
+                "accepted": report.accepted,
+                "excluded": report.excluded,
+                "rejected": report.rejected,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

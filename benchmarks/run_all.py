@@ -53,12 +53,19 @@ BENCHMARKS = {
 def run_benchmark(name: str, args: list[str]) -> dict:
     """Run one benchmark script; its JSON output, with the wall time."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(HERE / f"{name}.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     seconds = round(time.monotonic() - started, 1)
     if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
-                "wall_s": seconds}  # fmt: skip
+        return {
+            "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
+            "wall_s": seconds,
+        }
     out = done.stdout
     start = 0 if out.startswith("{") else out.rfind("\n{") + 1
     return {**json.loads(out[start:]), "wall_s": seconds}
@@ -91,23 +98,37 @@ def stage_rows(results: dict, gpu_rates: dict | None) -> list[dict]:
     rows = []
 
     def per_galaxy(stage: str, what: str, seconds_per_galaxy: float | None, worker: str) -> None:
-        rows.append({"stage": stage, "what": what, "worker": worker, "fixed_hours": None,
-                     "hours": {k: None if seconds_per_galaxy is None else n * seconds_per_galaxy / 3600
-                               for k, n in SURVEYS.items()}})  # fmt: skip
+        rows.append(
+            {
+                "stage": stage,
+                "what": what,
+                "worker": worker,
+                "fixed_hours": None,
+                "hours": {k: None if seconds_per_galaxy is None else n * seconds_per_galaxy / 3600 for k, n in SURVEYS.items()},
+            }
+        )
 
     def fixed(stage: str, what: str, hours: float | None, worker: str) -> None:
-        rows.append({"stage": stage, "what": what, "worker": worker, "fixed_hours": hours,
-                     "hours": dict.fromkeys(SURVEYS, hours)})  # fmt: skip
+        rows.append(
+            {"stage": stage, "what": what, "worker": worker, "fixed_hours": hours, "hours": dict.fromkeys(SURVEYS, hours)}
+        )
 
     ingest = results.get("ingest", {})
     rate = ingest.get("rows_per_second")
-    per_galaxy("ingest", f"catalogue rows into {ingest.get('database', '?')}: {fmt_rate(rate)} rows/s"
-               if rate else "not measured",
-               1 / rate if rate else None, "1 process")  # fmt: skip
+    per_galaxy(
+        "ingest",
+        f"catalogue rows into {ingest.get('database', '?')}: {fmt_rate(rate)} rows/s" if rate else "not measured",
+        1 / rate if rate else None,
+        "1 process",
+    )
     pre = results.get("preprocess", {}).get("results", {}).get("256px", {})
     rate = pre.get("galaxies_per_second_per_core_full")
-    per_galaxy("preprocess", f"256 px, star removal, 3 resizes: {fmt_rate(rate)} galaxies/s/core" if rate else "not measured",
-               1 / rate if rate else None, "cpu core")  # fmt: skip
+    per_galaxy(
+        "preprocess",
+        f"256 px, star removal, 3 resizes: {fmt_rate(rate)} galaxies/s/core" if rate else "not measured",
+        1 / rate if rate else None,
+        "cpu core",
+    )
     store = results.get("array_store", {})
     rate = store.get("write_images_per_s")
     what = f"{fmt_rate(rate)} images/s at {store.get('resolution_px')} px, 3 sizes" if rate else "not measured"
@@ -115,24 +136,39 @@ def stage_rows(results: dict, gpu_rates: dict | None) -> list[dict]:
     cpu_train_h, cpu_infer_s = cnn_hours(cnn_rates(results.get("cnn")))
     gpu_train_h, gpu_infer_s = cnn_hours(gpu_rates)
     fixed("cnn (train, CPU)", f"4 networks x {EPOCHS} epochs x {TRAIN_GALAXIES:,} galaxies", cpu_train_h, "cpu worker")
-    fixed("cnn (train, GPU)", "the same" if gpu_train_h else "not measured: no GPU report (--gpu-cnn)", gpu_train_h,
-          "gpu worker")  # fmt: skip
+    fixed("cnn (train, GPU)", "the same" if gpu_train_h else "not measured: no GPU report (--gpu-cnn)", gpu_train_h, "gpu worker")
     per_galaxy("features (infer, CPU)", "4 networks per galaxy", cpu_infer_s, "cpu worker")
-    per_galaxy("features (infer, GPU)", "4 networks per galaxy" if gpu_infer_s else "not measured: no GPU report",
-               gpu_infer_s, "gpu worker")  # fmt: skip
+    per_galaxy(
+        "features (infer, GPU)",
+        "4 networks per galaxy" if gpu_infer_s else "not measured: no GPU report",
+        gpu_infer_s,
+        "gpu worker",
+    )
     feats = results.get("features", {})
     rate = feats.get("store_rows_per_s")
-    per_galaxy("features (store)", f"{fmt_rate(rate)} vectors/s into {feats.get('database', '?')}" if rate else "not measured",
-               FEATURE_SETS / rate if rate else None, "database")  # fmt: skip
+    per_galaxy(
+        "features (store)",
+        f"{fmt_rate(rate)} vectors/s into {feats.get('database', '?')}" if rate else "not measured",
+        FEATURE_SETS / rate if rate else None,
+        "database",
+    )
     gbm = results.get("gbm", {})
     paper = gbm.get("configs", {}).get("paper", {})
     scale = TRAIN_GALAXIES / gbm["n_galaxies"] if gbm.get("n_galaxies") else None
     train_h = NAMED_MODELS * paper["train_s"] * scale / 3600 if paper.get("train_s") and scale else None
-    fixed("gbm (train)", f"{NAMED_MODELS} models at the paper's settings, {TRAIN_GALAXIES:,} galaxies (scaled linearly)",
-          train_h, "cpu worker")  # fmt: skip
+    fixed(
+        "gbm (train)",
+        f"{NAMED_MODELS} models at the paper's settings, {TRAIN_GALAXIES:,} galaxies (scaled linearly)",
+        train_h,
+        "cpu worker",
+    )
     rate = gbm.get("predict_rows_per_s")
-    per_galaxy("predict", f"{NAMED_MODELS} models: {fmt_rate(rate)} galaxies/s per model" if rate else "not measured",
-               NAMED_MODELS / rate if rate else None, "cpu worker")  # fmt: skip
+    per_galaxy(
+        "predict",
+        f"{NAMED_MODELS} models: {fmt_rate(rate)} galaxies/s per model" if rate else "not measured",
+        NAMED_MODELS / rate if rate else None,
+        "cpu worker",
+    )
     return rows
 
 
@@ -163,10 +199,14 @@ def fmt_gb(gb: float) -> str:
 def markdown(report: dict) -> str:
     """The README's performance table: worker-hours per stage and where the time goes."""
     names = list(SURVEYS)
-    lines = [f"Measured {report['date']} on {report['machine']} (`benchmarks/run_all.py --scale {report['scale']}`; "
-             f"raw numbers in `benchmarks/results/report.json`). Worker-hours = galaxies / measured rate; training "
-             f"is paid once, on the labelled sample.", "",
-             f"| stage | measured | worker | {' | '.join(names)} |", "|---|---|---|" + "---|" * len(names)]  # fmt: skip
+    lines = [
+        f"Measured {report['date']} on {report['machine']} (`benchmarks/run_all.py --scale {report['scale']}`; "
+        f"raw numbers in `benchmarks/results/report.json`). Worker-hours = galaxies / measured rate; training "
+        f"is paid once, on the labelled sample.",
+        "",
+        f"| stage | measured | worker | {' | '.join(names)} |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
     for row in report["stages"]:
         cells = [fmt_hours(row["hours"][k]) for k in names]
         lines.append(f"| {row['stage']} | {row['what']} | {row['worker']} | {' | '.join(cells)} |")
@@ -175,15 +215,19 @@ def markdown(report: dict) -> str:
         if share:
             parts = ", ".join(f"{stage} {100 * f:.0f}%" for stage, f in share.items())
             lines.append(f"\nWhere the time goes at Euclid scale, {device} path: {parts}.")
-    sizes = ", ".join(f"{k}: image store {fmt_gb(v['image_store_gb'])}, features {fmt_gb(v['features_gb'])}"
-                      for k, v in report["storage"].items())  # fmt: skip
+    sizes = ", ".join(
+        f"{k}: image store {fmt_gb(v['image_store_gb'])}, features {fmt_gb(v['features_gb'])}"
+        for k, v in report["storage"].items()
+    )
     lines.append(f"\nStorage: {sizes}.")
     api = report["benchmarks"].get("api", {})
     if "list_page_1000_ms" in api:
-        lines.append(f"\nAPI ({api['galaxies']:,} galaxies, {api['database']}): a page of 1,000 galaxies "
-                     f"{api['list_page_1000_ms']} ms, one galaxy {api['galaxy_detail_ms']} ms, a 0.5 deg cone search "
-                     f"{api['cone_search_0.5deg_ms']} ms, downloads {api['csv_download_rows_per_s']:,} rows/s (CSV) and "
-                     f"{api['fits_download_rows_per_s']:,} rows/s (FITS).")  # fmt: skip
+        lines.append(
+            f"\nAPI ({api['galaxies']:,} galaxies, {api['database']}): a page of 1,000 galaxies "
+            f"{api['list_page_1000_ms']} ms, one galaxy {api['galaxy_detail_ms']} ms, a 0.5 deg cone search "
+            f"{api['cone_search_0.5deg_ms']} ms, downloads {api['csv_download_rows_per_s']:,} rows/s (CSV) and "
+            f"{api['fits_download_rows_per_s']:,} rows/s (FITS)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -213,8 +257,11 @@ def main() -> None:
     parser.add_argument("--scale", choices=("quick", "full"), default="quick")
     parser.add_argument("--only", help="comma-separated benchmarks (default: all)")
     parser.add_argument("--gpu-cnn", type=Path, help="JSON printed by benchmarks/cnn.py on a GPU worker")
-    parser.add_argument("--from-report", type=Path, help="re-derive the tables from an earlier report.json instead of "
-                        "running the benchmarks again (to add --gpu-cnn, say)")  # fmt: skip
+    parser.add_argument(
+        "--from-report",
+        type=Path,
+        help="re-derive the tables from an earlier report.json instead of running the benchmarks again (to add --gpu-cnn, say)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
@@ -234,13 +281,16 @@ def main() -> None:
     rows = stage_rows(results, cnn_rates(gpu))
     host = f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
     report = {
-        "date": earlier.get("date", datetime.now(UTC).strftime("%Y-%m-%d")), "scale": earlier.get("scale", args.scale),
+        "date": earlier.get("date", datetime.now(UTC).strftime("%Y-%m-%d")),
+        "scale": earlier.get("scale", args.scale),
         "machine": re.sub(r", (no GPU|GPU: .*)$", "", earlier.get("machine", host))
-                   + (f", GPU: {gpu.get('device')}" if gpu else ", no GPU"),
-        "benchmarks": results, "gpu_cnn": gpu, "stages": rows,
+        + (f", GPU: {gpu.get('device')}" if gpu else ", no GPU"),
+        "benchmarks": results,
+        "gpu_cnn": gpu,
+        "stages": rows,
         "where_the_time_goes": {d: where_the_time_goes(rows, d) for d in ("CPU", "GPU")},
         "storage": {k: storage(n) for k, n in SURVEYS.items()},
-    }  # fmt: skip
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)

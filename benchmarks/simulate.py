@@ -34,9 +34,11 @@ def median_scaling_value(bundle: Path) -> tuple[float, int, int]:
             header, image = hdul[0].header, hdul[0].data.astype(float)
         try:
             result = preprocess_cutout(
-                image, header["PSF_FWHM"] / header["PIXSCALE"], ImageMeta(0.05, 220.0, 0.4),
+                image,
+                header["PSF_FWHM"] / header["PIXSCALE"],
+                ImageMeta(0.05, 220.0, 0.4),
                 prior_xy=prior_pixels(header, radec),
-            )  # fmt: skip
+            )
             values.append(result.scaling_value)
         except NoScalingValue:
             failures += 1
@@ -61,11 +63,22 @@ def main() -> None:
 
             write_montage(out, args.montage)
         median_a, n_scaled, failures = median_scaling_value(out)
-    print(json.dumps({
-        "benchmark": "simulate", "n": args.n, "workers": args.workers, "seconds": round(seconds, 1),
-        "galaxies_per_second": round(args.n / seconds, 2), **{k: round(v, 4) for k, v in summary.stats.items()},
-        "median_scaling_value": round(median_a, 1), "scaling_value_failures": failures, "scaled": n_scaled,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "simulate",
+                "n": args.n,
+                "workers": args.workers,
+                "seconds": round(seconds, 1),
+                "galaxies_per_second": round(args.n / seconds, 2),
+                **{k: round(v, 4) for k, v in summary.stats.items()},
+                "median_scaling_value": round(median_a, 1),
+                "scaling_value_failures": failures,
+                "scaled": n_scaled,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,15 @@ from pipeline.presets import PRESETS
 class StartRunForm(forms.Form):
     survey = forms.ModelChoiceField(queryset=models.Survey.objects.order_by("name"))
     stages = forms.MultipleChoiceField(
-        choices=[(s, s) for s in STAGES], widget=forms.CheckboxSelectMultiple,
+        choices=[(s, s) for s in STAGES],
+        widget=forms.CheckboxSelectMultiple,
         help_text="run in this order, each starting when the one before it succeeds",
-    )  # fmt: skip
+    )
     preset = forms.ChoiceField(
-        choices=[(p, p) for p in PRESETS], initial="fast",
+        choices=[(p, p) for p in PRESETS],
+        initial="fast",
         help_text="test: seconds (tiny); fast: a laptop demo; paper: the paper's networks (GPU)",
-    )  # fmt: skip
+    )
     force = forms.BooleanField(
         required=False, help_text="redo what is done: preprocessed galaxies, stages that succeeded with the same inputs"
     )
@@ -107,10 +109,27 @@ class RunAdmin(admin.ModelAdmin):
     list_display = ("id", "stage", "survey", "preset", "status", "progress", "items_done", "items_failed", "message", "created")
     list_filter = ("stage", "status")
     readonly_fields = (
-        "stage", "survey", "preset", "resolutions", "parent", "config", "status", "progress", "items_total",
-        "items_done", "items_failed", "message", "error", "log", "result", "celery_task_id", "started_by",
-        "started", "finished", "heartbeat",
-    )  # fmt: skip
+        "stage",
+        "survey",
+        "preset",
+        "resolutions",
+        "parent",
+        "config",
+        "status",
+        "progress",
+        "items_total",
+        "items_done",
+        "items_failed",
+        "message",
+        "error",
+        "log",
+        "result",
+        "celery_task_id",
+        "started_by",
+        "started",
+        "finished",
+        "heartbeat",
+    )
     inlines = [RunChunkInline]
     actions = ["cancel"]
     change_list_template = "admin/catalogue/run/change_list.html"

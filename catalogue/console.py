@@ -21,8 +21,14 @@ from catalogue.services.runs import chunk_failures
 from catalogue.services.workflow import stage_runs
 
 #: What a stage's items are, for the start line.
-UNITS = {"preprocess": "galaxies", "cnn": "networks", "features": "galaxies", "gbm": "models", "experiments": "experiments",
-         "predict": "models"}  # fmt: skip
+UNITS = {
+    "preprocess": "galaxies",
+    "cnn": "networks",
+    "features": "galaxies",
+    "gbm": "models",
+    "experiments": "experiments",
+    "predict": "models",
+}
 #: Seconds between two progress lines of one stage when the output is not a terminal.
 PLAIN_PROGRESS_INTERVAL_S = 30.0
 #: Seconds between two looks at the database.
@@ -141,12 +147,25 @@ def summary(root: Run) -> dict:
             stages[stage] = {"status": "not started"}
             continue
         stages[stage] = {
-            "run": run.pk, "status": run.status, "reused": reused, "total": run.items_total, "done": run.items_done,
-            "failed": run.items_failed, "seconds": run.duration_s, "message": run.message,
-            "failures": run.result.get("failures", []), "chunk_failures": chunk_failures(run),
-        }  # fmt: skip
-    return {"run": root.pk, "survey": root.survey.name if root.survey else None, "preset": root.preset,
-            "status": root.status, "message": root.message, "stages": stages}  # fmt: skip
+            "run": run.pk,
+            "status": run.status,
+            "reused": reused,
+            "total": run.items_total,
+            "done": run.items_done,
+            "failed": run.items_failed,
+            "seconds": run.duration_s,
+            "message": run.message,
+            "failures": run.result.get("failures", []),
+            "chunk_failures": chunk_failures(run),
+        }
+    return {
+        "run": root.pk,
+        "survey": root.survey.name if root.survey else None,
+        "preset": root.preset,
+        "status": root.status,
+        "message": root.message,
+        "stages": stages,
+    }
 
 
 class PlainProgress:

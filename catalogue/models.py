@@ -77,9 +77,13 @@ class Galaxy(models.Model):
     status_reason = models.CharField(max_length=300, blank=True)
     extra = models.JSONField(default=dict, blank=True, help_text="catalogue columns without a field of their own")
     morphology = models.CharField(
-        max_length=12, blank=True, default="", db_default="", db_index=True,
+        max_length=12,
+        blank=True,
+        default="",
+        db_default="",
+        db_index=True,
         help_text="irregular / edge-on / disk / elliptical from CNN1's GZ2 probabilities (set by the predict stage)",
-    )  # fmt: skip
+    )
 
     mag_u = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected u model magnitude")
     magerr_u = models.FloatField(null=True, blank=True, help_text="mag, error of mag_u")
@@ -100,13 +104,10 @@ class Galaxy(models.Model):
             models.CheckConstraint(condition=Q(status__in=[c.value for c in GalaxyStatus]), name="galaxy_status_known"),
             models.CheckConstraint(condition=Q(ml_g_err__isnull=True) | Q(ml_g_err__gt=0), name="galaxy_ml_g_err_positive"),
             models.CheckConstraint(condition=Q(ml_g__isnull=True) | Q(ml_g__gt=0), name="galaxy_ml_g_positive"),
-            models.CheckConstraint(
-                condition=Q(dec__isnull=True) | (Q(dec__gte=-90) & Q(dec__lte=90)), name="galaxy_dec_range"
-            ),
+            models.CheckConstraint(condition=Q(dec__isnull=True) | (Q(dec__gte=-90) & Q(dec__lte=90)), name="galaxy_dec_range"),
             # A galaxy in the learning sample has everything the learning needs.
             models.CheckConstraint(
-                condition=~Q(status="ok")
-                | (Q(z__isnull=False) & Q(z__gte=0) & Q(ra__isnull=False) & Q(dec__isnull=False)),
+                condition=~Q(status="ok") | (Q(z__isnull=False) & Q(z__gte=0) & Q(ra__isnull=False) & Q(dec__isnull=False)),
                 name="galaxy_ok_has_position_and_z",
             ),
         ]
@@ -231,9 +232,7 @@ class FeatureSet(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["survey", "name", "version"], name="featureset_name_version_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["survey", "name", "version"], name="featureset_name_version_unique")]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
@@ -313,10 +312,11 @@ class Run(models.Model):
                 condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]), name="run_status_known"
             ),
             models.UniqueConstraint(
-                fields=["survey", "stage"], condition=Q(status__in=["queued", "running"]),
+                fields=["survey", "stage"],
+                condition=Q(status__in=["queued", "running"]),
                 name="run_one_active_per_survey_stage",
             ),
-        ]  # fmt: skip
+        ]
         ordering = ["-created"]
 
     def __str__(self) -> str:

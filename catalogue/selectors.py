@@ -12,9 +12,7 @@ from catalogue.models import FeatureVector, Galaxy
 from pipeline.sky import cone_index_ranges, unit_vector
 
 
-def galaxies_in_cone(
-    ra: float, dec: float, radius_deg: float, queryset: QuerySet[Galaxy] | None = None
-) -> QuerySet[Galaxy]:
+def galaxies_in_cone(ra: float, dec: float, radius_deg: float, queryset: QuerySet[Galaxy] | None = None) -> QuerySet[Galaxy]:
     """Galaxies within ``radius_deg`` of (ra, dec), all in degrees, as one SQL query.
 
     The HEALPix ranges narrow the candidates through the (survey, healpix) index; the

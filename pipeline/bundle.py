@@ -21,15 +21,42 @@ from pipeline import gz2
 
 REQUIRED_COLUMNS = ("objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "mag_i")
 FLOAT_COLUMNS = (
-    "ra", "dec", "z", "d25_arcmin",
-    *(f"mag_{b}" for b in "ugriz"), *(f"magerr_{b}" for b in "ugriz"),
-    "ml_g", "ml_g_err", "chi2_r",
-)  # fmt: skip
+    "ra",
+    "dec",
+    "z",
+    "d25_arcmin",
+    *(f"mag_{b}" for b in "ugriz"),
+    *(f"magerr_{b}" for b in "ugriz"),
+    "ml_g",
+    "ml_g_err",
+    "chi2_r",
+)
 GSWLC_COLUMNS = (
-    "objid", "glxid", "plate", "mjd", "fiber_id", "ra", "dec", "z", "chi2_r", "log_mstar", "log_mstar_err",
-    "log_sfr_sed", "log_sfr_sed_err", "a_fuv", "a_fuv_err", "a_b", "a_b_err", "a_v", "a_v_err", "flag_sed",
-    "uv_survey", "flag_uv", "flag_midir", "flag_mgs",
-)  # fmt: skip
+    "objid",
+    "glxid",
+    "plate",
+    "mjd",
+    "fiber_id",
+    "ra",
+    "dec",
+    "z",
+    "chi2_r",
+    "log_mstar",
+    "log_mstar_err",
+    "log_sfr_sed",
+    "log_sfr_sed_err",
+    "a_fuv",
+    "a_fuv_err",
+    "a_b",
+    "a_b_err",
+    "a_v",
+    "a_v_err",
+    "flag_sed",
+    "uv_survey",
+    "flag_uv",
+    "flag_midir",
+    "flag_mgs",
+)
 GSWLC_MISSING = -99.0
 IMAGE_HEADER_KEYS = ("BUNIT", "PIXSCALE", "PSF_FWHM", "BAND")
 MIN_FINITE_FRACTION = 0.5
@@ -155,10 +182,15 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
 
     idx = np.flatnonzero(keep)
     parsed = CatalogueRows(
-        objid=objid[idx], row=rows[idx], values={k: v[idx] for k, v in values.items()},
+        objid=objid[idx],
+        row=rows[idx],
+        values={k: v[idx] for k, v in values.items()},
         extra=[{c: _json_value(extra_cols[c][i]) for c in extra_names} for i in idx],
-        rejected=np.zeros(len(idx), bool), reasons=[[] for _ in idx], kinds=[[] for _ in idx], rejections=early,
-    )  # fmt: skip
+        rejected=np.zeros(len(idx), bool),
+        reasons=[[] for _ in idx],
+        kinds=[[] for _ in idx],
+        rejections=early,
+    )
     for name, bad in unparseable.items():
         raw = table[name] if name in table.colnames else None
         for j in np.flatnonzero(bad[idx]):
@@ -167,21 +199,28 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
     checks = [
         ("missing_redshift", np.isnan(v["z"]) & ~unparseable["z"][idx], lambda _j: "no redshift"),
         ("negative_redshift", v["z"] < 0, lambda j: f"negative redshift z = {v['z'][j]:g}"),
-        ("missing_position", (np.isnan(v["ra"]) & ~unparseable["ra"][idx]) | (np.isnan(v["dec"]) & ~unparseable["dec"][idx]),
-         lambda _j: "no ra/dec"),
-        ("bad_position", (np.abs(v["dec"]) > 90) | (v["ra"] < 0) | (v["ra"] >= 360),
-         lambda j: f"position out of range: ra = {v['ra'][j]:g}, dec = {v['dec'][j]:g}"),
+        (
+            "missing_position",
+            (np.isnan(v["ra"]) & ~unparseable["ra"][idx]) | (np.isnan(v["dec"]) & ~unparseable["dec"][idx]),
+            lambda _j: "no ra/dec",
+        ),
+        (
+            "bad_position",
+            (np.abs(v["dec"]) > 90) | (v["ra"] < 0) | (v["ra"] >= 360),
+            lambda j: f"position out of range: ra = {v['ra'][j]:g}, dec = {v['dec'][j]:g}",
+        ),
         ("missing_magnitude", np.isnan(v["mag_g"]) & ~unparseable["mag_g"][idx], lambda _j: "no mag_g"),
-        ("bad_d25", ~(v["d25_arcmin"] > 0) & ~unparseable["d25_arcmin"][idx],
-         lambda j: f"D25 must be positive, got {v['d25_arcmin'][j]:g} arcmin"),
+        (
+            "bad_d25",
+            ~(v["d25_arcmin"] > 0) & ~unparseable["d25_arcmin"][idx],
+            lambda j: f"D25 must be positive, got {v['d25_arcmin'][j]:g} arcmin",
+        ),
         ("nonpositive_error", v["ml_g_err"] <= 0, lambda j: f"ml_g_err must be positive, got {v['ml_g_err'][j]:g}"),
         ("nonpositive_target", v["ml_g"] <= 0, lambda j: f"ml_g must be positive, got {v['ml_g'][j]:g}"),
-    ]  # fmt: skip
+    ]
     for band in "ugriz":
         err = v[f"magerr_{band}"]
-        checks.append(
-            ("nonpositive_error", err <= 0, lambda j, b=band, e=err: f"magerr_{b} must be positive, got {e[j]:g}")
-        )
+        checks.append(("nonpositive_error", err <= 0, lambda j, b=band, e=err: f"magerr_{b} must be positive, got {e[j]:g}"))
     for kind, bad, message in checks:
         with np.errstate(invalid="ignore"):
             hits = np.flatnonzero(bad)
@@ -333,6 +372,10 @@ def inspect_image(path: Path, ra: float | None = None, dec: float | None = None)
                 f"(ra {ra:.5f}, dec {dec:.5f}); at most {tolerance:.1f} arcsec allowed"
             )
     return ImageInfo(
-        height=int(data.shape[0]), width=int(data.shape[1]), pixscale_arcsec=pixscale, psf_fwhm_arcsec=psf,
-        band=str(header["BAND"]).strip(), checksum=hashlib.sha256(raw).hexdigest(),
-    )  # fmt: skip
+        height=int(data.shape[0]),
+        width=int(data.shape[1]),
+        pixscale_arcsec=pixscale,
+        psf_fwhm_arcsec=psf,
+        band=str(header["BAND"]).strip(),
+        checksum=hashlib.sha256(raw).hexdigest(),
+    )

@@ -65,8 +65,15 @@ class ExperimentContext:
         extra = {"n_features": len(fitted.features), "n_train": fitted.n_train}
         if fitted.selection:
             extra["selection"] = fitted.selection
-        return ExperimentRow(experiment, method or fitted.spec.name, fitted.spec.label(), fitted.spec.loss, metrics, per_class,
-                             {**extra, **details})  # fmt: skip
+        return ExperimentRow(
+            experiment,
+            method or fitted.spec.name,
+            fitted.spec.label(),
+            fitted.spec.loss,
+            metrics,
+            per_class,
+            {**extra, **details},
+        )
 
     def named_model(self, name: str) -> FittedModel:
         if name not in self.named:
@@ -148,8 +155,9 @@ def significance(ctx: ExperimentContext) -> list[ExperimentRow]:
         details = compare_l1(l1_better, l1_worse, seed=ctx.seed)
         details["per_class_gain"] = {
             name: {"n": int(hit.sum()), "mean_l1_gain": float(np.nanmean(l1_worse[hit] - l1_better[hit]))}
-            for name in dict.fromkeys(c for c in classes if c) for hit in [classes == name]
-        }  # fmt: skip
+            for name in dict.fromkeys(c for c in classes if c)
+            for hit in [classes == name]
+        }
         row = ctx.row("significance", ctx.named_model(better), method=f"{better} over {worse}", **details)
         row.details["compared_with"] = worse
         rows.append(row)
@@ -164,9 +172,14 @@ def half_data(ctx: ExperimentContext) -> list[ExperimentRow]:
 
 
 RUNNERS: dict[str, Callable[[ExperimentContext], list[ExperimentRow]]] = {
-    "single_band": single_band, "ablation": ablation, "colour": colour, "losses": losses,
-    "band_sets": band_sets, "significance": significance, "half_data": half_data,
-}  # fmt: skip
+    "single_band": single_band,
+    "ablation": ablation,
+    "colour": colour,
+    "losses": losses,
+    "band_sets": band_sets,
+    "significance": significance,
+    "half_data": half_data,
+}
 
 
 def run_experiment(name: str, ctx: ExperimentContext) -> list[ExperimentRow]:

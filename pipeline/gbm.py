@@ -104,9 +104,11 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
             X_val, y_val, e_val = eval_set
             y_val = np.asarray(y_val, dtype=float)
             valid = lgb.Dataset(
-                np.asarray(X_val, dtype=np.float32), self._label(y_val), weight=sample_weights(self.loss, y_val, e_val),
+                np.asarray(X_val, dtype=np.float32),
+                self._label(y_val),
+                weight=sample_weights(self.loss, y_val, e_val),
                 reference=train,
-            )  # fmt: skip
+            )
             valid_sets = [valid]
             callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
         self.booster_ = lgb.train(

@@ -30,8 +30,16 @@ LEVELS = (0.68, 0.95)
 #: to noise (test coverage 0.605 instead of 0.667 at 68% for gi_morph) than they gained.
 MIN_GROUP_CALIBRATION = 100
 #: Quantile models: small and fixed (no early stopping: the validation split calibrates).
-QUANTILE_PARAMS = {"num_leaves": 15, "min_data_in_leaf": 20, "learning_rate": 0.05, "feature_fraction": 0.4,
-                   "bagging_fraction": 0.8, "bagging_freq": 1, "verbosity": -1, "num_threads": 2}  # fmt: skip
+QUANTILE_PARAMS = {
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "learning_rate": 0.05,
+    "feature_fraction": 0.4,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "verbosity": -1,
+    "num_threads": 2,
+}
 QUANTILE_ROUNDS = 300
 
 

@@ -171,8 +171,14 @@ def assemble(
         if known.any():
             morphology[known] = morphology_class(probabilities[known])
     return LearningData(
-        galaxy_ids=np.asarray(galaxy_ids, dtype=np.int64), split=np.asarray(split, dtype=object),
-        target=np.asarray(target, dtype=float), error=np.asarray(error, dtype=float), lum_g=band_lum["g"],
-        columns=columns, names=names, groups=groups, morphology=morphology,
+        galaxy_ids=np.asarray(galaxy_ids, dtype=np.int64),
+        split=np.asarray(split, dtype=object),
+        target=np.asarray(target, dtype=float),
+        error=np.asarray(error, dtype=float),
+        lum_g=band_lum["g"],
+        columns=columns,
+        names=names,
+        groups=groups,
+        morphology=morphology,
         magerr_g=None if magerr_g is None else np.asarray(magerr_g, dtype=float),
-    )  # fmt: skip
+    )

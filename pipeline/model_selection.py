@@ -47,19 +47,28 @@ def cross_validate_grid(
     y = np.asarray(y, dtype=float)
     # Bin once: every fold and grid point reuses these bins (free_raw_data=False keeps X for slicing).
     data = lgb.Dataset(
-        np.asarray(X, dtype=np.float32), y, weight=sample_weights("l1", y, np.asarray(error, dtype=float)),
+        np.asarray(X, dtype=np.float32),
+        y,
+        weight=sample_weights("l1", y, np.asarray(error, dtype=float)),
         # Without the pre-filter the same bins serve every min_data_in_leaf of the grid.
-        free_raw_data=False, params={"verbosity": -1, "feature_pre_filter": False, "max_bin": base.max_bin},
-    )  # fmt: skip
+        free_raw_data=False,
+        params={"verbosity": -1, "feature_pre_filter": False, "max_bin": base.max_bin},
+    )
     data.construct()
     results = []
     for values in itertools.product(*grid.values()):
         candidate = clone(base).set_params(**dict(zip(grid, values, strict=True)))
         params = {**candidate._params(), "metric": "l1"}
         history = lgb.cv(
-            params, data, num_boost_round=candidate.n_estimators, nfold=folds, stratified=False, shuffle=True, seed=seed,
+            params,
+            data,
+            num_boost_round=candidate.n_estimators,
+            nfold=folds,
+            stratified=False,
+            shuffle=True,
+            seed=seed,
             callbacks=[lgb.early_stopping(candidate.early_stopping_rounds, verbose=False)],
-        )  # fmt: skip
+        )
         curve = history["valid l1-mean"]
         results.append(GridPoint(dict(zip(grid, values, strict=True)), float(min(curve)), int(np.argmin(curve)) + 1))
     return sorted(results, key=lambda point: point.cv_l1)
@@ -90,9 +99,14 @@ def permutation_l1_importance(
         return -float(np.mean(l1_per_galaxy(estimator.predict(full), y, error_val)))
 
     result = permutation_importance(
-        model, X_val[:, columns], np.asarray(y_val, dtype=float), scoring=negative_l1,
-        n_repeats=repeats, random_state=seed, n_jobs=1,
-    )  # fmt: skip
+        model,
+        X_val[:, columns],
+        np.asarray(y_val, dtype=float),
+        scoring=negative_l1,
+        n_repeats=repeats,
+        random_state=seed,
+        n_jobs=1,
+    )
     return {feature_names[c]: float(v) for c, v in zip(columns, result.importances_mean, strict=True)}
 
 

@@ -22,8 +22,11 @@ from types import MappingProxyType
 CNN_ROLES = ("cnn1", "cnn2", "cnn3", "cnn4")
 #: role -> the layers whose activations are features (docs/stages.md).
 FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
-    "cnn1": ("gz2", "pool"), "cnn2": ("gz2",), "cnn3": ("gz2",), "cnn4": ("gz2_logits",),
-}  # fmt: skip
+    "cnn1": ("gz2", "pool"),
+    "cnn2": ("gz2",),
+    "cnn3": ("gz2",),
+    "cnn4": ("gz2_logits",),
+}
 
 PRESETS = MappingProxyType(
     {

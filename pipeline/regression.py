@@ -109,12 +109,17 @@ class FittedModel:
     def describe(self) -> dict:
         """JSON-ready description: spec, features, parameters, selection and CV results."""
         return {
-            **asdict(self.spec), "features": self.features, "params": self.params, "selection": self.selection,
-            "cv": self.cv, "n_train": self.n_train, "fit_seconds": round(self.fit_seconds, 2),
+            **asdict(self.spec),
+            "features": self.features,
+            "params": self.params,
+            "selection": self.selection,
+            "cv": self.cv,
+            "n_train": self.n_train,
+            "fit_seconds": round(self.fit_seconds, 2),
             "best_iteration": int(getattr(self.estimator, "best_iteration_", 0) or 0),
             # Training galaxies a power law could not use (no g - i colour): counted, never silently dropped.
             **({"unusable_train_rows": len(self.estimator.unusable_)} if hasattr(self.estimator, "unusable_") else {}),
-        }  # fmt: skip
+        }
 
 
 def fit_model(
@@ -157,9 +162,12 @@ def fit_model(
         candidate.val_metrics = score(candidate, data, val)[0]
         keep_top = candidate.val_metrics["l1"] < fitted.val_metrics["l1"]
         fitted.selection = {
-            "all_features": len(features), "val_l1_all": fitted.val_metrics["l1"],
-            "top_k": spec.select_top, "val_l1_top": candidate.val_metrics["l1"], "kept": "top" if keep_top else "all",
-        }  # fmt: skip
+            "all_features": len(features),
+            "val_l1_all": fitted.val_metrics["l1"],
+            "top_k": spec.select_top,
+            "val_l1_top": candidate.val_metrics["l1"],
+            "kept": "top" if keep_top else "all",
+        }
         if keep_top:
             candidate.selection = fitted.selection
             fitted = candidate
@@ -181,9 +189,14 @@ def fit_uncertainty(fitted: FittedModel, data: LearningData, train: np.ndarray, 
     usable = np.isfinite(point_val) & (point_val > 0)
     method = "cqr" if fitted.spec.method == "gbm" else "residual"
     fitted.intervals = IntervalModel(method=method).fit(
-        X_train, data.target[train], X_val[usable], data.target[val][usable], point_val[usable],
-        groups_val=data.morphology[val][usable], seed=seed,
-    )  # fmt: skip
+        X_train,
+        data.target[train],
+        X_val[usable],
+        data.target[val][usable],
+        point_val[usable],
+        groups_val=data.morphology[val][usable],
+        seed=seed,
+    )
     fitted.support = SupportModel().fit(data.physical(train), X_train, X_val, seed=seed)
 
 
@@ -200,9 +213,14 @@ def _fit(spec: ModelSpec, data: LearningData, features: list[str], params: dict,
 
 def _importance(fitted: FittedModel, data: LearningData, val: np.ndarray, seed: int) -> dict[str, float]:
     return permutation_l1_importance(
-        fitted.estimator, data.matrix(fitted.features, val), data.target[val], data.error[val], fitted.features, seed=seed,
+        fitted.estimator,
+        data.matrix(fitted.features, val),
+        data.target[val],
+        data.error[val],
+        fitted.features,
+        seed=seed,
         candidates=IMPORTANCE_CANDIDATES,
-    )  # fmt: skip
+    )
 
 
 def score(fitted: FittedModel, data: LearningData, rows: np.ndarray) -> tuple[dict, dict, np.ndarray]:

@@ -35,15 +35,24 @@ def compare_l1(l1_better: np.ndarray, l1_worse: np.ndarray, *, resamples: int = 
     gain = worse - better
     batch = max(1, min(resamples, BOOTSTRAP_BATCH_ELEMENTS // len(gain)))
     boot = stats.bootstrap(
-        (gain,), np.mean, n_resamples=resamples, batch=batch, vectorized=True, method="percentile",
-        confidence_level=0.95, random_state=np.random.default_rng(seed),
-    )  # fmt: skip
+        (gain,),
+        np.mean,
+        n_resamples=resamples,
+        batch=batch,
+        vectorized=True,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(seed),
+    )
     return {
-        "n": int(len(gain)), "n_unpaired": int((~paired).sum()),
-        "mean_l1_better": float(better.mean()), "mean_l1_worse": float(worse.mean()),
+        "n": int(len(gain)),
+        "n_unpaired": int((~paired).sum()),
+        "mean_l1_better": float(better.mean()),
+        "mean_l1_worse": float(worse.mean()),
         "mean_l1_gain": float(gain.mean()),
-        "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+        "ks_statistic": float(ks.statistic),
+        "ks_pvalue": float(ks.pvalue),
         "bootstrap_resamples": int(resamples),
         "bootstrap_ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
         "bootstrap_pvalue": float(np.mean(boot.bootstrap_distribution <= 0.0)),
-    }  # fmt: skip
+    }

@@ -75,6 +75,4 @@ def cone_index_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[
 
 def angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
     """Great-circle distance in degrees (Vincenty formula, exact at all separations)."""
-    return np.rad2deg(
-        angular_separation(np.deg2rad(ra1), np.deg2rad(dec1), np.deg2rad(ra2), np.deg2rad(dec2))
-    )
+    return np.rad2deg(angular_separation(np.deg2rad(ra1), np.deg2rad(dec1), np.deg2rad(ra2), np.deg2rad(dec2)))

@@ -95,9 +95,11 @@ def find_point_sources(
     if prior_xy is not None:
         prior_xy = np.atleast_2d(np.asarray(prior_xy, dtype=float))
         inside = (
-            (prior_xy[:, 0] >= 0) & (prior_xy[:, 0] <= data.shape[1] - 1)
-            & (prior_xy[:, 1] >= 0) & (prior_xy[:, 1] <= data.shape[0] - 1)
-        )  # fmt: skip
+            (prior_xy[:, 0] >= 0)
+            & (prior_xy[:, 0] <= data.shape[1] - 1)
+            & (prior_xy[:, 1] >= 0)
+            & (prior_xy[:, 1] <= data.shape[0] - 1)
+        )
         prior_xy = prior_xy[inside]
         if not len(prior_xy):
             return []

@@ -72,9 +72,12 @@ def gpu_worker_info(self) -> dict:
 
 
 @shared_task(
-    bind=True, name="pipeline.tasks.preprocess_galaxies",
-    soft_time_limit=CONTROL_LIMITS.soft_s, time_limit=CONTROL_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    name="pipeline.tasks.preprocess_galaxies",
+    soft_time_limit=CONTROL_LIMITS.soft_s,
+    time_limit=CONTROL_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def preprocess_galaxies(
     self, survey: str, resolutions: list[int] | None = None, preset: str = "fast", force: bool = False
 ) -> int:
@@ -89,9 +92,13 @@ def preprocess_galaxies(
 
 
 @shared_task(
-    bind=True, base=ChunkTask, name="pipeline.tasks.preprocess_chunk",
-    soft_time_limit=CHUNK_LIMITS.soft_s, time_limit=CHUNK_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    base=ChunkTask,
+    name="pipeline.tasks.preprocess_chunk",
+    soft_time_limit=CHUNK_LIMITS.soft_s,
+    time_limit=CHUNK_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def preprocess_chunk(self, chunk_id: int) -> dict:
     """Preprocess one chunk of a run (see catalogue.services.preprocess_chunk)."""
     from catalogue.services.preprocess_chunk import PREPROCESS_STAGE
@@ -102,8 +109,10 @@ def preprocess_chunk(self, chunk_id: int) -> dict:
 
 @shared_task(
     name="pipeline.tasks.reap_stale_runs",
-    soft_time_limit=CONTROL_LIMITS.soft_s, time_limit=CONTROL_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    soft_time_limit=CONTROL_LIMITS.soft_s,
+    time_limit=CONTROL_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def reap_stale_runs() -> list[int]:
     """Fail runs whose workers went silent (scheduled by celery beat every minute)."""
     from catalogue.services.runs import reap_stale_runs as reap
@@ -115,9 +124,13 @@ TRAIN_LIMITS = limits("train")
 
 
 @shared_task(
-    bind=True, base=ChunkTask, name="pipeline.tasks.gpu_train_cnn",
-    soft_time_limit=TRAIN_LIMITS.soft_s, time_limit=TRAIN_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    base=ChunkTask,
+    name="pipeline.tasks.gpu_train_cnn",
+    soft_time_limit=TRAIN_LIMITS.soft_s,
+    time_limit=TRAIN_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def gpu_train_cnn(self, chunk_id: int) -> dict:
     """Train a run's CNNs (see catalogue.services.cnn_training); gpu queue."""
     from catalogue.services.cnn_training import CNN_STAGE
@@ -127,9 +140,13 @@ def gpu_train_cnn(self, chunk_id: int) -> dict:
 
 
 @shared_task(
-    bind=True, base=ChunkTask, name="pipeline.tasks.gpu_extract_features",
-    soft_time_limit=CHUNK_LIMITS.soft_s, time_limit=CHUNK_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    base=ChunkTask,
+    name="pipeline.tasks.gpu_extract_features",
+    soft_time_limit=CHUNK_LIMITS.soft_s,
+    time_limit=CHUNK_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def gpu_extract_features(self, chunk_id: int) -> dict:
     """Extract the CNN features of a chunk of galaxies (see catalogue.services.feature_extraction); gpu queue."""
     from catalogue.services.feature_extraction import FEATURES_STAGE
@@ -139,9 +156,13 @@ def gpu_extract_features(self, chunk_id: int) -> dict:
 
 
 @shared_task(
-    bind=True, base=ChunkTask, name="pipeline.tasks.train_gbm",
-    soft_time_limit=TRAIN_LIMITS.soft_s, time_limit=TRAIN_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    base=ChunkTask,
+    name="pipeline.tasks.train_gbm",
+    soft_time_limit=TRAIN_LIMITS.soft_s,
+    time_limit=TRAIN_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def train_gbm(self, chunk_id: int) -> dict:
     """Fit and store a run's named M/L models (see catalogue.services.gbm_training); cpu queue."""
     from catalogue.services.gbm_training import GBM_STAGE
@@ -151,9 +172,13 @@ def train_gbm(self, chunk_id: int) -> dict:
 
 
 @shared_task(
-    bind=True, base=ChunkTask, name="pipeline.tasks.run_experiments",
-    soft_time_limit=TRAIN_LIMITS.soft_s, time_limit=TRAIN_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    base=ChunkTask,
+    name="pipeline.tasks.run_experiments",
+    soft_time_limit=TRAIN_LIMITS.soft_s,
+    time_limit=TRAIN_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def run_experiments(self, chunk_id: int) -> dict:
     """Run and store the paper's experiments (see catalogue.services.experiment_stage); cpu queue."""
     from catalogue.services.experiment_stage import EXPERIMENTS_STAGE
@@ -163,9 +188,13 @@ def run_experiments(self, chunk_id: int) -> dict:
 
 
 @shared_task(
-    bind=True, base=ChunkTask, name="pipeline.tasks.predict_catalogue",
-    soft_time_limit=CHUNK_LIMITS.soft_s, time_limit=CHUNK_LIMITS.hard_s, **RETRY_POLICY,
-)  # fmt: skip
+    bind=True,
+    base=ChunkTask,
+    name="pipeline.tasks.predict_catalogue",
+    soft_time_limit=CHUNK_LIMITS.soft_s,
+    time_limit=CHUNK_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
 def predict_catalogue(self, chunk_id: int) -> dict:
     """Predict M/L and stellar mass for every galaxy of a survey (see catalogue.services.prediction_stage); cpu queue."""
     from catalogue.services.prediction_stage import PREDICT_STAGE

@@ -76,10 +76,27 @@ class WorkerProcess:
         celery_bin = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
         extra = ["--concurrency", "1"] if self.pool == "prefork" else []
         self.proc = subprocess.Popen(
-            [celery_bin, "-A", "catalogue", "worker", "-Q", self.queue, "--pool", self.pool, *extra,
-             "--hostname", self.hostname, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=self.env, start_new_session=True,
-        )  # fmt: skip
+            [
+                celery_bin,
+                "-A",
+                "catalogue",
+                "worker",
+                "-Q",
+                self.queue,
+                "--pool",
+                self.pool,
+                *extra,
+                "--hostname",
+                self.hostname,
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
         _wait_for_workers(self.app, {self.hostname}, [self.proc], timeout)
         return self
 
@@ -103,9 +120,15 @@ class WorkerProcess:
 @pytest.fixture
 def worker_env(redis_url, _media_root) -> dict:
     """The environment of a worker process that shares the test's database, broker and media."""
-    return {**os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
-            "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT), "MEDIA_ROOT": str(_media_root),
-            "DATABASE_URL": _test_database_url()}  # fmt: skip
+    return {
+        **os.environ,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "PYTHONPATH": str(ROOT),
+        "MEDIA_ROOT": str(_media_root),
+        "DATABASE_URL": _test_database_url(),
+    }
 
 
 @pytest.fixture

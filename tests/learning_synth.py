@@ -15,8 +15,14 @@ from pipeline.learning import IMAGE, LUMINOSITY, LearningData, assemble
 
 #: Rows of each experiment's table (pipeline.experiments), whatever the data.
 EXPERIMENT_TABLE_ROWS = {
-    "single_band": 3, "ablation": 6, "colour": 3, "losses": 9, "band_sets": 10, "significance": 2, "half_data": 2,
-}  # fmt: skip
+    "single_band": 3,
+    "ablation": 6,
+    "colour": 3,
+    "losses": 9,
+    "band_sets": 10,
+    "significance": 2,
+    "half_data": 2,
+}
 GBM_TEST_PARAMS = {
     "num_leaves": 15,
     "min_child_samples": 20,
@@ -50,8 +56,15 @@ def synthetic_learning_data(n: int = 1500, seed: int = 0) -> tuple[LearningData,
     probabilities[:, gz2.ANSWER_INDEX["a04"]] = np.where(edge_on, 0.6, 0.05)
     split = rng.choice(np.array(["train", "val", "test"], dtype=object), n, p=[0.7, 0.15, 0.15])
     data = assemble(
-        galaxy_ids=np.arange(1, n + 1), split=split, target=target, error=0.1 * target, redshift=z, lum_dist_mpc=lum_dist,
-        magnitudes=mags, image_features=image, cnn1_probabilities=probabilities,
+        galaxy_ids=np.arange(1, n + 1),
+        split=split,
+        target=target,
+        error=0.1 * target,
+        redshift=z,
+        lum_dist_mpc=lum_dist,
+        magnitudes=mags,
+        image_features=image,
+        cnn1_probabilities=probabilities,
         cnn_groups={"cnn123": (cnn123, [f"cnn.c{i:02d}" for i in range(60)]), "cnn4": (cnn4, [f"cnn4.c{i}" for i in range(5)])},
-    )  # fmt: skip
+    )
     return data, true_ml

@@ -11,8 +11,10 @@ from catalogue.models import Preprocessed, Run, RunChunk
 
 # Real workers in these tests use short limits: a chunk killed with its worker comes back
 # after the visibility timeout, i.e. 1.1 x 8 + 5 = 13.8 s, swept every second.
-FAST_REDELIVERY = {"MORPHOMASS_TASK_HARD_LIMITS": json.dumps({"chunk": 8, "train": 8, "control": 8}),
-                   "CELERY_RESTORE_INTERVAL_S": "1"}  # fmt: skip
+FAST_REDELIVERY = {
+    "MORPHOMASS_TASK_HARD_LIMITS": json.dumps({"chunk": 8, "train": 8, "control": 8}),
+    "CELERY_RESTORE_INTERVAL_S": "1",
+}
 
 
 def wait_for(predicate, timeout: float, message: str, interval: float = 0.3):

@@ -30,11 +30,25 @@ def make_survey(name: str, seed: int, objid_start: int = 1000) -> Survey:
     x, y, z = unit_vector(ra, dec)
     splits = ["train", "val", "test"]
     Galaxy.objects.bulk_create(
-        Galaxy(survey=survey, objid=objid_start + i, ra=float(ra[i]), dec=float(dec[i]), healpix=int(h), sky_x=x[i], sky_y=y[i],
-               sky_z=z[i], z=0.02 + 0.001 * i, lum_g=1e10 * (1 + i), ml_g=0.5 + 0.1 * i, ml_g_err=0.1, split=splits[i % 3],
-               status="ok" if i < N - 5 else "excluded", morphology=["disk", "elliptical", "edge-on"][i % 3])
+        Galaxy(
+            survey=survey,
+            objid=objid_start + i,
+            ra=float(ra[i]),
+            dec=float(dec[i]),
+            healpix=int(h),
+            sky_x=x[i],
+            sky_y=y[i],
+            sky_z=z[i],
+            z=0.02 + 0.001 * i,
+            lum_g=1e10 * (1 + i),
+            ml_g=0.5 + 0.1 * i,
+            ml_g_err=0.1,
+            split=splits[i % 3],
+            status="ok" if i < N - 5 else "excluded",
+            morphology=["disk", "elliptical", "edge-on"][i % 3],
+        )
         for i, h in enumerate(healpix_index(ra, dec))
-    )  # fmt: skip
+    )
     return survey
 
 
@@ -49,8 +63,15 @@ def catalogue():
         for g in galaxies[:10]
     )
     run = Run.objects.create(stage="gbm", survey=survey, status="succeeded", preset="test")
-    model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run, preset="test",
-                                        metrics={"test": {"l1": 2.3}}, hyperparameters={"features": ["lum_sum"]})  # fmt: skip
+    model = TrainedModel.objects.create(
+        kind="gbm",
+        name="g_morph",
+        survey=survey,
+        run=run,
+        preset="test",
+        metrics={"test": {"l1": 2.3}},
+        hyperparameters={"features": ["lum_sum"]},
+    )
     Prediction.objects.bulk_create(
         Prediction(galaxy=g, model=model, ml_pred=1.0 + 0.05 * i, mstar_pred=(1.0 + 0.05 * i) * g.lum_g)
         for i, g in enumerate(galaxies)

@@ -16,12 +16,16 @@ MEASURED = {
     "ingest": {"rows_per_second": 20_000, "database": "postgresql"},
     "preprocess": {"results": {"256px": {"galaxies_per_second_per_core_full": 100.0}}},
     "array_store": {"write_images_per_s": 3000, "resolution_px": 197},
-    "cnn": {"results": {"paper/cnn1_resnet50_197px": {"train_images_per_s": 10.0, "inference_images_per_s": 50.0},
-                        "paper/cnn2_xception_128px": {"train_images_per_s": 20.0, "inference_images_per_s": 100.0},
-                        "paper/cnn3_custom_69px": {"train_images_per_s": 400.0, "inference_images_per_s": 1000.0}}},
+    "cnn": {
+        "results": {
+            "paper/cnn1_resnet50_197px": {"train_images_per_s": 10.0, "inference_images_per_s": 50.0},
+            "paper/cnn2_xception_128px": {"train_images_per_s": 20.0, "inference_images_per_s": 100.0},
+            "paper/cnn3_custom_69px": {"train_images_per_s": 400.0, "inference_images_per_s": 1000.0},
+        }
+    },
     "features": {"store_rows_per_s": 5000, "database": "postgresql"},
     "gbm": {"n_galaxies": 59_637, "configs": {"paper": {"train_s": 300.0}}, "predict_rows_per_s": 60_000},
-}  # fmt: skip
+}
 
 
 def by_stage(rows):
@@ -50,9 +54,17 @@ def test_what_was_not_measured_is_reported_as_such():
 
 
 def test_a_gpu_report_fills_the_gpu_rows_and_the_shares_add_up():
-    gpu = run_all.cnn_rates({"results": {k: {"train_images_per_s": 10 * v["train_images_per_s"],
-                                             "inference_images_per_s": 10 * v["inference_images_per_s"]}
-                                         for k, v in MEASURED["cnn"]["results"].items()}})  # fmt: skip
+    gpu = run_all.cnn_rates(
+        {
+            "results": {
+                k: {
+                    "train_images_per_s": 10 * v["train_images_per_s"],
+                    "inference_images_per_s": 10 * v["inference_images_per_s"],
+                }
+                for k, v in MEASURED["cnn"]["results"].items()
+            }
+        }
+    )
     rows = run_all.stage_rows(MEASURED, gpu_rates=gpu)
     stages = by_stage(rows)
     cpu, gpu_hours = stages["cnn (train, CPU)"]["fixed_hours"], stages["cnn (train, GPU)"]["fixed_hours"]
@@ -73,15 +85,31 @@ def test_a_gpu_report_is_added_to_a_saved_report_without_running_anything_again(
     import subprocess
     import sys
 
-    saved = {"date": "2026-01-02", "scale": "quick", "machine": "2 CPU cores, x86_64, Python 3.11.7, no GPU",
-             "benchmarks": MEASURED}  # fmt: skip
+    saved = {
+        "date": "2026-01-02",
+        "scale": "quick",
+        "machine": "2 CPU cores, x86_64, Python 3.11.7, no GPU",
+        "benchmarks": MEASURED,
+    }
     (tmp_path / "report.json").write_text(json.dumps(saved))
-    gpu = {"device": "H200", "results": {k: {"train_images_per_s": 10 * v["train_images_per_s"],
-                                              "inference_images_per_s": 10 * v["inference_images_per_s"]}
-                                          for k, v in MEASURED["cnn"]["results"].items()}}  # fmt: skip
+    gpu = {
+        "device": "H200",
+        "results": {
+            k: {"train_images_per_s": 10 * v["train_images_per_s"], "inference_images_per_s": 10 * v["inference_images_per_s"]}
+            for k, v in MEASURED["cnn"]["results"].items()
+        },
+    }
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
-    command = [sys.executable, SPEC.origin, "--from-report", str(tmp_path / "report.json"),
-               "--gpu-cnn", str(tmp_path / "gpu.json"), "--out", str(tmp_path / "new")]  # fmt: skip
+    command = [
+        sys.executable,
+        SPEC.origin,
+        "--from-report",
+        str(tmp_path / "report.json"),
+        "--gpu-cnn",
+        str(tmp_path / "gpu.json"),
+        "--out",
+        str(tmp_path / "new"),
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=60)
     report = json.loads((tmp_path / "new" / "report.json").read_text())
     assert report["date"] == "2026-01-02" and report["machine"] == "2 CPU cores, x86_64, Python 3.11.7, GPU: H200"

@@ -186,8 +186,9 @@ def test_a_saved_model_reloads_and_gives_identical_features(cnn_media):
     data = ImageBatches(row_reader(store), rows[:40], None, 16)
     fresh = keras.models.load_model(_local_copy(model.artifact), compile=False)
     again = predict_layers(fresh, ["gz2", "pool"], data)
-    stored, _ = feature_matrix(list(FeatureSet.objects.filter(run=run, name__in=["cnn1.gz2", "cnn1.pool"]).order_by("name")),
-                               ids[:40], drop=False)  # fmt: skip
+    stored, _ = feature_matrix(
+        list(FeatureSet.objects.filter(run=run, name__in=["cnn1.gz2", "cnn1.pool"]).order_by("name")), ids[:40], drop=False
+    )
     np.testing.assert_allclose(np.hstack([again["gz2"], again["pool"]]), stored, rtol=1e-5, atol=1e-6)
     assert load_keras_model(model.artifact.name) is load_keras_model(model.artifact.name)  # cached per process
 

@@ -34,8 +34,12 @@ def has_compose_plugin() -> bool:
 
 @pytest.mark.skipif(not has_compose_plugin(), reason="no docker compose here: the parsed checks below stand in")
 def test_docker_compose_config_accepts_the_file():
-    result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
-                            env={**os.environ, "SECRET_KEY": "x" * 50})  # fmt: skip
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SECRET_KEY": "x" * 50},
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -103,13 +107,24 @@ def test_the_web_healthcheck_url_answers(client):
 
 def test_with_debug_off_the_app_serves_its_collected_static_files(tmp_path):
     """What the web container does: DEBUG=0, collectstatic at build time, whitenoise serving."""
-    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "k" * 50, "STATIC_ROOT": str(tmp_path / "static"),
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": "k" * 50,
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     probe = (
         "import django; django.setup(); from django.test import Client; c = Client(HTTP_HOST='localhost'); "
         "print(c.get('/static/admin/css/base.css').status_code, c.get('/static/nothing.css').status_code)"
     )
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "catalogue.settings"},
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "catalogue.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.split() == ["200", "404"], done.stderr

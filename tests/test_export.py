@@ -16,11 +16,35 @@ pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 @pytest.fixture
 def survey():
     survey = Survey.objects.create(name="exp")
-    Galaxy.objects.create(survey=survey, objid=1237648720693755918, ra=359.9, dec=-1.2, z=0.051, d25_arcmin=0.62,
-                          mag_g=16.1, magerr_g=0.02, mag_i=15.0, lum_dist_mpc=230.1, lum_g=3.2e10, ml_g=2.7,
-                          ml_g_err=0.3, chi2_r=1.1, split="train", status="ok")  # fmt: skip
-    Galaxy.objects.create(survey=survey, objid=2, ra=10.0, dec=5.0, z=0.1, d25_arcmin=0.3, mag_g=17.0,
-                          status="excluded", status_reason="D25 = 0.3 arcmin <= 0.4")  # fmt: skip
+    Galaxy.objects.create(
+        survey=survey,
+        objid=1237648720693755918,
+        ra=359.9,
+        dec=-1.2,
+        z=0.051,
+        d25_arcmin=0.62,
+        mag_g=16.1,
+        magerr_g=0.02,
+        mag_i=15.0,
+        lum_dist_mpc=230.1,
+        lum_g=3.2e10,
+        ml_g=2.7,
+        ml_g_err=0.3,
+        chi2_r=1.1,
+        split="train",
+        status="ok",
+    )
+    Galaxy.objects.create(
+        survey=survey,
+        objid=2,
+        ra=10.0,
+        dec=5.0,
+        z=0.1,
+        d25_arcmin=0.3,
+        mag_g=17.0,
+        status="excluded",
+        status_reason="D25 = 0.3 arcmin <= 0.4",
+    )
     Galaxy.objects.create(survey=Survey.objects.create(name="other"), objid=3, ra=1, dec=1, z=0.2)
     return survey
 

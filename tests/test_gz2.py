@@ -30,10 +30,45 @@ def test_tree_has_37_answers_in_public_order():
 
 def test_spiral_branch_multiplies_its_ancestors():
     # 70% features; of those 80% not edge-on; of those 90% spiral; of spirals 50% tight, 2 arms 60%.
-    f = fractions(a01=0.25, a02=0.7, a03=0.05, a04=0.2, a05=0.8, a06=0.3, a07=0.7, a08=0.9, a09=0.1,
-                  a10=0.1, a11=0.4, a12=0.4, a13=0.1, a14=0.2, a15=0.8, a16=0.5, a17=0.4, a18=0.1,
-                  a19=0.5, a20=0.0, a21=0.0, a22=0.0, a23=0.0, a24=0.5, a38=0.0, a25=0.6, a26=0.1, a27=0.3,
-                  a28=0.5, a29=0.3, a30=0.2, a31=0.1, a32=0.6, a33=0.2, a34=0.1, a36=0.0, a37=0.0)  # fmt: skip
+    f = fractions(
+        a01=0.25,
+        a02=0.7,
+        a03=0.05,
+        a04=0.2,
+        a05=0.8,
+        a06=0.3,
+        a07=0.7,
+        a08=0.9,
+        a09=0.1,
+        a10=0.1,
+        a11=0.4,
+        a12=0.4,
+        a13=0.1,
+        a14=0.2,
+        a15=0.8,
+        a16=0.5,
+        a17=0.4,
+        a18=0.1,
+        a19=0.5,
+        a20=0.0,
+        a21=0.0,
+        a22=0.0,
+        a23=0.0,
+        a24=0.5,
+        a38=0.0,
+        a25=0.6,
+        a26=0.1,
+        a27=0.3,
+        a28=0.5,
+        a29=0.3,
+        a30=0.2,
+        a31=0.1,
+        a32=0.6,
+        a33=0.2,
+        a34=0.1,
+        a36=0.0,
+        a37=0.0,
+    )
     p = gz2.conditional_to_unconditional(f)
     at = gz2.ANSWER_INDEX
     assert p[at["a02"]] == pytest.approx(0.7)
@@ -66,9 +101,7 @@ def test_round_trip_between_conditional_and_unconditional():
     np.testing.assert_allclose(gz2.unconditional_to_conditional(uncond), cond, atol=1e-12)
     # Each task's answers sum to the probability that it was asked.
     for task in gz2.TASKS:
-        np.testing.assert_allclose(
-            uncond[:, gz2.TASK_SLICES[task.id]].sum(axis=1), gz2.task_asked_probability(uncond, task)
-        )
+        np.testing.assert_allclose(uncond[:, gz2.TASK_SLICES[task.id]].sum(axis=1), gz2.task_asked_probability(uncond, task))
 
 
 def test_wrong_shape_is_rejected():

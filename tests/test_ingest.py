@@ -23,11 +23,16 @@ pytestmark = pytest.mark.django_db
 INGEST_FAULTS = [k for k in FAULT_KINDS if k not in LATE_FAULTS]
 #: The rejection kind each simulated fault must produce.
 EXPECTED_KIND = {
-    "corrupt_fits": "bad_image", "missing_fits": "missing_image", "nan_image": "bad_image",
-    "duplicate_objid": "duplicate_objid", "missing_redshift": "missing_redshift",
-    "negative_redshift": "negative_redshift", "nonpositive_error": "nonpositive_error",
-    "unparseable_number": "unparseable_number", "missing_wcs": "bad_image",
-}  # fmt: skip
+    "corrupt_fits": "bad_image",
+    "missing_fits": "missing_image",
+    "nan_image": "bad_image",
+    "duplicate_objid": "duplicate_objid",
+    "missing_redshift": "missing_redshift",
+    "negative_redshift": "negative_redshift",
+    "nonpositive_error": "nonpositive_error",
+    "unparseable_number": "unparseable_number",
+    "missing_wcs": "bad_image",
+}
 
 
 @pytest.fixture
@@ -69,9 +74,10 @@ def test_every_good_galaxy_is_present_and_rejected_ones_are_marked(ingested, syn
             assert Galaxy.objects.get(survey=survey, objid=objid).status_reason
     assert ingested.catalogue_rows == len(synthetic_truth) + 1  # + the duplicate line
     assert ingested.accepted + ingested.excluded + ingested.rejected == len(synthetic_truth)
-    assert ingested.excluded_by_reason.get("high_chi2", 0) == Galaxy.objects.filter(
-        survey=survey, status="excluded", chi2_r__gte=5
-    ).count()
+    assert (
+        ingested.excluded_by_reason.get("high_chi2", 0)
+        == Galaxy.objects.filter(survey=survey, status="excluded", chi2_r__gte=5).count()
+    )
 
 
 @pytest.mark.usefixtures("ingested")

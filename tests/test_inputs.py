@@ -42,8 +42,9 @@ def faulty(synthetic_bundle, synthetic_truth, tmp_path):
     copy = tmp_path / "faulty"
     shutil.copytree(synthetic_bundle, copy)
     ids = good_objids(synthetic_truth, 9)
-    faults = dict(zip(["pixscale_text", "psf_negative", "bunit_counts", "cube", "off_centre", "non_square",
-                       "no_magerr"], ids, strict=False))  # fmt: skip
+    faults = dict(
+        zip(["pixscale_text", "psf_negative", "bunit_counts", "cube", "off_centre", "non_square", "no_magerr"], ids, strict=False)
+    )
     edit_header(copy, faults["pixscale_text"], PIXSCALE="0.396arcsec")
     edit_header(copy, faults["psf_negative"], PSF_FWHM=-1.4)
     edit_header(copy, faults["bunit_counts"], BUNIT="counts")
@@ -116,8 +117,7 @@ def test_a_non_square_cutout_is_cropped_not_stretched(faulty):
 
 def test_a_galaxy_that_cannot_be_preprocessed_leaves_the_learning_sample(synthetic_bundle, synthetic_truth):
     ingest_bundle(synthetic_bundle, "sample")
-    blank = int(next(o for o, f in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True)
-                     if f == "blank_image"))  # fmt: skip
+    blank = int(next(o for o, f in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True) if f == "blank_image"))
     before = Galaxy.objects.get(objid=blank)
     assert before.status == "ok" and before.split  # ingest cannot tell: the file is valid
     start_preprocess_run(Survey.objects.get(name="sample"), [32], preset_name="test")

@@ -45,12 +45,14 @@ def probabilities(**answers) -> np.ndarray:
 
 
 def test_morphology_classes_follow_the_papers_thresholds_in_order():
-    rows = np.stack([
-        probabilities(a22=0.25, a04=0.9, a02=0.9),  # irregular wins over everything
-        probabilities(a22=0.2, a04=0.45, a02=0.9),  # 0.2 is not > 0.2: edge-on
-        probabilities(a04=0.4, a02=0.41),  # 0.4 is not > 0.4: disk
-        probabilities(a02=0.4, a01=0.6),  # elliptical
-    ])  # fmt: skip
+    rows = np.stack(
+        [
+            probabilities(a22=0.25, a04=0.9, a02=0.9),  # irregular wins over everything
+            probabilities(a22=0.2, a04=0.45, a02=0.9),  # 0.2 is not > 0.2: edge-on
+            probabilities(a04=0.4, a02=0.41),  # 0.4 is not > 0.4: disk
+            probabilities(a02=0.4, a01=0.6),  # elliptical
+        ]
+    )
     assert morphology_class(rows).tolist() == ["irregular", "edge-on", "disk", "elliptical"]
     with pytest.raises(ValueError, match="37"):
         morphology_class(np.zeros((2, 5)))

@@ -84,9 +84,7 @@ def test_a_galaxy_that_killed_its_worker_twice_is_failed_and_the_rest_done(surve
     chunk = run.chunks.get(index=0)
     poison = chunk.items[3]
     # What the ledger holds after the worker died twice while holding this galaxy.
-    RunChunk.objects.filter(pk=chunk.pk).update(
-        state="running", attempts=3, current_item=poison, item_crashes={str(poison): 1}
-    )
+    RunChunk.objects.filter(pk=chunk.pk).update(state="running", attempts=3, current_item=poison, item_crashes={str(poison): 1})
     runs.execute_chunk(chunk.pk, "test", PREPROCESS_STAGE)
     chunk.refresh_from_db()
     assert chunk.state == "done" and chunk.attempts == 4 and chunk.item_crashes == {str(poison): 2}

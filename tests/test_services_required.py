@@ -18,8 +18,12 @@ def run_pytest(env_updates: dict[str, str]) -> subprocess.CompletedProcess:
     env.update(env_updates)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", WORKER_TEST],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.smoke

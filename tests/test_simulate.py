@@ -82,8 +82,16 @@ def test_colour_tracks_ml_with_scatter(population):
 
 
 def _weighted_l1(features: np.ndarray, y: np.ndarray, err: np.ndarray, train: np.ndarray) -> float:
-    params = {"objective": "l1", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20, "verbose": -1,
-              "seed": 1, "deterministic": True, "num_threads": 1}  # fmt: skip
+    params = {
+        "objective": "l1",
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+        "verbose": -1,
+        "seed": 1,
+        "deterministic": True,
+        "num_threads": 1,
+    }
     model = lgb.train(params, lgb.Dataset(features[train], y[train], weight=1 / err[train]), 300)
     test = ~train
     return float(np.mean(np.abs(model.predict(features[test]) - y[test]) / err[test]))

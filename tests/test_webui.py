@@ -42,9 +42,15 @@ def test_pages_say_plainly_what_has_not_been_computed(client, catalogue):  # noq
 def test_experiments_page_and_csv(client, catalogue):  # noqa: F811 - the fixture
     survey, _ = catalogue
     run = Run.objects.create(stage="experiments", survey=survey, status="succeeded")
-    ExperimentResult.objects.create(experiment="significance", method="gi_morph over gi", l1=1.6, n=195, survey=survey, run=run,
-                                    details={"ks_pvalue": 0.084, "bootstrap_pvalue": 0.00041, "mean_l1_gain": 0.39,
-                                             "bootstrap_ci95": [0.16, 0.64]})  # fmt: skip
+    ExperimentResult.objects.create(
+        experiment="significance",
+        method="gi_morph over gi",
+        l1=1.6,
+        n=195,
+        survey=survey,
+        run=run,
+        details={"ks_pvalue": 0.084, "bootstrap_pvalue": 0.00041, "mean_l1_gain": 0.39, "bootstrap_ci95": [0.16, 0.64]},
+    )
     html = client.get("/surveys/api/experiments/").content.decode()
     assert "gi_morph over gi" in html and "0.084" in html and "0.00041" in html
     response = client.get("/surveys/api/experiments.csv")

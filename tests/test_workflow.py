@@ -59,9 +59,14 @@ def test_run_pipeline_shows_each_stage_and_a_second_run_reuses_what_is_done(synt
     workflow = Run.objects.get(survey__name="cli", stage="workflow")
     assert workflow.status == "succeeded" and workflow.config["stages"] == ["preprocess", "cnn", "features"]
     lines = [line for line in err.splitlines() if not line.split()[1].endswith("%")]  # not the slow stages' progress lines
-    assert [line.split()[:2] for line in lines] == [["preprocess", "started:"], ["preprocess", "succeeded:"],
-                                                    ["cnn", "started:"], ["cnn", "succeeded:"],
-                                                    ["features", "started:"], ["features", "succeeded:"]]  # fmt: skip
+    assert [line.split()[:2] for line in lines] == [
+        ["preprocess", "started:"],
+        ["preprocess", "succeeded:"],
+        ["cnn", "started:"],
+        ["cnn", "succeeded:"],
+        ["features", "started:"],
+        ["features", "succeeded:"],
+    ]
     assert "\r" not in err and "\x1b" not in err  # not a terminal: no bars, no escape codes
     preprocess = workflow.children.get(stage="preprocess")
     total = preprocess.items_total
@@ -77,7 +82,9 @@ def test_run_pipeline_shows_each_stage_and_a_second_run_reuses_what_is_done(synt
     again = json.loads(out)
     assert again["status"] == "succeeded"
     assert {s: (v["reused"], v["run"]) for s, v in again["stages"].items()} == {
-        "preprocess": (True, preprocess.pk), "cnn": (True, workflow.children.get(stage="cnn").pk)}  # fmt: skip
+        "preprocess": (True, preprocess.pk),
+        "cnn": (True, workflow.children.get(stage="cnn").pk),
+    }
     assert again["stages"]["cnn"]["done"] == 4 and "up to date: reusing run" in err
     page = Client().get(f"/runs/{again['run']}/").content.decode()
     assert page.count("reused (it succeeded earlier with the same preset, galaxies and inputs)") == 2
@@ -116,8 +123,10 @@ def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancel
 
     survey = Survey.objects.create(name="halfway")
     done = Run.objects.create(stage="cnn", survey=survey, preset="test", status="succeeded", finished=timezone.now())
-    complete = {r: TrainedModel.objects.create(kind="cnn", name=r, survey=survey, run=done, preset="test")
-                for r in ("cnn1", "cnn2", "cnn3", "cnn4")}  # fmt: skip
+    complete = {
+        r: TrainedModel.objects.create(kind="cnn", name=r, survey=survey, run=done, preset="test")
+        for r in ("cnn1", "cnn2", "cnn3", "cnn4")
+    }
     cancelled = Run.objects.create(stage="cnn", survey=survey, preset="test", status="cancelled", finished=timezone.now())
     TrainedModel.objects.create(kind="cnn", name="cnn1", survey=survey, run=cancelled, preset="test")  # trained before the stop
     assert latest_cnn_models(survey, "test") == complete
@@ -170,8 +179,11 @@ def test_a_stage_that_raises_fails_the_workflow_naming_it_and_a_rerun_continues_
     workflow = Run.objects.get(survey=survey, stage="workflow")
     assert workflow.status == "failed" and "InjectedFailure" in workflow.message
     assert "Traceback" in workflow.error and "injected failure in the features stage" in workflow.error
-    assert dict(workflow.children.values_list("stage", "status")) == {"preprocess": "succeeded", "cnn": "succeeded",
-                                                                      "features": "failed"}  # fmt: skip
+    assert dict(workflow.children.values_list("stage", "status")) == {
+        "preprocess": "succeeded",
+        "cnn": "succeeded",
+        "features": "failed",
+    }
 
     broken_gpu.stop()
     start_worker("gpu")

@@ -14,8 +14,15 @@ from pipeline import gz2, units
 from pipeline.metrics import MORPHOLOGY_CLASSES, WITHIN_DEX
 
 ML_AXIS = f"M/L_g [{units.MASS_TO_LIGHT}]"
-COLOURS = {"train": "#1a5fb4", "val": "#e66100", "test": "#26a269", "irregular": "#c01c28", "edge-on": "#e66100",
-           "disk": "#1a5fb4", "elliptical": "#813d9c"}  # fmt: skip
+COLOURS = {
+    "train": "#1a5fb4",
+    "val": "#e66100",
+    "test": "#26a269",
+    "irregular": "#c01c28",
+    "edge-on": "#e66100",
+    "disk": "#1a5fb4",
+    "elliptical": "#813d9c",
+}
 CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -30,8 +37,14 @@ def ml_histogram(by_split: dict[str, np.ndarray], div_id: str = "ml-histogram") 
     for split, values in by_split.items():
         values = np.asarray(values, dtype=float)
         values = values[values > 0]
-        figure.add_histogram(x=np.log10(values), name=f"{split} ({len(values)})", opacity=0.6, nbinsx=40,
-                             marker_color=COLOURS.get(split), histnorm="probability density")  # fmt: skip
+        figure.add_histogram(
+            x=np.log10(values),
+            name=f"{split} ({len(values)})",
+            opacity=0.6,
+            nbinsx=40,
+            marker_color=COLOURS.get(split),
+            histnorm="probability density",
+        )
     figure.update_layout(barmode="overlay", title="Target M/L per split", xaxis_title=f"log10 {ML_AXIS}", yaxis_title="density")
     return to_div(figure, div_id)
 
@@ -44,8 +57,12 @@ def predicted_vs_true(predicted: np.ndarray, target: np.ndarray, div_id: str = "
     empty_white = [[0.0, "rgba(255,255,255,0)"], [1e-9, "#deebf7"], [0.5, "#3182bd"], [1.0, "#08306b"]]
     figure = go.Figure(go.Histogram2d(x=x, y=y, xbins=bins, ybins=bins, colorscale=empty_white, colorbar={"title": "galaxies"}))
     figure.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"color": "red", "dash": "dash"}, name="1:1")
-    figure.update_layout(title="Predicted against true M/L (test split)", xaxis_title=f"log10 true {ML_AXIS}",
-                         yaxis_title=f"log10 predicted {ML_AXIS}", showlegend=False)  # fmt: skip
+    figure.update_layout(
+        title="Predicted against true M/L (test split)",
+        xaxis_title=f"log10 true {ML_AXIS}",
+        yaxis_title=f"log10 predicted {ML_AXIS}",
+        showlegend=False,
+    )
     figure.update_yaxes(scaleanchor="x", scaleratio=1)
     return to_div(figure, div_id, height=440)
 
@@ -76,14 +93,34 @@ def ml_relations(luminosity, ml, p_features, classes, redshift, div_id: str = "m
     """Fig. 6: (predicted) M/L against luminosity coloured by P(features), by morphology class, and against redshift."""
     titles = ("coloured by P(features)", "by morphology class", "against redshift")
     figure = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.07)
-    figure.add_scatter(x=luminosity, y=ml, mode="markers", row=1, col=1, name="P(features)",
-                       marker={"color": p_features, "colorscale": "RdBu_r", "size": 4, "cmin": 0, "cmax": 1,
-                               "colorbar": {"title": "P(features)", "x": 1.02, "len": 0.6, "y": 0.75}})  # fmt: skip
+    figure.add_scatter(
+        x=luminosity,
+        y=ml,
+        mode="markers",
+        row=1,
+        col=1,
+        name="P(features)",
+        marker={
+            "color": p_features,
+            "colorscale": "RdBu_r",
+            "size": 4,
+            "cmin": 0,
+            "cmax": 1,
+            "colorbar": {"title": "P(features)", "x": 1.02, "len": 0.6, "y": 0.75},
+        },
+    )
     for name in MORPHOLOGY_CLASSES:
         hit = np.asarray(classes) == name
         if hit.any():
-            figure.add_scatter(x=np.asarray(luminosity)[hit], y=np.asarray(ml)[hit], mode="markers", name=name, row=1, col=2,
-                               marker={"size": 4, "color": COLOURS[name]})  # fmt: skip
+            figure.add_scatter(
+                x=np.asarray(luminosity)[hit],
+                y=np.asarray(ml)[hit],
+                mode="markers",
+                name=name,
+                row=1,
+                col=2,
+                marker={"size": 4, "color": COLOURS[name]},
+            )
     figure.add_scatter(
         x=redshift, y=ml, mode="markers", row=1, col=3, name="z", marker={"size": 4, "color": "#555"}, showlegend=False
     )
@@ -116,18 +153,25 @@ def gz2_bars(volunteers: np.ndarray | None, cnn1: np.ndarray | None, div_id: str
     for name, values, colour in (("volunteers", volunteers, "#1a5fb4"), ("CNN1", cnn1, "#e66100")):
         if values is not None:
             figure.add_bar(x=labels, y=np.asarray(values, dtype=float), name=name, marker_color=colour)
-    figure.update_layout(title="Galaxy Zoo 2 answers (unconditional probabilities)", yaxis_title="probability", barmode="group",
-                         yaxis_range=[0, 1])  # fmt: skip
+    figure.update_layout(
+        title="Galaxy Zoo 2 answers (unconditional probabilities)", yaxis_title="probability", barmode="group", yaxis_range=[0, 1]
+    )
     return to_div(figure, div_id, height=420)
 
 
-def predictions_against_target(names, predicted, target, target_error, lo68=None, hi68=None,
-                               div_id: str = "galaxy-predictions") -> str:  # fmt: skip
+def predictions_against_target(
+    names, predicted, target, target_error, lo68=None, hi68=None, div_id: str = "galaxy-predictions"
+) -> str:
     """Each model's predicted M/L with its 68% interval, beside the target and its 1-sigma error."""
     error_y = None
     if lo68 is not None and all(v is not None for v in [*lo68, *hi68]):
-        error_y = {"type": "data", "symmetric": False, "array": [h - p for h, p in zip(hi68, predicted, strict=True)],
-                   "arrayminus": [p - lo for lo, p in zip(lo68, predicted, strict=True)], "color": "#333"}  # fmt: skip
+        error_y = {
+            "type": "data",
+            "symmetric": False,
+            "array": [h - p for h, p in zip(hi68, predicted, strict=True)],
+            "arrayminus": [p - lo for lo, p in zip(lo68, predicted, strict=True)],
+            "color": "#333",
+        }
     figure = go.Figure(go.Bar(x=list(names), y=list(predicted), name="predicted", marker_color="#1a5fb4", error_y=error_y))
     if target is not None:
         figure.add_hline(y=target, line_color="red", annotation_text=f"target {target:.3g}")
@@ -142,8 +186,12 @@ def band_set_bars(rows: list[dict], div_id: str = "band-sets") -> str:
     figure = go.Figure()
     for morphology, colour in ((False, "#777"), (True, "#1a5fb4")):
         chosen = [r for r in rows if bool(r["morphology"]) == morphology]
-        figure.add_bar(x=[r["bands"] for r in chosen], y=[r["l1"] for r in chosen], marker_color=colour,
-                       name="with morphology" if morphology else "photometry only")  # fmt: skip
+        figure.add_bar(
+            x=[r["bands"] for r in chosen],
+            y=[r["l1"] for r in chosen],
+            marker_color=colour,
+            name="with morphology" if morphology else "photometry only",
+        )
     figure.update_layout(title="Test L1 per set of bands", xaxis_title="bands", yaxis_title="L1", barmode="group")
     return to_div(figure, div_id)
 
@@ -153,13 +201,27 @@ def calibration_plot(report: dict, div_id: str = "calibration") -> str:
     figure = go.Figure()
     figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "#999"}, name="ideal")
     levels = [0.68, 0.95]
-    figure.add_scatter(x=levels, y=[report.get(f"coverage_{round(v * 100)}") for v in levels], mode="lines+markers",
-                       name=f"all ({report.get('n')})", line={"color": "#000", "width": 3})  # fmt: skip
+    figure.add_scatter(
+        x=levels,
+        y=[report.get(f"coverage_{round(v * 100)}") for v in levels],
+        mode="lines+markers",
+        name=f"all ({report.get('n')})",
+        line={"color": "#000", "width": 3},
+    )
     for name, entry in (report.get("by_class") or {}).items():
         if name:
-            figure.add_scatter(x=levels, y=[entry.get(f"coverage_{round(v * 100)}") for v in levels], mode="lines+markers",
-                               name=f"{name} ({entry.get('n')})", line={"color": COLOURS.get(name)})  # fmt: skip
-    figure.update_layout(title="Interval calibration (test split)", xaxis_title="nominal coverage",
-                         yaxis_title="empirical coverage",
-                         xaxis_range=[0.5, 1], yaxis_range=[0.4, 1.02])  # fmt: skip
+            figure.add_scatter(
+                x=levels,
+                y=[entry.get(f"coverage_{round(v * 100)}") for v in levels],
+                mode="lines+markers",
+                name=f"{name} ({entry.get('n')})",
+                line={"color": COLOURS.get(name)},
+            )
+    figure.update_layout(
+        title="Interval calibration (test split)",
+        xaxis_title="nominal coverage",
+        yaxis_title="empirical coverage",
+        xaxis_range=[0.5, 1],
+        yaxis_range=[0.4, 1.02],
+    )
     return to_div(figure, div_id)

@@ -49,24 +49,35 @@ def format_cell(value: object) -> str:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    surveys = list(Survey.objects.annotate(
-        n_galaxies=Count("galaxies"),
-        n_ok=Count("galaxies", filter=Q(galaxies__status="ok")),
-        n_excluded=Count("galaxies", filter=Q(galaxies__status="excluded")),
-        n_rejected=Count("galaxies", filter=Q(galaxies__status="rejected")),
-        n_train=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="train")),
-        n_val=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="val")),
-        n_test=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="test")),
-    ).order_by("name"))  # fmt: skip
+    surveys = list(
+        Survey.objects.annotate(
+            n_galaxies=Count("galaxies"),
+            n_ok=Count("galaxies", filter=Q(galaxies__status="ok")),
+            n_excluded=Count("galaxies", filter=Q(galaxies__status="excluded")),
+            n_rejected=Count("galaxies", filter=Q(galaxies__status="rejected")),
+            n_train=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="train")),
+            n_val=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="val")),
+            n_test=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="test")),
+        ).order_by("name")
+    )
     shown = max(surveys, key=lambda s: s.updated) if surveys else None  # the survey touched last
     histogram = figures.ml_histogram(ml_by_split(shown), div_id="ml-histogram") if shown else ""
     models = TrainedModel.objects.filter(kind__in=["gbm", "baseline"]).select_related("survey")[:12]
     runs = Run.objects.select_related("survey")
     active = list(runs.filter(status__in=Run.ACTIVE))
-    return render(request, "webui/home.html", {
-        "surveys": surveys, "runs": runs[:12], "active_runs": active, "histogram": histogram, "shown_survey": shown,
-        "models": models, "refresh_seconds": 10 if active else 0,
-    })  # fmt: skip
+    return render(
+        request,
+        "webui/home.html",
+        {
+            "surveys": surveys,
+            "runs": runs[:12],
+            "active_runs": active,
+            "histogram": histogram,
+            "shown_survey": shown,
+            "models": models,
+            "refresh_seconds": 10 if active else 0,
+        },
+    )
 
 
 def ml_by_split(survey: Survey) -> dict[str, np.ndarray]:
@@ -80,11 +91,17 @@ def ml_by_split(survey: Survey) -> dict[str, np.ndarray]:
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
     survey = get_object_or_404(Survey, name=name)
     models = TrainedModel.objects.filter(survey=survey).order_by("-created")[:30]
-    return render(request, "webui/survey.html", {
-        "survey": survey, "models": models, "histogram": figures.ml_histogram(ml_by_split(survey)),
-        "n_experiments": ExperimentResult.objects.filter(survey=survey).count(),
-        "runs": Run.objects.filter(survey=survey).order_by("-created")[:10],
-    })  # fmt: skip
+    return render(
+        request,
+        "webui/survey.html",
+        {
+            "survey": survey,
+            "models": models,
+            "histogram": figures.ml_histogram(ml_by_split(survey)),
+            "n_experiments": ExperimentResult.objects.filter(survey=survey).count(),
+            "runs": Run.objects.filter(survey=survey).order_by("-created")[:10],
+        },
+    )
 
 
 #: The browser's sortable columns.
@@ -119,11 +136,22 @@ def catalogue_browser(request: HttpRequest) -> HttpResponse:
         model = None
     columns = list(GALAXY_COLUMNS) + ([("ml_pred", f"predicted M/L ({model.name})", units.MASS_TO_LIGHT)] if model else [])
     query = params.urlencode()
-    return render(request, "webui/catalogue.html", {
-        "form": filterset.form, "columns": columns, "rows": rows, "page": page, "error": error, "ordering": ordering,
-        "query": query, "query_without_ordering": _without(params, "ordering"), "sortable": SORTABLE,
-        "formats": FORMATS,
-    })  # fmt: skip
+    return render(
+        request,
+        "webui/catalogue.html",
+        {
+            "form": filterset.form,
+            "columns": columns,
+            "rows": rows,
+            "page": page,
+            "error": error,
+            "ordering": ordering,
+            "query": query,
+            "query_without_ordering": _without(params, "ordering"),
+            "sortable": SORTABLE,
+            "formats": FORMATS,
+        },
+    )
 
 
 def _explain(exc: Exception) -> str:
@@ -165,11 +193,13 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ranking = votes.probabilities if votes is not None else predicted
         order = np.argsort(ranking)[::-1][:8]
         top_answers = [
-            (gz2.short_name(gz2.ANSWER_IDS[i]),
-             "\u2013" if votes is None else f"{votes.probabilities[i]:.2f}",
-             "\u2013" if predicted is None else f"{predicted[i]:.2f}")
+            (
+                gz2.short_name(gz2.ANSWER_IDS[i]),
+                "\u2013" if votes is None else f"{votes.probabilities[i]:.2f}",
+                "\u2013" if predicted is None else f"{predicted[i]:.2f}",
+            )
             for i in order
-        ]  # fmt: skip
+        ]
     predictions = list(
         Prediction.objects.filter(galaxy=galaxy).select_related("model").order_by("model__name", "-model__created")
     )
@@ -177,27 +207,48 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for prediction in predictions:
         latest.setdefault(prediction.model.name, prediction)
     prediction_rows = [
-        (p.model, format_cell(p.ml_pred), _interval(p.ml_lo68, p.ml_hi68), format_cell(p.mstar_pred),
-         _interval(p.mstar_lo68, p.mstar_hi68),
-         format_cell(float(np.log10(p.ml_pred / galaxy.ml_g))) if galaxy.ml_g else "\u2013", "; ".join(p.support_reasons))
+        (
+            p.model,
+            format_cell(p.ml_pred),
+            _interval(p.ml_lo68, p.ml_hi68),
+            format_cell(p.mstar_pred),
+            _interval(p.mstar_lo68, p.mstar_hi68),
+            format_cell(float(np.log10(p.ml_pred / galaxy.ml_g))) if galaxy.ml_g else "\u2013",
+            "; ".join(p.support_reasons),
+        )
         for p in latest.values()
-    ]  # fmt: skip
+    ]
     prediction_figure = ""
     if latest:
         chosen = list(latest.values())
         prediction_figure = figures.predictions_against_target(
-            list(latest), [p.ml_pred for p in chosen], galaxy.ml_g, galaxy.ml_g_err,
-            [p.ml_lo68 for p in chosen], [p.ml_hi68 for p in chosen],
-        )  # fmt: skip
+            list(latest),
+            [p.ml_pred for p in chosen],
+            galaxy.ml_g,
+            galaxy.ml_g_err,
+            [p.ml_lo68 for p in chosen],
+            [p.ml_hi68 for p in chosen],
+        )
     gz2_figure = ""
     if votes is not None or predicted is not None:
         gz2_figure = figures.gz2_bars(None if votes is None else votes.probabilities, predicted)
-    return render(request, "webui/galaxy.html", {
-        "galaxy": galaxy, "fields": fields, "pre": pre, "features": features, "resolutions": resolutions,
-        "has_image": galaxy.images.filter(band="g", status="ok").exists(), "top_answers": top_answers,
-        "has_prediction": predicted is not None, "prediction_rows": prediction_rows, "prediction_figure": prediction_figure,
-        "gz2_figure": gz2_figure,
-    })  # fmt: skip
+    return render(
+        request,
+        "webui/galaxy.html",
+        {
+            "galaxy": galaxy,
+            "fields": fields,
+            "pre": pre,
+            "features": features,
+            "resolutions": resolutions,
+            "has_image": galaxy.images.filter(band="g", status="ok").exists(),
+            "top_answers": top_answers,
+            "has_prediction": predicted is not None,
+            "prediction_rows": prediction_rows,
+            "prediction_figure": prediction_figure,
+            "gz2_figure": gz2_figure,
+        },
+    )
 
 
 @cache_control(max_age=3600)
@@ -273,8 +324,9 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         dex = np.log10(test["predicted"] / test["target"])
         l1 = l1_per_galaxy(test["predicted"], test["target"], test["error"])
         context["figures"]["errors"] = figures.error_histograms(dex, l1)
-        context["figures"]["relations"] = figures.ml_relations(test["lum_g"], test["predicted"], test["p_features"],
-                                                               test["morphology"], test["z"])  # fmt: skip
+        context["figures"]["relations"] = figures.ml_relations(
+            test["lum_g"], test["predicted"], test["p_features"], test["morphology"], test["z"]
+        )
     return render(request, "webui/model.html", context)
 
 
@@ -287,11 +339,10 @@ def test_split_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
     from catalogue.selectors import feature_matrix
 
     rows = list(
-        Prediction.objects.filter(model=model, galaxy__split="test", galaxy__status="ok", galaxy__ml_g__isnull=False)
-        .values_list(
+        Prediction.objects.filter(model=model, galaxy__split="test", galaxy__status="ok", galaxy__ml_g__isnull=False).values_list(
             "galaxy_id", "ml_pred", "galaxy__ml_g", "galaxy__ml_g_err", "galaxy__lum_g", "galaxy__z", "galaxy__morphology"
         )
-    )  # fmt: skip
+    )
     ids = [r[0] for r in rows]
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
     out = {
@@ -315,12 +366,21 @@ def experiments(request: HttpRequest, name: str) -> HttpResponse:
     tables = {}
     for row in rows:
         tables.setdefault(row.experiment, []).append(row)
-    band_rows = [{"bands": r.details.get("bands"), "morphology": r.details.get("morphology"), "l1": r.l1}
-                 for r in tables.get("band_sets", [])]  # fmt: skip
-    return render(request, "webui/experiments.html", {
-        "survey": survey, "run": run, "tables": tables, "titles": EXPERIMENT_TITLES,
-        "band_figure": figures.band_set_bars(band_rows) if band_rows else "",
-    })  # fmt: skip
+    band_rows = [
+        {"bands": r.details.get("bands"), "morphology": r.details.get("morphology"), "l1": r.l1}
+        for r in tables.get("band_sets", [])
+    ]
+    return render(
+        request,
+        "webui/experiments.html",
+        {
+            "survey": survey,
+            "run": run,
+            "tables": tables,
+            "titles": EXPERIMENT_TITLES,
+            "band_figure": figures.band_set_bars(band_rows) if band_rows else "",
+        },
+    )
 
 
 EXPERIMENT_TITLES = {
@@ -343,12 +403,39 @@ def experiments_csv(request: HttpRequest, name: str) -> HttpResponse:  # noqa: A
     run = Run.objects.filter(survey=survey, stage="experiments", status="succeeded").order_by("-finished").first()
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["experiment", "method", "loss", "feature_groups", "l1", "l2", "rmsle_dex", "median_l1",
-                     "within_015_dex", "n", "ks_pvalue", "bootstrap_pvalue"])  # fmt: skip
+    writer.writerow(
+        [
+            "experiment",
+            "method",
+            "loss",
+            "feature_groups",
+            "l1",
+            "l2",
+            "rmsle_dex",
+            "median_l1",
+            "within_015_dex",
+            "n",
+            "ks_pvalue",
+            "bootstrap_pvalue",
+        ]
+    )
     for r in ExperimentResult.objects.filter(run=run).order_by("id") if run else []:
         significance = [r.details.get("ks_pvalue", ""), r.details.get("bootstrap_pvalue", "")]
-        writer.writerow([r.experiment, r.method, r.loss, " ".join(r.feature_groups), r.l1, r.l2, r.rmsle, r.median_l1,
-                         r.within_015_dex, r.n, *significance])  # fmt: skip
+        writer.writerow(
+            [
+                r.experiment,
+                r.method,
+                r.loss,
+                " ".join(r.feature_groups),
+                r.l1,
+                r.l2,
+                r.rmsle,
+                r.median_l1,
+                r.within_015_dex,
+                r.n,
+                *significance,
+            ]
+        )
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="morphomass-{survey.name}-experiments.csv"'
     return response
@@ -366,8 +453,11 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
     run = get_object_or_404(Run.objects.select_related("survey"), pk=pk)
     stages = stage_runs(run) if run.stage == "workflow" else []
-    return render(request, "webui/run.html", {"run": run, "failures": chunk_failures(run), "stages": stages,
-                                              "log_tail": "\n".join(run.log.splitlines()[-40:])})  # fmt: skip
+    return render(
+        request,
+        "webui/run.html",
+        {"run": run, "failures": chunk_failures(run), "stages": stages, "log_tail": "\n".join(run.log.splitlines()[-40:])},
+    )
 
 
 def health(request: HttpRequest) -> JsonResponse:  # noqa: ARG001 - Django's signature

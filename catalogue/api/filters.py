@@ -16,8 +16,20 @@ from pipeline.metrics import MORPHOLOGY_CLASSES
 
 MAX_CONE_RADIUS_DEG = 30.0
 #: What a list with ?model= carries of each galaxy's prediction.
-PREDICTION_FIELDS = ("ml_pred", "mstar_pred", "ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95", "mstar_lo68", "mstar_hi68",
-                     "mstar_lo95", "mstar_hi95", "out_of_support", "support_reasons")  # fmt: skip
+PREDICTION_FIELDS = (
+    "ml_pred",
+    "mstar_pred",
+    "ml_lo68",
+    "ml_hi68",
+    "ml_lo95",
+    "ml_hi95",
+    "mstar_lo68",
+    "mstar_hi68",
+    "mstar_lo95",
+    "mstar_hi95",
+    "out_of_support",
+    "support_reasons",
+)
 
 
 class GalaxyFilter(filters.FilterSet):

@@ -92,10 +92,17 @@ def cone_search(request: HttpRequest) -> HttpResponse:
     table = TableElement(document, name="results")
     for name in names:
         column = COLUMNS[name]
-        table.fields.append(Field(
-            document, name=name, ID=name, datatype=DATATYPES[column.kind], unit=column.unit, ucd=UCDS.get(name),
-            arraysize="*" if column.kind == "str" else None,
-        ))  # fmt: skip
+        table.fields.append(
+            Field(
+                document,
+                name=name,
+                ID=name,
+                datatype=DATATYPES[column.kind],
+                unit=column.unit,
+                ucd=UCDS.get(name),
+                arraysize="*" if column.kind == "str" else None,
+            )
+        )
     table.create_arrays(len(rows))
     for i, row in enumerate(rows):
         table.array[i] = tuple(_cell(v, COLUMNS[n].kind) for v, n in zip(row, names, strict=True))

@@ -52,9 +52,29 @@ class GalaxySerializer(serializers.ModelSerializer):
     class Meta:
         model = Galaxy
         fields = [
-            "id", "url", "survey", "objid", "ra", "dec", "z", "d25_arcmin", "lum_dist_mpc", "lum_g", "ml_g", "ml_g_err",
-            "chi2_r", "mag_u", "mag_g", "mag_r", "mag_i", "mag_z", "split", "status", "status_reason", "morphology",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "survey",
+            "objid",
+            "ra",
+            "dec",
+            "z",
+            "d25_arcmin",
+            "lum_dist_mpc",
+            "lum_g",
+            "ml_g",
+            "ml_g_err",
+            "chi2_r",
+            "mag_u",
+            "mag_g",
+            "mag_r",
+            "mag_i",
+            "mag_z",
+            "split",
+            "status",
+            "status_reason",
+            "morphology",
+        ]
 
     #: Columns of the ``?model=`` prediction joined to each row (not on the detail, which lists every prediction).
     prediction_fields = PREDICTION_FIELDS
@@ -101,8 +121,19 @@ class GalaxyDetailSerializer(GalaxySerializer):
 
     class Meta(GalaxySerializer.Meta):
         fields = list(GalaxySerializer.Meta.fields)
-        fields += ["magerr_u", "magerr_g", "magerr_r", "magerr_i", "magerr_z", "extra", "units", "images", "gz2", "features",
-                   "predictions"]  # fmt: skip
+        fields += [
+            "magerr_u",
+            "magerr_g",
+            "magerr_r",
+            "magerr_i",
+            "magerr_z",
+            "extra",
+            "units",
+            "images",
+            "gz2",
+            "features",
+            "predictions",
+        ]
 
     def _absolute(self, path: str) -> str:
         request = self.context.get("request")
@@ -125,19 +156,28 @@ class GalaxyDetailSerializer(GalaxySerializer):
         votes = getattr(galaxy, "gz2", None)
         predicted = predicted_gz2(galaxy)
         answers = [
-            {"answer": a, "name": gz2.short_name(a),
-             "volunteers": None if votes is None else float(votes.probabilities[i]),
-             "cnn1": None if predicted is None else float(predicted[i])}
+            {
+                "answer": a,
+                "name": gz2.short_name(a),
+                "volunteers": None if votes is None else float(votes.probabilities[i]),
+                "cnn1": None if predicted is None else float(predicted[i]),
+            }
             for i, a in enumerate(gz2.ANSWER_IDS)
-        ]  # fmt: skip
+        ]
         return {"answers": answers}
 
     def get_features(self, galaxy: Galaxy) -> dict | None:
         pre = getattr(galaxy, "preprocessed", None)
         if pre is None:
             return None
-        return {"status": pre.status, "error": pre.error, "scaling_value": pre.scaling_value, "noise_level": pre.noise_level,
-                "n_stars_removed": pre.n_stars_removed, "features": pre.features}  # fmt: skip
+        return {
+            "status": pre.status,
+            "error": pre.error,
+            "scaling_value": pre.scaling_value,
+            "noise_level": pre.noise_level,
+            "n_stars_removed": pre.n_stars_removed,
+            "features": pre.features,
+        }
 
     def get_predictions(self, galaxy: Galaxy) -> list[dict]:
         rows = Prediction.objects.filter(galaxy=galaxy).select_related("model", "galaxy").order_by("-model__created")
@@ -150,8 +190,19 @@ class TrainedModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = TrainedModel
-        fields = ["id", "kind", "name", "survey", "run", "preset", "created", "metrics", "hyperparameters", "curves",
-                  "n_predictions"]  # fmt: skip
+        fields = [
+            "id",
+            "kind",
+            "name",
+            "survey",
+            "run",
+            "preset",
+            "created",
+            "metrics",
+            "hyperparameters",
+            "curves",
+            "n_predictions",
+        ]
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -162,9 +213,29 @@ class RunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Run
-        fields = ["id", "stage", "survey", "preset", "resolutions", "status", "progress", "items_total", "items_done",
-                  "items_failed", "message", "error", "result", "created", "started", "finished", "heartbeat", "duration_s",
-                  "parent", "log_tail", "failures"]  # fmt: skip
+        fields = [
+            "id",
+            "stage",
+            "survey",
+            "preset",
+            "resolutions",
+            "status",
+            "progress",
+            "items_total",
+            "items_done",
+            "items_failed",
+            "message",
+            "error",
+            "result",
+            "created",
+            "started",
+            "finished",
+            "heartbeat",
+            "duration_s",
+            "parent",
+            "log_tail",
+            "failures",
+        ]
 
     def get_log_tail(self, run: Run) -> str:
         return "\n".join(run.log.splitlines()[-40:])
@@ -181,9 +252,11 @@ class RunStartSerializer(serializers.Serializer):
     survey = serializers.SlugRelatedField(slug_field="name", queryset=Survey.objects.all())
     stage = serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"], required=False)
     stages = serializers.ListField(
-        child=serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"]), required=False,
-        allow_empty=False, help_text="several stages as one workflow; stages already done with the same inputs are reused",
-    )  # fmt: skip
+        child=serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"]),
+        required=False,
+        allow_empty=False,
+        help_text="several stages as one workflow; stages already done with the same inputs are reused",
+    )
     preset = serializers.ChoiceField(choices=sorted(PRESETS), default="fast")
     force = serializers.BooleanField(default=False, help_text="redo what is already done")
 
@@ -198,5 +271,22 @@ class ExperimentResultSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ExperimentResult
-        fields = ["id", "experiment", "method", "feature_groups", "loss", "split", "l1", "l2", "rmsle", "median_l1",
-                  "within_015_dex", "n", "per_class", "details", "survey", "run", "created"]  # fmt: skip
+        fields = [
+            "id",
+            "experiment",
+            "method",
+            "feature_groups",
+            "loss",
+            "split",
+            "l1",
+            "l2",
+            "rmsle",
+            "median_l1",
+            "within_015_dex",
+            "n",
+            "per_class",
+            "details",
+            "survey",
+            "run",
+            "created",
+        ]

@@ -136,8 +136,10 @@ class ExperimentResultViewSet(viewsets.ReadOnlyModelViewSet):
 class CatalogueDownload(APIView):
     """The filtered catalogue as a file (csv, ecsv, fits, votable, parquet), streamed."""
 
-    @extend_schema(parameters=[OpenApiParameter(name, str) for name in GalaxyFilter.base_filters],
-                   responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})  # fmt: skip
+    @extend_schema(
+        parameters=[OpenApiParameter(name, str) for name in GalaxyFilter.base_filters],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
         if fmt not in FORMATS:
             raise NotFound(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -37,9 +37,16 @@ def start_cnn_run(
     if existing is not None:
         raise runs.RunConflict(existing)
     run = runs.create_run(
-        STAGE, survey, [list(range(1, len(CNN_ROLES) + 1))], preset=preset_name, resolutions=sizes, user=user,
-        parent=parent, config={"cnn": config["cnn"], "training": config["training"], "force": force}, task_id=task_id,
-    )  # fmt: skip
+        STAGE,
+        survey,
+        [list(range(1, len(CNN_ROLES) + 1))],
+        preset=preset_name,
+        resolutions=sizes,
+        user=user,
+        parent=parent,
+        config={"cnn": config["cnn"], "training": config["training"], "force": force},
+        task_id=task_id,
+    )
     runs.enqueue_chunks(run, TASK)
     run.refresh_from_db()
     return run

@@ -70,8 +70,9 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
     from pipeline.cnn.training import TrainingConfig, train_gz2, train_ml
 
     network = cnn_network(run.config, role)
-    config = TrainingConfig(**{k: v for k, v in run.config["training"].items() if k in TrainingConfig.__dataclass_fields__},
-                            seed=run.pk)  # fmt: skip
+    config = TrainingConfig(
+        **{k: v for k, v in run.config["training"].items() if k in TrainingConfig.__dataclass_fields__}, seed=run.pk
+    )
     train_data, train_ids, train_targets = _dataset(run, role, Split.TRAIN, network["size"], config.batch_size, True)
     val_data, _, val_targets = _dataset(run, role, Split.VAL, network["size"], config.batch_size, False)
     if role == "cnn4":
@@ -94,17 +95,27 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
 
     result = trainer(model, train_data, val_data, config, progress=progress)
     metrics = _validation_metrics(model, role, val_data, val_targets, train_targets)
-    metrics.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
-                   n_train=len(train_ids), n_val=len(val_targets))  # fmt: skip
+    metrics.update(
+        best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, n_train=len(train_ids), n_val=len(val_targets)
+    )
     name = save_keras_model(model, f"models/{run.survey.name}/run{run.pk}/{model.name}.keras")
     TrainedModel.objects.create(
-        kind=TrainedModel.Kind.CNN, name=role, survey=run.survey, run=run, preset=run.preset, artifact=name,
+        kind=TrainedModel.Kind.CNN,
+        name=role,
+        survey=run.survey,
+        run=run,
+        preset=run.preset,
+        artifact=name,
         hyperparameters={
-            **network, "training": config.as_dict(), "keras_name": model.name, "params": model.count_params(),
+            **network,
+            "training": config.as_dict(),
+            "keras_name": model.name,
+            "params": model.count_params(),
             "feature_widths": {layer: int(model.get_layer(layer).output.shape[-1]) for layer in FEATURE_LAYERS[role]},
         },
-        metrics=metrics, curves=result.history,
-    )  # fmt: skip
+        metrics=metrics,
+        curves=result.history,
+    )
 
 
 def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, train_targets: np.ndarray) -> dict:
@@ -119,8 +130,9 @@ def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, tra
         mean = train_targets.mean(axis=0, keepdims=True)
         per_task = {
             task.id: {"rmse": _rmse(predicted[:, s], val_targets[:, s]), "rmse_train_mean": _rmse(mean[:, s], val_targets[:, s])}
-            for task in gz2.TASKS for s in [gz2.TASK_SLICES[task.id]]
-        }  # fmt: skip
+            for task in gz2.TASKS
+            for s in [gz2.TASK_SLICES[task.id]]
+        }
         return {"rmse": _rmse(predicted, val_targets), "rmse_train_mean": _rmse(mean, val_targets), "per_task": per_task}
     outputs = predict_layers(model, ["ml", "gz2_logits"], val_data)
     target, error = val_targets[:, 0], val_targets[:, 1]

@@ -51,11 +51,22 @@ def run_experiments_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> 
 def _result(run, row: ExperimentRow) -> ExperimentResult:
     m = row.metrics
     return ExperimentResult(
-        experiment=row.experiment, method=row.method, feature_groups=row.feature_groups, loss=row.loss, split=Split.TEST,
-        l1=m["l1"], l2=m["l2"], rmsle=m["rmsle"], median_l1=m["median_l1"], within_015_dex=m["within_015_dex"], n=m["n"],
-        per_class=json_safe(row.per_class), details=json_safe({**row.details, "n_unpredicted": m.get("n_unpredicted", 0)}),
-        survey=run.survey, run=run,
-    )  # fmt: skip
+        experiment=row.experiment,
+        method=row.method,
+        feature_groups=row.feature_groups,
+        loss=row.loss,
+        split=Split.TEST,
+        l1=m["l1"],
+        l2=m["l2"],
+        rmsle=m["rmsle"],
+        median_l1=m["median_l1"],
+        within_015_dex=m["within_015_dex"],
+        n=m["n"],
+        per_class=json_safe(row.per_class),
+        details=json_safe({**row.details, "n_unpredicted": m.get("n_unpredicted", 0)}),
+        survey=run.survey,
+        run=run,
+    )
 
 
 EXPERIMENTS_STAGE = runs.StageHooks(body=run_experiments_body)

@@ -71,18 +71,27 @@ END = {"lo": "lower", "hi": "upper"}
 PREDICTION_COLUMNS = (
     Column("ml_pred", units.MASS_TO_LIGHT, "predicted g-band mass-to-light ratio"),
     Column("mstar_pred", units.STELLAR_MASS, "stellar mass implied by ml_pred and lum_g"),
-    *(Column(f"ml_{side}{level}", units.MASS_TO_LIGHT, f"{END[side]} end of the calibrated {level}% M/L interval")
-      for level in (68, 95) for side in END),
-    *(Column(f"mstar_{side}{level}", units.STELLAR_MASS, f"{END[side]} end of the {level}% stellar-mass interval")
-      for level in (68, 95) for side in END),
+    *(
+        Column(f"ml_{side}{level}", units.MASS_TO_LIGHT, f"{END[side]} end of the calibrated {level}% M/L interval")
+        for level in (68, 95)
+        for side in END
+    ),
+    *(
+        Column(f"mstar_{side}{level}", units.STELLAR_MASS, f"{END[side]} end of the {level}% stellar-mass interval")
+        for level in (68, 95)
+        for side in END
+    ),
     Column("out_of_support", None, "1 if the galaxy lies outside what the model was trained on", "int"),
     Column("support_reasons", None, "why it lies outside the training support", "str", 300),
-)  # fmt: skip
+)
 FORMATS = ("csv", "ecsv", "fits", "votable", "parquet")
 CONTENT_TYPES = {
-    "csv": "text/csv; charset=utf-8", "ecsv": "text/plain; charset=utf-8", "fits": "application/fits",
-    "votable": "application/x-votable+xml", "parquet": "application/vnd.apache.parquet",
-}  # fmt: skip
+    "csv": "text/csv; charset=utf-8",
+    "ecsv": "text/plain; charset=utf-8",
+    "fits": "application/fits",
+    "votable": "application/x-votable+xml",
+    "parquet": "application/vnd.apache.parquet",
+}
 ROWS_PER_BATCH = 2_000
 FITS_INT_NULL = -1
 

@@ -18,6 +18,7 @@ from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
 STAGE = RunStage.FEATURES
 TASK = "pipeline.tasks.gpu_extract_features"
 
+
 def feature_names(prefix: str, layer: str, width: int) -> list[str]:
     """Column names, e.g. ``cnn1_resnet50.p_a01_smooth``, ``cnn1_resnet50.pool_0017``."""
     if layer == "gz2":
@@ -82,15 +83,26 @@ def start_features_run(
                 version = (FeatureSet.objects.filter(survey=survey, name=name).aggregate(v=Max("version"))["v"] or 0) + 1
                 width = model.hyperparameters["feature_widths"][layer]  # recorded at training: no Keras here
                 sets[name] = FeatureSet.objects.create(
-                    name=name, version=version, survey=survey, feature_names=feature_names(prefix, layer, width),
-                    producing_model=model, run=run,
-                ).pk  # fmt: skip
+                    name=name,
+                    version=version,
+                    survey=survey,
+                    feature_names=feature_names(prefix, layer, width),
+                    producing_model=model,
+                    run=run,
+                ).pk
         Run.objects.filter(pk=run.pk).update(config={**run.config, "feature_sets": sets})
 
     run = runs.create_run(
-        STAGE, survey, chunks, preset=preset_name, user=user, parent=parent, task_id=task_id,
-        config={"models": {r: m.pk for r, m in models.items()}, "force": force}, prepare=create_feature_sets,
-    )  # fmt: skip
+        STAGE,
+        survey,
+        chunks,
+        preset=preset_name,
+        user=user,
+        parent=parent,
+        task_id=task_id,
+        config={"models": {r: m.pk for r, m in models.items()}, "force": force},
+        prepare=create_feature_sets,
+    )
     runs.enqueue_chunks(run, TASK)
     run.refresh_from_db()
     return run

@@ -56,9 +56,7 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
         column[mask] = np.nan
     excluded = np.array([bool(o) for o in outside], dtype=bool)
     status = np.where(rejected, GalaxyStatus.REJECTED, np.where(excluded, GalaxyStatus.EXCLUDED, GalaxyStatus.OK))
-    reason = [
-        ("; ".join(rows.reasons[j]) if rejected[j] else "; ".join(m for _, m in outside[j]))[:300] for j in range(n)
-    ]
+    reason = [("; ".join(rows.reasons[j]) if rejected[j] else "; ".join(m for _, m in outside[j]))[:300] for j in range(n)]
     # A galaxy is indexed for cone search only where its stored position is a real one.
     with np.errstate(invalid="ignore"):
         on_sky = (values["ra"] >= 0) & (values["ra"] < 360) & (np.abs(values["dec"]) <= 90)
@@ -107,8 +105,11 @@ def _pg_type(column: str) -> str:
     field = Galaxy._meta.get_field(column[:-3] if column.endswith("_id") else column)
     internal = field.get_internal_type()
     return {
-        "BigIntegerField": "int8", "ForeignKey": "int8", "FloatField": "float8", "JSONField": "jsonb",
-    }.get(internal, "text")  # fmt: skip
+        "BigIntegerField": "int8",
+        "ForeignKey": "int8",
+        "FloatField": "float8",
+        "JSONField": "jsonb",
+    }.get(internal, "text")
 
 
 def _upsert_copy(columns: dict[str, list], n: int, notify) -> None:
@@ -154,11 +155,7 @@ def _upsert_orm(columns: dict[str, list], n: int, notify) -> None:
     names = list(columns)
     update_fields = [f.name for f in Galaxy._meta.concrete_fields if f.name not in {"id", "survey", "objid", "morphology"}]
     for start in range(0, n, BATCH_SIZE):
-        batch = [
-            Galaxy(**{name: columns[name][i] for name in names}) for i in range(start, min(n, start + BATCH_SIZE))
-        ]
-        Galaxy.objects.bulk_create(
-            batch, update_conflicts=True, unique_fields=["survey", "objid"], update_fields=update_fields
-        )
+        batch = [Galaxy(**{name: columns[name][i] for name in names}) for i in range(start, min(n, start + BATCH_SIZE))]
+        Galaxy.objects.bulk_create(batch, update_conflicts=True, unique_fields=["survey", "objid"], update_fields=update_fields)
         if notify:
             notify("galaxies", min(n, start + BATCH_SIZE), n)

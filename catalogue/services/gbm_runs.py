@@ -52,9 +52,16 @@ def start_gbm_run(
     sets = latest_feature_sets(survey)
     gbm = {"params": config["gbm"]["params"], "grid": gbm_grid(config)}
     return _start(
-        RunStage.GBM, survey, len(NAMED_MODELS), GBM_TASK, preset_name=preset_name, user=user, parent=parent, task_id=task_id,
+        RunStage.GBM,
+        survey,
+        len(NAMED_MODELS),
+        GBM_TASK,
+        preset_name=preset_name,
+        user=user,
+        parent=parent,
+        task_id=task_id,
         config={"gbm": gbm, "feature_sets": {name: fs.pk for name, fs in sets.items()}, "force": force},
-    )  # fmt: skip
+    )
 
 
 def latest_named_models(survey: Survey) -> dict[str, TrainedModel]:
@@ -78,10 +85,16 @@ def start_experiments_run(
     """Queue the paper's seven experiments, reusing the survey's latest named models."""
     models = latest_named_models(survey)
     return _start(
-        RunStage.EXPERIMENTS, survey, len(EXPERIMENTS), EXPERIMENTS_TASK, preset_name=preset_name, user=user, parent=parent,
+        RunStage.EXPERIMENTS,
+        survey,
+        len(EXPERIMENTS),
+        EXPERIMENTS_TASK,
+        preset_name=preset_name,
+        user=user,
+        parent=parent,
         task_id=task_id,
         config={"models": {n: m.pk for n, m in models.items()}, "experiments": list(EXPERIMENTS), "force": force},
-    )  # fmt: skip
+    )
 
 
 def start_predict_run(
@@ -90,6 +103,13 @@ def start_predict_run(
     """Queue catalogue predictions of every galaxy of the survey with its latest named models."""
     models = latest_named_models(survey)
     return _start(
-        RunStage.PREDICT, survey, len(models), PREDICT_TASK, preset_name=preset_name, user=user, parent=parent,
-        task_id=task_id, config={"models": [models[n].pk for n in NAMED_MODEL_NAMES], "force": force},
-    )  # fmt: skip
+        RunStage.PREDICT,
+        survey,
+        len(models),
+        PREDICT_TASK,
+        preset_name=preset_name,
+        user=user,
+        parent=parent,
+        task_id=task_id,
+        config={"models": [models[n].pk for n in NAMED_MODEL_NAMES], "force": force},
+    )

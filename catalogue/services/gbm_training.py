@@ -53,11 +53,23 @@ def store_model(run, fitted: FittedModel, data: LearningData, feature_set_ids: d
     name = save_pickle(fitted, f"models/{run.survey.name}/run{run.pk}/{fitted.spec.name}.pkl")
     kind = TrainedModel.Kind.GBM if fitted.spec.method == "gbm" else TrainedModel.Kind.BASELINE
     return TrainedModel.objects.create(
-        kind=kind, name=fitted.spec.name, survey=run.survey, run=run, preset=run.preset, artifact=name,
+        kind=kind,
+        name=fitted.spec.name,
+        survey=run.survey,
+        run=run,
+        preset=run.preset,
+        artifact=name,
         hyperparameters=json_safe({**fitted.describe(), "feature_sets": feature_set_ids}),
-        metrics=json_safe({"val": fitted.val_metrics, "test": test_metrics, "test_per_class": per_class,
-                           "permutation_importance": [list(item) for item in ranked], "calibration": calibration}),
-    )  # fmt: skip
+        metrics=json_safe(
+            {
+                "val": fitted.val_metrics,
+                "test": test_metrics,
+                "test_per_class": per_class,
+                "permutation_importance": [list(item) for item in ranked],
+                "calibration": calibration,
+            }
+        ),
+    )
 
 
 def calibration_on_test_split(fitted: FittedModel, data: LearningData, test) -> dict:
@@ -77,10 +89,11 @@ def calibration_on_test_split(fitted: FittedModel, data: LearningData, test) -> 
     flagged = np.array([bool(r) for r in u["reasons"]])
     l1 = l1_per_galaxy(u["ml"], data.target[test], data.error[test])
     report["out_of_support"] = {
-        "n_flagged": int(flagged.sum()), "n": int(len(flagged)),
+        "n_flagged": int(flagged.sum()),
+        "n": int(len(flagged)),
         "l1_flagged": float(np.nanmean(l1[flagged])) if flagged.any() else None,
         "l1_unflagged": float(np.nanmean(l1[~flagged])) if (~flagged).any() else None,
-    }  # fmt: skip
+    }
     report["method"] = fitted.intervals.method
     return report
 

@@ -73,9 +73,10 @@ def get_or_create_store(survey: Survey, resolution: int) -> ImageStore:
         raise ValueError(f"resolution must be at least 8 px, got {resolution}")
     root = f"arrays/{survey.name}/{resolution}px"
     store, created = ImageStore.objects.get_or_create(
-        survey=survey, resolution=resolution,
+        survey=survey,
+        resolution=resolution,
         defaults={"images_name": f"{root}/images.f16", "ids_name": f"{root}/galaxy_ids.i8"},
-    )  # fmt: skip
+    )
     if created or not default_storage.exists(store.images_name):
         for name in (store.images_name, store.ids_name):
             if not default_storage.exists(name):
@@ -242,9 +243,7 @@ def load_log_images(galaxies: Iterable[Galaxy], resolution: int) -> np.ndarray:
 
 def stored_resolutions(galaxy: Galaxy) -> list[int]:
     """Resolutions (px) at which the galaxy has a written image, ascending."""
-    return sorted(
-        StoredImage.objects.filter(galaxy=galaxy, written=True).values_list("store__resolution", flat=True)
-    )
+    return sorted(StoredImage.objects.filter(galaxy=galaxy, written=True).values_list("store__resolution", flat=True))
 
 
 def written_rows(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple[ImageStore | None, np.ndarray, np.ndarray]:
@@ -256,9 +255,7 @@ def written_rows(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> 
     store = ImageStore.objects.filter(survey=survey, resolution=resolution).first()
     if store is None:
         return None, np.empty(0, np.int64), np.empty(0, np.int64)
-    found = dict(
-        StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids, written=True).values_list("galaxy_id", "row")
-    )
+    found = dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids, written=True).values_list("galaxy_id", "row"))
     kept = [g for g in galaxy_ids if g in found]
     return store, np.array(kept, dtype=np.int64), np.array([found[g] for g in kept], dtype=np.int64)
 

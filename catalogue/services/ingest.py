@@ -57,13 +57,21 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return {
-            "survey": self.survey, "bundle": self.bundle, "catalogue_rows": self.catalogue_rows,
-            "accepted": self.accepted, "excluded": self.excluded, "rejected": self.rejected,
-            "images_stored": self.images_stored, "images_unchanged": self.images_unchanged,
-            "gz2_votes": self.gz2_votes, "stars_matched": self.stars_matched, "seconds": round(self.seconds, 3),
-            "rejected_by_kind": self.rejected_by_kind, "excluded_by_reason": self.excluded_by_reason,
+            "survey": self.survey,
+            "bundle": self.bundle,
+            "catalogue_rows": self.catalogue_rows,
+            "accepted": self.accepted,
+            "excluded": self.excluded,
+            "rejected": self.rejected,
+            "images_stored": self.images_stored,
+            "images_unchanged": self.images_unchanged,
+            "gz2_votes": self.gz2_votes,
+            "stars_matched": self.stars_matched,
+            "seconds": round(self.seconds, 3),
+            "rejected_by_kind": self.rejected_by_kind,
+            "excluded_by_reason": self.excluded_by_reason,
             "rejections": self.rejections,
-        }  # fmt: skip
+        }
 
     @property
     def galaxies(self) -> int:
@@ -78,8 +86,9 @@ class IngestReport:
         ]
         if self.catalogue_rows != self.galaxies:
             extra = self.catalogue_rows - self.galaxies
-            lines.append(f"  {extra} line{'s' if extra != 1 else ''} not counted as galaxies "
-                         f"(a repeated objid: the first line is kept)")  # fmt: skip
+            lines.append(
+                f"  {extra} line{'s' if extra != 1 else ''} not counted as galaxies (a repeated objid: the first line is kept)"
+            )
         lines.append(f"  problems recorded: {len(self.rejections)}, one per line or file (details: --report)")
         lines += [f"    {kind}: {n}" for kind, n in sorted(self.rejected_by_kind.items())]
         lines += [f"    kept outside the learning sample, {reason}: {n}" for reason, n in sorted(self.excluded_by_reason.items())]
@@ -177,17 +186,13 @@ def ingest_bundle(
 
     for j in np.flatnonzero(rows.rejected):
         for kind, reason in zip(rows.kinds[j], rows.reasons[j], strict=True):
-            report.rejections.append(
-                Rejection(kind, reason, int(rows.objid[j]), int(rows.row[j]), catalogue_path.name).as_dict()
-            )
+            report.rejections.append(Rejection(kind, reason, int(rows.objid[j]), int(rows.row[j]), catalogue_path.name).as_dict())
     report.rejections = [r.as_dict() for r in rows.rejections] + report.rejections
     report.rejections += [r.as_dict() for r in extra_rejections]
     report.rejected = int(rows.rejected.sum())
     report.accepted = int(learning.sum())
     report.excluded = len(rows) - report.accepted - report.rejected
-    report.excluded_by_reason = dict(
-        Counter(kind for j in range(len(rows)) if not rows.rejected[j] for kind, _ in outside[j])
-    )
+    report.excluded_by_reason = dict(Counter(kind for j in range(len(rows)) if not rows.rejected[j] for kind, _ in outside[j]))
     report.seconds = time.perf_counter() - started
     survey.report = report.as_dict()
     survey.save(update_fields=["report", "updated"])
@@ -283,18 +288,28 @@ def _store_images(path, survey, ids, infos, report, notify, written: list[str], 
             superseded.append(previous[2])
         to_write.append(
             Image(
-                galaxy_id=ids[objid], band=band, file=stored, height=info.height, width=info.width,
-                pixscale_arcsec=info.pixscale_arcsec, psf_fwhm_arcsec=info.psf_fwhm_arcsec, checksum=info.checksum,
-                status=Image.Status.OK, status_reason="",
+                galaxy_id=ids[objid],
+                band=band,
+                file=stored,
+                height=info.height,
+                width=info.width,
+                pixscale_arcsec=info.pixscale_arcsec,
+                psf_fwhm_arcsec=info.psf_fwhm_arcsec,
+                checksum=info.checksum,
+                status=Image.Status.OK,
+                status_reason="",
             )
-        )  # fmt: skip
+        )
         report.images_stored += 1
         if n % 200 == 0:
             notify("store images", n, len(infos))
     Image.objects.bulk_create(
-        to_write, batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["galaxy", "band"],
+        to_write,
+        batch_size=BATCH_SIZE,
+        update_conflicts=True,
+        unique_fields=["galaxy", "band"],
         update_fields=["file", "height", "width", "pixscale_arcsec", "psf_fwhm_arcsec", "checksum", "status", "status_reason"],
-    )  # fmt: skip
+    )
     notify("store images", len(infos), len(infos))
 
 
@@ -313,9 +328,12 @@ def _store_gz2(gz2_data, ids, rows, extra_rejections) -> int:
             continue
         votes.append(GZ2Votes(galaxy_id=ids[objid], fractions=frac, probabilities=prob))
     GZ2Votes.objects.bulk_create(
-        votes, batch_size=BATCH_SIZE, update_conflicts=True, unique_fields=["galaxy"],
+        votes,
+        batch_size=BATCH_SIZE,
+        update_conflicts=True,
+        unique_fields=["galaxy"],
         update_fields=["fractions", "probabilities"],
-    )  # fmt: skip
+    )
     return len(votes)
 
 

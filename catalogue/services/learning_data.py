@@ -49,8 +49,21 @@ def load_learning_data(survey: Survey, feature_set_ids: dict[str, int] | None = 
             raise ValueError("a feature set this model was trained on has been deleted; train the model again")
     else:
         sets = latest_feature_sets(survey)
-    fields = ["id", "split", "status", "ml_g", "ml_g_err", "z", "lum_dist_mpc", "mag_u", "mag_g", "mag_r", "mag_i", "mag_z",
-              "magerr_g"]  # fmt: skip
+    fields = [
+        "id",
+        "split",
+        "status",
+        "ml_g",
+        "ml_g_err",
+        "z",
+        "lum_dist_mpc",
+        "mag_u",
+        "mag_g",
+        "mag_r",
+        "mag_i",
+        "mag_z",
+        "magerr_g",
+    ]
     rows = list(Galaxy.objects.filter(survey=survey).exclude(status=GalaxyStatus.REJECTED).order_by("id").values_list(*fields))
     if not rows:
         raise ValueError(f"survey {survey.name} has no galaxies to learn from or predict")
@@ -65,10 +78,18 @@ def load_learning_data(survey: Survey, feature_set_ids: dict[str, int] | None = 
     cnn_groups = {group: feature_matrix([sets[n] for n in names], ids) for group, names in CNN_GROUP_SETS.items()}
     probabilities, _ = feature_matrix([sets[PROBABILITY_SET]], ids, drop=False)
     data = assemble(
-        galaxy_ids=ids, split=split, target=floats("ml_g"), error=floats("ml_g_err"), redshift=floats("z"),
-        lum_dist_mpc=floats("lum_dist_mpc"), magnitudes={b: floats(f"mag_{b}") for b in "ugriz"},
-        image_features=image_features, cnn_groups=cnn_groups, cnn1_probabilities=probabilities, magerr_g=floats("magerr_g"),
-    )  # fmt: skip
+        galaxy_ids=ids,
+        split=split,
+        target=floats("ml_g"),
+        error=floats("ml_g_err"),
+        redshift=floats("z"),
+        lum_dist_mpc=floats("lum_dist_mpc"),
+        magnitudes={b: floats(f"mag_{b}") for b in "ugriz"},
+        image_features=image_features,
+        cnn_groups=cnn_groups,
+        cnn1_probabilities=probabilities,
+        magerr_g=floats("magerr_g"),
+    )
     return data, {name: fs.pk for name, fs in sets.items()}
 
 

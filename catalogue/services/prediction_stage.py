@@ -58,15 +58,24 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
         if context is not None:
             context.check()
         rows = [
-            Prediction(galaxy_id=int(data.galaxy_ids[i]), model=model, ml_pred=float(predicted[i]),
-                       mstar_pred=value("mstar", i), out_of_support=bool(u["reasons"][i]), support_reasons=u["reasons"][i],
-                       **{c: value(c, i) for c in INTERVAL_COLUMNS})
-            for i in range(start, min(start + BATCH, len(predicted))) if usable[i]
-        ]  # fmt: skip
+            Prediction(
+                galaxy_id=int(data.galaxy_ids[i]),
+                model=model,
+                ml_pred=float(predicted[i]),
+                mstar_pred=value("mstar", i),
+                out_of_support=bool(u["reasons"][i]),
+                support_reasons=u["reasons"][i],
+                **{c: value(c, i) for c in INTERVAL_COLUMNS},
+            )
+            for i in range(start, min(start + BATCH, len(predicted)))
+            if usable[i]
+        ]
         Prediction.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["galaxy", "model"],
+            rows,
+            update_conflicts=True,
+            unique_fields=["galaxy", "model"],
             update_fields=["ml_pred", "mstar_pred", "out_of_support", "support_reasons", *INTERVAL_COLUMNS],
-        )  # fmt: skip
+        )
     return int((~usable).sum())
 
 

@@ -43,9 +43,7 @@ class GalaxyResult:
 def preprocess_chunk_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     """Preprocess a claimed chunk (see the module docstring)."""
     run = claim.run
-    galaxies = list(
-        Galaxy.objects.filter(pk__in=claim.items).select_related("survey").prefetch_related("images").order_by("id")
-    )
+    galaxies = list(Galaxy.objects.filter(pk__in=claim.items).select_related("survey").prefetch_related("images").order_by("id"))
     pixel_kpc = _pixel_sizes_kpc(galaxies, run)
     writer = _Writer(run, [g.pk for g in galaxies])
     results: list[GalaxyResult] = []
@@ -71,9 +69,7 @@ def preprocess_chunk_body(claim: runs.ChunkClaim, context: runs.ChunkContext) ->
         if not claim.careful:
             writer.save(results)  # keep what was done before the cancellation
         raise
-    outcome = runs.ChunkOutcome(
-        done=sum(r.result is not None for r in results), failed=sum(r.result is None for r in results)
-    )
+    outcome = runs.ChunkOutcome(done=sum(r.result is not None for r in results), failed=sum(r.result is None for r in results))
     outcome.failed += len(claim.items) - len(galaxies)  # ids whose galaxy was deleted meanwhile
     writer.save([] if claim.careful else results, complete=(claim, outcome))
     return outcome
@@ -90,9 +86,13 @@ def _preprocess_one(galaxy: Galaxy, run: Run, pixel_kpc: dict[int, float]) -> Ga
         meta = ImageMeta(redshift=galaxy.z, lum_dist_mpc=galaxy.lum_dist_mpc, pixel_kpc=pixel_kpc[galaxy.pk])
         prior = prior_pixels(header, galaxy.extra.get("stars", [])) if galaxy.survey.has_star_catalogue else None
         result = preprocess_cutout(
-            data, image.psf_fwhm_arcsec / image.pixscale_arcsec, meta, tuple(run.resolutions),
-            prior_xy=prior, seed=galaxy.objid % (2**32),
-        )  # fmt: skip
+            data,
+            image.psf_fwhm_arcsec / image.pixscale_arcsec,
+            meta,
+            tuple(run.resolutions),
+            prior_xy=prior,
+            seed=galaxy.objid % (2**32),
+        )
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:  # one bad galaxy never stops the chunk
@@ -137,13 +137,15 @@ class _Writer:
         with transaction.atomic():
             if results:
                 Preprocessed.objects.bulk_create(
-                    [self._row(r) for r in results], update_conflicts=True, unique_fields=["galaxy"],
+                    [self._row(r) for r in results],
+                    update_conflicts=True,
+                    unique_fields=["galaxy"],
                     update_fields=["run", "status", "error", "scaling_value", "noise_level", "n_stars_removed", "features"],
-                )  # fmt: skip
+                )
                 if ok:
-                    StoredImage.objects.filter(
-                        store__in=self.stores.values(), galaxy_id__in=[r.galaxy.pk for r in ok]
-                    ).update(written=True)
+                    StoredImage.objects.filter(store__in=self.stores.values(), galaxy_id__in=[r.galaxy.pk for r in ok]).update(
+                        written=True
+                    )
                 _update_learning_sample(results)
             if complete is not None:
                 runs.complete_chunk(*complete)
@@ -168,10 +170,12 @@ def _update_learning_sample(results: list[GalaxyResult]) -> None:
             status=GalaxyStatus.EXCLUDED, split=Split.NONE, status_reason=f"{PREPROCESS_FAILED}: {item.error}"[:300]
         )
     recovered = [
-        r.galaxy for r in results
-        if r.result is not None and r.galaxy.status == GalaxyStatus.EXCLUDED
+        r.galaxy
+        for r in results
+        if r.result is not None
+        and r.galaxy.status == GalaxyStatus.EXCLUDED
         and r.galaxy.status_reason.startswith(PREPROCESS_FAILED)
-    ]  # fmt: skip
+    ]
     if recovered:
         objids = np.array([g.objid for g in recovered], dtype=np.int64)
         splits = assign_splits(objids, np.ones(len(objids), bool), recovered[0].survey.split_seed)
@@ -190,8 +194,10 @@ def record_given_up(claim: runs.ChunkClaim, reason: str) -> runs.ChunkOutcome:
     items = [GalaxyResult(g, error=reason) for g in galaxies]
     Preprocessed.objects.bulk_create(
         [Preprocessed(galaxy=i.galaxy, run=claim.run, status=Preprocessed.Status.FAILED, error=reason[:300]) for i in items],
-        update_conflicts=True, unique_fields=["galaxy"], update_fields=["run", "status", "error"],
-    )  # fmt: skip
+        update_conflicts=True,
+        unique_fields=["galaxy"],
+        update_fields=["run", "status", "error"],
+    )
     _update_learning_sample(items)
     return runs.ChunkOutcome(done=len(done), failed=len(claim.items) - len(done))
 

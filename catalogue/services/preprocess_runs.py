@@ -26,9 +26,11 @@ def galaxies_to_preprocess(survey: Survey, resolutions: Iterable[int], force: bo
     if not force:
         done = Galaxy.objects.filter(survey=survey, preprocessed__status=Preprocessed.Status.OK)
         for resolution in resolutions:
-            done = done.filter(pk__in=Galaxy.objects.filter(
-                survey=survey, stored_images__store__resolution=resolution, stored_images__written=True
-            ).values("pk"))  # fmt: skip
+            done = done.filter(
+                pk__in=Galaxy.objects.filter(
+                    survey=survey, stored_images__store__resolution=resolution, stored_images__written=True
+                ).values("pk")
+            )
         candidates = candidates.exclude(pk__in=done.values("pk"))
     return list(candidates.order_by("id").values_list("id", flat=True))
 
@@ -73,12 +75,21 @@ def start_preprocess_run(
             allocate_rows(get_or_create_store(survey, resolution), ids)
 
     run = runs.create_run(
-        STAGE, survey, chunks, preset=preset_name, resolutions=resolutions, user=user, parent=parent,
-        config={"force": force, "chunk_size": chunk_size}, prepare=allocate, task_id=task_id,
-    )  # fmt: skip
+        STAGE,
+        survey,
+        chunks,
+        preset=preset_name,
+        resolutions=resolutions,
+        user=user,
+        parent=parent,
+        config={"force": force, "chunk_size": chunk_size},
+        prepare=allocate,
+        task_id=task_id,
+    )
     if not ids:
-        Run.objects.filter(pk=run.pk).update(message="nothing to do: every galaxy is preprocessed at " + ", ".join(
-            f"{r} px" for r in resolutions))  # fmt: skip
+        Run.objects.filter(pk=run.pk).update(
+            message="nothing to do: every galaxy is preprocessed at " + ", ".join(f"{r} px" for r in resolutions)
+        )
         run.refresh_from_db()
         return run
     runs.enqueue_chunks(run, CHUNK_TASK)

@@ -110,15 +110,24 @@ def create_run(
     try:
         with transaction.atomic():
             run = Run.objects.create(
-                stage=stage, survey=survey, preset=preset, resolutions=[int(r) for r in resolutions],
-                config=config or {}, started_by=user, parent=parent, items_total=total, celery_task_id=task_id,
+                stage=stage,
+                survey=survey,
+                preset=preset,
+                resolutions=[int(r) for r in resolutions],
+                config=config or {},
+                started_by=user,
+                parent=parent,
+                items_total=total,
+                celery_task_id=task_id,
                 message=f"{total} items queued in {len(chunks)} chunks" if chunks else "nothing to do",
-            )  # fmt: skip
+            )
             RunChunk.objects.bulk_create(
-                [RunChunk(run=run, index=i, items=list(map(int, items)), task_id=str(uuid.uuid4()))
-                 for i, items in enumerate(chunks)],
+                [
+                    RunChunk(run=run, index=i, items=list(map(int, items)), task_id=str(uuid.uuid4()))
+                    for i, items in enumerate(chunks)
+                ],
                 batch_size=2000,
-            )  # fmt: skip
+            )
             if prepare is not None:
                 prepare(run)
                 run.refresh_from_db()
@@ -347,10 +356,12 @@ def refresh_run(run_id: int, on_finish: Callable[[Run], dict] | None = None) -> 
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run_id)
         counts = RunChunk.objects.filter(run=run).aggregate(
-            done=Sum("n_done"), failed=Sum("n_failed"), chunks=Count("id"),
+            done=Sum("n_done"),
+            failed=Sum("n_failed"),
+            chunks=Count("id"),
             settled=Count("id", filter=Q(state__in=RunChunk.TERMINAL)),
             cancelled=Count("id", filter=Q(state=RunChunk.State.CANCELLED)),
-        )  # fmt: skip
+        )
         run.items_done, run.items_failed = counts["done"] or 0, counts["failed"] or 0
         handled = run.items_done + run.items_failed
         run.progress = min(1.0, handled / run.items_total) if run.items_total else 1.0

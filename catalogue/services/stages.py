@@ -24,14 +24,22 @@ from catalogue.services.preprocess_runs import start_preprocess_run
 from pipeline.presets import preset
 
 STAGES = {
-    "preprocess": start_preprocess_run, "cnn": start_cnn_run, "features": start_features_run,
-    "gbm": start_gbm_run, "experiments": start_experiments_run, "predict": start_predict_run,
-}  # fmt: skip
+    "preprocess": start_preprocess_run,
+    "cnn": start_cnn_run,
+    "features": start_features_run,
+    "gbm": start_gbm_run,
+    "experiments": start_experiments_run,
+    "predict": start_predict_run,
+}
 #: stage -> the stages whose results it reads (through them, everything before).
 READS = {
-    "preprocess": (), "cnn": ("preprocess",), "features": ("preprocess", "cnn"),
-    "gbm": ("features",), "experiments": ("gbm",), "predict": ("gbm",),
-}  # fmt: skip
+    "preprocess": (),
+    "cnn": ("preprocess",),
+    "features": ("preprocess", "cnn"),
+    "gbm": ("features",),
+    "experiments": ("gbm",),
+    "predict": ("gbm",),
+}
 
 
 def start_stage(
@@ -70,8 +78,10 @@ def stage_inputs(stage: str, survey: Survey, preset_name: str) -> dict:
     for earlier in READS[stage]:
         latest = (
             Run.objects.filter(survey=survey, stage=earlier, status=Run.Status.SUCCEEDED)
-            .order_by("-finished", "-pk").values_list("pk", flat=True).first()
-        )  # fmt: skip
+            .order_by("-finished", "-pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
         upstream[earlier] = latest
     return {
         "preset": preset_name,

@@ -45,10 +45,17 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
     try:
         with transaction.atomic():  # two starts at once: the database lets one workflow per survey be active
             parent = Run.objects.create(
-                stage=RunStage.WORKFLOW, survey=survey, preset=preset_name, status=Run.Status.RUNNING,
-                started=timezone.now(), heartbeat=timezone.now(), items_total=len(ordered), started_by=user,
-                config={"stages": ordered, "force": force, "reused": {}}, message=f"starting {ordered[0]}",
-            )  # fmt: skip
+                stage=RunStage.WORKFLOW,
+                survey=survey,
+                preset=preset_name,
+                status=Run.Status.RUNNING,
+                started=timezone.now(),
+                heartbeat=timezone.now(),
+                items_total=len(ordered),
+                started_by=user,
+                config={"stages": ordered, "force": force, "reused": {}},
+                message=f"starting {ordered[0]}",
+            )
     except IntegrityError:
         other = runs.active_run(survey, RunStage.WORKFLOW)
         if other is None:
@@ -80,9 +87,10 @@ def start_next(parent_id: int) -> None:
         done = set(parent.children.filter(status=Run.Status.SUCCEEDED).values_list("stage", flat=True)) | set(reused)
         remaining = [s for s in stages if s not in done]
         Run.objects.filter(pk=parent.pk).update(
-            items_done=len(stages) - len(remaining), progress=(len(stages) - len(remaining)) / len(stages),
+            items_done=len(stages) - len(remaining),
+            progress=(len(stages) - len(remaining)) / len(stages),
             heartbeat=timezone.now(),
-        )  # fmt: skip
+        )
         if not remaining:
             fresh = [s for s in stages if s not in reused]
             n = len(stages)

@@ -123,9 +123,12 @@ def render_galaxy(p: dict, band: str, oversample: int = 2) -> np.ndarray:
         light += disk
     if fluxes["clump"] > 0:
         knots = galsim.RandomKnots(
-            npoints=int(60 + 200 * p["clump_frac"]), half_light_radius=1.2 * p["r_disk_arcsec"], flux=fluxes["clump"],
-            rng=galsim.BaseDeviate(int(p["image_seed"]) + 17), gsparams=GSPARAMS,
-        )  # fmt: skip
+            npoints=int(60 + 200 * p["clump_frac"]),
+            half_light_radius=1.2 * p["r_disk_arcsec"],
+            flux=fluxes["clump"],
+            rng=galsim.BaseDeviate(int(p["image_seed"]) + 17),
+            gsparams=GSPARAMS,
+        )
         knots = knots.shear(q=max(p["q_disk"], 0.2), beta=p["pa_deg"] * galsim.degrees)
         # Clumps are resolved star-forming regions (~0.2-0.5 kpc), not points.
         clump_sigma = max(0.5, 0.3 / (p["kpc_per_pixel"] / 0.396))

@@ -114,9 +114,11 @@ def _draw_candidates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     ml_int = ml_int * 10**hidden
 
     # Dust: grows with inclination for disks.
-    a_face = np.select([name == "spiral", name == "lenticular", name == "irregular", name == "merger"],
-                       [rng.uniform(0.1, 0.35, n), rng.uniform(0.05, 0.15, n), rng.uniform(0.05, 0.25, n),
-                        rng.uniform(0.2, 0.6, n)], rng.uniform(0.0, 0.08, n))  # fmt: skip
+    a_face = np.select(
+        [name == "spiral", name == "lenticular", name == "irregular", name == "merger"],
+        [rng.uniform(0.1, 0.35, n), rng.uniform(0.05, 0.15, n), rng.uniform(0.05, 0.25, n), rng.uniform(0.2, 0.6, n)],
+        rng.uniform(0.0, 0.08, n),
+    )
     q0 = 0.13
     q_disk = np.sqrt(cos_i**2 * (1 - q0**2) + q0**2)
     dust_slope = np.where(name == "spiral", 0.25, np.where(name == "lenticular", 0.1, 0.15))
@@ -149,13 +151,30 @@ def _draw_candidates(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     r_bulge_as = r_bulge_kpc / kpc_per_arcsec
     d25 = _isophotal_diameter_arcmin(mag_g, bt, disk + clump, r_bulge_as, r_disk_as, z)
     return {
-        "class": name, "log_mass": log_mass, "z": z, "cos_i": cos_i, "inclination_deg": incl_deg,
-        "q_disk": q_disk, "bulge_frac": bt, "disk_frac": disk, "clump_frac": clump,
-        "ml_bulge": ml_bulge, "ml_disk": ml_disk, "ml_clump": ml_clump, "ml_int": ml_int, "a_g": a_g,
-        "ml_true": ml_obs, "gi_true": gi_obs, "lum_g_true": l_g, "mag_g_true": mag_g, "mag_r_true": mag_r,
-        "r_disk_arcsec": r_disk_as, "r_bulge_arcsec": r_bulge_as, "d25_arcmin": d25,
+        "class": name,
+        "log_mass": log_mass,
+        "z": z,
+        "cos_i": cos_i,
+        "inclination_deg": incl_deg,
+        "q_disk": q_disk,
+        "bulge_frac": bt,
+        "disk_frac": disk,
+        "clump_frac": clump,
+        "ml_bulge": ml_bulge,
+        "ml_disk": ml_disk,
+        "ml_clump": ml_clump,
+        "ml_int": ml_int,
+        "a_g": a_g,
+        "ml_true": ml_obs,
+        "gi_true": gi_obs,
+        "lum_g_true": l_g,
+        "mag_g_true": mag_g,
+        "mag_r_true": mag_r,
+        "r_disk_arcsec": r_disk_as,
+        "r_bulge_arcsec": r_bulge_as,
+        "d25_arcmin": d25,
         "kpc_per_pixel": kpc_per_arcsec * PIXSCALE_ARCSEC,
-    }  # fmt: skip
+    }
 
 
 def _isophotal_diameter_arcmin(mag_g, bt, df, r_b, r_d, z) -> np.ndarray:

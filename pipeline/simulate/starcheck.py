@@ -70,8 +70,18 @@ def compare_star_removal(bundle: str | Path, prior: bool = True, limit: int | No
         outside = np.hypot(xx - (data.shape[1] - 1) / 2, yy - (n - 1) / 2) > CORE_FRACTION * n
         residual = float(np.median(np.abs(with_removal.log_image - reference.log_image)[outside]))
         std_ratio = float(np.std(cleaned[filled]) / np.std(starfree[filled])) if filled.sum() >= 10 else np.nan
-        rows.append((int(objid), int(n_stars), len(removed), with_removal.scaling_value, reference.scaling_value,
-                     with_removal.scaling_value / reference.scaling_value, residual, std_ratio))  # fmt: skip
+        rows.append(
+            (
+                int(objid),
+                int(n_stars),
+                len(removed),
+                with_removal.scaling_value,
+                reference.scaling_value,
+                with_removal.scaling_value / reference.scaling_value,
+                residual,
+                std_ratio,
+            )
+        )
         if limit and len(rows) >= limit:
             break
     names = ("objid", "n_stars", "n_removed", "a_removed", "a_starfree", "a_ratio", "log_residual", "filled_std_ratio")
@@ -84,12 +94,15 @@ def ratio_table(comparison: Table) -> list[dict]:
     for n_stars in sorted(set(comparison["n_stars"].tolist())):
         sel = comparison["n_stars"] == n_stars
         std = comparison["filled_std_ratio"][sel]
-        out.append({
-            "n_stars": int(n_stars), "cutouts": int(sel.sum()),
-            "median_a_ratio": round(float(np.median(comparison["a_ratio"][sel])), 3),
-            "median_log_residual": round(float(np.median(comparison["log_residual"][sel])), 4),
-            "median_filled_std_ratio": round(float(np.nanmedian(std)), 3) if np.isfinite(std).any() else None,
-        })  # fmt: skip
+        out.append(
+            {
+                "n_stars": int(n_stars),
+                "cutouts": int(sel.sum()),
+                "median_a_ratio": round(float(np.median(comparison["a_ratio"][sel])), 3),
+                "median_log_residual": round(float(np.median(comparison["log_residual"][sel])), 4),
+                "median_filled_std_ratio": round(float(np.nanmedian(std)), 3) if np.isfinite(std).any() else None,
+            }
+        )
     return out
 
 
@@ -113,8 +126,9 @@ def detection_counts(bundle: str | Path, prior: bool = False, match_px: float = 
             continue
         if data.ndim != 2 or not np.isfinite(data).any() or np.nanstd(data) == 0:
             continue
-        truth = truth[(truth[:, 0] >= 0) & (truth[:, 0] <= data.shape[1] - 1)
-                      & (truth[:, 1] >= 0) & (truth[:, 1] <= data.shape[0] - 1)]  # fmt: skip
+        truth = truth[
+            (truth[:, 0] >= 0) & (truth[:, 0] <= data.shape[1] - 1) & (truth[:, 1] >= 0) & (truth[:, 1] <= data.shape[0] - 1)
+        ]
         detected = find_point_sources(data, psf_px, truth if prior else None)
         cutouts += 1
         true_total += len(truth)

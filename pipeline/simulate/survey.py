@@ -31,18 +31,51 @@ log = logging.getLogger(__name__)
 
 GZ2_COVERAGE = 0.8
 CATALOGUE_COLUMNS = (
-    "objid", "ra", "dec", "z", "d25_arcmin",
-    *(f"mag_{b}" for b in "ugriz"), *(f"magerr_{b}" for b in "ugriz"),
-)  # fmt: skip
+    "objid",
+    "ra",
+    "dec",
+    "z",
+    "d25_arcmin",
+    *(f"mag_{b}" for b in "ugriz"),
+    *(f"magerr_{b}" for b in "ugriz"),
+)
 TRUTH_COLUMNS = (
-    "objid", "class", "log_mass", "ml_true", "ml_int", "a_g", "gi_true", "bulge_frac", "disk_frac", "clump_frac",
-    "inclination_deg", "pa_deg", "n_arms", "winding", "pitch_deg", "barred", "dust_lane", "r_disk_arcsec",
-    "r_bulge_arcsec", "kpc_per_pixel", "psf_fwhm_g", "n_stars", "fault",
-)  # fmt: skip
+    "objid",
+    "class",
+    "log_mass",
+    "ml_true",
+    "ml_int",
+    "a_g",
+    "gi_true",
+    "bulge_frac",
+    "disk_frac",
+    "clump_frac",
+    "inclination_deg",
+    "pa_deg",
+    "n_arms",
+    "winding",
+    "pitch_deg",
+    "barred",
+    "dust_lane",
+    "r_disk_arcsec",
+    "r_bulge_arcsec",
+    "kpc_per_pixel",
+    "psf_fwhm_g",
+    "n_stars",
+    "fault",
+)
 FAULT_KINDS = (
-    "corrupt_fits", "missing_fits", "nan_image", "duplicate_objid", "missing_redshift", "negative_redshift",
-    "nonpositive_error", "unparseable_number", "missing_wcs", "blank_image",
-)  # fmt: skip
+    "corrupt_fits",
+    "missing_fits",
+    "nan_image",
+    "duplicate_objid",
+    "missing_redshift",
+    "negative_redshift",
+    "nonpositive_error",
+    "unparseable_number",
+    "missing_wcs",
+    "blank_image",
+)
 #: Faults the ingest accepts: they surface later (preprocessing records them per galaxy).
 LATE_FAULTS = ("blank_image",)
 
@@ -235,10 +268,23 @@ def write_tables(out: Path, pop: Population, rows: list[dict], stars, rng, fault
         for i, r in enumerate(rows):
             values = dict.fromkeys(GSWLC_COLUMNS, GSWLC_MISSING)
             values.update(
-                objid=r["objid"], glxid=i + 1, plate=266 + i % 500, mjd=51630, fiber_id=1 + i % 640, ra=r["ra"],
-                dec=r["dec"], z=r["z"], chi2_r=r["chi2_r"], log_mstar=log_mstar[i], log_mstar_err=log_mstar_err[i],
-                flag_sed=0, uv_survey=2, flag_uv=1, flag_midir=1, flag_mgs=1,
-            )  # fmt: skip
+                objid=r["objid"],
+                glxid=i + 1,
+                plate=266 + i % 500,
+                mjd=51630,
+                fiber_id=1 + i % 640,
+                ra=r["ra"],
+                dec=r["dec"],
+                z=r["z"],
+                chi2_r=r["chi2_r"],
+                log_mstar=log_mstar[i],
+                log_mstar_err=log_mstar_err[i],
+                flag_sed=0,
+                uv_survey=2,
+                flag_uv=1,
+                flag_midir=1,
+                flag_mgs=1,
+            )
             fh.write(" ".join(_fmt(values[c]) for c in GSWLC_COLUMNS) + "\n")
 
     with open(out / "gz2.csv", "w", newline="") as fh:

@@ -54,8 +54,18 @@ def ideal_fractions(p: dict) -> np.ndarray:
     put("t06", [odd, 1 - odd])
     q = p["q_bulge"] if cls == "elliptical" else p["q_disk"]
     put("t07", _soft_bins(q, [0.5, 0.85], 0.1)[::-1])
-    put("t08", [0.05, 0.03, 0.1 + 0.3 * (cls == "merger"), 0.05 + 0.7 * (cls == "irregular"), 0.05,
-                0.05 + 0.75 * (cls == "merger"), 0.05 + 0.8 * p["dust_lane"]])  # fmt: skip
+    put(
+        "t08",
+        [
+            0.05,
+            0.03,
+            0.1 + 0.3 * (cls == "merger"),
+            0.05 + 0.7 * (cls == "irregular"),
+            0.05,
+            0.05 + 0.75 * (cls == "merger"),
+            0.05 + 0.8 * p["dust_lane"],
+        ],
+    )
     bulge_shape = [0.8, 0.1, 0.1] if p["bulge_frac"] > 0.15 else [0.2, 0.05, 0.75]
     put("t09", bulge_shape)
     winding = {"tight": [0.75, 0.2, 0.05], "medium": [0.2, 0.6, 0.2], "loose": [0.05, 0.25, 0.7]}.get(p["winding"], [1, 1, 1])

@@ -44,9 +44,15 @@ class Command(BaseCommand):
                 "the ingest and the preprocess stage report them below as problems and failed galaxies."
             )
             call_command(
-                "simulate_survey", str(out), n=opts["n"], seed=opts["seed"], workers=opts["workers"],
-                with_faults=True, montage=str(out / "montage.png"), stdout=io.StringIO(),
-            )  # fmt: skip
+                "simulate_survey",
+                str(out),
+                n=opts["n"],
+                seed=opts["seed"],
+                workers=opts["workers"],
+                with_faults=True,
+                montage=str(out / "montage.png"),
+                stdout=io.StringIO(),
+            )
         if not Survey.objects.filter(name=DEMO_SURVEY).exists():
             call_command("ingest_survey", str(out), name=DEMO_SURVEY)
         # One workflow; stages already done with the same inputs are reused, so a second demo starts at once.

@@ -35,9 +35,12 @@ class Command(BaseCommand):
 
         try:
             report = ingest_bundle(
-                opts["bundle"], opts["name"], split_seed=opts["split_seed"],
-                with_images=not opts["catalogue_only"], progress=progress,
-            )  # fmt: skip
+                opts["bundle"],
+                opts["name"],
+                split_seed=opts["split_seed"],
+                with_images=not opts["catalogue_only"],
+                progress=progress,
+            )
         except BundleError as exc:
             raise CommandError(str(exc)) from exc
         finally:

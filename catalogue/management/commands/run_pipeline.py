@@ -61,8 +61,10 @@ class Command(BaseCommand):
             raise CommandError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(STAGES)}")
         eager = app.conf.task_always_eager
         if opts["no_wait"] and eager:
-            raise CommandError("--no-wait needs workers: set CELERY_BROKER_URL and start them (see docs/deployment.md); "
-                               "without a broker the stages run in this process")  # fmt: skip
+            raise CommandError(
+                "--no-wait needs workers: set CELERY_BROKER_URL and start them (see docs/deployment.md); "
+                "without a broker the stages run in this process"
+            )
         watcher = RunWatcher(self.progress_out)
         if eager:
             runs.progress_listeners.append(watcher.follow)
@@ -82,9 +84,11 @@ class Command(BaseCommand):
             if eager:
                 runs.progress_listeners.remove(watcher.follow)
         if opts["no_wait"]:
-            self.stdout.write(f"workflow run #{workflow.pk} started on the workers: {', '.join(workflow.config['stages'])}\n"
-                              f"follow it:  python manage.py run_pipeline --attach {workflow.pk}\n"
-                              f"cancel it:  python manage.py run_pipeline --cancel {workflow.pk}")  # fmt: skip
+            self.stdout.write(
+                f"workflow run #{workflow.pk} started on the workers: {', '.join(workflow.config['stages'])}\n"
+                f"follow it:  python manage.py run_pipeline --attach {workflow.pk}\n"
+                f"cancel it:  python manage.py run_pipeline --cancel {workflow.pk}"
+            )
             return
         watcher.root_id = workflow.pk
         return self._show(workflow, opts, watcher)
@@ -94,8 +98,10 @@ class Command(BaseCommand):
         try:
             run = watcher.wait(opts["timeout"])
         except KeyboardInterrupt:
-            raise CommandError(f"detached; run #{run.pk} goes on. Attach again: python manage.py run_pipeline "
-                               f"--attach {run.pk}, or stop it: --cancel {run.pk}") from None  # fmt: skip
+            raise CommandError(
+                f"detached; run #{run.pk} goes on. Attach again: python manage.py run_pipeline "
+                f"--attach {run.pk}, or stop it: --cancel {run.pk}"
+            ) from None
         except TimeoutError as exc:
             raise CommandError(str(exc)) from exc
         if opts["json"]:
@@ -124,8 +130,9 @@ class Command(BaseCommand):
         workflow = workflow or Run.objects.filter(survey=survey, stage=RunStage.WORKFLOW, status__in=Run.ACTIVE).first()
         if workflow is not None:
             runs.cancel_run(workflow)
-        raise CommandError("interrupted: the workflow was cancelled; run the same command again to continue "
-                           "from the stage it was in")  # fmt: skip
+        raise CommandError(
+            "interrupted: the workflow was cancelled; run the same command again to continue from the stage it was in"
+        )
 
     def _cancel(self, run_id: int) -> None:
         run = self._run(run_id)

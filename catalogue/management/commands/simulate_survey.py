@@ -29,9 +29,13 @@ class Command(BaseCommand):
         with progress_bar(opts["n"], "render", "galaxies", getattr(self.stderr, "_out", self.stderr)) as bar:
             try:
                 summary = simulate_survey(
-                    opts["out_dir"], n=opts["n"], seed=opts["seed"], workers=opts["workers"],
-                    with_faults=opts["with_faults"], progress=lambda done, _total: bar.update(done - bar.n),
-                )  # fmt: skip
+                    opts["out_dir"],
+                    n=opts["n"],
+                    seed=opts["seed"],
+                    workers=opts["workers"],
+                    with_faults=opts["with_faults"],
+                    progress=lambda done, _total: bar.update(done - bar.n),
+                )
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
         if opts["montage"]:
