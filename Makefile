@@ -20,6 +20,7 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Full suite on whatever DATABASE_URL says (PostgreSQL in CI), then the smoke part on
 # the embedded SQLite default.

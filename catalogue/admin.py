@@ -6,10 +6,9 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from catalogue import models
-from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue import models, registry
 from catalogue.services.runs import RunConflict, cancel_run
-from catalogue.services.stages import STAGES, start_stage
+from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
 from pipeline.presets import PRESETS
 
@@ -17,7 +16,7 @@ from pipeline.presets import PRESETS
 class StartRunForm(forms.Form):
     survey = forms.ModelChoiceField(queryset=models.Survey.objects.order_by("name"))
     stages = forms.MultipleChoiceField(
-        choices=[(s, s) for s in STAGES],
+        choices=[(s.name, s.name) for s in registry.STAGES],
         widget=forms.CheckboxSelectMultiple,
         help_text="run in this order, each starting when the one before it succeeds",
     )
@@ -41,8 +40,8 @@ class SurveyAdmin(admin.ModelAdmin):
     def preprocess(self, request, queryset):
         for survey in queryset:
             try:
-                run = start_preprocess_run(survey, preset_name="fast", user=request.user)
-            except RunConflict as exc:
+                run = start_stage("preprocess", survey, preset_name="fast", user=request.user)
+            except (RunConflict, ValueError) as exc:
                 self.message_user(request, f"{survey.name}: {exc}", messages.ERROR)
                 continue
             self.message_user(request, f"{survey.name}: run #{run.pk} {run.status} - {run.message}", messages.INFO)

@@ -8,7 +8,16 @@ class CatalogueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        """Connect what builds on the run engine: image-store cleanup, the workflow, the tasks.
+
+        The tasks are imported here so that every process (web, worker, command, test) can
+        send a stage's chunk task by name; the workflow listens for runs that end.
+        """
+        from catalogue import tasks  # noqa: F401 - registers the stage tasks with Celery
         from catalogue.models import ImageStore
+        from catalogue.services import runs, workflow
         from catalogue.services.image_store import delete_store_files
 
         post_delete.connect(delete_store_files, sender=ImageStore, dispatch_uid="imagestore-files")
+        if workflow.on_run_finished not in runs.finish_listeners:
+            runs.finish_listeners.append(workflow.on_run_finished)

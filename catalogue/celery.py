@@ -12,17 +12,17 @@ import os
 from celery import Celery
 from kombu import Queue
 
-from catalogue import limits
+from catalogue import limits, registry
+from catalogue.registry import CPU_QUEUE, GPU_QUEUE
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "catalogue.settings")
 
-CPU_QUEUE = "cpu"
-GPU_QUEUE = "gpu"
-
-# Task name (or glob) -> queue. Anything not listed goes to the cpu queue.
+# Task name (or glob) -> queue: each stage's chunk task to its registry queue; anything not
+# listed (starting runs, the reaper, health checks) goes to the cpu queue.
 TASK_ROUTES = {
-    "pipeline.tasks.gpu_*": {"queue": GPU_QUEUE},
-    "pipeline.tasks.*": {"queue": CPU_QUEUE},
+    **{stage.task_name: {"queue": stage.queue} for stage in registry.STAGES},
+    "catalogue.tasks.gpu_*": {"queue": GPU_QUEUE},
+    "catalogue.tasks.*": {"queue": CPU_QUEUE},
 }
 
 app = Celery("catalogue")
@@ -47,7 +47,7 @@ app.conf.update(
     },
     result_backend_transport_options={"visibility_timeout": limits.visibility_timeout_s()},
     beat_schedule={
-        "reap-stale-runs": {"task": "pipeline.tasks.reap_stale_runs", "schedule": 60.0},
+        "reap-stale-runs": {"task": "catalogue.tasks.reap_stale_runs", "schedule": 60.0},
     },
     worker_prefetch_multiplier=1,
     task_track_started=True,
@@ -55,4 +55,4 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     task_eager_propagates=True,
 )
-app.autodiscover_tasks(["pipeline"])
+app.autodiscover_tasks(["catalogue"])

@@ -16,19 +16,11 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from catalogue import registry
 from catalogue.models import Run
 from catalogue.services.runs import chunk_failures
 from catalogue.services.workflow import stage_runs
 
-#: What a stage's items are, for the start line.
-UNITS = {
-    "preprocess": "galaxies",
-    "cnn": "networks",
-    "features": "galaxies",
-    "gbm": "models",
-    "experiments": "experiments",
-    "predict": "models",
-}
 #: Seconds between two progress lines of one stage when the output is not a terminal.
 PLAIN_PROGRESS_INTERVAL_S = 30.0
 #: Seconds between two looks at the database.
@@ -100,7 +92,7 @@ class RunWatcher:
             self._line(f"{view.stage:<12}up to date: reusing run #{run.pk} (same preset, galaxies and inputs)")
             view.ended = True
             return
-        self._line(f"{view.stage:<12}started: run #{run.pk}, {run.items_total} {UNITS.get(run.stage, 'items')}")
+        self._line(f"{view.stage:<12}started: run #{run.pk}, {run.items_total} {_unit(run.stage)}")
         if self.tty:
             view.bar = tqdm(total=100, desc=view.stage, bar_format=BAR_FORMAT, file=self.out, leave=True, dynamic_ncols=True)
         view.last_line = time.monotonic()
@@ -135,7 +127,7 @@ class RunWatcher:
 def stage_outcome(run: Run) -> str:
     """'1995 done, 5 failed of 2000 galaxies in 45 s: <message>'."""
     seconds = f" in {run.duration_s:.0f} s" if run.duration_s is not None else ""
-    text = f"{run.items_done} done, {run.items_failed} failed of {run.items_total} {UNITS.get(run.stage, 'items')}{seconds}"
+    text = f"{run.items_done} done, {run.items_failed} failed of {run.items_total} {_unit(run.stage)}{seconds}"
     return f"{text}: {run.message}" if run.message and run.status != Run.Status.SUCCEEDED else text
 
 
@@ -199,3 +191,8 @@ def progress_bar(total: int, desc: str, unit: str, out: TextIO, *, leave: bool =
     if out.isatty():
         return tqdm(total=total, desc=desc, unit=unit, file=out, leave=leave)
     return PlainProgress(total, desc, unit, out)
+
+
+def _unit(stage: str) -> str:
+    """What a run's items are (the registry's unit; "stages" for a workflow)."""
+    return registry.stage(stage).unit if stage in registry.STAGE_NAMES else "stages"

@@ -8,7 +8,9 @@ worker and run twice. The periodic reaper fails a run whose chunks have been sil
 longer than their hard limit plus a grace period, so no run stays ``running`` forever.
 
 The defaults suit production; ``MORPHOMASS_TASK_HARD_LIMITS`` (JSON, kind -> seconds)
-overrides them, which is how the crash-recovery tests shrink a redelivery to seconds.
+overrides them, and ``MORPHOMASS_REAPER_GRACE_S`` the reaper's grace period, which is how
+the crash-recovery tests shrink a redelivery to seconds. Which kind a stage's chunks are
+is said once, in its registry entry (:attr:`catalogue.registry.Stage.limit`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ from dataclasses import dataclass
 DEFAULT_HARD_LIMITS_S: dict[str, float] = {"chunk": 1800.0, "train": 6 * 3600.0, "control": 300.0}
 #: The soft limit leaves this fraction of the hard limit to save what was done.
 SOFT_FRACTION = 0.9
-#: The reaper waits this long past a hard limit before it declares a run's workers lost.
-REAPER_GRACE_S = 60.0
+#: The reaper waits this long past a hard limit before it declares a run's workers lost
+#: (``MORPHOMASS_REAPER_GRACE_S`` overrides).
+DEFAULT_REAPER_GRACE_S = 60.0
 #: A run none of whose chunks a worker has taken for this long is failed: no worker is
 #: listening on its queue. Long, because a busy queue may hold a run back for hours.
 DEFAULT_QUEUE_WAIT_S = 24 * 3600.0
-#: Stage -> the task kind of its chunks (the rest are "chunk").
-STAGE_KINDS = {"cnn": "train"}
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,14 @@ def visibility_timeout_s() -> float:
     return 1.1 * max(hard_limits().values()) + 5.0
 
 
+def reaper_grace_s() -> float:
+    """Seconds past a hard limit before the reaper acts (``MORPHOMASS_REAPER_GRACE_S`` overrides)."""
+    return float(os.environ.get("MORPHOMASS_REAPER_GRACE_S", DEFAULT_REAPER_GRACE_S))
+
+
 def silence_limit_s(kind: str = "chunk") -> float:
-    """How long a chunk in a worker's hands may stay silent before the reaper acts."""
-    return limits(kind).hard_s + REAPER_GRACE_S
-
-
-def stage_kind(stage: str) -> str:
-    return STAGE_KINDS.get(stage, "chunk")
+    """How long a chunk of this time-limit kind may stay silent in a worker's hands before the reaper acts."""
+    return limits(kind).hard_s + reaper_grace_s()
 
 
 def queue_wait_limit_s() -> float:

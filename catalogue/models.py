@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from catalogue import registry
+from catalogue.columns import help_text
 from catalogue.fields import Float32ArrayField
-from pipeline import units
 from pipeline.gz2 import N_ANSWERS
 
 BANDS = "ugriz"
@@ -55,46 +56,43 @@ class Galaxy(models.Model):
     """A catalogue row: position, photometry, the M/L target, split and status."""
 
     survey = models.ForeignKey(Survey, on_delete=models.CASCADE, related_name="galaxies")
-    objid = models.BigIntegerField(help_text="SDSS-style photometric object id")
-    ra = models.FloatField(null=True, blank=True, help_text="deg, J2000")
-    dec = models.FloatField(null=True, blank=True, help_text="deg, J2000")
+    objid = models.BigIntegerField(help_text=help_text("objid"))
+    ra = models.FloatField(null=True, blank=True, help_text=help_text("ra"))
+    dec = models.FloatField(null=True, blank=True, help_text=help_text("dec"))
     healpix = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="nested HEALPix index at order 16")
     sky_x = models.FloatField(null=True, blank=True, help_text="x of the position's unit vector (cone search)")
     sky_y = models.FloatField(null=True, blank=True, help_text="y of the position's unit vector (cone search)")
     sky_z = models.FloatField(null=True, blank=True, help_text="z of the position's unit vector (cone search)")
-    z = models.FloatField(null=True, blank=True, help_text="spectroscopic redshift")
-    d25_arcmin = models.FloatField(null=True, blank=True, help_text="arcmin, HyperLeda D25 major axis")
-    lum_dist_mpc = models.FloatField(null=True, blank=True, help_text="Mpc, luminosity distance")
-    lum_g = models.FloatField(null=True, blank=True, help_text=f"{units.LUMINOSITY}, g-band luminosity from mag_g")
-    ml_g = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, target g-band mass-to-light ratio")
-    ml_g_err = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, 1-sigma error of ml_g")
+    z = models.FloatField(null=True, blank=True, help_text=help_text("z"))
+    d25_arcmin = models.FloatField(null=True, blank=True, help_text=help_text("d25_arcmin"))
+    lum_dist_mpc = models.FloatField(null=True, blank=True, help_text=help_text("lum_dist_mpc"))
+    lum_g = models.FloatField(null=True, blank=True, help_text=help_text("lum_g"))
+    ml_g = models.FloatField(null=True, blank=True, help_text=help_text("ml_g"))
+    ml_g_err = models.FloatField(null=True, blank=True, help_text=help_text("ml_g_err"))
     ml_source = models.CharField(
         max_length=10, blank=True, help_text="where the target came from: catalogue (ml_g column) or gswlc"
     )
-    chi2_r = models.FloatField(null=True, blank=True, help_text="reduced chi2 of the SED fit")
-    split = models.CharField(max_length=5, choices=Split.choices, default=Split.NONE, blank=True)
-    status = models.CharField(max_length=10, choices=GalaxyStatus.choices, default=GalaxyStatus.OK, db_index=True)
-    status_reason = models.CharField(max_length=300, blank=True)
+    chi2_r = models.FloatField(null=True, blank=True, help_text=help_text("chi2_r"))
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.NONE, blank=True, help_text=help_text("split"))
+    status = models.CharField(
+        max_length=10, choices=GalaxyStatus.choices, default=GalaxyStatus.OK, db_index=True, help_text=help_text("status")
+    )
+    status_reason = models.CharField(max_length=300, blank=True, help_text=help_text("status_reason"))
     extra = models.JSONField(default=dict, blank=True, help_text="catalogue columns without a field of their own")
     morphology = models.CharField(
-        max_length=12,
-        blank=True,
-        default="",
-        db_default="",
-        db_index=True,
-        help_text="irregular / edge-on / disk / elliptical from CNN1's GZ2 probabilities (set by the predict stage)",
+        max_length=12, blank=True, default="", db_default="", db_index=True, help_text=help_text("morphology")
     )
 
-    mag_u = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected u model magnitude")
-    magerr_u = models.FloatField(null=True, blank=True, help_text="mag, error of mag_u")
-    mag_g = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected g model magnitude")
-    magerr_g = models.FloatField(null=True, blank=True, help_text="mag, error of mag_g")
-    mag_r = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected r model magnitude")
-    magerr_r = models.FloatField(null=True, blank=True, help_text="mag, error of mag_r")
-    mag_i = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected i model magnitude")
-    magerr_i = models.FloatField(null=True, blank=True, help_text="mag, error of mag_i")
-    mag_z = models.FloatField(null=True, blank=True, help_text="AB mag, extinction-corrected z model magnitude")
-    magerr_z = models.FloatField(null=True, blank=True, help_text="mag, error of mag_z")
+    mag_u = models.FloatField(null=True, blank=True, help_text=help_text("mag_u"))
+    magerr_u = models.FloatField(null=True, blank=True, help_text=help_text("magerr_u"))
+    mag_g = models.FloatField(null=True, blank=True, help_text=help_text("mag_g"))
+    magerr_g = models.FloatField(null=True, blank=True, help_text=help_text("magerr_g"))
+    mag_r = models.FloatField(null=True, blank=True, help_text=help_text("mag_r"))
+    magerr_r = models.FloatField(null=True, blank=True, help_text=help_text("magerr_r"))
+    mag_i = models.FloatField(null=True, blank=True, help_text=help_text("mag_i"))
+    magerr_i = models.FloatField(null=True, blank=True, help_text=help_text("magerr_i"))
+    mag_z = models.FloatField(null=True, blank=True, help_text=help_text("mag_z"))
+    magerr_z = models.FloatField(null=True, blank=True, help_text=help_text("magerr_z"))
 
     class Meta:
         verbose_name_plural = "galaxies"
@@ -252,16 +250,8 @@ class FeatureVector(models.Model):
         return dict(zip(self.feature_set.feature_names, np.asarray(self.values, dtype=float), strict=True))
 
 
-class RunStage(models.TextChoices):
-    """The stages of the pipeline; each is run as a :class:`Run`."""
-
-    PREPROCESS = "preprocess", "preprocess"
-    CNN = "cnn", "CNN training"
-    FEATURES = "features", "CNN feature extraction"
-    GBM = "gbm", "GBM training"
-    EXPERIMENTS = "experiments", "experiments"
-    PREDICT = "predict", "catalogue prediction"
-    WORKFLOW = "workflow", "workflow of several stages"
+#: The stages of the pipeline (from :mod:`catalogue.registry`) and the workflow; each is run as a :class:`Run`.
+RunStage = models.TextChoices("RunStage", [(value.upper(), (value, label)) for value, label in registry.run_stage_choices()])
 
 
 class Run(models.Model):
@@ -420,20 +410,18 @@ class Prediction(models.Model):
 
     galaxy = models.ForeignKey(Galaxy, on_delete=models.CASCADE, related_name="predictions")
     model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="predictions")
-    ml_pred = models.FloatField(help_text=f"{units.MASS_TO_LIGHT}, predicted g-band M/L")
-    mstar_pred = models.FloatField(
-        null=True, blank=True, help_text=f"{units.STELLAR_MASS}, stellar mass implied: ml_pred x lum_g"
-    )
-    ml_lo68 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, lower end of the 68% interval")
-    ml_hi68 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, upper end of the 68% interval")
-    ml_lo95 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, lower end of the 95% interval")
-    ml_hi95 = models.FloatField(null=True, blank=True, help_text=f"{units.MASS_TO_LIGHT}, upper end of the 95% interval")
-    mstar_lo68 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, lower end of the 68% interval")
-    mstar_hi68 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, upper end of the 68% interval")
-    mstar_lo95 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, lower end of the 95% interval")
-    mstar_hi95 = models.FloatField(null=True, blank=True, help_text=f"{units.STELLAR_MASS}, upper end of the 95% interval")
-    out_of_support = models.BooleanField(default=False, help_text="the galaxy lies outside what the model was trained on")
-    support_reasons = models.JSONField(default=list, blank=True, help_text="why it is outside the training support")
+    ml_pred = models.FloatField(help_text=help_text("ml_pred"))
+    mstar_pred = models.FloatField(null=True, blank=True, help_text=help_text("mstar_pred"))
+    ml_lo68 = models.FloatField(null=True, blank=True, help_text=help_text("ml_lo68"))
+    ml_hi68 = models.FloatField(null=True, blank=True, help_text=help_text("ml_hi68"))
+    ml_lo95 = models.FloatField(null=True, blank=True, help_text=help_text("ml_lo95"))
+    ml_hi95 = models.FloatField(null=True, blank=True, help_text=help_text("ml_hi95"))
+    mstar_lo68 = models.FloatField(null=True, blank=True, help_text=help_text("mstar_lo68"))
+    mstar_hi68 = models.FloatField(null=True, blank=True, help_text=help_text("mstar_hi68"))
+    mstar_lo95 = models.FloatField(null=True, blank=True, help_text=help_text("mstar_lo95"))
+    mstar_hi95 = models.FloatField(null=True, blank=True, help_text=help_text("mstar_hi95"))
+    out_of_support = models.BooleanField(default=False, help_text=help_text("out_of_support"))
+    support_reasons = models.JSONField(default=list, blank=True, help_text=help_text("support_reasons"))
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

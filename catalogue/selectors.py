@@ -1,4 +1,8 @@
-"""Selectors: read-only queries shared by views, the API and commands."""
+"""Selectors: read-only queries shared by the stages, pages, the API and commands.
+
+Every "the latest ..." of the service is answered here, from runs that succeeded, in one
+order (newest finished first): a failed or cancelled run's results are never picked.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,104 @@ from functools import reduce
 from operator import or_
 
 import numpy as np
-from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet
+from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
 
-from catalogue.models import FeatureVector, Galaxy
+from catalogue.models import (
+    FeatureSet,
+    FeatureVector,
+    Galaxy,
+    GalaxyStatus,
+    Prediction,
+    Run,
+    RunStage,
+    Split,
+    Survey,
+    TrainedModel,
+)
+from pipeline import gz2
+from pipeline.presets import CNN_GROUP_SETS, CNN_ROLES
+from pipeline.regression import NAMED_MODELS
 from pipeline.sky import cone_index_ranges, unit_vector
+
+NAMED_MODEL_NAMES = tuple(spec.name for spec in NAMED_MODELS)
+
+
+def succeeded_runs(survey: Survey, stage: str) -> QuerySet[Run]:
+    """The survey's succeeded runs of ``stage``, newest finished first."""
+    return Run.objects.filter(survey=survey, stage=stage, status=Run.Status.SUCCEEDED).order_by("-finished", "-pk")
+
+
+def latest_succeeded_run(survey: Survey, stage: str) -> Run | None:
+    """The survey's newest succeeded run of ``stage``, if any."""
+    return succeeded_runs(survey, stage).first()
+
+
+def latest_cnn_models(survey: Survey, preset_name: str) -> dict[str, TrainedModel]:
+    """The newest trained network of each CNN role for a survey and preset, from cnn runs that
+    succeeded: a cancelled or failed run's first networks are not mixed with another's."""
+    finished = TrainedModel.objects.filter(
+        survey=survey, kind=TrainedModel.Kind.CNN, preset=preset_name, run__status=Run.Status.SUCCEEDED
+    ).order_by("-run__finished", "-pk")
+    found = {role: finished.filter(name=role).first() for role in CNN_ROLES}
+    return {role: model for role, model in found.items() if model is not None}
+
+
+def latest_feature_sets(survey: Survey) -> dict[str, FeatureSet]:
+    """The feature sets of the survey's latest successful features run, by name.
+
+    Raises
+    ------
+    ValueError
+        when the survey has no complete CNN features yet.
+    """
+    run = latest_succeeded_run(survey, RunStage.FEATURES)
+    sets = {fs.name: fs for fs in FeatureSet.objects.filter(run=run)} if run else {}
+    missing = [name for names in CNN_GROUP_SETS.values() for name in names if name not in sets]
+    if missing:
+        raise ValueError(
+            f"survey {survey.name} has no complete CNN features (missing {', '.join(missing)}); run the features stage first"
+        )
+    return sets
+
+
+def latest_named_models(survey: Survey) -> dict[str, TrainedModel]:
+    """The named M/L models of the survey's latest successful gbm run.
+
+    Raises
+    ------
+    ValueError
+        when no gbm run with every named model has finished on the survey.
+    """
+    run = latest_succeeded_run(survey, RunStage.GBM)
+    found = {m.name: m for m in TrainedModel.objects.filter(run=run, name__in=NAMED_MODEL_NAMES)} if run else {}
+    if len(found) < len(NAMED_MODEL_NAMES):
+        raise ValueError(f"survey {survey.name} has no trained M/L models yet; run the gbm stage first")
+    return found
+
+
+def prediction_model(survey: Survey | None, name: str) -> TrainedModel:
+    """The survey's latest model called ``name`` (or the model with that id), which must have predictions.
+
+    Raises
+    ------
+    ValueError
+        without a survey (for a name), without such a model, or when it has no predictions yet.
+    """
+    name = str(name)
+    if name.isdigit():
+        model = TrainedModel.objects.filter(pk=int(name)).first()
+        if model is None:
+            raise ValueError(f"no model with id {name}")
+    else:
+        if survey is None:
+            raise ValueError("predictions belong to one survey's model: give the survey as well as the model name")
+        model = TrainedModel.objects.filter(survey=survey, name=name).order_by("-created", "-pk").first()
+        if model is None:
+            names = sorted(set(TrainedModel.objects.filter(survey=survey).values_list("name", flat=True)))
+            raise ValueError(f"survey {survey.name} has no model named {name!r}; it has: {', '.join(names) or 'none'}")
+    if not Prediction.objects.filter(model=model).exists():
+        raise ValueError(f"model {model.name} #{model.pk} has no predictions yet; run the predict stage")
+    return model
 
 
 def galaxies_in_cone(ra: float, dec: float, radius_deg: float, queryset: QuerySet[Galaxy] | None = None) -> QuerySet[Galaxy]:
@@ -78,8 +176,6 @@ def _feature_rows(set_ids: list[int], galaxy_ids: np.ndarray):
     """(galaxy id, feature set id, float32 bytes) of the sets' vectors for the (sorted) galaxies."""
     from django.db import connection
 
-    from catalogue.models import FeatureVector
-
     if connection.vendor != "postgresql":
         vectors = FeatureVector.objects.filter(feature_set_id__in=set_ids)
         yield from vectors.values_list("galaxy_id", "feature_set_id", "values").iterator(chunk_size=2000)
@@ -100,11 +196,78 @@ def _feature_rows(set_ids: list[int], galaxy_ids: np.ndarray):
 
 
 def predicted_gz2(galaxy: Galaxy) -> np.ndarray | None:
-    """CNN1's predicted unconditional GZ2 probabilities of the galaxy (latest features run), if any."""
+    """CNN1's predicted unconditional GZ2 probabilities of the galaxy, from the newest features run
+    that succeeded (a failed or cancelled run's vectors are never shown), if any."""
     vector = (
-        FeatureVector.objects.filter(galaxy=galaxy, feature_set__name="cnn1.gz2")
-        .order_by("-feature_set__version")
+        FeatureVector.objects.filter(galaxy=galaxy, feature_set__name="cnn1.gz2", feature_set__run__status=Run.Status.SUCCEEDED)
+        .order_by("-feature_set__run__finished", "-feature_set__version")
         .values_list("values", flat=True)
         .first()
     )
     return None if vector is None else np.asarray(vector, dtype=float)
+
+
+def surveys_with_counts() -> QuerySet[Survey]:
+    """Every survey, by name, with its galaxies counted: in all, per status and per split of the learning sample."""
+    ok = Q(galaxies__status=GalaxyStatus.OK)
+    return Survey.objects.annotate(
+        n_galaxies=Count("galaxies"),
+        n_ok=Count("galaxies", filter=ok),
+        n_excluded=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.EXCLUDED)),
+        n_rejected=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.REJECTED)),
+        n_train=Count("galaxies", filter=ok & Q(galaxies__split=Split.TRAIN)),
+        n_val=Count("galaxies", filter=ok & Q(galaxies__split=Split.VAL)),
+        n_test=Count("galaxies", filter=ok & Q(galaxies__split=Split.TEST)),
+    ).order_by("name")
+
+
+def split_counts(survey: Survey) -> dict[str, int]:
+    """Galaxies of the learning sample per split ("none" for those without one)."""
+    rows = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK).values_list("split").annotate(n=Count("id"))
+    return {split or "none": n for split, n in rows}
+
+
+def targets_by_split(survey: Survey) -> dict[str, np.ndarray]:
+    """The target M/L (Msun/Lsun_g) of the learning sample per split, for the Fig. 2 histograms."""
+    rows = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, ml_g__isnull=False).values_list("split", "ml_g")
+    by_split: dict[str, list[float]] = {Split.TRAIN: [], Split.VAL: [], Split.TEST: []}
+    for split, ml in rows:
+        by_split.setdefault(split, []).append(ml)
+    return {str(k): np.asarray(v) for k, v in by_split.items() if v}
+
+
+def galaxy_predictions(galaxy: Galaxy) -> QuerySet[Prediction]:
+    """Every prediction of a galaxy, newest model first."""
+    return Prediction.objects.filter(galaxy=galaxy).select_related("model", "galaxy").order_by("-model__created", "-pk")
+
+
+def latest_prediction_per_model(galaxy: Galaxy) -> dict[str, Prediction]:
+    """A galaxy's prediction by its newest model of each name, by model name."""
+    latest: dict[str, Prediction] = {}
+    for prediction in galaxy_predictions(galaxy).order_by("model__name", "-model__created", "-pk"):
+        latest.setdefault(prediction.model.name, prediction)
+    return latest
+
+
+def test_split_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
+    """The model's predictions of the test split with each galaxy's target, error (Msun/Lsun_g), g
+    luminosity (Lsun_g), redshift, morphology class and CNN1's P(features): Figs. 4-7."""
+    rows = list(
+        Prediction.objects.filter(
+            model=model, galaxy__split=Split.TEST, galaxy__status=GalaxyStatus.OK, galaxy__ml_g__isnull=False
+        ).values_list(
+            "galaxy_id", "ml_pred", "galaxy__ml_g", "galaxy__ml_g_err", "galaxy__lum_g", "galaxy__z", "galaxy__morphology"
+        )
+    )
+    ids = [r[0] for r in rows]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
+    names = ["id", "predicted", "target", "error", "lum_g", "z"]
+    out = {name: np.asarray(columns[i], dtype=float) for i, name in enumerate(names)}
+    out["morphology"] = np.asarray(columns[6], dtype=object)
+    out["p_features"] = np.full(len(ids), np.nan)
+    set_id = (model.hyperparameters or {}).get("feature_sets", {}).get("cnn1.gz2")
+    feature_set = FeatureSet.objects.filter(pk=set_id).first() if set_id else None
+    if feature_set is not None and ids:
+        probabilities, _ = feature_matrix([feature_set], ids, drop=False)
+        out["p_features"] = probabilities[:, gz2.ANSWER_INDEX["a02"]]
+    return out

@@ -1,1 +1,1 @@
-"""MorphoMass science: importable without Django (only ``pipeline.tasks`` binds it)."""
+"""MorphoMass science: importable without Django; ``catalogue.tasks`` and ``catalogue.stages`` bind it to the database."""

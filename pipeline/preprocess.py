@@ -286,6 +286,35 @@ def preprocess(
     return PreprocessedImage(a, noise, features, log_image, resized, n_stars_removed)
 
 
+@dataclass
+class StarRemoval:
+    """A cutout's central square before and after star removal, in nanomaggies per pixel.
+
+    ``stars`` are the removed point sources, in the square's pixel coordinates.
+    """
+
+    square: np.ndarray
+    cleaned: np.ndarray
+    stars: list
+
+
+def remove_stars(image_nmgy: np.ndarray, psf_fwhm_px: float, prior_xy: np.ndarray | None = None, seed: int = 0) -> StarRemoval:
+    """Star removal as the preprocess stage does it: on the central square, catalogue stars shifted into it.
+
+    ``prior_xy`` holds catalogue star positions in the cutout's pixels (an empty array when
+    the survey has a star catalogue and none fall here); None detects stars blindly. The
+    stage and the galaxy page's star-subtracted image both call this, so they agree pixel
+    for pixel.
+    """
+    from pipeline.stars import subtract_stars
+
+    square, (x0, y0) = central_square(image_nmgy)
+    if prior_xy is not None and (x0 or y0):
+        prior_xy = np.asarray(prior_xy, dtype=float).reshape(-1, 2) - [x0, y0]
+    cleaned, stars = subtract_stars(square, psf_fwhm_px, prior_xy, seed)
+    return StarRemoval(square=square, cleaned=cleaned, stars=list(stars))
+
+
 def preprocess_cutout(
     image_nmgy: np.ndarray,
     psf_fwhm_px: float,
@@ -294,18 +323,9 @@ def preprocess_cutout(
     prior_xy: np.ndarray | None = None,
     seed: int = 0,
 ) -> PreprocessedImage:
-    """Star removal then :func:`preprocess`: the whole per-galaxy chain of the paper.
-
-    ``prior_xy`` holds catalogue star positions in pixels (an empty array when the survey
-    has a star catalogue and none fall here); None detects stars blindly.
-    """
-    from pipeline.stars import subtract_stars
-
-    square, (x0, y0) = central_square(image_nmgy)
-    if prior_xy is not None and (x0 or y0):
-        prior_xy = np.asarray(prior_xy, dtype=float).reshape(-1, 2) - [x0, y0]
-    cleaned, stars = subtract_stars(square, psf_fwhm_px, prior_xy, seed)
-    return preprocess(cleaned, meta, resolutions, n_stars_removed=len(stars))
+    """:func:`remove_stars` then :func:`preprocess`: the whole per-galaxy chain of the paper."""
+    removal = remove_stars(image_nmgy, psf_fwhm_px, prior_xy, seed)
+    return preprocess(removal.cleaned, meta, resolutions, n_stars_removed=len(removal.stars))
 
 
 def central_square(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:

@@ -28,6 +28,12 @@ FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
     "cnn4": ("gz2_logits",),
 }
 
+#: The CNN feature sets (``role.layer``) of each GBM feature group: CNN1-3's and CNN4's.
+CNN_GROUP_SETS: dict[str, tuple[str, ...]] = {
+    "cnn123": tuple(f"{role}.{layer}" for role in CNN_ROLES[:3] for layer in FEATURE_LAYERS[role]),
+    "cnn4": tuple(f"cnn4.{layer}" for layer in FEATURE_LAYERS["cnn4"]),
+}
+
 PRESETS = MappingProxyType(
     {
         "test": MappingProxyType(

@@ -343,3 +343,41 @@ def prior_pixels(header, stars_radec) -> np.ndarray:
         wcs = WCS(header).celestial
     x, y = wcs.world_to_pixel_values(radec[:, 0], radec[:, 1])
     return np.column_stack([x, y])
+
+
+#: A galaxy cutout spans 1.125 x D25 on a side (the bundle format).
+FIELD_OF_VIEW_PER_D25 = 1.125
+
+
+def stars_in_fields(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, d25_arcmin: np.ndarray, star_ra_deg: np.ndarray, star_dec_deg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which catalogue stars fall inside which galaxy's cutout (within its half diagonal).
+
+    Parameters
+    ----------
+    ra_deg, dec_deg, d25_arcmin : arrays
+        The galaxies (deg, deg, arcmin); rows with a non-finite position, |dec| > 90 or a
+        non-positive D25 match nothing.
+    star_ra_deg, star_dec_deg : arrays
+        The star catalogue (deg).
+
+    Returns
+    -------
+    (galaxy index, star index) : two int arrays of the same length, one pair per match.
+    """
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    ra, dec, d25 = (np.asarray(a, dtype=float) for a in (ra_deg, dec_deg, d25_arcmin))
+    ok = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90) & (d25 > 0)
+    idx = np.flatnonzero(ok)
+    none = np.empty(0, dtype=np.intp)
+    if not len(idx) or not len(star_ra_deg):
+        return none, none
+    galaxies = SkyCoord(ra[idx] * u.deg, dec[idx] * u.deg)
+    stars = SkyCoord(np.asarray(star_ra_deg, float) * u.deg, np.asarray(star_dec_deg, float) * u.deg)
+    half_diagonal = FIELD_OF_VIEW_PER_D25 * d25[idx] / 2 * np.sqrt(2)  # arcmin
+    gi, si, sep, _ = search_around_sky(galaxies, stars, np.max(half_diagonal) * u.arcmin)
+    inside = sep.to_value(u.arcmin) <= half_diagonal[gi]
+    return idx[gi[inside]], si[inside]

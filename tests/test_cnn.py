@@ -11,11 +11,9 @@ from django.core.management import call_command
 from catalogue.models import FeatureSet, FeatureVector, Galaxy, Run, Survey, TrainedModel
 from catalogue.selectors import feature_matrix
 from catalogue.services.artifacts import load_keras_model
-from catalogue.services.cnn_runs import start_cnn_run
-from catalogue.services.feature_runs import start_features_run
 from catalogue.services.image_store import row_reader, written_rows
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.start import start_stage
 from pipeline import gz2
 from pipeline.cnn import networks
 from pipeline.cnn.data import ImageBatches, augment
@@ -115,9 +113,9 @@ def trained(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_facto
     with django_db_blocker.unblock():
         ingest_bundle(synthetic_bundle, "cnn")
         survey = Survey.objects.get(name="cnn")
-        start_preprocess_run(survey, preset_name="test")
-        cnn_run = start_cnn_run(survey, preset_name="test")
-        features_run = start_features_run(survey, preset_name="test")
+        start_stage("preprocess", survey, preset_name="test")
+        cnn_run = start_stage("cnn", survey, preset_name="test")
+        features_run = start_stage("features", survey, preset_name="test")
         yield survey, cnn_run, features_run, media
         Survey.objects.filter(pk=survey.pk).delete()
     settings.MEDIA_ROOT = old_media
@@ -208,9 +206,9 @@ def test_stages_refuse_clearly_when_their_inputs_are_missing(synthetic_bundle):
     ingest_bundle(synthetic_bundle, "raw")
     survey = Survey.objects.get(name="raw")
     with pytest.raises(ValueError, match="no preprocessed images at 48 px"):
-        start_cnn_run(survey, preset_name="test")
+        start_stage("cnn", survey, preset_name="test")
     with pytest.raises(ValueError, match="no trained cnn1, cnn2, cnn3, cnn4"):
-        start_features_run(survey, preset_name="test")
+        start_stage("features", survey, preset_name="test")
     from django.core.management import CommandError
 
     with pytest.raises(CommandError, match="run the cnn stage first"):
@@ -222,12 +220,12 @@ def test_stages_refuse_clearly_when_their_inputs_are_missing(synthetic_bundle):
 def test_cancelling_a_cnn_run_stops_training_between_batches(cnn_media, monkeypatch):
     from catalogue.celery import app
     from catalogue.services import runs
-    from catalogue.services.cnn_training import CNN_STAGE
+    from catalogue.stages import cnn
 
     survey = cnn_media[0]
     app.conf.task_always_eager = False  # inside the test's transaction the chunk is never sent
     try:
-        run = start_cnn_run(survey, preset_name="test")
+        run = start_stage("cnn", survey, preset_name="test")
     finally:
         app.conf.task_always_eager = True
     checks = {"n": 0}
@@ -240,7 +238,7 @@ def test_cancelling_a_cnn_run_stops_training_between_batches(cnn_media, monkeypa
         return real_check(self, force=True)
 
     monkeypatch.setattr(runs.ChunkContext, "check", cancel_on_fifth_batch)
-    assert runs.execute_chunk(run.chunks.get().pk, "test", CNN_STAGE)["cancelled"]
+    assert runs.execute_chunk(run.chunks.get().pk, "test", cnn.HOOKS)["cancelled"]
     run.refresh_from_db()
     assert run.status == "cancelled" and checks["n"] == 5  # no batch ran after the cancellation
     assert not TrainedModel.objects.filter(run=run).exists()

@@ -16,17 +16,14 @@ from django.db.models import Count
 from catalogue.models import ExperimentResult, FeatureSet, Galaxy, Prediction, Run, Survey, TrainedModel
 from catalogue.services import runs
 from catalogue.services.artifacts import load_pickle
-from catalogue.services.cnn_runs import start_cnn_run
-from catalogue.services.feature_runs import start_features_run
-from catalogue.services.gbm_runs import start_experiments_run, start_gbm_run, start_predict_run
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.learning_data import load_learning_data
-from catalogue.services.prediction_stage import PREDICT_STAGE
-from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
-from pipeline import units
+from catalogue.stages import predict
+from pipeline import experiments, regression, units
 from pipeline.experiments import EXPERIMENTS
-from pipeline.regression import NAMED_MODELS
+from pipeline.regression import NAMED_MODELS, ModelSpec
 from tests.learning_synth import EXPERIMENT_TABLE_ROWS
 
 NAMES = {spec.name for spec in NAMED_MODELS}
@@ -83,14 +80,14 @@ def modelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_fact
     with django_db_blocker.unblock():
         ingest_bundle(bundle, "gbm")
         survey = Survey.objects.get(name="gbm")
-        start_preprocess_run(survey, preset_name="test")
-        start_cnn_run(survey, preset_name="test")
-        features = start_features_run(survey, preset_name="test")
+        start_stage("preprocess", survey, preset_name="test")
+        start_stage("cnn", survey, preset_name="test")
+        features = start_stage("features", survey, preset_name="test")
         stage_runs = {
             "features": features,
-            "gbm": start_gbm_run(survey, preset_name="test"),
-            "experiments": start_experiments_run(survey, preset_name="test"),
-            "predict": start_predict_run(survey, preset_name="test"),
+            "gbm": start_stage("gbm", survey, preset_name="test"),
+            "experiments": start_stage("experiments", survey, preset_name="test"),
+            "predict": start_stage("predict", survey, preset_name="test"),
         }
         yield survey, stage_runs, media
         Survey.objects.filter(pk=survey.pk).delete()
@@ -165,7 +162,7 @@ def test_the_predict_stage_predicts_every_galaxy_with_its_stellar_mass(stages):
     chunk = run.chunks.get()
     type(chunk).objects.filter(pk=chunk.pk).update(state="queued")
     Run.objects.filter(pk=run.pk).update(status="running")
-    runs.execute_chunk(chunk.pk, "again", PREDICT_STAGE)
+    runs.execute_chunk(chunk.pk, "again", predict.HOOKS)
     assert Prediction.objects.filter(model=model).count() == before
 
 
@@ -195,9 +192,9 @@ def test_model_stages_refuse_clearly_without_their_inputs(synthetic_bundle):
     ingest_bundle(synthetic_bundle, "bare")
     survey = Survey.objects.get(name="bare")
     with pytest.raises(ValueError, match="run the features stage first"):
-        start_gbm_run(survey, preset_name="test")
+        start_stage("gbm", survey, preset_name="test")
     with pytest.raises(ValueError, match="run the gbm stage first"):
-        start_experiments_run(survey, preset_name="test")
+        start_stage("experiments", survey, preset_name="test")
     with pytest.raises(CommandError, match="run the gbm stage first"):
         call_command("run_pipeline", "--survey", "bare", "--preset", "test", "--stages", "predict")
     assert not Run.objects.filter(survey=survey).exists()
@@ -308,3 +305,29 @@ def test_a_workflow_runs_its_stages_in_order_and_cancelling_it_cancels_the_stage
     child.refresh_from_db()
     waiting.refresh_from_db()
     assert child.status == "cancelled" and waiting.status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_changing_an_experiment_redoes_experiments_and_adding_a_named_model_redoes_gbm_and_all_after_it(stages, monkeypatch):
+    survey, stage_runs, _ = stages
+    model_stages = ["gbm", "experiments", "predict"]
+    same = start_workflow(survey, model_stages, preset_name="test")
+    assert same.status == "succeeded" and same.config["reused"] == {s: stage_runs[s].pk for s in model_stages}
+
+    original = experiments.RUNNERS["half_data"]
+    monkeypatch.setitem(experiments.RUNNERS, "half_data", lambda ctx: original(ctx))  # the experiment's code changed
+    changed = start_workflow(survey, model_stages, preset_name="test")
+    assert changed.status == "succeeded", changed.message
+    assert changed.config["reused"] == {"gbm": stage_runs["gbm"].pk, "predict": stage_runs["predict"].pk}
+    assert list(changed.children.values_list("stage", flat=True)) == ["experiments"]
+
+    extra = ModelSpec("lgz_again", "gbm", bands="g")
+    monkeypatch.setattr(regression, "NAMED_MODELS", (*regression.NAMED_MODELS, extra))  # a seventh named model
+    added = start_workflow(survey, model_stages, preset_name="test")
+    assert added.status == "succeeded", added.message
+    assert added.config["reused"] == {}
+    redone = {run.stage: run for run in added.children.all()}
+    assert set(redone) == set(model_stages)
+    assert set(TrainedModel.objects.filter(run=redone["gbm"]).values_list("name", flat=True)) == NAMES | {"lgz_again"}
+    assert redone["gbm"].chunks.get().items[-1] == "lgz_again"  # items name the models, not their positions
+    assert Prediction.objects.filter(model__run=redone["gbm"]).exists()

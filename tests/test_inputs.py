@@ -17,7 +17,7 @@ from catalogue.models import Galaxy, Image, Preprocessed, Survey
 from catalogue.services import ingest as ingest_service
 from catalogue.services.image_store import load_log_images
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.start import start_stage
 from pipeline import preprocess as pp
 from pipeline.sample import ASSUMED_MAGERR_G
 from pipeline.simulate.starcheck import compare_star_removal, ratio_table
@@ -102,7 +102,7 @@ def test_a_non_square_cutout_is_cropped_not_stretched(faulty):
     bundle, faults = faulty
     ingest_bundle(bundle, "faulty")
     survey = Survey.objects.get(name="faulty")
-    start_preprocess_run(survey, [48], preset_name="test")
+    start_stage("preprocess", survey, resolutions=[48], preset_name="test")
     galaxy = Galaxy.objects.get(objid=faults["non_square"])
     assert galaxy.preprocessed.status == "ok"
     image = load_log_images([galaxy], 48)[0]
@@ -120,7 +120,7 @@ def test_a_galaxy_that_cannot_be_preprocessed_leaves_the_learning_sample(synthet
     blank = int(next(o for o, f in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True) if f == "blank_image"))
     before = Galaxy.objects.get(objid=blank)
     assert before.status == "ok" and before.split  # ingest cannot tell: the file is valid
-    start_preprocess_run(Survey.objects.get(name="sample"), [32], preset_name="test")
+    start_stage("preprocess", Survey.objects.get(name="sample"), resolutions=[32], preset_name="test")
     after = Galaxy.objects.get(objid=blank)
     assert after.status == "excluded" and after.split == ""
     assert after.status_reason.startswith("preprocessing failed: ValueError: image is constant")

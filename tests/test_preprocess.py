@@ -182,3 +182,15 @@ def test_preprocess_returns_every_named_feature_with_units():
     assert result.features["scaling_value"] == result.scaling_value > 0
     assert result.resized[32].shape == (32, 32) and result.resized[69].shape == (69, 69)
     assert 0 <= result.log_image.min() and result.log_image.max() <= 1 + 1e-6
+
+
+def test_catalogue_stars_are_matched_to_the_cutouts_they_fall_in():
+    from pipeline.stars import stars_in_fields
+
+    ra, dec, d25 = np.array([10.0, 10.0, 200.0, np.nan]), np.array([0.0, 0.5, -30.0, 0.0]), np.array([1.0, 2.0, 1.0, 1.0])
+    # half diagonal of a 1.125 x D25 square: 0.795 arcmin for D25 = 1 arcmin, 1.59 for 2
+    star_ra = np.array([10.0 + 0.7 / 60, 10.0 + 0.9 / 60, 10.0, 200.0])
+    star_dec = np.array([0.0, 0.0, 0.5 + 1.5 / 60, -30.0])
+    galaxy_index, star_index = stars_in_fields(ra, dec, d25, star_ra, star_dec)
+    assert sorted(zip(galaxy_index.tolist(), star_index.tolist(), strict=True)) == [(0, 0), (1, 2), (2, 3)]
+    assert [len(a) for a in stars_in_fields(ra, dec, d25, star_ra[:0], star_dec[:0])] == [0, 0]

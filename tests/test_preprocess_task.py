@@ -13,9 +13,9 @@ from django.core.management import call_command
 from catalogue.models import Galaxy, ImageStore, Preprocessed, Run, StoredImage, Survey
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.preprocess_runs import start_preprocess_run
+from catalogue.services.start import start_stage
+from catalogue.tasks import start_stage_task
 from pipeline.preprocess import FEATURE_NAMES
-from pipeline.tasks import preprocess_galaxies
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,7 @@ def blank_objid(truth) -> int:
 
 
 def test_task_preprocesses_every_galaxy_and_records_failures(survey, synthetic_truth):
-    result = preprocess_galaxies.delay("pre", [32, 69], preset="test")
+    result = start_stage_task.delay("preprocess", "pre", preset="test", resolutions=[32, 69])
     run = Run.objects.get(pk=result.get())
     assert run.celery_task_id == result.id
     candidates = Galaxy.objects.filter(survey=survey).exclude(status="rejected")
@@ -65,7 +65,7 @@ def test_task_preprocesses_every_galaxy_and_records_failures(survey, synthetic_t
 
 
 def test_stars_from_the_catalogue_prior_are_removed(survey):
-    start_preprocess_run(survey, [32], preset_name="test")
+    start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     with_stars = Preprocessed.objects.filter(galaxy__survey=survey, status="ok", n_stars_removed__gt=0)
     listed = [p for p in Preprocessed.objects.filter(galaxy__survey=survey, status="ok") if p.galaxy.extra.get("stars")]
     assert listed and with_stars.count() >= 0.6 * len(listed)
@@ -76,15 +76,15 @@ def test_stars_from_the_catalogue_prior_are_removed(survey):
 
 
 def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
-    first = start_preprocess_run(survey, [32], preset_name="test")
-    again = start_preprocess_run(survey, [32], preset_name="test")
+    first = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
+    again = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     assert first.items_failed >= 1
     assert again.items_total == first.items_failed  # only failed galaxies are retried
     store = ImageStore.objects.get(survey=survey, resolution=32)
     rows_before = dict(StoredImage.objects.filter(store=store).values_list("galaxy_id", "row"))
     before = load_log_images(list(Galaxy.objects.filter(preprocessed__status="ok").order_by("id")[:5]), 32)
     # A new resolution makes every galaxy due again, and both resolutions end up stored.
-    wider = start_preprocess_run(survey, [32, 48], preset_name="test")
+    wider = start_stage("preprocess", survey, resolutions=[32, 48], preset_name="test")
     assert wider.items_total == first.items_total
     ok = list(Galaxy.objects.filter(survey=survey, preprocessed__status="ok").order_by("id"))
     assert all(stored_resolutions(g) == [32, 48] for g in ok[:20])
@@ -92,7 +92,7 @@ def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
     # Galaxies keep their rows: a re-run overwrites in place, nothing is left to reclaim.
     assert dict(StoredImage.objects.filter(store=store).values_list("galaxy_id", "row")) == rows_before
     np.testing.assert_array_equal(load_log_images(ok[:5], 32), before)
-    forced = start_preprocess_run(survey, [32], preset_name="test", force=True)
+    forced = start_stage("preprocess", survey, resolutions=[32], preset_name="test", force=True)
     assert forced.items_total == first.items_total
     assert Preprocessed.objects.filter(run=forced).count() == first.items_total
 
@@ -101,7 +101,7 @@ def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
 def test_deleting_a_survey_removes_its_image_store_files(synthetic_bundle):
     ingest_bundle(synthetic_bundle, "gone")
     survey = Survey.objects.get(name="gone")
-    start_preprocess_run(survey, [32], preset_name="test")
+    start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     names = [n for s in ImageStore.objects.filter(survey=survey) for n in (s.images_name, s.ids_name)]
     assert names and all(default_storage.exists(n) for n in names)
     survey.delete()
@@ -109,8 +109,8 @@ def test_deleting_a_survey_removes_its_image_store_files(synthetic_bundle):
 
 
 def test_fast_then_paper_preprocessing_gives_every_resolution(survey):
-    fast = start_preprocess_run(survey, preset_name="fast")
-    paper = start_preprocess_run(survey, preset_name="paper")
+    fast = start_stage("preprocess", survey, preset_name="fast")
+    paper = start_stage("preprocess", survey, preset_name="paper")
     assert fast.resolutions == [48, 69] and paper.resolutions == [69, 128, 197]
     assert paper.items_total == fast.items_total  # nobody had 128 or 197 px yet
     ok = list(Galaxy.objects.filter(survey=survey, preprocessed__status="ok"))
@@ -147,7 +147,7 @@ def test_run_pipeline_rejects_unknown_survey_and_stage(survey):
 def test_preprocessing_runs_on_a_real_worker(synthetic_bundle):
     ingest_bundle(synthetic_bundle, "worker")
     survey = Survey.objects.get(name="worker")
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=60)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=60)
     deadline = time.monotonic() + 240
     while run.status == "running" and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -158,7 +158,7 @@ def test_preprocessing_runs_on_a_real_worker(synthetic_bundle):
 
 
 def test_galaxy_page_shows_every_stage_with_units(survey, client):
-    start_preprocess_run(survey, [32, 69], preset_name="test")
+    start_stage("preprocess", survey, resolutions=[32, 69], preset_name="test")
     galaxy = Galaxy.objects.filter(survey=survey, preprocessed__status="ok").first()
     page = client.get(f"/galaxies/{galaxy.pk}/")
     assert page.status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from catalogue.celery import app
-from pipeline.tasks import gpu_worker_info, worker_info
+from catalogue.tasks import gpu_worker_info, worker_info
 from tests.services import unreachable_reason
 
 pytestmark = pytest.mark.services
@@ -13,8 +13,8 @@ pytestmark = pytest.mark.services
 
 def test_routes_send_tasks_to_their_queues():
     router = app.amqp.router
-    assert router.route({}, "pipeline.tasks.worker_info")["queue"].name == "cpu"
-    assert router.route({}, "pipeline.tasks.gpu_worker_info")["queue"].name == "gpu"
+    assert router.route({}, "catalogue.tasks.worker_info")["queue"].name == "cpu"
+    assert router.route({}, "catalogue.tasks.gpu_worker_info")["queue"].name == "gpu"
 
 
 def test_real_workers_run_each_queue_and_return_results(celery_workers):

@@ -14,10 +14,11 @@ from django.utils import timezone
 from catalogue import limits
 from catalogue.celery import app
 from catalogue.models import Galaxy, Preprocessed, Run, RunChunk, Survey
-from catalogue.services import runs
+from catalogue.services import reaper, runs
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.preprocess_chunk import PREPROCESS_STAGE
-from catalogue.services.preprocess_runs import galaxies_to_preprocess, start_preprocess_run
+from catalogue.services.start import start_stage
+from catalogue.stages import preprocess
+from catalogue.stages.preprocess import galaxies_to_preprocess
 from tests.run_helpers import FAST_REDELIVERY, assert_every_galaxy_accounted_once, finished, running_chunk, wait_for
 
 
@@ -41,16 +42,16 @@ def deferred():
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
 def test_a_second_active_run_is_refused_naming_the_first(survey):
-    first = start_preprocess_run(survey, [32], preset_name="test")
+    first = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     assert first.status == "queued" and first.chunks.count() == 4
     with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(preprocess, queued\\) is already active"):
-        start_preprocess_run(survey, [48], preset_name="test")
+        start_stage("preprocess", survey, resolutions=[48], preset_name="test")
     # The database itself refuses, whoever writes.
     with pytest.raises(IntegrityError), transaction.atomic():
         Run.objects.create(stage="preprocess", survey=survey, status="running")
     Run.objects.create(stage="cnn", survey=survey, status="running")  # another stage is fine
     runs.cancel_run(first)
-    assert start_preprocess_run(survey, [32], preset_name="test").status == "queued"
+    assert start_stage("preprocess", survey, resolutions=[32], preset_name="test").status == "queued"
 
 
 @pytest.mark.django_db
@@ -58,7 +59,7 @@ def test_chunks_are_sent_only_after_the_run_commits(survey, django_capture_on_co
     app.conf.task_always_eager = False
     try:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            run = start_preprocess_run(survey, [32], preset_name="test")
+            run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     finally:
         app.conf.task_always_eager = True
     assert len(callbacks) == 1  # one deferred send, nothing sent inside the transaction
@@ -67,11 +68,11 @@ def test_chunks_are_sent_only_after_the_run_commits(survey, django_capture_on_co
 
 @pytest.mark.django_db
 def test_a_duplicated_chunk_delivery_counts_once(survey):
-    run = start_preprocess_run(survey, [32], preset_name="test")
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     assert run.status == "succeeded"
     before = (run.items_done, run.items_failed)
     chunk = run.chunks.first()
-    assert runs.execute_chunk(chunk.pk, "late duplicate", PREPROCESS_STAGE) == {"chunk": chunk.pk, "skipped": True}
+    assert runs.execute_chunk(chunk.pk, "late duplicate", preprocess.HOOKS) == {"chunk": chunk.pk, "skipped": True}
     run.refresh_from_db()
     assert (run.items_done, run.items_failed) == before
     assert_every_galaxy_accounted_once(run)
@@ -80,12 +81,12 @@ def test_a_duplicated_chunk_delivery_counts_once(survey):
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
 def test_a_galaxy_that_killed_its_worker_twice_is_failed_and_the_rest_done(survey):
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=20)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=20)
     chunk = run.chunks.get(index=0)
     poison = chunk.items[3]
     # What the ledger holds after the worker died twice while holding this galaxy.
     RunChunk.objects.filter(pk=chunk.pk).update(state="running", attempts=3, current_item=poison, item_crashes={str(poison): 1})
-    runs.execute_chunk(chunk.pk, "test", PREPROCESS_STAGE)
+    runs.execute_chunk(chunk.pk, "test", preprocess.HOOKS)
     chunk.refresh_from_db()
     assert chunk.state == "done" and chunk.attempts == 4 and chunk.item_crashes == {str(poison): 2}
     failed = Preprocessed.objects.get(galaxy_id=poison)
@@ -94,7 +95,7 @@ def test_a_galaxy_that_killed_its_worker_twice_is_failed_and_the_rest_done(surve
     assert galaxy.status != "ok" or galaxy.split == ""  # out of the learning sample
     assert chunk.n_failed >= 1 and chunk.n_done + chunk.n_failed == 20
     for other in run.chunks.exclude(pk=chunk.pk):
-        runs.execute_chunk(other.pk, "test", PREPROCESS_STAGE)
+        runs.execute_chunk(other.pk, "test", preprocess.HOOKS)
     run.refresh_from_db()
     assert run.status == "succeeded"
     assert poison in {Galaxy.objects.get(objid=f["objid"]).pk for f in run.result["failures"]}
@@ -104,15 +105,15 @@ def test_a_galaxy_that_killed_its_worker_twice_is_failed_and_the_rest_done(surve
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
 def test_a_chunk_that_keeps_dying_is_given_up_and_the_run_completes(survey):
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=100)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=100)
     chunk = run.chunks.get(index=0)
     RunChunk.objects.filter(pk=chunk.pk).update(state="running", attempts=runs.MAX_CHUNK_ATTEMPTS)
-    result = runs.execute_chunk(chunk.pk, "test", PREPROCESS_STAGE)
+    result = runs.execute_chunk(chunk.pk, "test", preprocess.HOOKS)
     assert result["gave_up"] and "given up after 5 deliveries" in result["reason"]
     chunk.refresh_from_db()
     assert chunk.state == "failed" and chunk.n_failed == len(chunk.items)
     assert set(Preprocessed.objects.filter(galaxy_id__in=chunk.items).values_list("status", flat=True)) == {"failed"}
-    runs.execute_chunk(run.chunks.get(index=1).pk, "test", PREPROCESS_STAGE)
+    runs.execute_chunk(run.chunks.get(index=1).pk, "test", preprocess.HOOKS)
     run.refresh_from_db()
     assert run.status == "succeeded" and run.items_failed >= len(chunk.items)
     assert run.items_done + run.items_failed == run.items_total
@@ -121,12 +122,12 @@ def test_a_chunk_that_keeps_dying_is_given_up_and_the_run_completes(survey):
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
 def test_cancelled_run_drops_its_queued_chunks(survey):
-    run = start_preprocess_run(survey, [32], preset_name="test")
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     assert runs.cancel_run(run)
     assert run.status == "cancelled" and run.message.startswith("cancelled")
     assert set(run.chunks.values_list("state", flat=True)) == {"cancelled"}
     # A chunk message that still arrives finds its run over and does nothing.
-    assert runs.execute_chunk(run.chunks.first().pk, "late", PREPROCESS_STAGE)["skipped"]
+    assert runs.execute_chunk(run.chunks.first().pk, "late", preprocess.HOOKS)["skipped"]
     assert not Preprocessed.objects.filter(run=run).exists()
     assert not runs.cancel_run(run)  # cancelling twice says it had already ended
 
@@ -134,14 +135,14 @@ def test_cancelled_run_drops_its_queued_chunks(survey):
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
 def test_the_reaper_leaves_a_run_waiting_in_a_busy_queue_but_fails_one_nobody_takes(survey):
-    run = start_preprocess_run(survey, [32], preset_name="test")
-    assert runs.reap_stale_runs() == []
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
+    assert reaper.reap_stale_runs() == []
     # Hours behind another survey's work is no reason to fail it ...
     after_an_hour = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
-    assert runs.reap_stale_runs(now=after_an_hour) == []
+    assert reaper.reap_stale_runs(now=after_an_hour) == []
     # ... but a day with no chunk taken means no worker listens on its queue.
     after_a_day = timezone.now() + timedelta(seconds=limits.queue_wait_limit_s() + 1)
-    assert runs.reap_stale_runs(now=after_a_day) == [run.pk]
+    assert reaper.reap_stale_runs(now=after_a_day) == [run.pk]
     run.refresh_from_db()
     assert run.status == "failed" and "is a worker listening on the cpu queue?" in run.message and run.error
     assert "reap-stale-runs" in app.conf.beat_schedule
@@ -150,14 +151,13 @@ def test_the_reaper_leaves_a_run_waiting_in_a_busy_queue_but_fails_one_nobody_ta
 @pytest.mark.django_db
 @pytest.mark.usefixtures("deferred")
 def test_the_reaper_hands_out_again_a_chunk_whose_worker_died_while_the_run_goes_on(survey):
-    run = start_preprocess_run(survey, [32], preset_name="test")
-    assert run.config["chunk_task"] == "pipeline.tasks.preprocess_chunk"
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     lost, *others = list(run.chunks.order_by("index"))
     long_ago = timezone.now() - timedelta(seconds=limits.silence_limit_s("chunk") + 60)
     RunChunk.objects.filter(pk=lost.pk).update(state="running", attempts=1, heartbeat=long_ago, started=long_ago)
     Run.objects.filter(pk=run.pk).update(status="running", heartbeat=timezone.now())  # other workers report
     app.conf.task_always_eager = True  # the chunk handed out again runs here
-    assert runs.reap_stale_runs() == []
+    assert reaper.reap_stale_runs() == []
     lost.refresh_from_db()
     assert lost.state == "done" and lost.attempts == 2 and "handed out again" in lost.error
     run.refresh_from_db()
@@ -184,7 +184,7 @@ def test_a_worker_killed_mid_run_and_restarted_finishes_the_run_exactly_once(syn
     survey = Survey.objects.get(name="killed")
     env = {**FAST_REDELIVERY, "MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.05})}
     worker = start_worker("cpu", env=env)
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=15)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=15)
     wait_for(lambda: RunChunk.objects.filter(run=run, state="done").exists() and running_chunk(run), 60, "a chunk in flight")
     worker.kill()
     lost = running_chunk(run)
@@ -206,7 +206,7 @@ def test_an_image_that_kills_the_worker_every_time_ends_as_a_failed_galaxy(synth
     # prefork: the pool replaces a child that died and hands its task back at once.
     crash = {"MORPHOMASS_FAULTS": json.dumps({"crash_objids": [poison.objid]})}
     start_worker("cpu", pool="prefork", env={**FAST_REDELIVERY, **crash})
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=20)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=20)
     run = finished(run, 150)
     assert run.status == "succeeded", run.message
     result = Preprocessed.objects.get(galaxy=poison)
@@ -223,7 +223,7 @@ def test_cancelling_a_running_run_stops_its_worker_between_galaxies(synthetic_bu
     ingest_bundle(synthetic_bundle, "cancel")
     survey = Survey.objects.get(name="cancel")
     start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.1})})
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=40)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=40)
     wait_for(lambda: Run.objects.get(pk=run.pk).items_done >= 40, 60, "the first chunk")
     assert runs.cancel_run(run)
     time.sleep(2.5)  # the chunk in hand sees the cancellation within a second
@@ -242,17 +242,17 @@ def test_the_reaper_fails_a_run_whose_worker_never_comes_back(synthetic_bundle, 
     ingest_bundle(synthetic_bundle, "reaped")
     survey = Survey.objects.get(name="reaped")
     worker = start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.05})})
-    run = start_preprocess_run(survey, [32], preset_name="test", chunk_size=30)
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=30)
     wait_for(lambda: running_chunk(run), 60, "a chunk in flight")
     worker.kill()
-    assert runs.reap_stale_runs() == []  # silent for seconds only
+    assert reaper.reap_stale_runs() == []  # silent for seconds only
     later = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
-    assert runs.reap_stale_runs(now=later) == [run.pk]
+    assert reaper.reap_stale_runs(now=later) == [run.pk]
     run.refresh_from_db()
     assert run.status == "failed" and "no worker reported" in run.message
     assert not RunChunk.objects.filter(run=run, state__in=["running", "queued"]).exists()
     # The survey is free again: a new run continues with what is left.
-    assert start_preprocess_run(survey, [32], preset_name="test").status in {"queued", "running"}
+    assert start_stage("preprocess", survey, resolutions=[32], preset_name="test").status in {"queued", "running"}
 
 
 @pytest.mark.services
@@ -262,7 +262,7 @@ def test_a_transient_database_error_is_retried_and_the_chunk_still_counts_once(s
     survey = Survey.objects.get(name="retried")
     victim = Galaxy.objects.get(pk=galaxies_to_preprocess(survey, [32])[10])
     start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"transient_error_objids": [victim.objid]})})
-    run = finished(start_preprocess_run(survey, [32], preset_name="test", chunk_size=200), 90)
+    run = finished(start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=200), 90)
     assert run.status == "succeeded", run.message
     chunk = run.chunks.get()
     assert chunk.attempts == 2  # retried with backoff, claimed again, processed one galaxy at a time

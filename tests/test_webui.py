@@ -5,10 +5,19 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 
-from catalogue.models import ExperimentResult, Run, Survey
+from catalogue.models import ExperimentResult, Galaxy, Run, Survey
+from catalogue.services.cutouts import cutout_for_preprocessing
+from catalogue.services.image_store import IMAGE_DTYPE, load_log_images
+from catalogue.services.ingest import ingest_bundle
+from catalogue.services.start import start_stage
+from catalogue.services.workflow import start_workflow
+from pipeline.display import asinh_display, mark_points, png_bytes
+from pipeline.preprocess import ImageMeta, preprocess, remove_stars
+from pipeline.presets import preset
 from tests.test_api import catalogue  # noqa: F401 - the shared fixture
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +101,51 @@ def test_staff_start_several_stages_from_the_admin_and_a_failing_stage_ends_the_
     assert list(workflow.children.values_list("stage", "status")) == [("preprocess", "succeeded")]
     page = client.get(f"/runs/{workflow.pk}/").content.decode()
     assert "preprocess" in page and "stage gbm could not start" in page and "gbm: not started" in page
+
+
+def _staff(client) -> None:
+    client.force_login(User.objects.create_superuser("staff", "s@example.org", "x"))
+
+
+def test_a_preprocess_run_started_from_the_admin_is_reused_by_a_later_workflow(client, synthetic_bundle):
+    ingest_bundle(synthetic_bundle, "adminpre")
+    survey = Survey.objects.get(name="adminpre")
+    _staff(client)
+    response = client.post("/admin/catalogue/survey/", {"action": "preprocess", "_selected_action": [survey.pk]})
+    assert response.status_code == 302
+    run = Run.objects.get(survey=survey, stage="preprocess")
+    assert run.status == "succeeded" and run.items_done > 100 and run.config["inputs"]["preset"] == "fast"
+    workflow = start_workflow(survey, ["preprocess"], preset_name="fast")
+    assert workflow.status == "succeeded" and workflow.config["reused"] == {"preprocess": run.pk}
+
+
+def test_the_star_subtracted_image_is_the_stages_own_star_removal_pixel_for_pixel(client, synthetic_bundle):
+    ingest_bundle(synthetic_bundle, "stars")
+    survey = Survey.objects.get(name="stars")
+    assert survey.has_star_catalogue
+    start_stage("preprocess", survey, preset_name="test")
+    (resolution,) = preset("test")["resolutions"]
+    with_stars = Galaxy.objects.filter(survey=survey, preprocessed__status="ok", preprocessed__n_stars_removed__gte=1)
+    galaxy = with_stars.select_related("survey", "preprocessed").order_by("objid").first()
+    assert galaxy is not None, "the synthetic survey has galaxies with stars in their cutouts"
+
+    cutout = cutout_for_preprocessing(galaxy)
+    removal = remove_stars(cutout.data, cutout.psf_fwhm_px, cutout.prior_xy, cutout.seed)
+    assert len(removal.stars) == galaxy.preprocessed.n_stars_removed
+    # What the stage stored is the log scaling of exactly this star-removed image ...
+    meta = ImageMeta(redshift=galaxy.z, lum_dist_mpc=galaxy.lum_dist_mpc, pixel_kpc=1.0)
+    expected = preprocess(removal.cleaned, meta, (resolution,)).resized[resolution]
+    stored = load_log_images([galaxy], resolution)[0]
+    assert np.array_equal(stored, expected.astype(IMAGE_DTYPE).astype(np.float32))
+    # ... and the page shows exactly this image, its removed stars circled.
+    png = client.get(f"/galaxies/{galaxy.pk}/clean.png")
+    assert png.status_code == 200 and png["Content-Type"] == "image/png"
+    picture = mark_points(
+        asinh_display(removal.cleaned, reference=removal.square),
+        [(s.x, s.y) for s in removal.stars],
+        radius=2.5 * cutout.psf_fwhm_px,
+    )
+    assert png.content == png_bytes(picture, size=256)
+    # A different seed would remove the stars differently: the comparison can tell.
+    other = remove_stars(cutout.data, cutout.psf_fwhm_px, cutout.prior_xy, cutout.seed + 1)
+    assert not np.array_equal(other.cleaned, removal.cleaned)

@@ -15,9 +15,9 @@ from django.test import Client
 from catalogue.models import Galaxy, Preprocessed, Run, Survey
 from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.preprocess_runs import galaxies_to_preprocess
-from catalogue.services.stages import reusable_run, stage_inputs
+from catalogue.services.start import reusable_run, stage_inputs
 from catalogue.services.workflow import start_workflow
+from catalogue.stages.preprocess import galaxies_to_preprocess
 from pipeline.presets import preset
 from tests.run_helpers import FAST_REDELIVERY, assert_every_galaxy_accounted_once, finished, running_chunk, wait_for
 
@@ -119,7 +119,7 @@ def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancel
     from django.utils import timezone
 
     from catalogue.models import TrainedModel
-    from catalogue.services.feature_runs import latest_cnn_models
+    from catalogue.selectors import latest_cnn_models
 
     survey = Survey.objects.create(name="halfway")
     done = Run.objects.create(stage="cnn", survey=survey, preset="test", status="succeeded", finished=timezone.now())

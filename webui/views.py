@@ -6,37 +6,36 @@ from pathlib import Path
 
 import numpy as np
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import ensure_csrf_cookie
 from rest_framework.exceptions import ValidationError
 
-from catalogue.models import ExperimentResult, FeatureSet, Galaxy, Prediction, Run, Survey, TrainedModel
-from catalogue.selectors import predicted_gz2
-from catalogue.services.cutouts import read_cutout, usable_image
+from catalogue import selectors
+from catalogue.columns import column
+from catalogue.models import ExperimentResult, Galaxy, Run, RunStage, Survey, TrainedModel
+from catalogue.selectors import latest_succeeded_run, predicted_gz2
+from catalogue.services.cutouts import cutout_for_preprocessing, read_cutout, usable_image
 from catalogue.services.export import FORMATS
 from catalogue.services.image_store import load_log_images, stored_resolutions
-from pipeline import gz2, units
+from pipeline import gz2
 from pipeline.display import asinh_display, linear_display, mark_points, png_bytes
 from pipeline.metrics import l1_per_galaxy
-from pipeline.preprocess import FEATURE_UNITS, central_square
+from pipeline.preprocess import FEATURE_UNITS, central_square, remove_stars
 from webui import figures
 
-GALAXY_COLUMNS = [
-    ("objid", "objid", ""),
-    ("ra", "RA", "deg"),
-    ("dec", "Dec", "deg"),
-    ("z", "z", ""),
-    ("d25_arcmin", "D25", "arcmin"),
-    ("mag_g", "g", "AB mag"),
-    ("lum_g", "L_g", units.LUMINOSITY),
-    ("ml_g", "M/L_g", units.MASS_TO_LIGHT),
-    ("ml_g_err", "error", units.MASS_TO_LIGHT),
-    ("split", "split", ""),
-    ("status", "status", ""),
-]
+
+def _described(*names: str) -> list[tuple[str, str, str]]:
+    """(name, heading, unit) of catalogue columns, from their one description."""
+    return [(c.name, c.heading, c.unit or "") for c in map(column, names)]
+
+
+#: The catalogue browser's columns, and the galaxy page's fields.
+GALAXY_COLUMNS = _described("objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "lum_g", "ml_g", "ml_g_err", "split", "status")
+GALAXY_FIELDS = _described(
+    "ra", "dec", "z", "d25_arcmin", "mag_g", "lum_g", "ml_g", "ml_g_err", "mag_i", "lum_dist_mpc", "chi2_r"
+)
 
 
 def format_cell(value: object) -> str:
@@ -49,19 +48,9 @@ def format_cell(value: object) -> str:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    surveys = list(
-        Survey.objects.annotate(
-            n_galaxies=Count("galaxies"),
-            n_ok=Count("galaxies", filter=Q(galaxies__status="ok")),
-            n_excluded=Count("galaxies", filter=Q(galaxies__status="excluded")),
-            n_rejected=Count("galaxies", filter=Q(galaxies__status="rejected")),
-            n_train=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="train")),
-            n_val=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="val")),
-            n_test=Count("galaxies", filter=Q(galaxies__status="ok", galaxies__split="test")),
-        ).order_by("name")
-    )
+    surveys = list(selectors.surveys_with_counts())
     shown = max(surveys, key=lambda s: s.updated) if surveys else None  # the survey touched last
-    histogram = figures.ml_histogram(ml_by_split(shown), div_id="ml-histogram") if shown else ""
+    histogram = figures.ml_histogram(selectors.targets_by_split(shown), div_id="ml-histogram") if shown else ""
     models = TrainedModel.objects.filter(kind__in=["gbm", "baseline"]).select_related("survey")[:12]
     runs = Run.objects.select_related("survey")
     active = list(runs.filter(status__in=Run.ACTIVE))
@@ -80,14 +69,6 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
-def ml_by_split(survey: Survey) -> dict[str, np.ndarray]:
-    rows = Galaxy.objects.filter(survey=survey, status="ok", ml_g__isnull=False).values_list("split", "ml_g")
-    by_split: dict[str, list[float]] = {"train": [], "val": [], "test": []}
-    for split, ml in rows:
-        by_split.setdefault(split, []).append(ml)
-    return {k: np.asarray(v) for k, v in by_split.items() if v}
-
-
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
     survey = get_object_or_404(Survey, name=name)
     models = TrainedModel.objects.filter(survey=survey).order_by("-created")[:30]
@@ -97,7 +78,7 @@ def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
         {
             "survey": survey,
             "models": models,
-            "histogram": figures.ml_histogram(ml_by_split(survey)),
+            "histogram": figures.ml_histogram(selectors.targets_by_split(survey)),
             "n_experiments": ExperimentResult.objects.filter(survey=survey).count(),
             "runs": Run.objects.filter(survey=survey).order_by("-created")[:10],
         },
@@ -134,7 +115,8 @@ def catalogue_browser(request: HttpRequest) -> HttpResponse:
     except (ValueError, ValidationError) as exc:  # a bad filter is explained, not a 500
         error = _explain(exc)
         model = None
-    columns = list(GALAXY_COLUMNS) + ([("ml_pred", f"predicted M/L ({model.name})", units.MASS_TO_LIGHT)] if model else [])
+    predicted = column("ml_pred")
+    columns = list(GALAXY_COLUMNS) + ([(predicted.name, f"{predicted.heading} ({model.name})", predicted.unit)] if model else [])
     query = params.urlencode()
     return render(
         request,
@@ -168,15 +150,6 @@ def _without(params, key: str) -> str:
     return params.urlencode()
 
 
-GALAXY_FIELDS = [
-    *GALAXY_COLUMNS[1:8],
-    ("ml_g_err", "M/L_g error", units.MASS_TO_LIGHT),
-    ("mag_i", "i", "AB mag"),
-    ("lum_dist_mpc", "luminosity distance", "Mpc"),
-    ("chi2_r", "SED fit reduced chi2", ""),
-]
-
-
 def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     galaxy = get_object_or_404(Galaxy.objects.select_related("survey"), pk=pk)
     fields = [(label, format_cell(getattr(galaxy, name)), unit) for name, label, unit in GALAXY_FIELDS]
@@ -200,12 +173,7 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
             )
             for i in order
         ]
-    predictions = list(
-        Prediction.objects.filter(galaxy=galaxy).select_related("model").order_by("model__name", "-model__created")
-    )
-    latest = {}
-    for prediction in predictions:
-        latest.setdefault(prediction.model.name, prediction)
+    latest = selectors.latest_prediction_per_model(galaxy)
     prediction_rows = [
         (
             p.model,
@@ -272,21 +240,15 @@ def galaxy_image(request: HttpRequest, pk: int, stage: str) -> HttpResponse:
 
 
 def star_subtracted_png(galaxy: Galaxy) -> bytes:
-    """The cutout after star removal, same stretch as the raw one, removed stars circled in red."""
-    from pipeline.stars import prior_pixels, subtract_stars
-
-    image = usable_image(galaxy)
-    if image is None:
-        raise Http404("no usable g image")
-    header, data = read_cutout(image)
-    square, (x0, y0) = central_square(data)
-    prior = None
-    if galaxy.survey.has_star_catalogue:
-        prior = prior_pixels(header, galaxy.extra.get("stars", [])).reshape(-1, 2) - [x0, y0]
-    fwhm_px = image.psf_fwhm_arcsec / image.pixscale_arcsec
-    cleaned, stars = subtract_stars(square, fwhm_px, prior, seed=galaxy.objid % (2**32))
-    picture = asinh_display(cleaned, reference=square)
-    return png_bytes(mark_points(picture, [(s.x, s.y) for s in stars], radius=2.5 * fwhm_px), size=256)
+    """The cutout after the stage's own star removal, same stretch as the raw one, removed stars circled in red."""
+    try:
+        cutout = cutout_for_preprocessing(galaxy)
+    except ValueError as exc:
+        raise Http404(str(exc)) from exc
+    removal = remove_stars(cutout.data, cutout.psf_fwhm_px, cutout.prior_xy, cutout.seed)
+    picture = asinh_display(removal.cleaned, reference=removal.square)
+    stars = [(s.x, s.y) for s in removal.stars]
+    return png_bytes(mark_points(picture, stars, radius=2.5 * cutout.psf_fwhm_px), size=256)
 
 
 @cache_control(max_age=86400)
@@ -317,7 +279,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
         context["calibration"] = calibration
     if metrics.get("permutation_importance"):
         context["figures"]["importance"] = figures.importance_bars(metrics["permutation_importance"])
-    test = test_split_predictions(model)
+    test = selectors.test_split_predictions(model)
     context["n_test_predictions"] = len(test["predicted"])
     if len(test["predicted"]):
         context["figures"]["pred_vs_true"] = figures.predicted_vs_true(test["predicted"], test["target"])
@@ -334,34 +296,10 @@ METRIC_KEYS = ("l1", "l2", "rmsle", "median_l1", "within_015_dex", "n")
 METRIC_LABELS = ("L1", "L2", "RMSLE [dex]", "median L1", "within 0.15 dex", "galaxies")
 
 
-def test_split_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
-    """The model's predictions of the test split with each galaxy's target, luminosity, class and P(features)."""
-    from catalogue.selectors import feature_matrix
-
-    rows = list(
-        Prediction.objects.filter(model=model, galaxy__split="test", galaxy__status="ok", galaxy__ml_g__isnull=False).values_list(
-            "galaxy_id", "ml_pred", "galaxy__ml_g", "galaxy__ml_g_err", "galaxy__lum_g", "galaxy__z", "galaxy__morphology"
-        )
-    )
-    ids = [r[0] for r in rows]
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
-    out = {
-        name: np.asarray(columns[i], dtype=float) for i, name in enumerate(["id", "predicted", "target", "error", "lum_g", "z"])
-    }
-    out["morphology"] = np.asarray(columns[6], dtype=object)
-    out["p_features"] = np.full(len(ids), np.nan)
-    set_id = (model.hyperparameters or {}).get("feature_sets", {}).get("cnn1.gz2")
-    feature_set = FeatureSet.objects.filter(pk=set_id).first() if set_id else None
-    if feature_set is not None and ids:
-        probabilities, _ = feature_matrix([feature_set], ids, drop=False)
-        out["p_features"] = probabilities[:, gz2.ANSWER_INDEX["a02"]]
-    return out
-
-
 def experiments(request: HttpRequest, name: str) -> HttpResponse:
     """The survey's latest experiments: Table 1, Table B.1, Fig. 8 and the significance tests."""
     survey = get_object_or_404(Survey, name=name)
-    run = Run.objects.filter(survey=survey, stage="experiments", status="succeeded").order_by("-finished").first()
+    run = latest_succeeded_run(survey, RunStage.EXPERIMENTS)
     rows = list(ExperimentResult.objects.filter(run=run).order_by("id")) if run else []
     tables = {}
     for row in rows:
@@ -400,7 +338,7 @@ def experiments_csv(request: HttpRequest, name: str) -> HttpResponse:  # noqa: A
     import io
 
     survey = get_object_or_404(Survey, name=name)
-    run = Run.objects.filter(survey=survey, stage="experiments", status="succeeded").order_by("-finished").first()
+    run = latest_succeeded_run(survey, RunStage.EXPERIMENTS)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(

@@ -8,28 +8,13 @@ import django_filters as filters
 from django.db.models import F, FilteredRelation, Q, QuerySet
 from rest_framework.exceptions import ValidationError
 
+from catalogue.columns import PREDICTION_FIELDS, column
 from catalogue.models import Galaxy, GalaxyStatus, Split, Survey, TrainedModel
-from catalogue.selectors import galaxies_in_cone
-from catalogue.services.export import prediction_model
-from pipeline import units
+from catalogue.selectors import galaxies_in_cone, prediction_model
 from pipeline.metrics import MORPHOLOGY_CLASSES
 
 MAX_CONE_RADIUS_DEG = 30.0
-#: What a list with ?model= carries of each galaxy's prediction.
-PREDICTION_FIELDS = (
-    "ml_pred",
-    "mstar_pred",
-    "ml_lo68",
-    "ml_hi68",
-    "ml_lo95",
-    "ml_hi95",
-    "mstar_lo68",
-    "mstar_hi68",
-    "mstar_lo95",
-    "mstar_hi95",
-    "out_of_support",
-    "support_reasons",
-)
+ML_UNIT = column("ml_g").unit
 
 
 class GalaxyFilter(filters.FilterSet):
@@ -43,13 +28,10 @@ class GalaxyFilter(filters.FilterSet):
     z_min = filters.NumberFilter(label="z from", field_name="z", lookup_expr="gte", help_text="lowest redshift")
     z_max = filters.NumberFilter(label="z to", field_name="z", lookup_expr="lte", help_text="highest redshift")
     ml_min = filters.NumberFilter(
-        label="M/L from [Msun/Lsun,g]",
-        field_name="ml_g",
-        lookup_expr="gte",
-        help_text=f"{units.MASS_TO_LIGHT}, lowest target M/L",
+        label=f"M/L from [{ML_UNIT}]", field_name="ml_g", lookup_expr="gte", help_text=f"{ML_UNIT}, lowest target M/L"
     )
     ml_max = filters.NumberFilter(
-        label="M/L to [Msun/Lsun,g]", field_name="ml_g", lookup_expr="lte", help_text=f"{units.MASS_TO_LIGHT}, highest target M/L"
+        label=f"M/L to [{ML_UNIT}]", field_name="ml_g", lookup_expr="lte", help_text=f"{ML_UNIT}, highest target M/L"
     )
     morphology = filters.ChoiceFilter(
         label="morphology", choices=[(c, c) for c in MORPHOLOGY_CLASSES], help_text="class from CNN1's probabilities"
@@ -61,10 +43,10 @@ class GalaxyFilter(filters.FilterSet):
         label="model", method="no_filter", help_text="model id, or name (with survey): adds ml_pred and mstar_pred"
     )
     ml_pred_min = filters.NumberFilter(
-        label="predicted M/L from", method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, lowest predicted M/L (needs model)"
+        label="predicted M/L from", method="no_filter", help_text=f"{ML_UNIT}, lowest predicted M/L (needs model)"
     )
     ml_pred_max = filters.NumberFilter(
-        label="predicted M/L to", method="no_filter", help_text=f"{units.MASS_TO_LIGHT}, highest predicted M/L (needs model)"
+        label="predicted M/L to", method="no_filter", help_text=f"{ML_UNIT}, highest predicted M/L (needs model)"
     )
     ra = filters.NumberFilter(
         label="cone RA [deg]", method="no_filter", help_text="deg, cone centre right ascension (with dec and radius)"

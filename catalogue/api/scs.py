@@ -15,9 +15,9 @@ from astropy.io.votable.exceptions import W50
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
 from django.http import HttpRequest, HttpResponse
 
+from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS
 from catalogue.models import Galaxy
 from catalogue.selectors import galaxies_in_cone
-from catalogue.services.export import EXPORT_COLUMNS, PREDICTION_COLUMNS
 
 MAX_SR_DEG = 10.0
 MAX_RECORDS = 100_000
@@ -25,10 +25,11 @@ MAX_RECORDS = 100_000
 VERB_COLUMNS = {
     1: ["objid", "ra", "dec"],
     2: ["objid", "ra", "dec", "z", "mag_g", "mag_i", "lum_g", "ml_g", "ml_g_err", "split", "morphology"],
-    3: [c.name for c in EXPORT_COLUMNS],
+    3: [c.name for c in GALAXY_COLUMNS],
 }
+#: The UCD1 words SCS 1.03 requires of its main columns.
 UCDS = {"objid": "ID_MAIN", "ra": "POS_EQ_RA_MAIN", "dec": "POS_EQ_DEC_MAIN", "z": "REDSHIFT_HC"}
-COLUMNS = {c.name: c for c in EXPORT_COLUMNS + PREDICTION_COLUMNS}
+COLUMNS = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS}
 DATATYPES = {"int": "long", "float": "double", "str": "char"}
 CONTENT_TYPE = "text/xml; charset=utf-8"
 

@@ -6,16 +6,15 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from catalogue.api.filters import PREDICTION_FIELDS
-from catalogue.models import ExperimentResult, Galaxy, Prediction, Run, RunStage, Survey, TrainedModel
-from catalogue.services.export import EXPORT_COLUMNS
-from pipeline import gz2, units
+from catalogue import selectors
+from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, PREDICTION_FIELDS
+from catalogue.models import ExperimentResult, Galaxy, Prediction, Run, Survey, TrainedModel
+from catalogue.registry import STAGE_NAMES
+from pipeline import gz2
 from pipeline.presets import PRESETS
 
 #: Field name -> unit, for clients that want units as data (the schema has them as text).
-GALAXY_UNITS = {c.name: c.unit for c in EXPORT_COLUMNS if c.unit}
-GALAXY_UNITS |= {n: units.MASS_TO_LIGHT for n in PREDICTION_FIELDS if n.startswith("ml_")}
-GALAXY_UNITS |= {n: units.STELLAR_MASS for n in PREDICTION_FIELDS if n.startswith("mstar_")}
+GALAXY_UNITS = {c.name: c.unit for c in GALAXY_COLUMNS + PREDICTION_COLUMNS if c.unit}
 
 
 class SurveySerializer(serializers.ModelSerializer):
@@ -28,10 +27,7 @@ class SurveySerializer(serializers.ModelSerializer):
 
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
     def get_n_by_split(self, survey: Survey) -> dict:
-        from django.db.models import Count
-
-        rows = Galaxy.objects.filter(survey=survey, status="ok").values_list("split").annotate(n=Count("id"))
-        return {split or "none": n for split, n in rows}
+        return selectors.split_counts(survey)
 
 
 def prediction_serializer_field(name: str) -> serializers.Field:
@@ -51,30 +47,7 @@ class GalaxySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Galaxy
-        fields = [
-            "id",
-            "url",
-            "survey",
-            "objid",
-            "ra",
-            "dec",
-            "z",
-            "d25_arcmin",
-            "lum_dist_mpc",
-            "lum_g",
-            "ml_g",
-            "ml_g_err",
-            "chi2_r",
-            "mag_u",
-            "mag_g",
-            "mag_r",
-            "mag_i",
-            "mag_z",
-            "split",
-            "status",
-            "status_reason",
-            "morphology",
-        ]
+        fields = ["id", "url", "survey", *(c.name for c in GALAXY_COLUMNS)]  # every catalogue column, described once
 
     #: Columns of the ``?model=`` prediction joined to each row (not on the detail, which lists every prediction).
     prediction_fields = PREDICTION_FIELDS
@@ -151,10 +124,8 @@ class GalaxyDetailSerializer(GalaxySerializer):
         return {"fits": fits_files, "png": {k: self._absolute(v) for k, v in previews.items()}}
 
     def get_gz2(self, galaxy: Galaxy) -> dict:
-        from catalogue.selectors import predicted_gz2
-
         votes = getattr(galaxy, "gz2", None)
-        predicted = predicted_gz2(galaxy)
+        predicted = selectors.predicted_gz2(galaxy)
         answers = [
             {
                 "answer": a,
@@ -180,8 +151,7 @@ class GalaxyDetailSerializer(GalaxySerializer):
         }
 
     def get_predictions(self, galaxy: Galaxy) -> list[dict]:
-        rows = Prediction.objects.filter(galaxy=galaxy).select_related("model", "galaxy").order_by("-model__created")
-        return PredictionSerializer(rows, many=True).data
+        return PredictionSerializer(selectors.galaxy_predictions(galaxy), many=True).data
 
 
 class TrainedModelSerializer(serializers.ModelSerializer):
@@ -250,9 +220,9 @@ class RunStartSerializer(serializers.Serializer):
     """One stage (``stage``) or a workflow of several (``stages``, run in pipeline order)."""
 
     survey = serializers.SlugRelatedField(slug_field="name", queryset=Survey.objects.all())
-    stage = serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"], required=False)
+    stage = serializers.ChoiceField(choices=list(STAGE_NAMES), required=False)
     stages = serializers.ListField(
-        child=serializers.ChoiceField(choices=[s for s in RunStage.values if s != "workflow"]),
+        child=serializers.ChoiceField(choices=list(STAGE_NAMES)),
         required=False,
         allow_empty=False,
         help_text="several stages as one workflow; stages already done with the same inputs are reused",

@@ -21,7 +21,7 @@ from catalogue.api.filters import GalaxyFilter
 from catalogue.models import ExperimentResult, Galaxy, Run, Survey, TrainedModel
 from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
 from catalogue.services.runs import RunConflict, cancel_run
-from catalogue.services.stages import start_stage
+from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
 
 

@@ -1,13 +1,15 @@
-"""Read stored FITS cutouts through Django's storage API."""
+"""Read stored FITS cutouts through Django's storage API, and what preprocessing takes from them."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 
 from catalogue.models import Galaxy, Image
+from pipeline.stars import prior_pixels
 
 
 def read_cutout(image: Image) -> tuple[fits.Header, np.ndarray]:
@@ -19,3 +21,29 @@ def read_cutout(image: Image) -> tuple[fits.Header, np.ndarray]:
 def usable_image(galaxy: Galaxy, band: str = "g") -> Image | None:
     """The galaxy's accepted cutout in ``band`` (uses prefetched images when present)."""
     return next((i for i in galaxy.images.all() if i.band == band and i.status == Image.Status.OK), None)
+
+
+@dataclass(frozen=True)
+class PreprocessingInput:
+    """What star removal and preprocessing take from a galaxy: pixels, PSF, catalogue stars, seed."""
+
+    data: np.ndarray
+    psf_fwhm_px: float
+    prior_xy: np.ndarray | None  # catalogue stars in the cutout's pixels; None: detect them blindly
+    seed: int
+
+
+def cutout_for_preprocessing(galaxy: Galaxy) -> PreprocessingInput:
+    """The galaxy's g cutout with its PSF in pixels, its catalogue stars and its seed (from the objid).
+
+    Raises
+    ------
+    ValueError
+        when the galaxy has no usable g-band image.
+    """
+    image = usable_image(galaxy)
+    if image is None:
+        raise ValueError("no usable g-band image")
+    header, data = read_cutout(image)
+    prior = prior_pixels(header, galaxy.extra.get("stars", [])) if galaxy.survey.has_star_catalogue else None
+    return PreprocessingInput(data, image.psf_fwhm_arcsec / image.pixscale_arcsec, prior, galaxy.objid % (2**32))

@@ -24,7 +24,6 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -36,54 +35,12 @@ from astropy.units import UnitsWarning
 from django.db import connection, transaction
 from django.db.models import FilteredRelation, Q, QuerySet
 
-from catalogue.models import Galaxy, Prediction, Survey, TrainedModel
-from pipeline import units
+from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, Column
+from catalogue.models import Galaxy, Survey, TrainedModel
+from catalogue.selectors import prediction_model
 
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    unit: str | None
-    description: str
-    kind: str = "float"  # float, int or str
-    width: int = 0  # characters, for str columns in fixed-width formats (FITS)
-
-
-EXPORT_COLUMNS: tuple[Column, ...] = (
-    Column("objid", None, "SDSS-style photometric object id", "int"),
-    Column("ra", "deg", "right ascension, J2000"),
-    Column("dec", "deg", "declination, J2000"),
-    Column("z", None, "spectroscopic redshift"),
-    Column("d25_arcmin", "arcmin", "HyperLeda D25 major axis"),
-    *(Column(f"mag_{b}", "mag", f"extinction-corrected {b} AB model magnitude") for b in "ugriz"),
-    *(Column(f"magerr_{b}", "mag", f"error of mag_{b}") for b in "ugriz"),
-    Column("lum_dist_mpc", "Mpc", "luminosity distance"),
-    Column("lum_g", units.LUMINOSITY, "g-band luminosity in g-band solar luminosities (AB M_sun,g = 5.11)"),
-    Column("ml_g", units.MASS_TO_LIGHT, "target g-band mass-to-light ratio"),
-    Column("ml_g_err", units.MASS_TO_LIGHT, "1-sigma error of ml_g"),
-    Column("chi2_r", None, "reduced chi2 of the SED fit"),
-    Column("split", None, "train / val / test, empty outside the learning sample", "str", 5),
-    Column("status", None, "ok / excluded / rejected", "str", 8),
-    Column("status_reason", None, "why a galaxy is excluded or rejected", "str", 300),
-    Column("morphology", None, "irregular / edge-on / disk / elliptical from CNN1's GZ2 probabilities", "str", 10),
-)
-END = {"lo": "lower", "hi": "upper"}
-PREDICTION_COLUMNS = (
-    Column("ml_pred", units.MASS_TO_LIGHT, "predicted g-band mass-to-light ratio"),
-    Column("mstar_pred", units.STELLAR_MASS, "stellar mass implied by ml_pred and lum_g"),
-    *(
-        Column(f"ml_{side}{level}", units.MASS_TO_LIGHT, f"{END[side]} end of the calibrated {level}% M/L interval")
-        for level in (68, 95)
-        for side in END
-    ),
-    *(
-        Column(f"mstar_{side}{level}", units.STELLAR_MASS, f"{END[side]} end of the {level}% stellar-mass interval")
-        for level in (68, 95)
-        for side in END
-    ),
-    Column("out_of_support", None, "1 if the galaxy lies outside what the model was trained on", "int"),
-    Column("support_reasons", None, "why it lies outside the training support", "str", 300),
-)
+#: The columns of a catalogue row, and those a model's predictions add (catalogue.columns).
+EXPORT_COLUMNS: tuple[Column, ...] = GALAXY_COLUMNS
 FORMATS = ("csv", "ecsv", "fits", "votable", "parquet")
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -94,31 +51,6 @@ CONTENT_TYPES = {
 }
 ROWS_PER_BATCH = 2_000
 FITS_INT_NULL = -1
-
-
-def prediction_model(survey: Survey | None, name: str) -> TrainedModel:
-    """The survey's latest model called ``name`` (or the model with that id), which must have predictions.
-
-    Raises
-    ------
-    ValueError
-        without a survey (for a name), without such a model, or when it has no predictions yet.
-    """
-    name = str(name)
-    if name.isdigit():
-        model = TrainedModel.objects.filter(pk=int(name)).first()
-        if model is None:
-            raise ValueError(f"no model with id {name}")
-    else:
-        if survey is None:
-            raise ValueError("predictions belong to one survey's model: give the survey as well as the model name")
-        model = TrainedModel.objects.filter(survey=survey, name=name).order_by("-created", "-pk").first()
-        if model is None:
-            names = sorted(set(TrainedModel.objects.filter(survey=survey).values_list("name", flat=True)))
-            raise ValueError(f"survey {survey.name} has no model named {name!r}; it has: {', '.join(names) or 'none'}")
-    if not Prediction.objects.filter(model=model).exists():
-        raise ValueError(f"model {model.name} #{model.pk} has no predictions yet; run the predict stage")
-    return model
 
 
 def catalogue_columns(model: TrainedModel | None) -> tuple[Column, ...]:

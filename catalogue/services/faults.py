@@ -6,7 +6,9 @@ of those galaxies, and ``{"delay_s": 0.2}`` slows each galaxy down so a test can
 worker mid-chunk, and ``{"transient_error_objids": [...]}`` raises a database
 OperationalError the first time this process meets one of those galaxies (as a dropped
 connection would), and ``{"fail_stages": ["features"]}`` makes every chunk of those
-stages raise (a bug in a stage, for the workflow's failure tests). Unset (always, outside tests) it does nothing.
+stages raise (a bug in a stage, for the workflow's failure tests), and ``{"slow_steps": {"lgz": 8}}``
+sleeps that many seconds, without a heartbeat, before a stage's step of that name (a model
+fit longer than a chunk's time limit). Unset (always, outside tests) it does nothing.
 """
 
 from __future__ import annotations
@@ -50,3 +52,10 @@ def before_chunk(stage: str) -> None:
     """Called by the run engine before each chunk's body."""
     if stage in _faults().get("fail_stages", []):
         raise InjectedFailure(f"injected failure in the {stage} stage (MORPHOMASS_FAULTS)")
+
+
+def before_step(name: str) -> None:
+    """Called by single-chunk stages before each step (a model, an experiment)."""
+    delay = _faults().get("slow_steps", {}).get(name)
+    if delay:
+        time.sleep(float(delay))

@@ -25,6 +25,7 @@ from catalogue.models import Galaxy, GZ2Votes, Image, Survey
 from catalogue.services.galaxy_writer import galaxy_columns, upsert_galaxies
 from pipeline import bundle, gz2, sample
 from pipeline.bundle import BadImage, BundleError, Rejection
+from pipeline.stars import stars_in_fields
 
 log = logging.getLogger(__name__)
 
@@ -244,26 +245,13 @@ def _inspect_images(path, rows, infos, extra_rejections, notify) -> None:
 
 def _attach_stars(rows, stars) -> int:
     """Store the prior point sources that fall inside each galaxy's field of view in extra['stars']."""
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord, search_around_sky
-
     v = rows.values
-    ok = np.isfinite(v["ra"]) & np.isfinite(v["dec"]) & (np.abs(v["dec"]) <= 90) & (v["d25_arcmin"] > 0)
-    idx = np.flatnonzero(ok)
-    if not len(idx) or not len(stars):
-        return 0
-    galaxies = SkyCoord(v["ra"][idx] * u.deg, v["dec"][idx] * u.deg)
-    star_ra = np.asarray(stars["ra"], float)
-    star_dec = np.asarray(stars["dec"], float)
+    star_ra, star_dec = np.asarray(stars["ra"], float), np.asarray(stars["dec"], float)
     star_mag = np.asarray(stars["mag_g"], float)
-    star_coords = SkyCoord(star_ra * u.deg, star_dec * u.deg)
-    half_diagonal = 1.125 * np.nanmax(v["d25_arcmin"][idx]) / 2 * np.sqrt(2) * u.arcmin
-    gi, si, sep, _ = search_around_sky(galaxies, star_coords, half_diagonal)
-    inside = sep.to_value(u.arcmin) <= 1.125 * v["d25_arcmin"][idx][gi] / 2 * np.sqrt(2)
-    for g, s in zip(gi[inside], si[inside], strict=True):
-        extra = rows.extra[idx[g]]
-        extra.setdefault("stars", []).append([float(star_ra[s]), float(star_dec[s]), float(star_mag[s])])
-    return int(inside.sum())
+    galaxy_index, star_index = stars_in_fields(v["ra"], v["dec"], v["d25_arcmin"], star_ra, star_dec)
+    for g, s in zip(galaxy_index, star_index, strict=True):
+        rows.extra[g].setdefault("stars", []).append([float(star_ra[s]), float(star_dec[s]), float(star_mag[s])])
+    return len(galaxy_index)
 
 
 def _store_images(path, survey, ids, infos, report, notify, written: list[str], superseded: list[str]) -> None:

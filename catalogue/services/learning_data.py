@@ -10,35 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from catalogue.models import FeatureSet, Galaxy, GalaxyStatus, Preprocessed, Run, RunStage, Survey
-from catalogue.selectors import feature_matrix
+from catalogue.models import FeatureSet, Galaxy, GalaxyStatus, Preprocessed, Survey
+from catalogue.selectors import feature_matrix, latest_feature_sets
 from pipeline.learning import LearningData, assemble
+from pipeline.presets import CNN_GROUP_SETS
 
-#: The CNN feature sets of each GBM feature group (docs/stages.md: CNN1-3 and CNN4).
-CNN_GROUP_SETS = {"cnn123": ("cnn1.gz2", "cnn1.pool", "cnn2.gz2", "cnn3.gz2"), "cnn4": ("cnn4.gz2_logits",)}
 PROBABILITY_SET = "cnn1.gz2"
-
-
-def latest_feature_sets(survey: Survey) -> dict[str, FeatureSet]:
-    """The feature sets of the survey's latest successful features run, by name.
-
-    Raises
-    ------
-    ValueError
-        when the survey has no complete CNN features yet.
-    """
-    run = (
-        Run.objects.filter(survey=survey, stage=RunStage.FEATURES, status=Run.Status.SUCCEEDED)
-        .order_by("-finished", "-pk")
-        .first()
-    )
-    sets = {fs.name: fs for fs in FeatureSet.objects.filter(run=run)} if run else {}
-    missing = [name for names in CNN_GROUP_SETS.values() for name in names if name not in sets]
-    if missing:
-        raise ValueError(
-            f"survey {survey.name} has no complete CNN features (missing {', '.join(missing)}); run the features stage first"
-        )
-    return sets
 
 
 def load_learning_data(survey: Survey, feature_set_ids: dict[str, int] | None = None) -> tuple[LearningData, dict[str, int]]:

@@ -16,27 +16,27 @@ The engine owns everything else:
   :data:`MAX_ITEM_CRASHES` times is failed with the reason, and a chunk is given up after
   :data:`MAX_CHUNK_ATTEMPTS` deliveries, so nothing loops forever.
 * **Cancellation** is checked between items; **heartbeats** go to the run, and the
-  periodic :func:`reap_stale_runs` fails a run whose chunks have been silent for longer
-  than their hard time limit.
+  periodic reaper (:mod:`catalogue.services.reaper`) fails a run whose chunks have been
+  silent for longer than their hard time limit.
+* **Finish listeners**: whoever builds on runs (the workflow) registers a function in
+  :data:`finish_listeners`, called whenever a run ends, so this module imports nothing
+  that builds on it.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from catalogue import limits
 from catalogue.models import Run, RunChunk, RunStage, Survey
 from catalogue.services import faults
 
@@ -53,6 +53,11 @@ CHECK_INTERVAL_S = 1.0
 #: Called with a run's id whenever this process changes the run's progress or state: how
 #: the CLI draws progress while Celery runs the stages in this very process (no workers).
 progress_listeners: list[Callable[[int], None]] = []
+
+
+#: Called with a run's id whenever a run ends (any final state), after it is saved: how a
+#: workflow moves on to its next stage (registered by ``CatalogueConfig.ready``).
+finish_listeners: list[Callable[[int], None]] = []
 
 
 def _notify(run_id: int) -> None:
@@ -82,10 +87,15 @@ def active_run(survey: Survey | None, stage: str) -> Run | None:
     return Run.objects.filter(survey=survey, stage=stage, status__in=Run.ACTIVE).select_related("survey").first()
 
 
+#: A chunk item: a galaxy id, or the name of what the chunk holds (a network's role, a
+#: named model, an experiment), never a position in a list that may change.
+Item = int | str
+
+
 def create_run(
     stage: str,
     survey: Survey | None,
-    chunks: Sequence[Sequence[int]],
+    chunks: Sequence[Sequence[Item]],
     *,
     preset: str = "",
     resolutions: Sequence[int] = (),
@@ -94,12 +104,14 @@ def create_run(
     parent: Run | None = None,
     prepare: Callable[[Run], None] | None = None,
     task_id: str = "",
+    status: str = Run.Status.QUEUED,
 ) -> Run:
     """Create a run with its chunk ledger in one transaction.
 
     ``prepare(run)`` runs inside the same transaction (a stage allocates what its chunks
     will write). The caller enqueues the chunks with :func:`enqueue_chunks` after this
-    returns.
+    returns. A run without chunks succeeds at once ("nothing to do"), unless it is
+    created ``running`` (a workflow, whose stages are runs of their own).
 
     Raises
     ------
@@ -120,14 +132,12 @@ def create_run(
                 items_total=total,
                 celery_task_id=task_id,
                 message=f"{total} items queued in {len(chunks)} chunks" if chunks else "nothing to do",
+                status=status,
+                started=timezone.now() if status == Run.Status.RUNNING else None,
+                heartbeat=timezone.now() if status == Run.Status.RUNNING else None,
             )
-            RunChunk.objects.bulk_create(
-                [
-                    RunChunk(run=run, index=i, items=list(map(int, items)), task_id=str(uuid.uuid4()))
-                    for i, items in enumerate(chunks)
-                ],
-                batch_size=2000,
-            )
+            ledger = [RunChunk(run=run, index=i, items=_items(c), task_id=str(uuid.uuid4())) for i, c in enumerate(chunks)]
+            RunChunk.objects.bulk_create(ledger, batch_size=2000)
             if prepare is not None:
                 prepare(run)
                 run.refresh_from_db()
@@ -136,29 +146,30 @@ def create_run(
         if active is None:
             raise
         raise RunConflict(active) from None
-    if not chunks:
+    if not chunks and status == Run.Status.QUEUED:
         _finish(run.pk, Run.Status.SUCCEEDED, "nothing to do")
         run.refresh_from_db()
     return run
 
 
+def _items(items: Sequence[Item]) -> list[Item]:
+    """A chunk's items as stored: galaxy ids as ints, names as strings."""
+    return [item if isinstance(item, str) else int(item) for item in items]
+
+
 def enqueue_chunks(run: Run, task_name: str) -> None:
     """Send one ``task_name(chunk_id)`` per queued chunk, once the surrounding transaction commits.
 
-    Tasks are named, not imported, so services and task modules never import each other.
-    With eager Celery (the embedded demo, most tests) the chunks run here, in-process.
+    Tasks are named, not imported, so services and task modules never import each other
+    (``CatalogueConfig.ready`` registers the tasks in every process). With eager Celery
+    (the embedded demo, most tests) the chunks run here, in-process.
     """
     from catalogue.celery import app
 
-    importlib.import_module(task_name.rpartition(".")[0])  # registers the task in this process
     task = app.tasks[task_name]
     chunk_ids = list(RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).values_list("pk", "task_id"))
     if not chunk_ids:
         return
-
-    with transaction.atomic():  # the run's config as stored (a stage's prepare may have added to it)
-        config = Run.objects.select_for_update().values_list("config", flat=True).get(pk=run.pk)
-        Run.objects.filter(pk=run.pk).update(config={**config, "chunk_task": task_name})
 
     def send() -> None:
         Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
@@ -180,11 +191,11 @@ class ChunkClaim:
     chunk: RunChunk
     run: Run
     careful: bool  # redelivered: process one item at a time, recording the item in hand
-    poisoned: dict[int, int] = field(default_factory=dict)  # item -> crashes, to be failed, not processed
+    poisoned: dict[Item, int] = field(default_factory=dict)  # item -> crashes, to be failed, not processed
 
     @property
-    def items(self) -> list[int]:
-        return [int(i) for i in self.chunk.items]
+    def items(self) -> list[Item]:
+        return _items(self.chunk.items)
 
 
 def claim_chunk(chunk_id: int, worker: str) -> ChunkClaim | None:
@@ -219,7 +230,7 @@ def claim_chunk(chunk_id: int, worker: str) -> ChunkClaim | None:
         run.save(update_fields=["status", "started", "heartbeat"])
     if lost:
         log.warning("chunk %s of run %s redelivered (attempt %d)", chunk.index, run.pk, chunk.attempts)
-    poisoned = {int(k): n for k, n in chunk.item_crashes.items() if n >= MAX_ITEM_CRASHES}
+    poisoned = {int(k) if k.lstrip("-").isdigit() else k: n for k, n in chunk.item_crashes.items() if n >= MAX_ITEM_CRASHES}
     return ChunkClaim(chunk=chunk, run=run, careful=chunk.attempts > 1, poisoned=poisoned)
 
 
@@ -287,6 +298,21 @@ class StageHooks:
     body: ChunkBody
     on_give_up: Callable[[ChunkClaim, str], ChunkOutcome] | None = None
     on_finish: Callable[[Run], dict] | None = None
+
+
+@dataclass
+class Plan:
+    """What a stage's ``plan`` returns: the run's chunks and what the run records.
+
+    ``prepare(run)`` runs in the transaction that creates the run (a stage allocates what
+    its chunks will write); ``idle_message`` replaces "nothing to do" when there are no chunks.
+    """
+
+    chunks: list[list[Item]]
+    config: dict = field(default_factory=dict)
+    resolutions: tuple[int, ...] = ()
+    prepare: Callable[[Run], None] | None = None
+    idle_message: str = ""
 
 
 def execute_chunk(chunk_id: int, worker: str, stage: StageHooks) -> dict:
@@ -401,10 +427,8 @@ def _finish(run_id: int, status: str, message: str, *, result: dict | None = Non
                 state=RunChunk.State.CANCELLED, finished=now, error=f"run {status}"
             )
     _notify(run_id)
-    if run.parent_id is not None:
-        from catalogue.services.workflow import on_run_finished  # the workflow builds on this module
-
-        on_run_finished(run.pk)
+    for listener in list(finish_listeners):
+        listener(run.pk)
     return True
 
 
@@ -413,8 +437,11 @@ def succeed_run(run_id: int, message: str) -> bool:
     return _finish(run_id, Run.Status.SUCCEEDED, message)
 
 
-def fail_run(run_id: int, exc: BaseException | str, where: str = "", details: str = "") -> None:
-    """Fail a run with the exception's traceback (or a reason, and ``details`` such as a failed stage's traceback)."""
+def fail_run(run_id: int, exc: BaseException | str, where: str = "", details: str = "") -> bool:
+    """Fail a run with the exception's traceback (or a reason, and ``details`` such as a failed stage's traceback).
+
+    Returns whether it did (False when the run had already ended).
+    """
     if isinstance(exc, BaseException):
         text = "".join(traceback.format_exception(exc))[-10000:]
         summary = f"{type(exc).__name__}: {exc}"
@@ -422,7 +449,7 @@ def fail_run(run_id: int, exc: BaseException | str, where: str = "", details: st
         text = summary = str(exc)
     prefix = f"{where}: " if where else ""
     error = f"{prefix}{text}" + (f"\n\n{details}"[-10000:] if details else "")
-    _finish(run_id, Run.Status.FAILED, f"{prefix}{summary}", error=error)
+    return _finish(run_id, Run.Status.FAILED, f"{prefix}{summary}", error=error)
 
 
 def cancel_run(run: Run, user=None) -> bool:
@@ -453,67 +480,6 @@ def _revoke(task_ids: Iterable[str]) -> None:
         app.control.revoke(ids)
     except Exception as exc:  # the broker being down must not stop a cancellation
         log.warning("could not broadcast the revocation of %d tasks: %s", len(ids), exc)
-
-
-def reap_stale_runs(now: datetime | None = None) -> list[int]:
-    """Deal with active runs whose workers went silent; returns the runs it failed.
-
-    * A chunk in a worker's hands silent for longer than its hard limit (plus a grace
-      minute) while nothing else of its run has reported either: the run's workers were
-      lost, and the run fails with that reason.
-    * Such a chunk while the rest of the run still progresses on other workers: the chunk
-      is handed out again (a worker claims it as lost and goes one item at a time),
-      instead of waiting hours for the broker's visibility timeout.
-    * A run none of whose chunks was ever taken, silent for the queue-wait limit: no
-      worker listens on its queue, and the run fails saying so.
-    """
-    now = now or timezone.now()
-    reaped = []
-    # A workflow has no chunks of its own: its stages are reaped, and it follows them.
-    active = Run.objects.filter(status__in=Run.ACTIVE).exclude(stage=RunStage.WORKFLOW)
-    for run in active.annotate(last_chunk=Max("chunks__heartbeat")):
-        last = max(t for t in (run.heartbeat, run.last_chunk, run.created) if t is not None)
-        silence = limits.silence_limit_s(limits.stage_kind(run.stage))
-        cutoff = now - timedelta(seconds=silence)
-        running = list(RunChunk.objects.filter(run=run, state=RunChunk.State.RUNNING))
-        lost = [c for c in running if (c.heartbeat or c.started or run.created) < cutoff]
-        if lost and last < cutoff:
-            reason = (
-                f"no worker reported for {(now - last).total_seconds():.0f} s (hard limit {silence:.0f} s): the workers "
-                f"were lost; start the stage again to continue where it stopped"
-            )
-        elif lost:
-            _hand_out_again(run, lost)
-            continue
-        elif not running and (now - last).total_seconds() > limits.queue_wait_limit_s():
-            reason = (
-                f"no worker took a chunk for {(now - last).total_seconds():.0f} s: is a worker listening on the "
-                f"{'gpu' if 'gpu_' in run.config.get('chunk_task', '') else 'cpu'} queue?"
-            )
-        else:
-            continue
-        if _finish(run.pk, Run.Status.FAILED, reason, error=reason):
-            RunChunk.objects.filter(run=run, state=RunChunk.State.RUNNING).update(
-                state=RunChunk.State.FAILED, error="worker lost", finished=now
-            )
-            reaped.append(run.pk)
-            log.warning("reaped run %s: %s", run.pk, reason)
-    return reaped
-
-
-def _hand_out_again(run: Run, chunks: list[RunChunk]) -> None:
-    """Send silent chunks again under fresh task ids; the ledger makes a late original harmless."""
-    from catalogue.celery import app
-
-    task_name = run.config.get("chunk_task")
-    if not task_name:
-        return
-    importlib.import_module(task_name.rpartition(".")[0])
-    for chunk in chunks:
-        task_id = str(uuid.uuid4())
-        RunChunk.objects.filter(pk=chunk.pk).update(task_id=task_id, error="handed out again: its worker went silent")
-        log.warning("run %s: chunk %s silent, handed out again", run.pk, chunk.index)
-        app.tasks[task_name].apply_async(args=[chunk.pk], task_id=task_id)
 
 
 def chunk_failures(run: Run) -> list[dict]:

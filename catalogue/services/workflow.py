@@ -7,20 +7,23 @@ the chain lives in the database. A stage that fails or is cancelled ends the par
 the stage named and its traceback; cancelling the parent (``runs.cancel_run``) cancels
 the stage in progress.
 
+The run engine knows nothing of workflows: ``CatalogueConfig.ready`` registers
+:func:`on_run_finished` among :data:`catalogue.services.runs.finish_listeners`.
+
 A workflow is resumable: a stage that already succeeded with the same inputs (see
-:func:`catalogue.services.stages.stage_inputs`) is reused, not run again, unless
+:func:`catalogue.services.start.stage_inputs`) is reused, not run again, unless
 ``force`` is set. Running the same workflow again after a failure or a cancellation
 therefore continues from the first stage that did not succeed.
 """
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from catalogue import registry
 from catalogue.models import Run, RunStage, Survey
 from catalogue.services import runs
-from catalogue.services.stages import STAGES, reusable_run, start_stage
+from catalogue.services.start import reusable_run, start_stage
 
 
 def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fast", force: bool = False, user=None) -> Run:
@@ -35,32 +38,21 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
         when a workflow or a stage is already active on the survey: one survey's stages
         read each other's results, so they run one workflow at a time.
     """
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        raise ValueError(f"stages must be some of {', '.join(STAGES)}; got {', '.join(stages) or 'none'}")
-    ordered = [s for s in STAGES if s in stages]
+    ordered = registry.in_pipeline_order(list(stages))
     existing = active_on(survey)
     if existing is not None:
         raise runs.RunConflict(existing)
-    try:
-        with transaction.atomic():  # two starts at once: the database lets one workflow per survey be active
-            parent = Run.objects.create(
-                stage=RunStage.WORKFLOW,
-                survey=survey,
-                preset=preset_name,
-                status=Run.Status.RUNNING,
-                started=timezone.now(),
-                heartbeat=timezone.now(),
-                items_total=len(ordered),
-                started_by=user,
-                config={"stages": ordered, "force": force, "reused": {}},
-                message=f"starting {ordered[0]}",
-            )
-    except IntegrityError:
-        other = runs.active_run(survey, RunStage.WORKFLOW)
-        if other is None:
-            raise
-        raise runs.RunConflict(other) from None
+    # two starts at once: the database lets one workflow per survey be active (RunConflict for the other)
+    parent = runs.create_run(
+        RunStage.WORKFLOW,
+        survey,
+        [],
+        preset=preset_name,
+        user=user,
+        config={"stages": ordered, "force": force, "reused": {}},
+        status=Run.Status.RUNNING,
+    )
+    Run.objects.filter(pk=parent.pk).update(items_total=len(ordered), message=f"starting {ordered[0]}")
     start_next(parent.pk)
     parent.refresh_from_db()
     if parent.status == Run.Status.FAILED and not parent.children.exists() and not parent.config.get("reused"):
@@ -86,10 +78,9 @@ def start_next(parent_id: int) -> None:
         stages, reused = parent.config["stages"], dict(parent.config.get("reused", {}))
         done = set(parent.children.filter(status=Run.Status.SUCCEEDED).values_list("stage", flat=True)) | set(reused)
         remaining = [s for s in stages if s not in done]
+        done_count = len(stages) - len(remaining)
         Run.objects.filter(pk=parent.pk).update(
-            items_done=len(stages) - len(remaining),
-            progress=(len(stages) - len(remaining)) / len(stages),
-            heartbeat=timezone.now(),
+            items_done=done_count, progress=done_count / len(stages), heartbeat=timezone.now()
         )
         if not remaining:
             fresh = [s for s in stages if s not in reused]

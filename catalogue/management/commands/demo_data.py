@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from catalogue.models import Survey
-from catalogue.services.stages import STAGES
+from catalogue.registry import STAGE_NAMES
 from pipeline.simulate.survey import FAULT_KINDS
 
 DEMO_SURVEY = "demo"
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--preset", default="fast")
-        parser.add_argument("--stages", default=",".join(STAGES), help="stages to take the survey through")
+        parser.add_argument("--stages", default=",".join(STAGE_NAMES), help="stages to take the survey through")
         parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the demo will be served (for the login line)")
 
     def handle(self, *_args, **opts):

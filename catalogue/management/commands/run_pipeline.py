@@ -25,8 +25,8 @@ from django.core.management.base import BaseCommand, CommandError
 from catalogue.celery import app
 from catalogue.console import RunWatcher, stage_outcome, summary
 from catalogue.models import Run, RunStage, Survey
+from catalogue.registry import STAGE_NAMES
 from catalogue.services import runs
-from catalogue.services.stages import STAGES
 from catalogue.services.workflow import stage_runs, start_workflow
 from pipeline.presets import PRESETS
 
@@ -37,7 +37,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--survey", help="the survey's name (as given to ingest_survey)")
         parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
-        parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of: {', '.join(STAGES)} (default: all)")
+        parser.add_argument(
+            "--stages", default=",".join(STAGE_NAMES), help=f"comma-separated, of: {', '.join(STAGE_NAMES)} (default: all)"
+        )
         parser.add_argument("--force", action="store_true", help="redo every stage, even those already done with the same inputs")
         parser.add_argument("--no-wait", action="store_true", help="start the workflow on the workers and return at once")
         parser.add_argument("--attach", type=int, metavar="RUN", help="show a run started earlier until it ends")
@@ -56,9 +58,9 @@ class Command(BaseCommand):
             return self._show(self._run(opts["attach"]), opts)
         survey = self._survey(opts["survey"])
         stages = [s.strip() for s in opts["stages"].split(",") if s.strip()]
-        unknown = [s for s in stages if s not in STAGES]
+        unknown = [s for s in stages if s not in STAGE_NAMES]
         if unknown or not stages:
-            raise CommandError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(STAGES)}")
+            raise CommandError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(STAGE_NAMES)}")
         eager = app.conf.task_always_eager
         if opts["no_wait"] and eager:
             raise CommandError(

@@ -1,25 +1,60 @@
-"""The body of an experiments run: the paper's seven experiments, each stored as ExperimentResult rows.
+"""The experiments stage: the paper's seven experiments, each stored as ExperimentResult rows.
 
-The named models of the latest gbm run are loaded (not refitted) and reused where a table
+One run on the cpu queue with one chunk whose items are the experiments' names. The named
+models of the survey's latest gbm run are loaded (not refitted) and reused where a table
 row is one of them. An experiment's rows replace those it stored before in the same run,
-in one transaction, so a redelivered run never doubles a table.
+in one transaction, so a redelivered run never doubles a table. The source of each
+experiment's function enters the stage's inputs: changing an experiment redoes the stage.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+
 from django.db import transaction
 
-from catalogue.models import ExperimentResult, Split, TrainedModel
-from catalogue.services import runs
+from catalogue.models import ExperimentResult, Split, Survey, TrainedModel
+from catalogue.selectors import latest_named_models
+from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
-from pipeline.experiments import EXPERIMENTS, ExperimentContext, ExperimentRow, run_experiment
+from pipeline import experiments
+from pipeline.experiments import ExperimentContext, ExperimentRow
 from pipeline.jsonsafe import json_safe
 
 
-def run_experiments_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
+    """One chunk of the seven experiments, reusing the survey's latest named models.
+
+    Raises
+    ------
+    ValueError
+        when no gbm run has finished on the survey.
+    """
+    models = latest_named_models(survey)
+    return runs.Plan(
+        chunks=[list(experiments.EXPERIMENTS)],
+        config={"models": {n: m.pk for n, m in models.items()}, "experiments": list(experiments.EXPERIMENTS)},
+    )
+
+
+def inputs() -> dict:
+    """Each experiment by name with a hash of its function's source."""
+    return {name: _source_hash(experiments.RUNNERS[name]) for name in experiments.EXPERIMENTS}
+
+
+def _source_hash(function) -> str:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):  # no source (a builtin, a frozen module): its qualified name stands for it
+        source = f"{function.__module__}.{function.__qualname__}"
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     run = claim.run
-    names = [EXPERIMENTS[i - 1] for i in claim.items]
+    names = [str(name) for name in claim.items]
     todo = [n for n in names if not ExperimentResult.objects.filter(run=run, experiment=n).exists()]
     if not todo:
         with transaction.atomic():
@@ -38,8 +73,9 @@ def run_experiments_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> 
             runs.report_progress(run.pk, position / len(names), f"{name} ({position + 1} of {len(names)}): {message}")
 
         step("starting")
+        faults.before_step(name)
         ctx = ExperimentContext(data, dict(named), seed=run.pk, on_step=step)
-        rows = run_experiment(name, ctx)
+        rows = experiments.run_experiment(name, ctx)
         with transaction.atomic():
             ExperimentResult.objects.filter(run=run, experiment=name).delete()
             ExperimentResult.objects.bulk_create([_result(run, row) for row in rows])
@@ -69,4 +105,4 @@ def _result(run, row: ExperimentRow) -> ExperimentResult:
     )
 
 
-EXPERIMENTS_STAGE = runs.StageHooks(body=run_experiments_body)
+HOOKS = runs.StageHooks(body=run_chunk)

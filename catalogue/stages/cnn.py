@@ -1,4 +1,7 @@
-"""The body of a CNN run: train CNN1-3 on GZ2 probabilities, then CNN4 on M/L, and store them.
+"""The cnn stage: train CNN1-3 on GZ2 probabilities, then CNN4 on M/L, and store them.
+
+One run on the gpu queue with one chunk whose items are the roles to train
+(``cnn1`` ... ``cnn4``).
 
 CNN1-3 learn from the galaxies with GZ2 votes in the train split and are validated on the
 validation split; CNN4 starts from CNN1's trained weights and learns from every train
@@ -16,21 +19,48 @@ import time
 import numpy as np
 from django.db import transaction
 
-from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, Run, Split, TrainedModel
+from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, ImageStore, Run, Split, Survey, TrainedModel
 from catalogue.services import runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import row_reader, written_rows
 from pipeline import gz2
 from pipeline.metrics import l1_per_galaxy
-from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network
+from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
 
 PROGRESS_INTERVAL_S = 1.0
 
 
-def train_cnn_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
+    """One chunk: the preset's four networks, at the sizes the survey must have images for.
+
+    Raises
+    ------
+    ValueError
+        for an unknown preset, or when the survey has no images at a network's input size.
+    """
+    config = preset(preset_name)
+    sizes = sorted({cnn_network(config, role)["size"] for role in CNN_ROLES})
+    have = set(ImageStore.objects.filter(survey=survey, resolution__in=sizes).values_list("resolution", flat=True))
+    missing = [s for s in sizes if s not in have]
+    if missing:
+        raise ValueError(
+            f"survey {survey.name} has no preprocessed images at {', '.join(f'{s} px' for s in missing)}; "
+            f"run the preprocess stage with the {preset_name} preset first"
+        )
+    return runs.Plan(
+        chunks=[list(CNN_ROLES)], resolutions=tuple(sizes), config={"cnn": config["cnn"], "training": config["training"]}
+    )
+
+
+def inputs() -> dict:
+    """The roles trained and the layers each keeps as features."""
+    return {"roles": list(CNN_ROLES), "feature_layers": {r: list(layers) for r, layers in FEATURE_LAYERS.items()}}
+
+
+def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     """Train every role of the claimed chunk that this run has not trained yet."""
     run = claim.run
-    roles = [CNN_ROLES[i - 1] for i in claim.items]
+    roles = [str(role) for role in claim.items]
     for position, role in enumerate(roles):
         if TrainedModel.objects.filter(run=run, name=role).exists():
             continue  # trained before a crash: keep it
@@ -146,4 +176,4 @@ def _rmse(predicted: np.ndarray, target: np.ndarray) -> float:
     return float(np.sqrt(np.mean((predicted - target) ** 2)))
 
 
-CNN_STAGE = runs.StageHooks(body=train_cnn_body)
+HOOKS = runs.StageHooks(body=run_chunk)

@@ -1,4 +1,8 @@
-"""The body of a gbm run: fit the named M/L models and store them with their metrics.
+"""The gbm stage: fit the named M/L models on the survey's latest CNN features and store them.
+
+One run on the cpu queue with one chunk whose items are the names of the models to fit
+(:data:`pipeline.regression.NAMED_MODELS`); the models' specifications enter the stage's
+inputs, so adding or changing a named model redoes the stage.
 
 Each model is pickled (atomically, through storage) and its row written before the next
 one is fitted, so a run delivered again after a crash continues with the models missing.
@@ -8,27 +12,57 @@ class, with the permutation importances of the GBMs (the paper's Fig. 5).
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 from django.db import transaction
 
-from catalogue.models import TrainedModel
-from catalogue.services import runs
+from catalogue.models import Survey, TrainedModel
+from catalogue.selectors import latest_feature_sets
+from catalogue.services import faults, runs
 from catalogue.services.artifacts import save_pickle
 from catalogue.services.learning_data import load_learning_data
+from pipeline import regression
 from pipeline.intervals import LEVELS, calibration, quantile_bins
 from pipeline.jsonsafe import json_safe
 from pipeline.learning import LearningData
 from pipeline.metrics import l1_per_galaxy
-from pipeline.regression import NAMED_MODELS, FittedModel, fit_model, score
+from pipeline.presets import gbm_grid, preset
+from pipeline.regression import FittedModel, fit_model, score
 
 #: Importances kept with a model (the largest), as [name, value] pairs in decreasing order
 #: (a list: PostgreSQL's jsonb does not keep a dict's key order).
 IMPORTANCES_KEPT = 200
 
 
-def train_gbm_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
+    """One chunk of the named models, on the feature sets of the survey's latest features run.
+
+    Raises
+    ------
+    ValueError
+        for an unknown preset, or a survey without complete CNN features.
+    """
+    config = preset(preset_name)
+    sets = latest_feature_sets(survey)
+    return runs.Plan(
+        chunks=[[spec.name for spec in regression.NAMED_MODELS]],
+        config={
+            "gbm": {"params": config["gbm"]["params"], "grid": gbm_grid(config)},
+            "feature_sets": {name: fs.pk for name, fs in sets.items()},
+        },
+    )
+
+
+def inputs() -> dict:
+    """The named models' specifications: what each learns from and how."""
+    return {"named_models": [asdict(spec) for spec in regression.NAMED_MODELS]}
+
+
+def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     run = claim.run
-    specs = [NAMED_MODELS[i - 1] for i in claim.items]
+    named = {spec.name: spec for spec in regression.NAMED_MODELS}
+    specs = [named[str(name)] for name in claim.items]
     todo = [s for s in specs if not TrainedModel.objects.filter(run=run, name=s.name).exists()]
     data, set_ids = load_learning_data(run.survey, run.config["feature_sets"]) if todo else (None, {})
     for position, spec in enumerate(specs):
@@ -36,6 +70,7 @@ def train_gbm_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.C
             continue  # stored before a crash: keep it
         context.check(force=True)
         runs.report_progress(run.pk, position / len(specs), f"fitting {spec.name} ({position + 1} of {len(specs)})")
+        faults.before_step(spec.name)
         grid = run.config["gbm"]["grid"] if spec.method == "gbm" and spec.loss == "l1" else None
         fitted = fit_model(spec, data, params=run.config["gbm"]["params"], grid=grid, seed=run.pk)
         store_model(run, fitted, data, set_ids)
@@ -98,4 +133,4 @@ def calibration_on_test_split(fitted: FittedModel, data: LearningData, test) -> 
     return report
 
 
-GBM_STAGE = runs.StageHooks(body=train_gbm_body)
+HOOKS = runs.StageHooks(body=run_chunk)

@@ -1,5 +1,7 @@
-"""The body of a predict run: every galaxy of a survey through each named model, into Prediction rows.
+"""The predict stage: every galaxy of a survey through each named model, into Prediction rows.
 
+One run on the cpu queue with one chunk whose items are the names of the models to predict
+with (those of the survey's latest successful gbm run, recorded by id in the run's config).
 All splits and galaxies without targets are predicted (the catalogue is the point), with
 the stellar mass the M/L implies (M/L x L_g, in Msun). Rows are upserted per (galaxy,
 model) in batches, so a redelivered run rewrites the same rows. A galaxy a model cannot
@@ -13,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 from django.db import transaction
 
-from catalogue.models import Galaxy, Prediction, TrainedModel
+from catalogue.columns import INTERVAL_COLUMNS
+from catalogue.models import Galaxy, Prediction, Survey, TrainedModel
+from catalogue.selectors import NAMED_MODEL_NAMES, latest_named_models
 from catalogue.services import runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
@@ -21,9 +25,26 @@ from catalogue.services.learning_data import load_learning_data
 BATCH = 5_000
 
 
-def predict_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
+    """One chunk of the survey's latest named models.
+
+    Raises
+    ------
+    ValueError
+        when no gbm run has finished on the survey.
+    """
+    models = latest_named_models(survey)
+    return runs.Plan(chunks=[list(NAMED_MODEL_NAMES)], config={"models": {n: models[n].pk for n in NAMED_MODEL_NAMES}})
+
+
+def inputs() -> dict:
+    """Nothing beyond the gbm run it reads: the registry's version stands for the code."""
+    return {}
+
+
+def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     run = claim.run
-    model_ids = [run.config["models"][i - 1] for i in claim.items]
+    model_ids = [run.config["models"][str(name)] for name in claim.items]
     loaded: dict[tuple, object] = {}
     unpredicted: dict[str, int] = {}
     for position, model_id in enumerate(model_ids):
@@ -79,9 +100,6 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
     return int((~usable).sum())
 
 
-INTERVAL_COLUMNS = tuple(f"{q}_{side}{level}" for q in ("ml", "mstar") for level in (68, 95) for side in ("lo", "hi"))
-
-
 def store_morphology(data) -> None:
     """Record each galaxy's morphology class (from CNN1's probabilities) for filters and pages."""
     for name in sorted(set(data.morphology)):
@@ -90,4 +108,4 @@ def store_morphology(data) -> None:
             Galaxy.objects.filter(pk__in=ids[start : start + BATCH]).exclude(morphology=name).update(morphology=name)
 
 
-PREDICT_STAGE = runs.StageHooks(body=predict_body)
+HOOKS = runs.StageHooks(body=run_chunk)

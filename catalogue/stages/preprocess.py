@@ -1,4 +1,9 @@
-"""The body of one preprocessing chunk: cutouts in, results and log-scaled images out.
+"""The preprocess stage: star removal, scaling and resizing of every galaxy's g image.
+
+:func:`plan` chooses the galaxies and allocates their image rows. A galaxy is done when
+it has an ``ok`` preprocessing result and a written image at every requested resolution,
+so a re-run adds the resolutions that are missing (a ``fast`` run then a ``paper`` run
+gives 69, 128 and 197 px) and retries galaxies that failed.
 
 Normally a chunk's galaxies are processed in memory and saved in one transaction with
 the chunk's ``done`` state. A chunk delivered again after its worker died is processed
@@ -13,24 +18,84 @@ learning sample (it stays in the catalogue); one that succeeds later returns to 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 
-from catalogue.models import Galaxy, GalaxyStatus, ImageStore, Preprocessed, Run, Split, StoredImage
+from catalogue.models import Galaxy, GalaxyStatus, Image, ImageStore, Preprocessed, Run, Split, StoredImage, Survey
 from catalogue.services import faults, runs
-from catalogue.services.cutouts import read_cutout, usable_image
-from catalogue.services.image_store import write_images
+from catalogue.services.cutouts import cutout_for_preprocessing, usable_image
+from catalogue.services.image_store import allocate_rows, get_or_create_store, write_images
 from pipeline.photometry import cosmology, pixel_size_kpc
 from pipeline.preprocess import ImageMeta, PreprocessedImage, preprocess_cutout
+from pipeline.presets import preset
 from pipeline.sample import assign_splits
-from pipeline.stars import prior_pixels
 
 log = logging.getLogger(__name__)
 
 PREPROCESS_FAILED = "preprocessing failed"
+
+
+def galaxies_to_preprocess(survey: Survey, resolutions: Iterable[int], force: bool = False) -> list[int]:
+    """Ids of the survey's galaxies with a usable g image that lack a result at any of ``resolutions``."""
+    candidates = Galaxy.objects.filter(survey=survey, images__band="g", images__status=Image.Status.OK).exclude(
+        status=GalaxyStatus.REJECTED
+    )
+    if not force:
+        done = Galaxy.objects.filter(survey=survey, preprocessed__status=Preprocessed.Status.OK)
+        for resolution in resolutions:
+            written = Galaxy.objects.filter(
+                survey=survey, stored_images__store__resolution=resolution, stored_images__written=True
+            )
+            done = done.filter(pk__in=written.values("pk"))
+        candidates = candidates.exclude(pk__in=done.values("pk"))
+    return list(candidates.order_by("id").values_list("id", flat=True))
+
+
+def plan(
+    survey: Survey,
+    preset_name: str,
+    *,
+    force: bool = False,
+    resolutions: Iterable[int] | None = None,
+    chunk_size: int | None = None,
+) -> runs.Plan:
+    """The galaxies still to preprocess at ``resolutions`` (default: the preset's), in chunks.
+
+    Raises
+    ------
+    ValueError
+        for an unknown preset, a resolution under 8 px or a chunk size under 1.
+    """
+    config = preset(preset_name)
+    resolutions = tuple(sorted({int(r) for r in (resolutions or config["resolutions"])}))
+    if not resolutions or any(r < 8 for r in resolutions):
+        raise ValueError(f"resolutions must be at least 8 px, got {resolutions}")
+    chunk_size = int(chunk_size or config["chunk_size"])
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
+    ids = galaxies_to_preprocess(survey, resolutions, force)
+
+    def allocate(_run: Run) -> None:
+        for resolution in resolutions:
+            allocate_rows(get_or_create_store(survey, resolution), ids)
+
+    every = ", ".join(f"{r} px" for r in resolutions)
+    return runs.Plan(
+        chunks=[ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)],
+        config={"chunk_size": chunk_size},
+        resolutions=resolutions,
+        prepare=allocate,
+        idle_message=f"nothing to do: every galaxy is preprocessed at {every}",
+    )
+
+
+def inputs() -> dict:
+    """Nothing beyond the preset: the registry's version stands for the code."""
+    return {}
 
 
 @dataclass
@@ -40,7 +105,7 @@ class GalaxyResult:
     error: str = ""
 
 
-def preprocess_chunk_body(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     """Preprocess a claimed chunk (see the module docstring)."""
     run = claim.run
     galaxies = list(Galaxy.objects.filter(pk__in=claim.items).select_related("survey").prefetch_related("images").order_by("id"))
@@ -79,19 +144,10 @@ def _preprocess_one(galaxy: Galaxy, run: Run, pixel_kpc: dict[int, float]) -> Ga
     """One galaxy through the science; any error becomes the galaxy's failure reason."""
     faults.before_item(galaxy.objid)
     try:
-        image = usable_image(galaxy)
-        if image is None:
-            raise ValueError("no usable g-band image")
-        header, data = read_cutout(image)
+        cutout = cutout_for_preprocessing(galaxy)
         meta = ImageMeta(redshift=galaxy.z, lum_dist_mpc=galaxy.lum_dist_mpc, pixel_kpc=pixel_kpc[galaxy.pk])
-        prior = prior_pixels(header, galaxy.extra.get("stars", [])) if galaxy.survey.has_star_catalogue else None
         result = preprocess_cutout(
-            data,
-            image.psf_fwhm_arcsec / image.pixscale_arcsec,
-            meta,
-            tuple(run.resolutions),
-            prior_xy=prior,
-            seed=galaxy.objid % (2**32),
+            cutout.data, cutout.psf_fwhm_px, meta, tuple(run.resolutions), prior_xy=cutout.prior_xy, seed=cutout.seed
         )
     except SoftTimeLimitExceeded:
         raise
@@ -122,7 +178,7 @@ class _Writer:
         self.stores = {s.resolution: s for s in ImageStore.objects.filter(survey=run.survey, resolution__in=run.resolutions)}
         missing = set(run.resolutions) - set(self.stores)
         if missing:
-            raise RuntimeError(f"run #{run.pk} has no image store at {sorted(missing)} px; start it with start_preprocess_run")
+            raise RuntimeError(f"run #{run.pk} has no image store at {sorted(missing)} px; start it with start_stage")
         self.rows = {
             r: dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids).values_list("galaxy_id", "row"))
             for r, store in self.stores.items()
@@ -213,4 +269,4 @@ def summarise_run(run: Run) -> dict:
     return {"failures": failures}
 
 
-PREPROCESS_STAGE = runs.StageHooks(body=preprocess_chunk_body, on_give_up=record_given_up, on_finish=summarise_run)
+HOOKS = runs.StageHooks(body=run_chunk, on_give_up=record_given_up, on_finish=summarise_run)

@@ -1,0 +1,157 @@
+"""Every catalogue and prediction quantity, described once: name, unit, UCD, description, type.
+
+The model fields' help texts, the exports (CSV, ECSV, FITS, VOTable, Parquet), the API's
+serializers and schema, the filters, the pages and (later) TAP_SCHEMA all read these
+descriptions, so a quantity's unit or description is changed here and nowhere else.
+Units come from :mod:`pipeline.units`; UCDs are IVOA UCD1+ words. See docs/architecture.md
+for adding a column.
+
+This module imports nothing of Django, so the data model can read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import units
+
+
+@dataclass(frozen=True)
+class Column:
+    """One quantity of the catalogue.
+
+    ``kind`` is ``float``, ``int`` or ``str`` (``width``: the most characters, for formats
+    of fixed width such as FITS); ``label`` is the short heading of a page's table.
+    """
+
+    name: str
+    unit: str | None
+    description: str
+    ucd: str = ""
+    kind: str = "float"
+    width: int = 0
+    label: str = ""
+
+    @property
+    def help_text(self) -> str:
+        """The description with its unit first ("deg, right ascension, J2000"), as model fields and the API show it."""
+        return f"{self.unit}, {self.description}" if self.unit else self.description
+
+    @property
+    def heading(self) -> str:
+        """The page heading: the label (or the name)."""
+        return self.label or self.name
+
+
+#: SDSS band -> the UCD1+ spectral word of the band.
+BAND_UCD = {"u": "em.opt.U", "g": "em.opt.B", "r": "em.opt.R", "i": "em.opt.I", "z": "em.opt.I"}
+MAGNITUDE = "mag"
+
+GALAXY_COLUMNS: tuple[Column, ...] = (
+    Column("objid", None, "SDSS-style photometric object id", "meta.id;meta.main", "int", label="objid"),
+    Column("ra", "deg", "right ascension, J2000", "pos.eq.ra;meta.main", label="RA"),
+    Column("dec", "deg", "declination, J2000", "pos.eq.dec;meta.main", label="Dec"),
+    Column("z", None, "spectroscopic redshift", "src.redshift", label="z"),
+    Column("d25_arcmin", "arcmin", "HyperLeda D25 major axis", "phys.angSize;src", label="D25"),
+    *(
+        Column(f"mag_{b}", MAGNITUDE, f"extinction-corrected {b} AB model magnitude", f"phot.mag;{BAND_UCD[b]}", label=b)
+        for b in "ugriz"
+    ),
+    *(
+        Column(f"magerr_{b}", MAGNITUDE, f"error of mag_{b}", f"stat.error;phot.mag;{BAND_UCD[b]}", label=f"{b} error")
+        for b in "ugriz"
+    ),
+    Column("lum_dist_mpc", "Mpc", "luminosity distance", "pos.distance", label="luminosity distance"),
+    Column(
+        "lum_g",
+        units.LUMINOSITY,
+        "g-band luminosity in g-band solar luminosities (AB M_sun,g = 5.11), from mag_g",
+        "phys.luminosity;em.opt.B",
+        label="L_g",
+    ),
+    Column(
+        "ml_g",
+        units.MASS_TO_LIGHT,
+        "target g-band mass-to-light ratio",
+        "phys.composition.massLightRatio;em.opt.B",
+        label="M/L_g",
+    ),
+    Column(
+        "ml_g_err",
+        units.MASS_TO_LIGHT,
+        "1-sigma error of ml_g",
+        "stat.error;phys.composition.massLightRatio",
+        label="M/L_g error",
+    ),
+    Column("chi2_r", None, "reduced chi2 of the SED fit", "stat.fit.chi2", label="SED fit reduced chi2"),
+    Column("split", None, "train / val / test, empty outside the learning sample", "meta.code", "str", 5, label="split"),
+    Column("status", None, "ok / excluded / rejected", "meta.code.status", "str", 8, label="status"),
+    Column("status_reason", None, "why a galaxy is excluded or rejected", "meta.note", "str", 300, label="reason"),
+    Column(
+        "morphology",
+        None,
+        "irregular / edge-on / disk / elliptical from CNN1's GZ2 probabilities (set by the predict stage)",
+        "src.morph.type",
+        "str",
+        10,
+        label="morphology",
+    ),
+)
+
+#: Interval end -> the word of its description and its UCD.
+_ENDS = {"lo": ("lower", "stat.min"), "hi": ("upper", "stat.max")}
+INTERVAL_LEVELS = (68, 95)
+_QUANTITIES = {
+    "ml": (units.MASS_TO_LIGHT, "calibrated {level}% M/L interval", "phys.composition.massLightRatio"),
+    "mstar": (units.STELLAR_MASS, "{level}% stellar-mass interval", "phys.mass"),
+}
+
+PREDICTION_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "ml_pred",
+        units.MASS_TO_LIGHT,
+        "predicted g-band mass-to-light ratio",
+        "phys.composition.massLightRatio;em.opt.B",
+        label="predicted M/L",
+    ),
+    Column("mstar_pred", units.STELLAR_MASS, "stellar mass implied by ml_pred and lum_g", "phys.mass", label="M*"),
+    *(
+        Column(
+            f"{quantity}_{side}{level}",
+            unit,
+            f"{_ENDS[side][0]} end of the {what.format(level=level)}",
+            f"{_ENDS[side][1]};{ucd}",
+            label=f"{quantity} {level}% {_ENDS[side][0]}",
+        )
+        for quantity, (unit, what, ucd) in _QUANTITIES.items()
+        for level in INTERVAL_LEVELS
+        for side in _ENDS
+    ),
+    Column(
+        "out_of_support",
+        None,
+        "1 if the galaxy lies outside what the model was trained on",
+        "meta.code.qual",
+        "int",
+        label="out of selection",
+    ),
+    Column("support_reasons", None, "why it lies outside the training support", "meta.note", "str", 300, label="reasons"),
+)
+
+#: The interval columns of a prediction: ml_lo68, ml_hi68, ..., mstar_hi95.
+INTERVAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS if c.name[-2:].isdigit())
+PREDICTION_FIELDS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS)
+_BY_NAME = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS}
+
+
+def column(name: str) -> Column:
+    """The description of one quantity (``KeyError`` naming the known ones for any other)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no column {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def help_text(name: str) -> str:
+    """A model field's help text: the column's unit and description."""
+    return column(name).help_text

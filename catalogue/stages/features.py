@@ -1,0 +1,136 @@
+"""The features stage: every galaxy of a survey through the trained CNNs, features stored per set.
+
+The features (docs/stages.md): CNN1-3's 37 GZ2 probabilities, CNN1's pooled
+activations and CNN4's 37 next-to-last activations, for every galaxy with images (all
+splits, with or without targets or votes), each set stored as a versioned
+:class:`~catalogue.models.FeatureSet` created when the run starts.
+
+Each role's model reads its own image size from the store; the activations of the
+feature layers become one float32 :class:`~catalogue.models.FeatureVector` per galaxy and
+set (upserted, so a redelivered chunk rewrites the same rows). When the run finishes,
+features that are zero for every training galaxy are recorded as dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Max
+
+from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, Run, Split, Survey, TrainedModel
+from catalogue.selectors import feature_matrix, latest_cnn_models
+from catalogue.services import runs
+from catalogue.services.artifacts import load_keras_model
+from catalogue.services.image_store import row_reader, written_rows
+from pipeline import gz2
+from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
+
+BATCH_SIZE = 256
+
+
+def feature_names(prefix: str, layer: str, width: int) -> list[str]:
+    """Column names, e.g. ``cnn1_resnet50.p_a01_smooth``, ``cnn1_resnet50.pool_0017``."""
+    if layer == "gz2":
+        return [f"{prefix}.p_{a}_{dict(gz2.TASK_BY_ID[gz2.TASK_OF_ANSWER[a]].answers)[a]}" for a in gz2.ANSWER_IDS]
+    if layer == "pool":
+        return [f"{prefix}.pool_{i:04d}" for i in range(width)]
+    return [f"{prefix}.penultimate_{i:02d}" for i in range(width)]
+
+
+def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
+    """Chunks of the survey's galaxies with images at every network's size, through its latest CNNs.
+
+    Raises
+    ------
+    ValueError
+        when a CNN role has no trained network yet.
+    """
+    config = preset(preset_name)
+    models = latest_cnn_models(survey, preset_name)
+    missing = [r for r in CNN_ROLES if r not in models]
+    if missing:
+        raise ValueError(
+            f"no trained {', '.join(missing)} for survey {survey.name} and preset {preset_name}; run the cnn stage first"
+        )
+    candidates = Galaxy.objects.filter(survey=survey).exclude(status=GalaxyStatus.REJECTED)
+    ids = list(candidates.order_by("id").values_list("id", flat=True))
+    for size in sorted({cnn_network(config, r)["size"] for r in CNN_ROLES}):
+        ids = written_rows(survey, size, ids)[1].tolist()
+    size = int(config["feature_chunk_size"])
+
+    def create_feature_sets(run: Run) -> None:
+        sets: dict[str, int] = {}
+        for role in CNN_ROLES:
+            model = models[role]
+            prefix = model.hyperparameters.get("keras_name", role)
+            for layer in FEATURE_LAYERS[role]:
+                name = f"{role}.{layer}"
+                version = (FeatureSet.objects.filter(survey=survey, name=name).aggregate(v=Max("version"))["v"] or 0) + 1
+                width = model.hyperparameters["feature_widths"][layer]  # recorded at training: no Keras here
+                names = feature_names(prefix, layer, width)
+                created = FeatureSet.objects.create(
+                    name=name, version=version, survey=survey, feature_names=names, producing_model=model, run=run
+                )
+                sets[name] = created.pk
+        Run.objects.filter(pk=run.pk).update(config={**run.config, "feature_sets": sets})
+
+    return runs.Plan(
+        chunks=[ids[i : i + size] for i in range(0, len(ids), size)],
+        config={"models": {r: m.pk for r, m in models.items()}},
+        prepare=create_feature_sets,
+    )
+
+
+def inputs() -> dict:
+    """The layers whose activations become features."""
+    return {"feature_layers": {r: list(layers) for r, layers in FEATURE_LAYERS.items()}}
+
+
+def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
+    from pipeline.cnn.data import ImageBatches
+    from pipeline.cnn.training import predict_layers
+
+    run = claim.run
+    config = preset(run.preset)
+    sets = run.config["feature_sets"]
+    vectors: dict[int, list[FeatureVector]] = {}
+    complete = set(claim.items)
+    for role, model_id in run.config["models"].items():
+        context.check(force=True)
+        model = TrainedModel.objects.get(pk=model_id)
+        store, ids, rows = written_rows(run.survey, cnn_network(config, role)["size"], claim.items)
+        complete &= set(ids.tolist())
+        if not len(ids):
+            continue
+        data = ImageBatches(row_reader(store), rows, None, BATCH_SIZE)
+        activations = predict_layers(load_keras_model(model.artifact.name), list(FEATURE_LAYERS[role]), data)
+        for layer, values in activations.items():
+            set_id = sets[f"{role}.{layer}"]
+            for galaxy_id, row in zip(ids.tolist(), values, strict=True):
+                vectors.setdefault(set_id, []).append(FeatureVector(galaxy_id=galaxy_id, feature_set_id=set_id, values=row))
+    outcome = runs.ChunkOutcome(done=len(complete), failed=len(claim.items) - len(complete))
+    with transaction.atomic():
+        for batch in vectors.values():
+            FeatureVector.objects.bulk_create(
+                batch, batch_size=2000, update_conflicts=True, unique_fields=["galaxy", "feature_set"], update_fields=["values"]
+            )
+        runs.complete_chunk(claim, outcome)
+    return outcome
+
+
+def record_dropped_features(run: Run) -> dict:
+    """Features zero for every training galaxy are recorded as dropped (paper Sect. 3.4)."""
+    training = Galaxy.objects.filter(survey=run.survey, status=GalaxyStatus.OK, split=Split.TRAIN)
+    train = list(training.order_by("id").values_list("id", flat=True))
+    summary = {}
+    for name, set_id in run.config["feature_sets"].items():
+        feature_set = FeatureSet.objects.get(pk=set_id)
+        matrix, names = feature_matrix([feature_set], train, drop=False)
+        zero = np.all(np.nan_to_num(matrix, nan=0.0) == 0, axis=0) if len(matrix) else np.zeros(len(names), bool)
+        feature_set.dropped = [n for n, z in zip(names, zero, strict=True) if z]
+        feature_set.save(update_fields=["dropped"])
+        summary[name] = {"features": len(names), "dropped": len(feature_set.dropped)}
+    return {"feature_sets": summary}
+
+
+HOOKS = runs.StageHooks(body=run_chunk, on_finish=record_dropped_features)

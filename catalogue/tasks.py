@@ -1,0 +1,121 @@
+"""Celery tasks: where the science in ``pipeline`` meets the database, one task per registry stage.
+
+Each stage of :mod:`catalogue.registry` gets a task ``catalogue.tasks.<stage>`` that runs
+one chunk of a run through the stage's body (:mod:`catalogue.stages`), routed to the
+stage's queue (``catalogue.celery.TASK_ROUTES``) with the time limits of the stage's kind
+(:mod:`catalogue.limits`). Tasks carry only the execution policy: those limits, automatic
+retries with backoff for transient database and broker errors, and failing the run when
+a chunk fails for good. Services never import this module; they send tasks by name.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+
+from catalogue import registry, stages
+from catalogue.limits import limits
+from catalogue.models import RunChunk, Survey
+from catalogue.services import reaper, runs
+from catalogue.services.start import start_stage
+
+#: Errors worth retrying: the database or the broker went away for a moment.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
+RETRY_POLICY = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+CONTROL_LIMITS = limits("control")
+
+
+def _worker_report(task) -> dict:
+    delivery = task.request.delivery_info or {}
+    return {
+        "hostname": task.request.hostname or socket.gethostname(),
+        "queue": delivery.get("routing_key", ""),
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+    }
+
+
+def _worker_name(task) -> str:
+    return f"{task.request.hostname or socket.gethostname()} pid {os.getpid()}"
+
+
+class ChunkTask(Task):
+    """A chunk task whose run fails when the chunk fails for good (retries spent, hard limit)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ARG002 - Celery's signature
+        run_id = RunChunk.objects.filter(pk=args[0]).values_list("run_id", flat=True).first() if args else None
+        if run_id is not None:
+            runs.fail_run(run_id, exc, where=f"task {self.name}")
+
+
+def _chunk_task(stage: registry.Stage):
+    """The task that runs one chunk of ``stage``'s runs."""
+    stage_limits = limits(stage.limit)
+
+    def run_chunk(self, chunk_id: int) -> dict:
+        return runs.execute_chunk(chunk_id, _worker_name(self), stages.body(stage.name).HOOKS)
+
+    run_chunk.__name__ = run_chunk.__qualname__ = stage.name
+    run_chunk.__doc__ = f"Run one chunk of a {stage.name} run ({stage.label}); {stage.queue} queue, {stage.limit} limits."
+    return shared_task(
+        bind=True,
+        base=ChunkTask,
+        name=stage.task_name,
+        soft_time_limit=stage_limits.soft_s,
+        time_limit=stage_limits.hard_s,
+        **RETRY_POLICY,
+    )(run_chunk)
+
+
+#: stage name -> its chunk task.
+STAGE_TASKS = {stage.name: _chunk_task(stage) for stage in registry.STAGES}
+
+
+@shared_task(bind=True, name="catalogue.tasks.worker_info")
+def worker_info(self) -> dict:
+    """Report which worker and queue ran this: a health check for the cpu queue."""
+    return _worker_report(self)
+
+
+@shared_task(bind=True, name="catalogue.tasks.gpu_worker_info")
+def gpu_worker_info(self) -> dict:
+    """Report which worker and queue ran this: a health check for the gpu queue."""
+    return _worker_report(self)
+
+
+@shared_task(
+    bind=True,
+    name="catalogue.tasks.start_stage",
+    soft_time_limit=CONTROL_LIMITS.soft_s,
+    time_limit=CONTROL_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
+def start_stage_task(self, stage: str, survey: str, preset: str = "fast", force: bool = False, **options) -> int:
+    """Start a stage on a survey from a worker (through the one start path); returns the run id."""
+    run = start_stage(
+        stage, Survey.objects.get(name=survey), preset_name=preset, force=force, task_id=self.request.id or "", **options
+    )
+    return run.pk
+
+
+@shared_task(
+    name="catalogue.tasks.reap_stale_runs",
+    soft_time_limit=CONTROL_LIMITS.soft_s,
+    time_limit=CONTROL_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
+def reap_stale_runs() -> list[int]:
+    """Fail runs whose workers went silent (scheduled by celery beat every minute)."""
+    return reaper.reap_stale_runs()
