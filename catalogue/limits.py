@@ -4,12 +4,14 @@ Every Celery task has a soft limit (it is asked to stop: ``SoftTimeLimitExceeded
 hard limit (its process is killed). The Redis broker redelivers a task that was not
 acknowledged within its *visibility timeout*; with late acknowledgement that timeout must
 exceed the longest hard limit, or a long task still running would be handed to a second
-worker and run twice. The periodic reaper fails a run whose chunks have been silent for
-longer than their hard limit plus a grace period, so no run stays ``running`` forever.
+worker and run twice. Limits bound runaway work; they do not decide whether a worker is
+alive: every running chunk task beats (:func:`heartbeat_s`) from a thread of its own, and
+the reaper hands a chunk whose heartbeat stopped for :func:`heartbeat_silence_s` to
+another worker, long before any visibility timeout.
 
-The defaults suit production; ``MORPHOMASS_TASK_HARD_LIMITS`` (JSON, kind -> seconds)
-overrides them, and ``MORPHOMASS_REAPER_GRACE_S`` the reaper's grace period, which is how
-the crash-recovery tests shrink a redelivery to seconds. Which kind a stage's chunks are
+The defaults suit production; ``MORPHOMASS_TASK_HARD_LIMITS`` (JSON, kind -> seconds),
+``MORPHOMASS_HEARTBEAT_S`` and ``MORPHOMASS_HEARTBEAT_SILENCE_S`` override them, which is
+how the crash-recovery tests shrink a recovery to seconds. Which kind a stage's chunks are
 is said once, in its registry entry (:attr:`catalogue.registry.Stage.limit`).
 """
 
@@ -25,9 +27,12 @@ from dataclasses import dataclass
 DEFAULT_HARD_LIMITS_S: dict[str, float] = {"chunk": 1800.0, "train": 6 * 3600.0, "control": 300.0}
 #: The soft limit leaves this fraction of the hard limit to save what was done.
 SOFT_FRACTION = 0.9
-#: The reaper waits this long past a hard limit before it declares a run's workers lost
-#: (``MORPHOMASS_REAPER_GRACE_S`` overrides).
-DEFAULT_REAPER_GRACE_S = 60.0
+#: Every running chunk task reports a heartbeat this often (``MORPHOMASS_HEARTBEAT_S``
+#: overrides), from a thread of its own, whatever its body is doing.
+DEFAULT_HEARTBEAT_S = 30.0
+#: A chunk whose heartbeat stopped for this long lost its worker: the reaper hands it to
+#: another (``MORPHOMASS_HEARTBEAT_SILENCE_S`` overrides).
+DEFAULT_HEARTBEAT_SILENCE_S = 180.0
 #: A run none of whose chunks a worker has taken for this long is failed: no worker is
 #: listening on its queue. Long, because a busy queue may hold a run back for hours.
 DEFAULT_QUEUE_WAIT_S = 24 * 3600.0
@@ -69,16 +74,16 @@ def visibility_timeout_s() -> float:
     return 1.1 * max(hard_limits().values()) + 5.0
 
 
-def reaper_grace_s() -> float:
-    """Seconds past a hard limit before the reaper acts (``MORPHOMASS_REAPER_GRACE_S`` overrides)."""
-    return float(os.environ.get("MORPHOMASS_REAPER_GRACE_S", DEFAULT_REAPER_GRACE_S))
-
-
-def silence_limit_s(kind: str = "chunk") -> float:
-    """How long a chunk of this time-limit kind may stay silent in a worker's hands before the reaper acts."""
-    return limits(kind).hard_s + reaper_grace_s()
-
-
 def queue_wait_limit_s() -> float:
     """How long a run may wait with no chunk taken (``MORPHOMASS_QUEUE_WAIT_S`` overrides)."""
     return float(os.environ.get("MORPHOMASS_QUEUE_WAIT_S", DEFAULT_QUEUE_WAIT_S))
+
+
+def heartbeat_s() -> float:
+    """Seconds between two heartbeats of a running chunk task (``MORPHOMASS_HEARTBEAT_S`` overrides)."""
+    return float(os.environ.get("MORPHOMASS_HEARTBEAT_S", DEFAULT_HEARTBEAT_S))
+
+
+def heartbeat_silence_s() -> float:
+    """Seconds without a heartbeat after which a chunk's worker is taken for lost (``MORPHOMASS_HEARTBEAT_SILENCE_S``)."""
+    return float(os.environ.get("MORPHOMASS_HEARTBEAT_SILENCE_S", DEFAULT_HEARTBEAT_SILENCE_S))

@@ -306,6 +306,13 @@ class Run(models.Model):
                 condition=Q(status__in=["queued", "running"]),
                 name="run_one_active_per_survey_stage",
             ),
+            # One workflow or lone stage active per survey, whatever started it: a survey's
+            # stages read each other's results (a workflow's own stages have it as parent).
+            models.UniqueConstraint(
+                fields=["survey"],
+                condition=Q(status__in=["queued", "running"], parent__isnull=True),
+                name="run_one_active_root_per_survey",
+            ),
         ]
         ordering = ["-created"]
 

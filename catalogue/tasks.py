@@ -18,8 +18,7 @@ from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from catalogue import registry, stages
-from catalogue.limits import limits
+from catalogue import limits, registry, stages
 from catalogue.models import RunChunk, Survey
 from catalogue.services import reaper, runs
 from catalogue.services.start import start_stage
@@ -33,7 +32,7 @@ RETRY_POLICY = {
     "retry_jitter": True,
     "max_retries": 5,
 }
-CONTROL_LIMITS = limits("control")
+CONTROL_LIMITS = limits.limits("control")
 
 
 def _worker_report(task) -> dict:
@@ -62,10 +61,11 @@ class ChunkTask(Task):
 
 def _chunk_task(stage: registry.Stage):
     """The task that runs one chunk of ``stage``'s runs."""
-    stage_limits = limits(stage.limit)
+    stage_limits = limits.limits(stage.limit)
 
     def run_chunk(self, chunk_id: int) -> dict:
-        return runs.execute_chunk(chunk_id, _worker_name(self), stages.body(stage.name).HOOKS)
+        heartbeat = None if self.request.is_eager else limits.heartbeat_s()  # in-process: no worker to lose
+        return runs.execute_chunk(chunk_id, _worker_name(self), stages.body(stage.name).HOOKS, heartbeat_s=heartbeat)
 
     run_chunk.__name__ = run_chunk.__qualname__ = stage.name
     run_chunk.__doc__ = f"Run one chunk of a {stage.name} run ({stage.label}); {stage.queue} queue, {stage.limit} limits."

@@ -46,11 +46,16 @@ def test_a_second_active_run_is_refused_naming_the_first(survey):
     assert first.status == "queued" and first.chunks.count() == 4
     with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(preprocess, queued\\) is already active"):
         start_stage("preprocess", survey, resolutions=[48], preset_name="test")
-    # The database itself refuses, whoever writes.
+    # The database itself refuses, whoever writes: the same stage, or any other stage started alone ...
     with pytest.raises(IntegrityError), transaction.atomic():
         Run.objects.create(stage="preprocess", survey=survey, status="running")
-    Run.objects.create(stage="cnn", survey=survey, status="running")  # another stage is fine
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Run.objects.create(stage="cnn", survey=survey, status="running")
     runs.cancel_run(first)
+    # ... while a workflow's own stage runs beside its workflow.
+    workflow = Run.objects.create(stage="workflow", survey=survey, status="running")
+    Run.objects.create(stage="cnn", survey=survey, status="running", parent=workflow)
+    runs.cancel_run(workflow)
     assert start_stage("preprocess", survey, resolutions=[32], preset_name="test").status == "queued"
 
 
@@ -138,7 +143,7 @@ def test_the_reaper_leaves_a_run_waiting_in_a_busy_queue_but_fails_one_nobody_ta
     run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     assert reaper.reap_stale_runs() == []
     # Hours behind another survey's work is no reason to fail it ...
-    after_an_hour = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
+    after_an_hour = timezone.now() + timedelta(hours=1)
     assert reaper.reap_stale_runs(now=after_an_hour) == []
     # ... but a day with no chunk taken means no worker listens on its queue.
     after_a_day = timezone.now() + timedelta(seconds=limits.queue_wait_limit_s() + 1)
@@ -153,7 +158,7 @@ def test_the_reaper_leaves_a_run_waiting_in_a_busy_queue_but_fails_one_nobody_ta
 def test_the_reaper_hands_out_again_a_chunk_whose_worker_died_while_the_run_goes_on(survey):
     run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     lost, *others = list(run.chunks.order_by("index"))
-    long_ago = timezone.now() - timedelta(seconds=limits.silence_limit_s("chunk") + 60)
+    long_ago = timezone.now() - timedelta(seconds=limits.heartbeat_silence_s() + 60)
     RunChunk.objects.filter(pk=lost.pk).update(state="running", attempts=1, heartbeat=long_ago, started=long_ago)
     Run.objects.filter(pk=run.pk).update(status="running", heartbeat=timezone.now())  # other workers report
     app.conf.task_always_eager = True  # the chunk handed out again runs here
@@ -238,18 +243,43 @@ def test_cancelling_a_running_run_stops_its_worker_between_galaxies(synthetic_bu
 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
-def test_the_reaper_fails_a_run_whose_worker_never_comes_back(synthetic_bundle, start_worker):
+def test_a_killed_workers_chunk_goes_to_a_new_worker_once_its_heartbeat_stops(synthetic_bundle, start_worker, monkeypatch):
     ingest_bundle(synthetic_bundle, "reaped")
     survey = Survey.objects.get(name="reaped")
-    worker = start_worker("cpu", env={"MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.05})})
+    beats = {"MORPHOMASS_HEARTBEAT_S": "0.5", "MORPHOMASS_HEARTBEAT_SILENCE_S": "3"}
+    for name, value in beats.items():
+        monkeypatch.setenv(name, value)
+    worker = start_worker("cpu", env={**beats, "MORPHOMASS_FAULTS": json.dumps({"delay_s": 0.05})})
     run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=30)
-    wait_for(lambda: running_chunk(run), 60, "a chunk in flight")
+    lost = wait_for(lambda: running_chunk(run), 60, "a chunk in flight")
     worker.kill()
-    assert reaper.reap_stale_runs() == []  # silent for seconds only
-    later = timezone.now() + timedelta(seconds=limits.silence_limit_s("chunk") + 1)
-    assert reaper.reap_stale_runs(now=later) == [run.pk]
+    assert reaper.reap_stale_runs() == []  # silent for less than the heartbeat silence: not yet
+    assert RunChunk.objects.get(pk=lost.pk).state == "running"
+    time.sleep(limits.heartbeat_silence_s() + 0.5)
+    assert reaper.reap_stale_runs() == []  # handed out again, the run goes on
+    lost.refresh_from_db()
+    assert lost.state == "queued" and "handed out again: no heartbeat" in lost.error
+    start_worker("cpu", env=beats)
+    run = finished(run, 120)
+    assert run.status == "succeeded", run.message
+    assert_every_galaxy_accounted_once(run)
+    lost.refresh_from_db()
+    assert lost.attempts == 2 and lost.state == "done"
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_a_chunk_that_lost_its_worker_on_every_delivery_fails_the_run_saying_so(survey):
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
+    chunk = run.chunks.order_by("index").first()
+    long_ago = timezone.now() - timedelta(seconds=limits.heartbeat_silence_s() + 1)
+    RunChunk.objects.filter(pk=chunk.pk).update(
+        state="running", attempts=runs.MAX_CHUNK_ATTEMPTS, heartbeat=long_ago, started=long_ago
+    )
+    Run.objects.filter(pk=run.pk).update(status="running")
+    assert reaper.reap_stale_runs() == [run.pk]
     run.refresh_from_db()
-    assert run.status == "failed" and "no worker reported" in run.message
+    assert run.status == "failed" and f"lost its worker on each of its {runs.MAX_CHUNK_ATTEMPTS} deliveries" in run.message
     assert not RunChunk.objects.filter(run=run, state__in=["running", "queued"]).exists()
     # The survey is free again: a new run continues with what is left.
     assert start_stage("preprocess", survey, resolutions=[32], preset_name="test").status in {"queued", "running"}

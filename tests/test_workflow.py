@@ -15,7 +15,7 @@ from django.test import Client
 from catalogue.models import Galaxy, Preprocessed, Run, Survey
 from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import reusable_run, stage_inputs
+from catalogue.services.start import reusable_run, stage_inputs, start_stage
 from catalogue.services.workflow import start_workflow
 from catalogue.stages.preprocess import galaxies_to_preprocess
 from pipeline.presets import preset
@@ -136,13 +136,29 @@ def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancel
 def test_two_workflows_started_at_once_on_one_survey_one_is_refused_by_the_database(monkeypatch):
     """The check before creating the parent can miss a workflow another process is creating
     at the same moment; the database's one-active-workflow constraint refuses the second."""
-    from catalogue.services import workflow
-
     survey = Survey.objects.create(name="race")
     first = Run.objects.create(stage="workflow", survey=survey, status="running", config={"stages": ["gbm"]})
-    monkeypatch.setattr(workflow, "active_on", lambda _survey: None)  # as if the first had not committed yet
+    monkeypatch.setattr(runs, "active_root", lambda _survey: None)  # as if the first had not committed yet
     with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(workflow, running\\) is already active on survey race"):
         start_workflow(survey, ["gbm"], preset_name="test")
+    assert list(Run.objects.filter(survey=survey)) == [first]
+
+
+@pytest.mark.django_db
+def test_two_lone_stages_started_at_once_on_one_survey_one_is_refused_by_the_database(monkeypatch):
+    """Different stages started alone at the same moment: the checks before creating can miss
+    each other, and the database's one-active-run-per-survey constraint refuses the second."""
+    survey = Survey.objects.create(name="stagerace")
+    first = Run.objects.create(stage="predict", survey=survey, status="running")
+    real, calls = runs.active_root, []
+
+    def not_yet_committed(found_survey):  # the first check misses it, the conflict's own lookup finds it
+        calls.append(found_survey)
+        return None if len(calls) == 1 else real(found_survey)
+
+    monkeypatch.setattr(runs, "active_root", not_yet_committed)
+    with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(predict, running\\) is already active"):
+        start_stage("preprocess", survey, preset_name="test")
     assert list(Run.objects.filter(survey=survey)) == [first]
 
 

@@ -6,9 +6,11 @@ of those galaxies, and ``{"delay_s": 0.2}`` slows each galaxy down so a test can
 worker mid-chunk, and ``{"transient_error_objids": [...]}`` raises a database
 OperationalError the first time this process meets one of those galaxies (as a dropped
 connection would), and ``{"fail_stages": ["features"]}`` makes every chunk of those
-stages raise (a bug in a stage, for the workflow's failure tests), and ``{"slow_steps": {"lgz": 8}}``
-sleeps that many seconds, without a heartbeat, before a stage's step of that name (a model
-fit longer than a chunk's time limit). Unset (always, outside tests) it does nothing.
+stages raise (a bug in a stage, for the workflow's failure tests), and
+``{"slow_steps": {"gbm:lgz": 8}}`` sleeps that many seconds before that step of that
+stage, reporting nothing (a model fit longer than a chunk's time limit), and
+``{"slow_steps": {"cnn": 2}}`` before each of its steps. Unset (always, outside tests) it
+does nothing.
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ def before_chunk(stage: str) -> None:
         raise InjectedFailure(f"injected failure in the {stage} stage (MORPHOMASS_FAULTS)")
 
 
-def before_step(name: str) -> None:
-    """Called by single-chunk stages before each step (a model, an experiment)."""
-    delay = _faults().get("slow_steps", {}).get(name)
+def before_step(stage: str, name: str) -> None:
+    """Called by stage bodies before each step (a network, a model, an experiment, a chunk's role).
+
+    ``slow_steps`` keys are ``"<stage>:<step>"`` (one step) or ``"<stage>"`` (each of its steps).
+    """
+    slow = _faults().get("slow_steps", {})
+    delay = slow.get(f"{stage}:{name}", slow.get(stage))
     if delay:
         time.sleep(float(delay))

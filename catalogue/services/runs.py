@@ -15,9 +15,10 @@ The engine owns everything else:
   at a time, recording the item in hand; an item on which the worker dies
   :data:`MAX_ITEM_CRASHES` times is failed with the reason, and a chunk is given up after
   :data:`MAX_CHUNK_ATTEMPTS` deliveries, so nothing loops forever.
-* **Cancellation** is checked between items; **heartbeats** go to the run, and the
-  periodic reaper (:mod:`catalogue.services.reaper`) fails a run whose chunks have been
-  silent for longer than their hard time limit.
+* **Cancellation** is checked between items. **Heartbeats**: a worker's chunk beats from
+  a thread of its own (:class:`Heartbeat`) while its body works, however long one step
+  takes, and the periodic reaper (:mod:`catalogue.services.reaper`) hands a chunk whose
+  heartbeat stopped to another worker.
 * **Finish listeners**: whoever builds on runs (the workflow) registers a function in
   :data:`finish_listeners`, called whenever a run ends, so this module imports nothing
   that builds on it.
@@ -26,13 +27,15 @@ The engine owns everything else:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -84,7 +87,14 @@ class RunCancelled(Exception):
 
 
 def active_run(survey: Survey | None, stage: str) -> Run | None:
+    """The run of ``stage`` active on the survey, if any."""
     return Run.objects.filter(survey=survey, stage=stage, status__in=Run.ACTIVE).select_related("survey").first()
+
+
+def active_root(survey: Survey | None) -> Run | None:
+    """The workflow or lone stage active on the survey, if any (a workflow's stage: its workflow)."""
+    run = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey", "parent").order_by("created").first()
+    return None if run is None else run.parent or run
 
 
 #: A chunk item: a galaxy id, or the name of what the chunk holds (a network's role, a
@@ -116,7 +126,8 @@ def create_run(
     Raises
     ------
     RunConflict
-        when a run of this stage is already active on the survey.
+        when a run of this stage is already active on the survey, or (for a run without
+        a parent) any workflow or lone stage: the database refuses the second.
     """
     total = sum(len(c) for c in chunks)
     try:
@@ -142,7 +153,7 @@ def create_run(
                 prepare(run)
                 run.refresh_from_db()
     except IntegrityError:
-        active = active_run(survey, stage)
+        active = active_run(survey, stage) or (active_root(survey) if parent is None else None)
         if active is None:
             raise
         raise RunConflict(active) from None
@@ -263,13 +274,53 @@ class ChunkContext:
         RunChunk.objects.filter(pk=self.claim.chunk.pk).update(current_item=item, heartbeat=timezone.now())
 
 
-def report_progress(run_id: int, fraction: float, message: str) -> None:
-    """Show a single-chunk stage's progress within its chunk (the ledger counts only whole chunks)."""
+def report_progress(run_id: int, fraction: float, message: str, done: int | None = None) -> None:
+    """Show a single-chunk stage's progress within its chunk (the ledger counts only whole chunks).
+
+    ``done``: the steps stored so far (models, experiments), so that a run cancelled or
+    lost half-way says how much it did; the ledger's count replaces it when the chunk ends.
+    """
     now = timezone.now()
+    counts = {} if done is None else {"items_done": done}
     Run.objects.filter(pk=run_id, status__in=Run.ACTIVE).update(
-        progress=min(0.999, max(0.0, fraction)), message=message[:300], heartbeat=now
+        progress=min(0.999, max(0.0, fraction)), message=message[:300], heartbeat=now, **counts
     )
     _notify(run_id)
+
+
+class Heartbeat:
+    """Beats for a chunk in a worker from a thread of its own, every ``interval_s``, while the body works.
+
+    Liveness that does not depend on the body: a model fit that reports nothing for an
+    hour still beats, and a worker that dies stops beating at once. Used as a context
+    manager around the body; the thread has its own database connection, closed when it stops.
+    """
+
+    def __init__(self, chunk_id: int, run_id: int, interval_s: float):
+        self.chunk_id, self.run_id, self.interval_s = chunk_id, run_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-chunk-{chunk_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(5.0, 2 * self.interval_s))
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    now = timezone.now()
+                    RunChunk.objects.filter(pk=self.chunk_id, state=RunChunk.State.RUNNING).update(heartbeat=now)
+                    Run.objects.filter(pk=self.run_id, status__in=Run.ACTIVE).update(heartbeat=now)
+                except Exception as exc:  # the database away for a moment: the next beat tries again
+                    log.warning("heartbeat of chunk %s failed: %s", self.chunk_id, exc)
+                    connection.close()
+        finally:
+            connection.close()
 
 
 @dataclass
@@ -315,10 +366,12 @@ class Plan:
     idle_message: str = ""
 
 
-def execute_chunk(chunk_id: int, worker: str, stage: StageHooks) -> dict:
+def execute_chunk(chunk_id: int, worker: str, stage: StageHooks, heartbeat_s: float | None = None) -> dict:
     """Claim a chunk, run the stage's body on it and settle the ledger; returns a summary for logs.
 
-    Exceptions other than cancellation fail the run with the traceback.
+    ``heartbeat_s``: beat from a :class:`Heartbeat` thread this often while the body works
+    (a worker's tasks; None in-process, where no worker can be lost). Exceptions other
+    than cancellation fail the run with the traceback.
     """
     claim = claim_chunk(chunk_id, worker)
     if claim is None:
@@ -329,8 +382,9 @@ def execute_chunk(chunk_id: int, worker: str, stage: StageHooks) -> dict:
     context = ChunkContext(claim)
     started = time.monotonic()
     try:
-        faults.before_chunk(claim.run.stage)
-        outcome = stage.body(claim, context)
+        with Heartbeat(claim.chunk.pk, claim.run.pk, heartbeat_s) if heartbeat_s else _no_heartbeat():
+            faults.before_chunk(claim.run.stage)
+            outcome = stage.body(claim, context)
     except RunCancelled as exc:
         _settle(claim, RunChunk.State.CANCELLED, str(exc), stage)
         return {"chunk": chunk_id, "cancelled": True}
@@ -342,6 +396,11 @@ def execute_chunk(chunk_id: int, worker: str, stage: StageHooks) -> dict:
     log.info("chunk %s of run %s: %s in %.1f s", claim.chunk.index, claim.run.pk, outcome, time.monotonic() - started)
     refresh_run(claim.run.pk, stage.on_finish)
     return {"chunk": chunk_id, "done": outcome.done, "failed": outcome.failed}
+
+
+@contextmanager
+def _no_heartbeat():
+    yield
 
 
 def complete_chunk(claim: ChunkClaim, outcome: ChunkOutcome) -> None:

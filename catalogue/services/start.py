@@ -49,12 +49,13 @@ def start_stage(
     ValueError
         for an unknown stage or preset, or when the stage's inputs are missing (the message says which).
     RunConflict
-        when the stage is already running on the survey.
+        when the stage, or (started alone) any workflow or stage, is already active on the survey.
     """
     entry = registry.stage(stage)
     options = {name: value for name, value in options.items() if value is not None}  # None: the preset's default
-    existing = runs.active_run(survey, entry.name)
-    if existing is not None:  # before planning: a plan may read a whole survey
+    # before planning (a plan may read a whole survey); the database refuses a start that races this one
+    existing = runs.active_run(survey, entry.name) or (runs.active_root(survey) if parent is None else None)
+    if existing is not None:
         raise runs.RunConflict(existing)
     inputs = stage_inputs(entry.name, survey, preset_name, **options)
     plan = stages.body(entry.name).plan(survey, preset_name, force=force, **options)

@@ -39,7 +39,7 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
         read each other's results, so they run one workflow at a time.
     """
     ordered = registry.in_pipeline_order(list(stages))
-    existing = active_on(survey)
+    existing = runs.active_root(survey)
     if existing is not None:
         raise runs.RunConflict(existing)
     # two starts at once: the database lets one workflow per survey be active (RunConflict for the other)
@@ -59,12 +59,6 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
         parent.delete()  # nothing began: an error to the caller, not a failed workflow in the list
         raise ValueError(parent.message.removeprefix(f"stage {ordered[0]} could not start: "))
     return parent
-
-
-def active_on(survey: Survey) -> Run | None:
-    """The workflow (or lone stage) active on a survey, if any."""
-    run = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey", "parent").order_by("created").first()
-    return None if run is None else run.parent or run
 
 
 def start_next(parent_id: int) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from django.db import transaction
 
 from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, ImageStore, Run, Split, Survey, TrainedModel
-from catalogue.services import runs
+from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import row_reader, written_rows
 from pipeline import gz2
@@ -64,6 +64,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
     for position, role in enumerate(roles):
         if TrainedModel.objects.filter(run=run, name=role).exists():
             continue  # trained before a crash: keep it
+        faults.before_step("cnn", role)
         _train_role(run, role, position, len(roles), context)
     with transaction.atomic():
         runs.complete_chunk(claim, runs.ChunkOutcome(done=len(roles)))
@@ -121,7 +122,8 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
         last_report[0] = time.monotonic()
         done = (position + ((epoch - 1) + batch / batches) / config.epochs) / n_roles
         loss = logs.get("loss", float("nan"))
-        runs.report_progress(run.pk, done, f"{role}: epoch {epoch}/{config.epochs}, batch {batch}/{batches}, loss {loss:.4g}")
+        message = f"{role}: epoch {epoch}/{config.epochs}, batch {batch}/{batches}, loss {loss:.4g}"
+        runs.report_progress(run.pk, done, message, done=position)
 
     result = trainer(model, train_data, val_data, config, progress=progress)
     metrics = _validation_metrics(model, role, val_data, val_targets, train_targets)

@@ -70,10 +70,11 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
 
         def step(message: str, position=position, name=name) -> None:
             context.check(force=True)
-            runs.report_progress(run.pk, position / len(names), f"{name} ({position + 1} of {len(names)}): {message}")
+            text = f"{name} ({position + 1} of {len(names)}): {message}"
+            runs.report_progress(run.pk, position / len(names), text, done=position)
 
         step("starting")
-        faults.before_step(name)
+        faults.before_step("experiments", name)
         ctx = ExperimentContext(data, dict(named), seed=run.pk, on_step=step)
         rows = experiments.run_experiment(name, ctx)
         with transaction.atomic():

@@ -19,7 +19,7 @@ from django.db.models import Max
 
 from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, Run, Split, Survey, TrainedModel
 from catalogue.selectors import feature_matrix, latest_cnn_models
-from catalogue.services import runs
+from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model
 from catalogue.services.image_store import row_reader, written_rows
 from pipeline import gz2
@@ -97,6 +97,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
     complete = set(claim.items)
     for role, model_id in run.config["models"].items():
         context.check(force=True)
+        faults.before_step("features", role)
         model = TrainedModel.objects.get(pk=model_id)
         store, ids, rows = written_rows(run.survey, cnn_network(config, role)["size"], claim.items)
         complete &= set(ids.tolist())

@@ -69,8 +69,9 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         if spec not in todo:
             continue  # stored before a crash: keep it
         context.check(force=True)
-        runs.report_progress(run.pk, position / len(specs), f"fitting {spec.name} ({position + 1} of {len(specs)})")
-        faults.before_step(spec.name)
+        message = f"fitting {spec.name} ({position + 1} of {len(specs)})"
+        runs.report_progress(run.pk, position / len(specs), message, done=position)
+        faults.before_step("gbm", spec.name)
         grid = run.config["gbm"]["grid"] if spec.method == "gbm" and spec.loss == "l1" else None
         fitted = fit_model(spec, data, params=run.config["gbm"]["params"], grid=grid, seed=run.pk)
         store_model(run, fitted, data, set_ids)

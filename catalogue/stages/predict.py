@@ -18,7 +18,7 @@ from django.db import transaction
 from catalogue.columns import INTERVAL_COLUMNS
 from catalogue.models import Galaxy, Prediction, Survey, TrainedModel
 from catalogue.selectors import NAMED_MODEL_NAMES, latest_named_models
-from catalogue.services import runs
+from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
 
@@ -51,7 +51,8 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         model = TrainedModel.objects.get(pk=model_id)
         context.check(force=True)
         message = f"predicting with {model.name} ({position + 1} of {len(model_ids)})"
-        runs.report_progress(run.pk, position / len(model_ids), message)
+        runs.report_progress(run.pk, position / len(model_ids), message, done=position)
+        faults.before_step("predict", model.name)
         key = tuple(sorted(model.hyperparameters["feature_sets"].items()))
         if key not in loaded:
             loaded[key] = load_learning_data(run.survey, dict(key))[0]
