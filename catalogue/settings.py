@@ -37,6 +37,22 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h.strip()]
 
+# --- HTTPS ----------------------------------------------------------------------------
+# MORPHOMASS_HTTPS=1 (a deployment behind TLS): HSTS, plain-http requests redirected to
+# https, session and CSRF cookies sent over https only. Behind a proxy that terminates TLS
+# the proxy must set X-Forwarded-Proto; the header is trusted only with this setting on.
+# /healthz stays reachable over plain http, for container healthchecks inside the network.
+HTTPS = env_bool("MORPHOMASS_HTTPS", False)
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(os.environ.get("MORPHOMASS_HSTS_SECONDS", 365 * 24 * 3600))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MORPHOMASS_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("MORPHOMASS_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -45,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -53,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "catalogue.middleware.RejectUnstorableInput",  # first: before sessions or auth read the database
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -108,12 +126,24 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 if not DEBUG:  # static files (admin, API docs) from STATIC_ROOT after collectstatic; runserver serves its own
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    after_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1
+    MIDDLEWARE.insert(after_security, "whitenoise.middleware.WhiteNoiseMiddleware")
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 
+# Scripts authenticate with a token (``Authorization: Token <key>``; made in the admin or with
+# ``manage.py drf_create_token USER``), browsers with their session. Basic auth hashes the
+# password on every request (about 350 ms): off unless MORPHOMASS_BASIC_AUTH=1.
+# The token first: a request without credentials is answered 401 with "WWW-Authenticate: Token".
+API_AUTHENTICATION = [
+    "rest_framework.authentication.TokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+    *(["rest_framework.authentication.BasicAuthentication"] if env_bool("MORPHOMASS_BASIC_AUTH", False) else []),
+]
+
 REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": API_AUTHENTICATION,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -135,6 +165,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One name per choice set: a run's kind (the stages and the workflow) and the stages one can start.
+    "ENUM_NAME_OVERRIDES": {
+        "RunKindEnum": "catalogue.models.RunStage",
+        "PipelineStageEnum": "catalogue.registry.STAGE_NAMES",
+        "RunStatusEnum": "catalogue.models.Run.Status",
+        "GalaxyStatusEnum": "catalogue.models.GalaxyStatus",
+        "SplitEnum": "catalogue.models.Split",
+    },
 }
 
 LOGGING = {

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.table import Table
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from catalogue.models import Galaxy, Survey
 from catalogue.services.export import EXPORT_COLUMNS
@@ -87,3 +93,70 @@ def test_csv_export_is_plain_csv_for_other_tools(tmp_path):
     assert len(table) == 3 and table["objid"].dtype.kind == "i" and 1237648720693755918 in table["objid"]
     assert table[table["objid"] == 2]["status_reason"][0] == "D25 = 0.3 arcmin <= 0.4"
     assert np.ma.is_masked(table[table["objid"] == 2]["ml_g"][0])
+
+
+# --- where an export may write ----------------------------------------------------------
+
+
+def _export(out) -> str:
+    call_command("export_catalogue", str(out), "--format", "csv")
+    return "written"
+
+
+def _refusal(out) -> str:
+    with pytest.raises(CommandError) as caught:
+        _export(out)
+    message = str(caught.value)
+    assert "\n" not in message and str(out) in message
+    return message
+
+
+@pytest.mark.usefixtures("survey")
+def test_an_export_never_replaces_a_directory_a_fifo_or_a_device(tmp_path):
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    assert "it is a directory, not a regular file" in _refusal(directory)
+    fifo = tmp_path / "a-fifo"
+    os.mkfifo(fifo)
+    assert "it is a FIFO" in _refusal(fifo) and stat.S_ISFIFO(fifo.stat().st_mode)
+    device = Path("/dev/null")
+    assert "it is a character device" in _refusal(device) and stat.S_ISCHR(device.stat().st_mode)
+    link_to_device = tmp_path / "null-link"
+    link_to_device.symlink_to(device)
+    assert "(-> /dev/null)" in _refusal(link_to_device)
+    assert directory.is_dir() and not list(tmp_path.glob(".*"))  # nothing replaced, no temporary file left
+
+
+@pytest.mark.usefixtures("survey")
+def test_an_export_writes_through_a_symlink_to_its_target_with_the_umasks_mode(tmp_path):
+    target = tmp_path / "data" / "catalogue.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    previous = os.umask(0o027)
+    try:
+        _export(link)
+    finally:
+        os.umask(previous)
+    assert link.is_symlink() and os.readlink(link) == str(target)  # the link is kept ...
+    assert target.read_text().startswith("objid,ra,dec") and len(target.read_text().splitlines()) == 4  # ... its target written
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # 0o666 less the umask, not mkstemp's 0600
+    fresh = tmp_path / "fresh.csv"
+    _export(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~previous
+
+
+@pytest.mark.usefixtures("survey")
+def test_an_unwritable_path_gets_one_line_not_a_traceback(tmp_path):
+    assert "the directory" in _refusal(tmp_path / "no-such-directory" / "cat.csv")
+    assert "cannot write /proc/morphomass.csv" in _refusal(Path("/proc/morphomass.csv"))
+    done = subprocess.run(
+        [sys.executable, "manage.py", "export_catalogue", str(tmp_path / "missing" / "x.fits"), "--format", "fits"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": ""},
+    )
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("CommandError: cannot write") and "Traceback" not in done.stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -109,21 +110,81 @@ def stream_catalogue(
         yield from WRITERS[fmt](columns, meta, catalogue_rows(queryset, model), count)
 
 
+class ExportError(ValueError):
+    """The catalogue cannot be written where asked (the message is one line, naming the path)."""
+
+
+#: What a path that is not a regular file is, by its stat mode.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def export_target(out: str | Path) -> Path:
+    """The file an export to ``out`` writes: ``out`` itself, or the file a symlink at ``out`` points to.
+
+    Raises
+    ------
+    ExportError
+        when that is something other than a regular file (a directory, a FIFO, a device),
+        which an export never replaces, or when its directory does not exist.
+    """
+    path = Path(out)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists():
+        mode = target.stat().st_mode
+        for test, kind in _FILE_KINDS:
+            if test(mode):
+                where = f"{out} (-> {target})" if target != path else str(out)
+                raise ExportError(f"cannot write {where}: it is {kind}, not a regular file; give a file name")
+    if not target.parent.is_dir():
+        raise ExportError(f"cannot write {out}: the directory {target.parent} does not exist")
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def export_catalogue(out: str | Path, fmt: str, survey: Survey | None = None, model_name: str | None = None) -> int:
     """Write the catalogue (one survey or all) to ``out``; returns the number of galaxies.
 
     ``model_name`` adds ``ml_pred`` and ``mstar_pred`` from the survey's latest model of that
-    name. The file is written next to ``out`` and moved into place when complete.
+    name. The file is written next to its target (:func:`export_target`: through a symlink,
+    never over anything but a regular file) and moved into place when complete, with the
+    permissions the umask gives a new file.
+
+    Raises
+    ------
+    ValueError
+        for an unknown format or model, or a model without predictions.
+    ExportError
+        (a ValueError) when the file cannot be written there, with the reason in one line.
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     model = prediction_model(survey, model_name) if model_name else None
     queryset = Galaxy.objects.all() if survey is None else Galaxy.objects.filter(survey=survey)
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    target = export_target(out)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in stream_catalogue(fmt, queryset, survey, model):
                 fh.write(chunk)
-        os.replace(tmp, out)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
