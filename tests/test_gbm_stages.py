@@ -311,19 +311,35 @@ def test_a_workflow_runs_its_stages_in_order_and_cancelling_it_cancels_the_stage
 def test_changing_an_experiment_redoes_experiments_and_adding_a_named_model_redoes_gbm_and_all_after_it(stages, monkeypatch):
     survey, stage_runs, _ = stages
     model_stages = ["gbm", "experiments", "predict"]
-    same = start_workflow(survey, model_stages, preset_name="test")
+
+    def run_pipeline() -> Run:
+        """The next ``run_pipeline`` of the model stages; returns its workflow."""
+        call_command(
+            "run_pipeline",
+            "--survey",
+            survey.name,
+            "--preset",
+            "test",
+            "--stages",
+            ",".join(model_stages),
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+        return Run.objects.filter(survey=survey, stage="workflow").latest("created")
+
+    same = run_pipeline()
     assert same.status == "succeeded" and same.config["reused"] == {s: stage_runs[s].pk for s in model_stages}
 
     original = experiments.RUNNERS["half_data"]
     monkeypatch.setitem(experiments.RUNNERS, "half_data", lambda ctx: original(ctx))  # the experiment's code changed
-    changed = start_workflow(survey, model_stages, preset_name="test")
+    changed = run_pipeline()
     assert changed.status == "succeeded", changed.message
     assert changed.config["reused"] == {"gbm": stage_runs["gbm"].pk, "predict": stage_runs["predict"].pk}
     assert list(changed.children.values_list("stage", flat=True)) == ["experiments"]
 
     extra = ModelSpec("lgz_again", "gbm", bands="g")
     monkeypatch.setattr(regression, "NAMED_MODELS", (*regression.NAMED_MODELS, extra))  # a seventh named model
-    added = start_workflow(survey, model_stages, preset_name="test")
+    added = run_pipeline()
     assert added.status == "succeeded", added.message
     assert added.config["reused"] == {}
     redone = {run.stage: run for run in added.children.all()}
