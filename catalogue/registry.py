@@ -3,7 +3,7 @@
 Everything else about a stage derives from its entry here: the ``Run.stage`` choices, the
 CLI's, admin's and API's stage choices, the Celery task that runs its chunks (named
 ``catalogue.tasks.<stage>``, routed to the entry's queue, with the time limits of the
-entry's kind), the limit the reaper applies, the unit the console prints and the code
+entry's kind), the queue the reaper hands a lost chunk back to, the unit the console prints and the code
 version that enters the stage's inputs. What a stage *does* (how it plans its chunks,
 its body, what else enters its inputs) lives in its body module,
 ``catalogue/stages/<stage>.py``; see docs/architecture.md for adding one.
@@ -40,8 +40,8 @@ class Stage:
         newest successful runs enter its inputs, so redoing one redoes this one.
     limit : str
         Its time-limit kind (:mod:`catalogue.limits`): ``chunk`` for per-galaxy work,
-        ``train`` for model fitting. The task's limits and the reaper's silence limit
-        both come from it.
+        ``train`` for model fitting. The task's soft and hard limits come from it
+        (liveness is judged by heartbeats, not by these limits).
     unit : str
         What its items are, for progress lines ("galaxies", "models").
     version : int

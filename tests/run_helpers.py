@@ -36,12 +36,18 @@ def finished(run: Run, timeout: float) -> Run:
     return run
 
 
-def assert_every_galaxy_accounted_once(run: Run) -> None:
+def assert_every_chunk_counted_once(run: Run) -> list:
+    """Every chunk done, every item in one chunk only, the run's counts the ledger's; returns the items."""
     chunks = list(RunChunk.objects.filter(run=run))
     items = [i for c in chunks for i in c.items]
-    assert len(items) == len(set(items)) == run.items_total
-    assert all(c.state == "done" and c.n_done + c.n_failed == len(c.items) for c in chunks)
-    assert run.items_done + run.items_failed == run.items_total
+    assert len(items) == len(set(items)) == run.items_total, run.stage
+    assert all(c.state == "done" and c.n_done + c.n_failed == len(c.items) for c in chunks), run.stage
+    assert run.items_done + run.items_failed == run.items_total, run.stage
+    return items
+
+
+def assert_every_galaxy_accounted_once(run: Run) -> None:
+    items = assert_every_chunk_counted_once(run)
     results = Preprocessed.objects.filter(galaxy_id__in=items)
     assert results.count() == run.items_total  # one result row per galaxy
     assert results.filter(status="ok").count() == run.items_done

@@ -23,7 +23,7 @@ from catalogue.services.workflow import start_workflow
 from pipeline.presets import CNN_ROLES
 from pipeline.regression import NAMED_MODELS
 from tests.learning_synth import EXPERIMENT_TABLE_ROWS
-from tests.run_helpers import assert_every_galaxy_accounted_once, wait_for
+from tests.run_helpers import assert_every_chunk_counted_once, assert_every_galaxy_accounted_once, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
 BEATS = {"MORPHOMASS_HEARTBEAT_S": "0.5", "MORPHOMASS_HEARTBEAT_SILENCE_S": "3"}
@@ -33,14 +33,6 @@ SLOW = {"delay_s": 0.02, "slow_steps": {"cnn": 1.5, "features": 1.0, "gbm": 1.0,
 
 def _stage_run(workflow: Run, stage: str) -> Run | None:
     return Run.objects.filter(parent=workflow, stage=stage).order_by("-created").first()
-
-
-def _assert_ledger_once(run: Run) -> None:
-    chunks = list(RunChunk.objects.filter(run=run))
-    items = [item for chunk in chunks for item in chunk.items]
-    assert len(items) == len(set(items)) == run.items_total, run.stage
-    assert all(c.state == "done" and c.n_done + c.n_failed == len(c.items) for c in chunks), run.stage
-    assert run.items_done + run.items_failed == run.items_total
 
 
 @pytest.mark.services
@@ -89,7 +81,7 @@ def test_a_worker_killed_in_each_of_the_six_stages_is_replaced_and_the_workflow_
     stage_runs = {run.stage: run for run in workflow.children.all()}
     assert set(stage_runs) == set(registry.STAGE_NAMES)  # each stage ran once: no second run of any
     for run in stage_runs.values():
-        _assert_ledger_once(run)
+        assert_every_chunk_counted_once(run)
     assert_every_galaxy_accounted_once(stage_runs["preprocess"])
     assert sorted(TrainedModel.objects.filter(run=stage_runs["cnn"]).values_list("name", flat=True)) == sorted(CNN_ROLES)
     vectors = FeatureVector.objects.filter(feature_set__run=stage_runs["features"]).values("feature_set").annotate(n=Count("id"))
