@@ -212,6 +212,46 @@ def test_schema_documents_units_and_docs_load_nothing_external(client):
     assert "swagger-ui" in docs and "cdn" not in docs.lower() and "https://" not in docs
 
 
+@pytest.mark.usefixtures("catalogue")
+def test_parameters_the_schema_types_are_checked_not_ignored(client):
+    """What schemathesis found: typed parameters given nonsense were silently dropped; now each is a 400."""
+    for query in ("has_gz2=null", "z_min=", "page_size=0", "page_size=1001", "page_size=ten", "split="):
+        reply = client.get(f"/api/galaxies/?survey=api&{query}")
+        assert reply.status_code == 400, query
+        assert query.split("=")[0] in reply.json(), reply.json()
+    assert client.get("/api/surveys/?page=0").status_code == 400
+    assert client.get("/api/surveys/?page=").status_code == 400
+    assert client.get("/api/surveys/?page=9").status_code == 404  # past the last page
+    assert client.get("/api/galaxies/?survey=api&has_gz2=false&survey=api").status_code == 200
+    # An unknown run id matches nothing (an empty page), as any other filter would.
+    assert client.get("/api/models/?run=999999").json()["results"] == []
+    assert client.get("/api/models/?run=0").status_code == 400
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_paths_the_api_does_not_have_are_json_404s(client):
+    for path in ("/api/nothing/", "/api/galaxies/abc/", "/api/galaxies/i%0A%C2%BA/", "/api/runs/0.5/cancel/"):
+        reply = client.get(path)
+        assert reply.status_code == 404 and reply["Content-Type"] == "application/json", path
+        assert "no API endpoint" in reply.json()["detail"]
+    assert client.post("/api/runs/0.5/cancel/").status_code == 404  # no CSRF page either
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_schema_types_what_the_responses_hold(client):
+    schema = client.get("/api/schema/?format=json").json()
+    parts = schema["components"]["schemas"]
+    assert parts["Run"]["properties"]["duration_s"]["nullable"] is True  # null while a run is queued
+    galaxy = parts["Galaxy"]
+    assert "ml_pred" not in galaxy["required"] and galaxy["properties"]["ml_pred"]["nullable"] is True
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert {"400", "401", "403", "404", "429"} <= set(operation["responses"]), (method, path)
+    assert "409" in schema["paths"]["/api/runs/"]["post"]["responses"]
+    download = schema["paths"]["/api/catalogue.{fmt}"]["get"]
+    assert set(next(p for p in download["parameters"] if p["name"] == "fmt")["schema"]["enum"]) == set(READERS)
+
+
 READERS = {"csv": "ascii.csv", "ecsv": "ascii.ecsv", "fits": "fits", "votable": "votable", "parquet": "parquet"}
 
 

@@ -95,6 +95,8 @@ def catalogue_browser(request: HttpRequest) -> HttpResponse:
 
     params = request.GET.copy()
     params.pop("page", None)
+    for name in [name for name, values in params.lists() if not any(values)]:
+        params.pop(name)  # the form submits its empty fields; the filters want them left out
     ordering = params.get("ordering", "objid")
     if ordering.lstrip("-") not in SORTABLE:
         ordering = "objid"

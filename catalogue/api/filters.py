@@ -5,11 +5,13 @@ from __future__ import annotations
 from functools import cached_property
 
 import django_filters as filters
+from django import forms
 from django.db.models import F, FilteredRelation, Q, QuerySet
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 
 from catalogue.columns import PREDICTION_FIELDS, column
-from catalogue.models import Galaxy, GalaxyStatus, Split, Survey, TrainedModel
+from catalogue.models import ExperimentResult, Galaxy, GalaxyStatus, Run, Split, Survey, TrainedModel
 from catalogue.selectors import galaxies_in_cone, prediction_model
 from pipeline.metrics import MORPHOLOGY_CLASSES
 
@@ -17,7 +19,100 @@ MAX_CONE_RADIUS_DEG = 30.0
 ML_UNIT = column("ml_g").unit
 
 
-class GalaxyFilter(filters.FilterSet):
+MAX_ID = 2**63 - 1
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
+class IdFilter(filters.NumberFilter):
+    """A row id: an unknown one matches nothing (an empty page), not a 400 as a choice field would give."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, min_value=1, max_value=MAX_ID, **kwargs)
+
+
+@extend_schema_field({"type": "number", "minimum": -90, "maximum": 90})
+class DeclinationFilter(filters.NumberFilter):
+    """A declination in degrees; the schema gives its range (checked in filter_queryset)."""
+
+
+@extend_schema_field({"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": MAX_CONE_RADIUS_DEG})
+class RadiusFilter(filters.NumberFilter):
+    """A cone radius in degrees; the schema gives its range (checked in filter_queryset)."""
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """true/false (or 1/0, empty for no filter); anything else is an error instead of "no filter"."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        if str(value).lower() in {"true", "1"}:
+            return True
+        if str(value).lower() in {"false", "0"}:
+            return False
+        raise forms.ValidationError(f"{value!r} is not true or false")
+
+    def validate(self, value):  # noqa: ARG002 - None means no filter
+        return
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    """A boolean parameter that refuses what is not one (django-filter's widget reads "null" as no filter)."""
+
+    field_class = StrictBooleanField
+
+    def __init__(self, *args, **kwargs):
+        choices = [("", "any"), ("true", "yes"), ("false", "no")]
+        super().__init__(*args, widget=forms.Select(choices=choices), **kwargs)
+
+
+class StrictFilterSet(filters.FilterSet):
+    """Filters that refuse an empty value for a typed parameter (number, boolean, choice) with a 400.
+
+    django-filter reads ``?z_min=`` as "no filter"; the schema types the parameter as a
+    number, so an empty one is a client's mistake to be told about, not silently dropped.
+    Text parameters may be empty. Forms that submit empty fields (the web UI) leave them out.
+    """
+
+    def is_valid(self) -> bool:
+        if not self.is_bound:
+            return False
+        self.form.is_valid()  # clean first: add_error needs cleaned_data
+        for name, declared in self.filters.items():
+            if self.data.get(name) == "" and not isinstance(declared, filters.CharFilter):
+                self.form.add_error(name, "empty: give a value or leave the parameter out")
+        return self.form.is_valid()
+
+
+class TrainedModelFilter(StrictFilterSet):
+    survey__name = filters.CharFilter(help_text="survey name")
+    run = IdFilter(field_name="run_id", help_text="the run that trained it")
+
+    class Meta:
+        model = TrainedModel
+        fields = ["kind", "name"]
+
+
+class RunFilter(StrictFilterSet):
+    survey__name = filters.CharFilter(help_text="survey name")
+
+    class Meta:
+        model = Run
+        fields = ["stage", "status"]
+
+
+class ExperimentResultFilter(StrictFilterSet):
+    survey__name = filters.CharFilter(help_text="survey name")
+    run = IdFilter(field_name="run_id", help_text="the experiments run that wrote it")
+
+    class Meta:
+        model = ExperimentResult
+        fields = ["experiment"]
+
+
+class GalaxyFilter(StrictFilterSet):
     survey = filters.CharFilter(label="survey", field_name="survey__name", help_text="survey name")
     split = filters.ChoiceFilter(
         label="split", choices=[(s.value, s.label) for s in Split if s.value], help_text="train, val or test"
@@ -36,7 +131,7 @@ class GalaxyFilter(filters.FilterSet):
     morphology = filters.ChoiceFilter(
         label="morphology", choices=[(c, c) for c in MORPHOLOGY_CLASSES], help_text="class from CNN1's probabilities"
     )
-    has_gz2 = filters.BooleanFilter(
+    has_gz2 = StrictBooleanFilter(
         label="has GZ2 votes", field_name="gz2", lookup_expr="isnull", exclude=True, help_text="has Galaxy Zoo 2 votes"
     )
     model = filters.CharFilter(
@@ -51,8 +146,8 @@ class GalaxyFilter(filters.FilterSet):
     ra = filters.NumberFilter(
         label="cone RA [deg]", method="no_filter", help_text="deg, cone centre right ascension (with dec and radius)"
     )
-    dec = filters.NumberFilter(label="cone Dec [deg]", method="no_filter", help_text="deg, cone centre declination")
-    radius = filters.NumberFilter(
+    dec = DeclinationFilter(label="cone Dec [deg]", method="no_filter", help_text="deg, cone centre declination")
+    radius = RadiusFilter(
         label="cone radius [deg]", method="no_filter", help_text=f"deg, cone radius, at most {MAX_CONE_RADIUS_DEG:g}"
     )
     ordering = filters.OrderingFilter(

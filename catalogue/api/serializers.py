@@ -36,7 +36,7 @@ def prediction_serializer_field(name: str) -> serializers.Field:
     kind = {"BooleanField": serializers.BooleanField, "JSONField": serializers.JSONField}.get(
         field.get_internal_type(), serializers.FloatField
     )
-    return kind(read_only=True, required=False, help_text=f"{field.help_text} (with ?model=)")
+    return kind(read_only=True, required=False, allow_null=True, help_text=f"{field.help_text} (with ?model=)")
 
 
 class GalaxySerializer(serializers.ModelSerializer):
@@ -178,7 +178,9 @@ class TrainedModelSerializer(serializers.ModelSerializer):
 class RunSerializer(serializers.ModelSerializer):
     survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
     log_tail = serializers.SerializerMethodField(help_text="the last 40 lines of the run's log")
-    duration_s = serializers.FloatField(read_only=True, help_text="s, from start to finish (or now)")
+    duration_s = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="s, start to finish (or now); null before it starts"
+    )
     failures = serializers.SerializerMethodField(help_text="chunks that failed, with their errors")
 
     class Meta:

@@ -1,6 +1,6 @@
 """/api/ (REST, schema, docs, downloads) and /scs/ (IVOA Simple Cone Search)."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -20,4 +20,5 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("", include(router.urls)),
+    re_path(r"^(?P<unmatched>[\s\S]*)\Z", views.not_found),
 ]

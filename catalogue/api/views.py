@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.db.models import Count
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import FileResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_filters import rest_framework as dj_filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -11,27 +12,18 @@ from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.filters import OrderingFilter
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalogue.api import serializers as s
-from catalogue.api.filters import GalaxyFilter
+from catalogue.api.filters import ExperimentResultFilter, GalaxyFilter, RunFilter, TrainedModelFilter
+from catalogue.api.pagination import CataloguePagination
 from catalogue.models import ExperimentResult, Galaxy, Run, Survey, TrainedModel
 from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
 from catalogue.services.runs import RunConflict, cancel_run
 from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
-
-
-class CataloguePagination(CursorPagination):
-    """Cursor pages: stable under inserts and fast at any depth of a 700,000-row catalogue."""
-
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 1000
-    ordering = ("objid", "id")
 
 
 class SurveyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -73,7 +65,7 @@ class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = TrainedModel.objects.select_related("survey").annotate(n_predictions=Count("predictions")).order_by("-created")
     serializer_class = s.TrainedModelSerializer
-    filterset_fields = {"survey__name": ["exact"], "kind": ["exact"], "name": ["exact"], "run": ["exact"]}
+    filterset_class = TrainedModelFilter
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     @action(detail=True, permission_classes=[permissions.IsAdminUser])
@@ -90,7 +82,7 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     queryset = Run.objects.select_related("survey").order_by("-created")
     serializer_class = s.RunSerializer
-    filterset_fields = {"survey__name": ["exact"], "stage": ["exact"], "status": ["exact"]}
+    filterset_class = RunFilter
 
     def get_permissions(self):
         if self.action in {"create", "cancel"}:
@@ -130,15 +122,18 @@ class ExperimentResultViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = ExperimentResult.objects.select_related("survey").order_by("experiment", "id")
     serializer_class = s.ExperimentResultSerializer
-    filterset_fields = {"survey__name": ["exact"], "experiment": ["exact"], "run": ["exact"]}
+    filterset_class = ExperimentResultFilter
 
 
 class CatalogueDownload(APIView):
     """The filtered catalogue as a file (csv, ecsv, fits, votable, parquet), streamed."""
 
     @extend_schema(
-        parameters=[OpenApiParameter(name, str) for name in GalaxyFilter.base_filters],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=FORMATS, description="file format"),
+            *(OpenApiParameter(name, str) for name in GalaxyFilter.base_filters),
+        ],
+        responses={(200, media.split(";")[0]): OpenApiTypes.BINARY for media in CONTENT_TYPES.values()},
     )
     def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
         if fmt not in FORMATS:
@@ -153,3 +148,9 @@ class CatalogueDownload(APIView):
         name = f"morphomass-{survey.name if survey else 'all'}{'-' + model.name if model else ''}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
+
+
+@csrf_exempt
+def not_found(request, unmatched: str = "") -> JsonResponse:  # noqa: ARG001 - the URL's capture
+    """Any other path under /api/: a JSON 404 as from the views, not an HTML page."""
+    return JsonResponse({"detail": f"no API endpoint at {request.path}; see /api/docs/"}, status=404)
