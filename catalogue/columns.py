@@ -141,6 +141,10 @@ PREDICTION_COLUMNS: tuple[Column, ...] = (
 #: The interval columns of a prediction: ml_lo68, ml_hi68, ..., mstar_hi95.
 INTERVAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS if c.name[-2:].isdigit())
 PREDICTION_FIELDS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS)
+
+#: The catalogue columns a list can be sorted by (API ``ordering``, the web UI's headings);
+#: each has a (survey, column) index, so a sorted page is an index walk, not a sort of the survey.
+ORDERABLE_COLUMNS: tuple[str, ...] = ("objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin")
 _BY_NAME = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS}
 
 

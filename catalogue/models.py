@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from catalogue import registry
-from catalogue.columns import help_text
+from catalogue.columns import ORDERABLE_COLUMNS, help_text
 from catalogue.fields import Float32ArrayField
 from pipeline.gz2 import N_ANSWERS
 
@@ -109,7 +109,13 @@ class Galaxy(models.Model):
                 name="galaxy_ok_has_position_and_z",
             ),
         ]
-        indexes = [models.Index(fields=["survey", "split"]), models.Index(fields=["survey", "healpix"])]
+        indexes = [
+            models.Index(fields=["survey", "split"]),
+            models.Index(fields=["survey", "healpix"]),
+            # One per column the catalogue can be ordered by (objid has its unique constraint): a
+            # sorted page is then an index walk that stops after the page, not a sort of the survey.
+            *(models.Index(fields=["survey", name], name=f"galaxy_survey_{name}") for name in ORDERABLE_COLUMNS[1:]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.objid}"

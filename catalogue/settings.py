@@ -105,6 +105,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL,
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+        # A kept connection is checked before each request reuses it (a restarted database is survived).
+        conn_health_checks=int(os.environ.get("DB_CONN_MAX_AGE", "0")) > 0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

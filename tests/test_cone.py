@@ -80,3 +80,49 @@ def test_bad_cone_arguments_are_rejected():
         cone_index_ranges(0, 0, 0)
     with pytest.raises(ValueError, match="dec"):
         cone_index_ranges(0, 95, 1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("in_database", [True, False])
+def test_cone_search_rows_the_same_from_the_database_or_python_and_overflow_is_reported(monkeypatch, in_database):
+    """PostgreSQL formats the SCS rows itself; they must read back as Python's, overflow included."""
+    import io
+    import warnings
+
+    from astropy.io.votable import parse
+    from django.db import connection
+    from django.test import Client
+
+    from catalogue.api import scs
+    from catalogue.models import Galaxy, Survey
+    from catalogue.services import export
+    from pipeline.sky import healpix_index, unit_vector
+
+    if in_database and connection.vendor != "postgresql":
+        pytest.skip("the database-formatted rows are PostgreSQL's")
+    monkeypatch.setattr(export, "database_formats_rows", lambda: in_database)
+    survey = Survey.objects.create(name="scs-rows")
+    ra, dec = np.array([150.0, 150.01, 150.02, 150.03]), np.array([2.0, 2.01, 2.02, 2.03])
+    x, y, z = unit_vector(ra, dec)
+    for i, h in enumerate(healpix_index(ra, dec)):
+        Galaxy.objects.create(
+            survey=survey, objid=10 + i, ra=ra[i], dec=dec[i], healpix=int(h), sky_x=x[i], sky_y=y[i], sky_z=z[i],
+            z=[0.05, float("nan"), 0.1, None][i], mag_g=15.0, morphology=["disk", "a<b & c>d", "", "edge-on"][i],
+            status="ok" if i < 3 else "excluded",
+        )  # fmt: skip
+
+    def table(url: str):
+        reply = Client().get(url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            document = parse(io.BytesIO(reply.content))
+        return document.resources[0], document.get_first_table().to_table()
+
+    resource, rows = table("/scs/?RA=150.015&DEC=2.015&SR=0.1&VERB=2&SURVEY=scs-rows")
+    assert list(rows["objid"]) == [10, 11, 12, 13] and not resource.infos
+    assert list(rows["ra"]) == list(ra) and list(np.ma.getmaskarray(rows["z"])) == [False, True, False, True]
+    assert list(rows["morphology"]) == ["disk", "a<b & c>d", "", "edge-on"] and rows["z"][0] == 0.05
+    monkeypatch.setattr(scs, "MAX_RECORDS", 3)
+    resource, rows = table("/scs/?RA=150.015&DEC=2.015&SR=0.1&VERB=1&SURVEY=scs-rows")
+    assert list(rows["objid"]) == [10, 11, 12]
+    assert [(i.name, i.value) for i in resource.infos] == [("QUERY_STATUS", "OVERFLOW")]

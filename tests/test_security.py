@@ -98,3 +98,14 @@ def test_a_single_stage_started_while_a_workflow_runs_is_refused_with_409_and_th
         assert f"run #{workflow.pk} (workflow, running)" in response.json()["detail"]
     workflow.refresh_from_db()
     assert workflow.status == "running" and Run.objects.filter(survey=survey).count() == 2
+
+
+def test_a_web_process_loads_its_views_and_freezes_its_heap_before_serving():
+    """Full collections walked the science stack inside requests (150-200 ms); the WSGI module freezes it at start."""
+    import subprocess
+    import sys
+
+    probe = "import gc, sys; import catalogue.wsgi; print(gc.get_freeze_count(), 'catalogue.api.views' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    frozen, views_loaded = done.stdout.split()
+    assert int(frozen) > 100_000 and views_loaded == "True"

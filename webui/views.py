@@ -13,7 +13,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from rest_framework.exceptions import ValidationError
 
 from catalogue import selectors
-from catalogue.columns import column
+from catalogue.columns import ORDERABLE_COLUMNS, column
 from catalogue.models import ExperimentResult, Galaxy, Run, RunStage, Survey, TrainedModel
 from catalogue.selectors import latest_succeeded_run, predicted_gz2
 from catalogue.services.cutouts import cutout_for_preprocessing, read_cutout, usable_image
@@ -86,7 +86,7 @@ def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 #: The browser's sortable columns.
-SORTABLE = {"objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"}
+SORTABLE = set(ORDERABLE_COLUMNS)
 
 
 def catalogue_browser(request: HttpRequest) -> HttpResponse:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import django_filters as filters
 from django import forms
 from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 
-from catalogue.columns import PREDICTION_FIELDS, column
+from catalogue.columns import ORDERABLE_COLUMNS, PREDICTION_FIELDS, column
 from catalogue.models import ExperimentResult, Galaxy, GalaxyStatus, Run, Split, Survey, TrainedModel
 from catalogue.selectors import galaxies_in_cone, prediction_model
 from pipeline.metrics import MORPHOLOGY_CLASSES
@@ -76,6 +78,26 @@ class StrictFilterSet(filters.FilterSet):
     Text parameters may be empty. Forms that submit empty fields (the web UI) leave them out.
     """
 
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None):
+        """As django-filter's, with each filter copied shallowly instead of deep-copied.
+
+        The deep copy took 2.7 ms of a 14 ms catalogue page. A filter's state per request is
+        its model, parent and lazily built form field, all set on the copy; what a shallow
+        copy shares (choices, widgets' templates) no request changes, and Django's forms
+        deep-copy their fields on their own.
+        """
+        # django-filter 26.2's BaseFilterSet.__init__, but for the copy (no super(): it deep-copies).
+        self.is_bound = data is not None
+        self.data = data or QueryDict()
+        self.queryset = self._meta.model._default_manager.all() if queryset is None else queryset
+        self.request = request
+        self.form_prefix = prefix
+        self.filters = {name: copy.copy(f) for name, f in self.base_filters.items()}
+        for filter_ in self.filters.values():
+            filter_.model, filter_.parent = self.queryset.model, self
+            if filter_.method is not None:
+                filter_.method = filter_.method  # rebinds its FilterMethod to the copy, whose parent is set
+
     def is_valid(self) -> bool:
         if not self.is_bound:
             return False
@@ -113,7 +135,7 @@ class ExperimentResultFilter(StrictFilterSet):
 
 
 class GalaxyFilter(StrictFilterSet):
-    survey = filters.CharFilter(label="survey", field_name="survey__name", help_text="survey name")
+    survey = filters.CharFilter(label="survey", method="in_survey", help_text="survey name")
     split = filters.ChoiceFilter(
         label="split", choices=[(s.value, s.label) for s in Split if s.value], help_text="train, val or test"
     )
@@ -150,9 +172,7 @@ class GalaxyFilter(StrictFilterSet):
     radius = RadiusFilter(
         label="cone radius [deg]", method="no_filter", help_text=f"deg, cone radius, at most {MAX_CONE_RADIUS_DEG:g}"
     )
-    ordering = filters.OrderingFilter(
-        fields=["objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"], help_text="a field, '-' for descending"
-    )
+    ordering = filters.OrderingFilter(fields=list(ORDERABLE_COLUMNS), help_text="a field, '-' for descending")
 
     class Meta:
         model = Galaxy
@@ -160,6 +180,11 @@ class GalaxyFilter(StrictFilterSet):
 
     def no_filter(self, queryset, name, value):  # noqa: ARG002 - handled in filter_queryset
         return queryset
+
+    def in_survey(self, queryset, name, value):  # noqa: ARG002 - django-filter's signature
+        """By the survey's id, not a join on its name, so that PostgreSQL walks the (survey, column) indexes in order."""
+        survey = self.survey_object
+        return queryset.filter(survey_id=survey.pk) if survey else queryset.none()
 
     @cached_property
     def survey_object(self) -> Survey | None:

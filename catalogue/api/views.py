@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from catalogue.api import serializers as s
 from catalogue.api.filters import ExperimentResultFilter, GalaxyFilter, RunFilter, TrainedModelFilter
 from catalogue.api.pagination import CataloguePagination
+from catalogue.columns import ORDERABLE_COLUMNS
 from catalogue.models import ExperimentResult, Galaxy, Run, Survey, TrainedModel
 from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
 from catalogue.services.runs import RunConflict, cancel_run
@@ -36,11 +37,11 @@ class SurveyViewSet(viewsets.ReadOnlyModelViewSet):
 class GalaxyViewSet(viewsets.ReadOnlyModelViewSet):
     """The catalogue: filter, order, page by cursor; a galaxy by its objid."""
 
-    queryset = Galaxy.objects.select_related("survey")
+    queryset = Galaxy.objects.all()  # the survey's name comes from one query per page, not a join per row
     serializer_class = s.GalaxySerializer
     filter_backends = [dj_filters.DjangoFilterBackend, OrderingFilter]
     filterset_class = GalaxyFilter
-    ordering_fields = ["objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin"]
+    ordering_fields = list(ORDERABLE_COLUMNS)
     pagination_class = CataloguePagination
     lookup_field = "objid"
     lookup_value_regex = "[0-9]+"

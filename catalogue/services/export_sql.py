@@ -1,0 +1,159 @@
+"""The catalogue's rows as one PostgreSQL statement, for the whole-catalogue downloads.
+
+Python spent about 1.4 us on each value of a 700,000-row, 34-column catalogue (Django's
+converters, float repr, the csv module): 22 s for a CSV. Here the database formats the
+rows itself: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` writes the CSV body (PostgreSQL's
+float output is the shortest text that reads back to the same double, as Python's repr),
+and for FITS a binary COPY hands over rows of fixed width whose values are already the
+bytes FITS stores (big-endian, NaN or the integer null where missing), which numpy reads
+in place. The statement wraps the Django queryset's own SQL, so the filters are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from django.db import connection
+from django.db.models import F, FilteredRelation, Q, QuerySet
+
+from catalogue.columns import PREDICTION_FIELDS, Column
+from catalogue.models import Galaxy, TrainedModel
+
+
+def _inner(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], model: TrainedModel | None) -> tuple[str, tuple]:
+    """The queryset's SELECT of every column as c0, c1, ... in (survey, objid) order, with its parameters."""
+    rows = queryset
+    paths = {}
+    for i, column in enumerate(columns):
+        paths[f"c{i}"] = F(f"pred__{column.name}") if model is not None and column.name in PREDICTION_FIELDS else F(column.name)
+    if model is not None:
+        rows = rows.annotate(pred=FilteredRelation("predictions", condition=Q(predictions__model=model)))
+    rows = rows.order_by("survey_id", "objid").values(**paths, s_order=F("survey_id"), o_order=F("objid"))
+    sql, params = rows.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _csv_value(name: str, column: Column) -> str:
+    """A column as CSV text wants it: empty (NULL) for no value, NaN and infinities included."""
+    if column.name == "out_of_support":
+        return f"{name}::int"
+    if column.name == "support_reasons":
+        return f"NULLIF((SELECT string_agg(r, '; ') FROM jsonb_array_elements_text({name}) AS r), '')"
+    if column.kind == "float":
+        # Whole numbers below 1e15 (printed without an exponent) keep a ".0", as Python writes them,
+        # so that readers still see a float column. NaN = NaN in PostgreSQL: test it first.
+        return (
+            f"CASE WHEN {name} IN ('NaN', 'Infinity', '-Infinity') THEN NULL"
+            f" WHEN {name} = trunc({name}) AND abs({name}) < 1e15 THEN {name}::text || '.0' ELSE {name}::text END"
+        )
+    if column.kind == "str":
+        return f"NULLIF({name}, '')"
+    return name
+
+
+def _fits_value(name: str, column: Column, int_null: int) -> str:
+    """A column as a FITS table stores it, in binary COPY's fixed width: big-endian float8 (NaN when
+    missing, infinities kept), int8 (``int_null`` when missing), text as ``width`` UTF-8 bytes padded with NULs."""
+    if column.name == "out_of_support":
+        return f"COALESCE({name}::int::int8, {int_null})"
+    if column.name == "support_reasons":
+        text = f"(SELECT string_agg(r, '; ') FROM jsonb_array_elements_text({name}) AS r)"
+    elif column.kind == "str":
+        text = name
+    elif column.kind == "float":
+        return f"COALESCE({name}, 'NaN')::float8"
+    else:
+        return f"COALESCE({name}::int8, {int_null})"
+    return f"substring(convert_to(COALESCE({text}, ''), 'UTF8') || '\\x{'00' * column.width}'::bytea from 1 for {column.width})"
+
+
+def _statement(queryset, columns, model, value) -> tuple[str, tuple]:
+    inner, params = _inner(queryset, columns, model)
+    select = ", ".join(value(f"t.c{i}", c) for i, c in enumerate(columns))
+    return f"SELECT {select} FROM ({inner}) AS t ORDER BY t.s_order, t.o_order", params
+
+
+def copy_csv_body(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], model: TrainedModel | None) -> Iterator[bytes]:
+    """The CSV rows (no header) as PostgreSQL's COPY writes them, chunk by chunk."""
+    sql, params = _statement(queryset, columns, model, _csv_value)
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no COPY
+        with raw.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+            for chunk in copy:
+                yield bytes(chunk)
+
+
+#: Binary COPY's file header (signature, flags, extension length) and its end-of-data marker.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_HEADER_BYTES = 19
+_COPY_TRAILER = b"\xff\xff"
+#: Bytes of rows gathered before numpy reads them.
+BATCH_BYTES = 4 << 20
+
+
+def fits_records(
+    queryset: QuerySet[Galaxy], columns: tuple[Column, ...], model: TrainedModel | None, dtype: np.dtype, int_null: int
+) -> Iterator[bytes]:
+    """The rows as FITS binary-table records of ``dtype``, from PostgreSQL's binary COPY.
+
+    Every value has a fixed width (see :func:`_fits_value`), so each COPY row is the same
+    number of bytes: a field count, then per field its length and its big-endian value, the
+    same bytes FITS stores. numpy reads the rows in place and keeps only the values.
+    """
+    sql, params = _statement(queryset, columns, model, lambda name, c: _fits_value(name, c, int_null))
+    fields = [("count", ">i2")]
+    for c in columns:
+        fields += [(f"{c.name}__length", ">i4"), (c.name, dtype[c.name])]
+    row = np.dtype(fields)
+    buffer = bytearray()
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)", params) as copy:
+        for chunk in copy:
+            buffer += chunk  # PostgreSQL sends one message per row: numpy reads them in batches
+            if len(buffer) >= BATCH_BYTES:
+                yield _take_records(buffer, row, dtype)
+    yield _take_records(buffer, row, dtype)
+    if bytes(buffer) != _COPY_TRAILER:
+        raise RuntimeError(f"binary COPY ended with {len(buffer)} unread bytes")
+
+
+def _take_records(buffer: bytearray, row: np.dtype, dtype: np.dtype) -> bytes:
+    """The FITS records of the whole COPY rows at the start of ``buffer``, which keeps the rest."""
+    if buffer.startswith(_COPY_SIGNATURE):
+        del buffer[:_COPY_HEADER_BYTES]
+    whole = len(buffer) // row.itemsize * row.itemsize
+    rows = np.frombuffer(bytes(buffer[:whole]), row)
+    del buffer[:whole]
+    out = np.empty(len(rows), dtype)
+    for name in dtype.names:
+        out[name] = rows[name]
+    return out.tobytes()
+
+
+def _xml_cell(name: str, column: Column) -> str:
+    """A column as the text of a VOTable <TD>: empty where there is no value (NULL, NaN, infinities)."""
+    if column.kind == "float":
+        return f"CASE WHEN {name} IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE {name}::text END"
+    if column.kind == "str":
+        return f"replace(replace(replace({name}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+    return f"{name}::text"
+
+
+def tabledata(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], limit: int) -> tuple[int, str]:
+    """At most ``limit`` rows of ``queryset`` (in its order) as VOTable TABLEDATA <TR> elements, and
+    how many rows there were up to ``limit + 1`` (more than ``limit``: the caller reports an overflow).
+
+    One statement whose answer is one text: PostgreSQL formats the cells, 30,000 of them for a
+    0.5 degree cone in a few milliseconds, where Python took 20.
+    """
+    paths = {f"c{i}": F(c.name) for i, c in enumerate(columns)}
+    inner, params = queryset.values(**paths)[: limit + 1].query.sql_with_params()
+    cells = ", ".join(f"'<TD>', {_xml_cell(f't.c{i}', c)}, '</TD>'" for i, c in enumerate(columns))
+    sql = (
+        f"SELECT count(*), string_agg(tr, '' ORDER BY n) FILTER (WHERE n <= {int(limit)}) FROM ("
+        f"SELECT row_number() OVER () AS n, concat('<TR>', {cells}, E'</TR>\\n') AS tr FROM ({inner}) AS t) AS rows"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        count, text = cursor.fetchone()
+    return count, text or ""
