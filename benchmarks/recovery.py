@@ -34,6 +34,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
 
 from catalogue import limits, registry  # noqa: E402
 from catalogue.celery import app  # noqa: E402
@@ -67,6 +68,7 @@ def main() -> None:
     if not settings.CELERY_BROKER_URL.startswith("redis"):
         sys.exit("set CELERY_BROKER_URL to a Redis URL: the benchmark runs real workers")
 
+    call_command("migrate", verbosity=0)
     Survey.objects.filter(name=SURVEY).delete()
     bundle = MEDIA / "bundle"
     simulate_survey(bundle, n=args.n, seed=11)

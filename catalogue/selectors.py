@@ -10,7 +10,7 @@ from functools import reduce
 from operator import or_
 
 import numpy as np
-from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
+from django.db.models import Count, Exists, ExpressionWrapper, F, FloatField, OuterRef, Q, QuerySet
 
 from catalogue.models import (
     FeatureSet,
@@ -94,18 +94,19 @@ def prediction_model(survey: Survey | None, name: str) -> TrainedModel:
         without a survey (for a name), without such a model, or when it has no predictions yet.
     """
     name = str(name)
+    with_predictions = TrainedModel.objects.annotate(predicted=Exists(Prediction.objects.filter(model=OuterRef("pk"))))
     if name.isdigit():
-        model = TrainedModel.objects.filter(pk=int(name)).first()
+        model = with_predictions.filter(pk=int(name)).first()
         if model is None:
             raise ValueError(f"no model with id {name}")
     else:
         if survey is None:
             raise ValueError("predictions belong to one survey's model: give the survey as well as the model name")
-        model = TrainedModel.objects.filter(survey=survey, name=name).order_by("-created", "-pk").first()
+        model = with_predictions.filter(survey=survey, name=name).order_by("-created", "-pk").first()
         if model is None:
             names = sorted(set(TrainedModel.objects.filter(survey=survey).values_list("name", flat=True)))
             raise ValueError(f"survey {survey.name} has no model named {name!r}; it has: {', '.join(names) or 'none'}")
-    if not Prediction.objects.filter(model=model).exists():
+    if not model.predicted:
         raise ValueError(f"model {model.name} #{model.pk} has no predictions yet; run the predict stage")
     return model
 
