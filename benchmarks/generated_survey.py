@@ -6,8 +6,11 @@ No images: only what the catalogue endpoints read. On PostgreSQL the rows go in 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from django.db import connection
+from django.utils import timezone
 
 from catalogue.models import Galaxy, Prediction, Run, Survey, TrainedModel
 from pipeline.sky import healpix_index, unit_vector
@@ -44,30 +47,32 @@ def _generated_rows(n: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+def _insert(model, fixed: dict, columns: dict[str, np.ndarray]) -> None:
+    """Rows of ``model``: the ``fixed`` values in every row, ``columns`` one value a row; by COPY on PostgreSQL."""
+    names = list(columns)
+    if connection.vendor != "postgresql":
+        rows = [model(**fixed, **{k: columns[k][i].item() for k in names}) for i in range(len(columns[names[0]]))]
+        model.objects.bulk_create(rows, batch_size=5000)
+        return
+    head = tuple(json.dumps(v) if isinstance(v, dict | list) else v for v in fixed.values())
+    statement = f"COPY {model._meta.db_table} ({', '.join([*fixed, *names])}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.connection.cursor().copy(statement) as copy:
+        for row in zip(*(columns[k].tolist() for k in names), strict=True):
+            copy.write_row(head + row)
+
+
 def make_survey(n: int, seed: int = 0) -> tuple[Survey, TrainedModel]:
     """A survey of ``n`` galaxies and one model's predictions (with intervals), by COPY on PostgreSQL."""
     survey = Survey.objects.create(name=SURVEY)
     columns = _generated_rows(n, seed)
     run = Run.objects.create(stage="gbm", survey=survey, status="succeeded", preset="test")
     model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run, preset="test")
+    fixed = {"survey_id": survey.pk, "status": "ok", "ml_source": "catalogue", "status_reason": "", "extra": {}}
+    _insert(Galaxy, fixed, columns)
     ml = np.random.default_rng(seed + 1).lognormal(1, 0.5, n)
-    if connection.vendor != "postgresql":
-        Galaxy.objects.bulk_create(
-            [Galaxy(survey=survey, **{k: v[i].item() for k, v in columns.items()}) for i in range(n)], batch_size=5000
-        )
-    else:
-        names = list(columns)
-        with connection.cursor() as cursor:
-            fixed = "survey_id, status, ml_source, status_reason, extra"
-            statement = f"COPY catalogue_galaxy ({fixed}, {', '.join(names)}) FROM STDIN"
-            with cursor.connection.cursor().copy(statement) as copy:
-                values = [columns[k].tolist() for k in names]
-                for row in zip(*values, strict=True):
-                    copy.write_row((survey.pk, "ok", "catalogue", "", "{}", *row))
-    ids = np.array(Galaxy.objects.filter(survey=survey).order_by("objid").values_list("id", flat=True))
     width = np.random.default_rng(seed + 2).uniform(0.1, 0.3, n)
     prediction = {
-        "galaxy_id": ids,
+        "galaxy_id": np.array(Galaxy.objects.filter(survey=survey).order_by("objid").values_list("id", flat=True)),
         "ml_pred": ml,
         "mstar_pred": ml * columns["lum_g"],
         "ml_lo68": ml * (1 - width),
@@ -76,19 +81,9 @@ def make_survey(n: int, seed: int = 0) -> tuple[Survey, TrainedModel]:
         "ml_hi95": ml * (1 + 2 * width),
         "out_of_support": ml > 8,
     }
-    if connection.vendor != "postgresql":
-        Prediction.objects.bulk_create(
-            [Prediction(model=model, **{k: v[i].item() for k, v in prediction.items()}) for i in range(n)], batch_size=5000
-        )
-    else:
-        names = list(prediction)
-        with connection.cursor() as cursor:
-            statement = f"COPY catalogue_prediction (model_id, support_reasons, created, {', '.join(names)}) FROM STDIN"
-            with cursor.connection.cursor().copy(statement) as copy:
-                values = [prediction[k].tolist() for k in names]
-                for row in zip(*values, strict=True):
-                    reasons = '["ml_pred above the training range"]' if row[-1] else "[]"
-                    copy.write_row((model.pk, reasons, "2026-01-01T00:00:00Z", *row))
+    _insert(Prediction, {"model_id": model.pk, "support_reasons": [], "created": timezone.now()}, prediction)
+    Prediction.objects.filter(model=model, out_of_support=True).update(support_reasons=["ml_pred above the training range"])
+    if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE catalogue_galaxy; ANALYZE catalogue_prediction")
     return survey, model
