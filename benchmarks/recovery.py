@@ -78,7 +78,7 @@ def main() -> None:
     if before:  # the stages it needs, done in this process
         app.conf.task_always_eager = True
         start_workflow(survey, before, preset_name="test")
-        app.conf.task_always_eager = False
+    app.conf.task_always_eager = False  # the stage itself goes to the worker
     app.control.purge()
 
     env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT)}
