@@ -47,6 +47,7 @@ from pipeline.simulate.survey import simulate_survey  # noqa: E402
 SURVEY = "bench-recovery"
 #: Each step of the stage slowed (reporting nothing), so that the kill lands inside it.
 SLOW_STEP_S = 20.0
+SLOW_GALAXY_S = 0.3
 
 
 def _process(*args: str, env: dict) -> subprocess.Popen:
@@ -82,7 +83,9 @@ def main() -> None:
     app.control.purge()
 
     env = {**os.environ, "CELERY_TASK_ALWAYS_EAGER": "0", "PYTHONPATH": str(ROOT)}
-    slow = {**env, "MORPHOMASS_FAULTS": json.dumps({"slow_steps": {args.stage: SLOW_STEP_S}})}
+    # Slow enough that the kill lands mid-stage: each step of a stage, or each galaxy of preprocess.
+    faults = {"delay_s": SLOW_GALAXY_S} if args.stage == "preprocess" else {"slow_steps": {args.stage: SLOW_STEP_S}}
+    slow = {**env, "MORPHOMASS_FAULTS": json.dumps(faults)}
     queue = registry.stage(args.stage).queue
     worker = _process("worker", "-Q", queue, "--pool", "solo", "--loglevel", "WARNING", "--without-gossip", env=slow)
     beat_dir = Path(tempfile.mkdtemp(prefix="morphomass-beat-"))
