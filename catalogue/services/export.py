@@ -1,7 +1,9 @@
 """The galaxy catalogue as a stream of bytes in the formats astronomers load.
 
-One writer per format, all fed by one database iterator, so a 700,000-row catalogue is
-never built in memory (the API streams it; ``export_catalogue`` writes it to a file):
+One writer per format, fed by the database as a stream, so a 700,000-row catalogue is never
+built in memory (the API streams it; ``export_catalogue`` writes it to a file). On
+PostgreSQL the database formats the CSV body and the FITS records itself (export_sql);
+elsewhere, and for VOTable and Parquet, Django's row iterator feeds the writers:
 
 * ``csv``: plain CSV (a header line, then rows; empty fields for missing values), which
   ``Table.read("x.csv")`` and pandas read as they are; no units (use ECSV for those);
@@ -109,9 +111,9 @@ def stream_catalogue(
 ) -> Iterator[bytes]:
     """The catalogue of ``queryset`` in ``fmt`` as chunks of bytes.
 
-    On PostgreSQL the CSV and ECSV bodies come from COPY and the FITS rows from a
-    server-side cursor (:mod:`catalogue.services.export_sql`); elsewhere, and for the other
-    formats, from Django's row iterator.
+    On PostgreSQL the CSV and ECSV bodies come from COPY and the FITS records from a binary
+    COPY (:mod:`catalogue.services.export_sql`); elsewhere, and for the other formats, from
+    Django's row iterator.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
