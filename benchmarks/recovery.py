@@ -118,7 +118,7 @@ def main() -> None:
                     "reaper_interval_s": app.conf.beat_schedule["reap-stale-runs"]["schedule"],
                     "kill_to_new_worker_claim_s": None if handed_out is None else round(handed_out, 1),
                     "kill_to_stage_done_s": round(time.monotonic() - killed, 1),
-                    "slow_step_s": SLOW_STEP_S,
+                    "injected_slowness": faults,
                 }
             )
         )
