@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=700_000, help="galaxies in the generated survey")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--seconds", type=float, default=20.0, help="per endpoint and concurrency")
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1), help="gunicorn processes")
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1, help="gunicorn processes")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn process")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--keep", action="store_true", help="leave the survey in the database for the next run")

@@ -114,7 +114,11 @@ class Galaxy(models.Model):
             models.Index(fields=["survey", "healpix"]),
             # One per column the catalogue can be ordered by (objid has its unique constraint): a
             # sorted page is then an index walk that stops after the page, not a sort of the survey.
-            *(models.Index(fields=["survey", name], name=f"galaxy_survey_{name}") for name in ORDERABLE_COLUMNS[1:]),
+            *(
+                models.Index(fields=["survey", name], name=f"galaxy_survey_{name}")
+                for name in ORDERABLE_COLUMNS
+                if name != "objid"
+            ),
         ]
 
     def __str__(self) -> str:

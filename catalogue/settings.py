@@ -101,12 +101,13 @@ WSGI_APPLICATION = "catalogue.wsgi.application"
 ASGI_APPLICATION = "catalogue.asgi.application"
 
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'morphomass.sqlite3'}"
+DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "0"))
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL,
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+        conn_max_age=DB_CONN_MAX_AGE,
         # A kept connection is checked before each request reuses it (a restarted database is survived).
-        conn_health_checks=int(os.environ.get("DB_CONN_MAX_AGE", "0")) > 0,
+        conn_health_checks=DB_CONN_MAX_AGE > 0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

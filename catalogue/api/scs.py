@@ -78,7 +78,7 @@ def cone_search(request: HttpRequest) -> HttpResponse:
     if sr > 0:
         hits = galaxies_in_cone(ra % 360.0, dec, sr, queryset).order_by("objid")
         if export.database_formats_rows():
-            count, text = export_sql.tabledata(hits, tuple(COLUMNS[n] for n in names), MAX_RECORDS)
+            count, text = export_sql.tabledata(hits, tuple(COLUMNS[n] for n in names), MAX_RECORDS, order="objid")
             body = text.encode()
         else:
             rows = list(hits.values_list(*names)[: MAX_RECORDS + 1])

@@ -82,8 +82,7 @@ class GalaxySerializer(serializers.ModelSerializer):
         """The survey's name without joining the survey to every row (a page holds one or a few)."""
         names = self.root.__dict__.setdefault("_survey_names", {})
         if galaxy.survey_id not in names:
-            cached = galaxy._state.fields_cache.get("survey")
-            names[galaxy.survey_id] = cached.name if cached else Survey.objects.get(pk=galaxy.survey_id).name
+            names[galaxy.survey_id] = Survey.objects.values_list("name", flat=True).get(pk=galaxy.survey_id)
         return names[galaxy.survey_id]
 
     def to_representation(self, galaxy: Galaxy) -> dict:

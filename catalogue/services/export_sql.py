@@ -140,19 +140,21 @@ def _xml_cell(name: str, column: Column) -> str:
     return f"{name}::text"
 
 
-def tabledata(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], limit: int) -> tuple[int, str]:
-    """At most ``limit`` rows of ``queryset`` (in its order) as VOTable TABLEDATA <TR> elements, and
+def tabledata(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], limit: int, order: str) -> tuple[int, str]:
+    """At most ``limit`` rows of ``queryset`` (by ``order``) as VOTable TABLEDATA <TR> elements, and
     how many rows there were up to ``limit + 1`` (more than ``limit``: the caller reports an overflow).
 
     One statement whose answer is one text: PostgreSQL formats the cells, 30,000 of them for a
     0.5 degree cone in a few milliseconds, where Python took 20.
     """
     paths = {f"c{i}": F(c.name) for i, c in enumerate(columns)}
-    inner, params = queryset.values(**paths)[: limit + 1].query.sql_with_params()
+    rows = queryset.order_by(order).values(**paths, o_order=F(order))[: limit + 1]
+    inner, params = rows.query.sql_with_params()
     cells = ", ".join(f"'<TD>', {_xml_cell(f't.c{i}', c)}, '</TD>'" for i, c in enumerate(columns))
     sql = (
         f"SELECT count(*), string_agg(tr, '' ORDER BY n) FILTER (WHERE n <= {int(limit)}) FROM ("
-        f"SELECT row_number() OVER () AS n, concat('<TR>', {cells}, E'</TR>\\n') AS tr FROM ({inner}) AS t) AS rows"
+        f"SELECT row_number() OVER (ORDER BY t.o_order) AS n, concat('<TR>', {cells}, E'</TR>\\n') AS tr"
+        f" FROM ({inner}) AS t) AS rows"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
