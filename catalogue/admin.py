@@ -7,6 +7,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from catalogue import models, registry
+from catalogue.services.model_sets import APPLY_STAGES, mark_current
 from catalogue.services.runs import RunConflict, cancel_run
 from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
@@ -18,7 +19,16 @@ class StartRunForm(forms.Form):
     stages = forms.MultipleChoiceField(
         choices=[(s.name, s.name) for s in registry.STAGES],
         widget=forms.CheckboxSelectMultiple,
-        help_text="run in this order, each starting when the one before it succeeds",
+        required=False,
+        help_text="run in this order, each starting when the one before it succeeds "
+        f"(with a model set: some of {', '.join(APPLY_STAGES)}, all of them when none is ticked)",
+    )
+    models = forms.ModelChoiceField(
+        queryset=models.ModelSet.objects.select_related("survey"),
+        required=False,
+        label="apply model set",
+        to_field_name="name",
+        help_text="apply a trained set to the survey instead of training (its preset is used)",
     )
     preset = forms.ChoiceField(
         choices=[(p, p) for p in PRESETS],
@@ -29,12 +39,18 @@ class StartRunForm(forms.Form):
         required=False, help_text="redo what is done: preprocessed galaxies, stages that succeeded with the same inputs"
     )
 
+    def clean(self):
+        data = super().clean()
+        if not data.get("stages") and not data.get("models"):
+            raise forms.ValidationError("tick at least one stage, or choose a model set to apply")
+        return data
+
 
 @admin.register(models.Survey)
 class SurveyAdmin(admin.ModelAdmin):
     list_display = ("name", "source_path", "has_star_catalogue", "created", "updated")
     search_fields = ("name",)
-    actions = ["preprocess"]
+    actions = ["preprocess", "apply_models"]
 
     @admin.action(description="Preprocess images (fast preset: 48 and 69 px)")
     def preprocess(self, request, queryset):
@@ -45,6 +61,30 @@ class SurveyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{survey.name}: {exc}", messages.ERROR)
                 continue
             self.message_user(request, f"{survey.name}: run #{run.pk} {run.status} - {run.message}", messages.INFO)
+
+    @admin.action(description="Apply models: predict with a model set trained on another survey")
+    def apply_models(self, request, queryset):
+        """To the start form with the survey chosen and the model set field to fill in."""
+        survey = queryset.order_by("name").first()
+        return redirect(f"{reverse('admin:catalogue_run_start')}?survey={survey.pk}")
+
+
+@admin.register(models.ModelSet)
+class ModelSetAdmin(admin.ModelAdmin):
+    list_display = ("name", "survey", "preset", "is_current", "created")
+    list_filter = ("is_current", "preset")
+    search_fields = ("name",)
+    readonly_fields = ("name", "survey", "run", "preset", "resolutions", "networks", "feature_sets", "lineage", "metrics", "is_current")
+    actions = ["make_current"]
+
+    @admin.action(description="Make current (the set its training survey's name stands for)")
+    def make_current(self, request, queryset):
+        for model_set in queryset.order_by("created"):
+            mark_current(model_set)
+            self.message_user(request, f"{model_set.name} is now the current set of {model_set.survey.name}", messages.INFO)
+
+    def has_add_permission(self, request):  # noqa: ARG002 - Django's signature
+        return False
 
 
 @admin.register(models.Galaxy)
@@ -144,7 +184,10 @@ class RunAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             options = {"preset_name": data["preset"], "force": data["force"], "user": request.user}
             try:
-                if len(data["stages"]) == 1:
+                if data["models"] is not None:
+                    stages = data["stages"] or list(APPLY_STAGES)
+                    run = start_workflow(data["survey"], stages, model_set=data["models"], **options)
+                elif len(data["stages"]) == 1:
                     run = start_stage(data["stages"][0], data["survey"], **options)
                 else:
                     run = start_workflow(data["survey"], data["stages"], **options)

@@ -128,6 +128,12 @@ def stage_outcome(run: Run) -> str:
     """'1995 done, 5 failed of 2000 galaxies in 45 s: <message>'."""
     seconds = f" in {run.duration_s:.0f} s" if run.duration_s is not None else ""
     text = f"{run.items_done} done, {run.items_failed} failed of {run.items_total} {_unit(run.stage)}{seconds}"
+    skipped = run.result.get("skipped") or {}
+    if skipped:  # a predict run on a survey lacking some model's inputs
+        reasons = {}
+        for name, reason in skipped.items():
+            reasons.setdefault(reason, []).append(name)
+        text += "; skipped " + "; ".join(f"{', '.join(names)} ({reason})" for reason, names in reasons.items())
     return f"{text}: {run.message}" if run.message and run.status != Run.Status.SUCCEEDED else text
 
 
@@ -149,6 +155,7 @@ def summary(root: Run) -> dict:
             "message": run.message,
             "failures": run.result.get("failures", []),
             "chunk_failures": chunk_failures(run),
+            **{key: run.result[key] for key in ("model_set", "skipped", "flagged") if key in run.result},
         }
     return {
         "run": root.pk,

@@ -210,6 +210,14 @@ class TrainedModel(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="validation metrics")
     curves = models.JSONField(default=dict, blank=True, help_text="per-epoch loss, val_loss and learning rate")
     feature_set = models.ForeignKey("FeatureSet", null=True, blank=True, on_delete=models.SET_NULL, related_name="models")
+    model_set = models.ForeignKey(
+        "ModelSet",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="named_models",
+        help_text="the model set a named M/L model belongs to (networks can serve several sets)",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -221,6 +229,40 @@ class TrainedModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+class ModelSet(models.Model):
+    """The networks and named M/L models of one training, named ``<survey>@<run>``: what travels.
+
+    A set is made when a gbm run succeeds: its six named models (with their intervals and
+    support models inside the artifacts) and the four networks whose features they read.
+    Applying it to another survey preprocesses at its resolutions, extracts features with
+    its networks and predicts with its models; nothing is trained. ``is_current`` is an
+    alias staff move (one per training survey); moving it never changes stored predictions.
+    """
+
+    name = models.CharField(max_length=200, unique=True, help_text="<training survey>@<run>")
+    survey = models.ForeignKey(Survey, on_delete=models.CASCADE, related_name="model_sets", help_text="training survey")
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="gbm run")
+    preset = models.CharField(max_length=20, blank=True)
+    resolutions = models.JSONField(default=list, blank=True, help_text="pixels, the image sizes its networks read")
+    networks = models.ManyToManyField(TrainedModel, related_name="network_of_sets", blank=True)
+    feature_sets = models.JSONField(
+        default=dict, blank=True, help_text="feature set name -> id on the training survey (names and dropped features)"
+    )
+    lineage = models.JSONField(default=dict, blank=True, help_text="runs of each stage, galaxies, training-data hash, code")
+    metrics = models.JSONField(default=dict, blank=True, help_text="named model -> validation and test metrics, coverage")
+    is_current = models.BooleanField(default=False, help_text="the set applied when its training survey is named")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["survey"], condition=Q(is_current=True), name="modelset_one_current_per_survey")
+        ]
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class FeatureSet(models.Model):

@@ -68,7 +68,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("features", "CNN feature extraction", GPU_QUEUE, reads=("preprocess", "cnn"), limit="chunk", unit="galaxies"),
     Stage("gbm", "GBM training", CPU_QUEUE, reads=("features",), limit="train", unit="models"),
     Stage("experiments", "experiments", CPU_QUEUE, reads=("gbm",), limit="train", unit="experiments"),
-    Stage("predict", "catalogue prediction", CPU_QUEUE, reads=("gbm",), limit="chunk", unit="models"),
+    Stage("predict", "catalogue prediction", CPU_QUEUE, reads=("features", "gbm"), limit="chunk", unit="models"),
 )
 #: Stage names in pipeline order.
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

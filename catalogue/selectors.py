@@ -42,6 +42,23 @@ def latest_succeeded_run(survey: Survey, stage: str) -> Run | None:
     return succeeded_runs(survey, stage).first()
 
 
+def require_targets(survey: Survey) -> None:
+    """Training needs M/L targets in the training split; a survey without them can only be predicted.
+
+    Raises
+    ------
+    ValueError
+        saying how to get predictions for it instead.
+    """
+    training = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, split=Split.TRAIN, ml_g__isnull=False)
+    if not training.exists():
+        raise ValueError(
+            f"survey {survey.name} has no M/L targets in a training split (no ml_g column and no gswlc.dat match), "
+            f"so it cannot be trained on; apply a trained model set to it instead: "
+            f"run_pipeline --survey {survey.name} --models <training survey>"
+        )
+
+
 def latest_cnn_models(survey: Survey, preset_name: str) -> dict[str, TrainedModel]:
     """The newest trained network of each CNN role for a survey and preset, from cnn runs that
     succeeded: a cancelled or failed run's first networks are not mixed with another's."""
@@ -85,24 +102,50 @@ def latest_named_models(survey: Survey) -> dict[str, TrainedModel]:
     return found
 
 
-def prediction_model(survey: Survey | None, name: str) -> TrainedModel:
-    """The survey's latest model called ``name`` (or the model with that id), which must have predictions.
+def prediction_model(survey: Survey | None, name: str, model_set=None) -> TrainedModel:
+    """The model called ``name`` whose predictions of the survey's galaxies to show (or the model with that id).
+
+    By name, the model belongs to ``model_set`` when given, else to the set applied to the
+    survey last (its newest successful predict run's); a survey predicted before sets
+    existed falls back to its own newest model of that name.
 
     Raises
     ------
     ValueError
-        without a survey (for a name), without such a model, or when it has no predictions yet.
+        without a survey (for a name), without such a model, or when it has no predictions
+        of the survey yet (the message says how to make them).
     """
+    from catalogue.services.model_sets import applications, applied_model_set
+
     name = str(name)
     with_predictions = TrainedModel.objects.annotate(predicted=Exists(Prediction.objects.filter(model=OuterRef("pk"))))
     if name.isdigit():
         model = with_predictions.filter(pk=int(name)).first()
         if model is None:
             raise ValueError(f"no model with id {name}")
+    elif survey is None:
+        raise ValueError("predictions belong to one survey's model: give the survey as well as the model name")
     else:
-        if survey is None:
-            raise ValueError("predictions belong to one survey's model: give the survey as well as the model name")
-        model = with_predictions.filter(survey=survey, name=name).order_by("-created", "-pk").first()
+        if model_set is not None:
+            application = applications(survey, model_set).first()
+            if application is None:
+                raise ValueError(
+                    f"model set {model_set.name} has not been applied to survey {survey.name}; apply it: "
+                    f"run_pipeline --survey {survey.name} --models {model_set.name}"
+                )
+        else:
+            applied = applied_model_set(survey)
+            model_set, application = applied if applied else (None, None)
+        if model_set is not None:
+            skipped = application.result.get("skipped", {})
+            if name in skipped:
+                raise ValueError(f"model set {model_set.name} did not predict {name} for survey {survey.name}: {skipped[name]}")
+            model = with_predictions.filter(model_set=model_set, name=name).first()
+            if model is None:
+                names = sorted(model_set.named_models.values_list("name", flat=True))
+                raise ValueError(f"model set {model_set.name} has no model named {name!r}; it has: {', '.join(names)}")
+        else:
+            model = with_predictions.filter(survey=survey, name=name).order_by("-created", "-pk").first()
         if model is None:
             names = sorted(set(TrainedModel.objects.filter(survey=survey).values_list("name", flat=True)))
             raise ValueError(f"survey {survey.name} has no model named {name!r}; it has: {', '.join(names) or 'none'}")
@@ -251,11 +294,16 @@ def latest_prediction_per_model(galaxy: Galaxy) -> dict[str, Prediction]:
 
 
 def test_split_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
-    """The model's predictions of the test split with each galaxy's target, error (Msun/Lsun_g), g
-    luminosity (Lsun_g), redshift, morphology class and CNN1's P(features): Figs. 4-7."""
+    """The model's predictions of its training survey's test split with each galaxy's target, error
+    (Msun/Lsun_g), g luminosity (Lsun_g), redshift, morphology class and CNN1's P(features):
+    Figs. 4-7. Surveys the model was applied to are not its test split, even with targets."""
     rows = list(
         Prediction.objects.filter(
-            model=model, galaxy__split=Split.TEST, galaxy__status=GalaxyStatus.OK, galaxy__ml_g__isnull=False
+            model=model,
+            galaxy__survey_id=model.survey_id,
+            galaxy__split=Split.TEST,
+            galaxy__status=GalaxyStatus.OK,
+            galaxy__ml_g__isnull=False,
         ).values_list(
             "galaxy_id", "ml_pred", "galaxy__ml_g", "galaxy__ml_g_err", "galaxy__lum_g", "galaxy__z", "galaxy__morphology"
         )

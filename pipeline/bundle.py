@@ -19,7 +19,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from pipeline import gz2
 
-REQUIRED_COLUMNS = ("objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "mag_i")
+#: mag_i and the other bands are optional: a g-only survey is predicted by the g models.
+REQUIRED_COLUMNS = ("objid", "ra", "dec", "z", "d25_arcmin", "mag_g")
 FLOAT_COLUMNS = (
     "ra",
     "dec",

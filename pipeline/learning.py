@@ -102,6 +102,31 @@ class LearningData:
         return np.flatnonzero((self.split == split) & usable)
 
 
+def catalogue_input(feature: str) -> str | None:
+    """The catalogue column a feature is computed from (``L_i``, ``L_g/L_i``, ``mag_i`` -> ``mag_i``), if any."""
+    for band in BANDS:
+        if feature in (f"L_{band}", f"L_g/L_{band}", f"mag_{band}"):
+            return f"mag_{band}" if feature != "L_g/L_g" else None
+    return None
+
+
+def absent_inputs(data: LearningData, features: list[str]) -> list[str]:
+    """Catalogue columns that ``features`` need and that no galaxy of ``data`` has.
+
+    A survey without ``mag_i`` cannot be predicted by a model that reads L_i: its
+    predictions would be the model's guess for a missing value, not an M/L. Missing for
+    some galaxies only is the usual missing value, which the GBMs handle.
+    """
+    absent: list[str] = []
+    for feature in features:
+        column = catalogue_input(feature)
+        if column is None or column in absent or feature not in data.index:
+            continue
+        if not np.isfinite(data.columns[:, data.index[feature]]).any():
+            absent.append(column)
+    return absent
+
+
 def band_set_names(bands: str) -> list[str]:
     """redshift, L_b for each band and L_g / L_b for the others (a colour)."""
     if not bands or any(b not in BANDS for b in bands) or "g" not in bands:

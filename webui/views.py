@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import cache_control
@@ -14,15 +16,17 @@ from rest_framework.exceptions import ValidationError
 
 from catalogue import selectors
 from catalogue.columns import ORDERABLE_COLUMNS, column
-from catalogue.models import ExperimentResult, Galaxy, Run, RunStage, Survey, TrainedModel
+from catalogue.models import ExperimentResult, Galaxy, ModelSet, Prediction, Run, RunStage, Survey, TrainedModel
 from catalogue.selectors import latest_succeeded_run, predicted_gz2
 from catalogue.services.cutouts import cutout_for_preprocessing, read_cutout, usable_image
 from catalogue.services.export import FORMATS
 from catalogue.services.image_store import load_log_images, stored_resolutions
+from catalogue.services.model_sets import applied_model_set
 from pipeline import gz2
 from pipeline.display import asinh_display, linear_display, mark_points, png_bytes
 from pipeline.metrics import l1_per_galaxy
 from pipeline.preprocess import FEATURE_UNITS, central_square, remove_stars
+from pipeline.regression import NAMED_MODELS
 from webui import figures
 
 
@@ -72,6 +76,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
     survey = get_object_or_404(Survey, name=name)
     models = TrainedModel.objects.filter(survey=survey).order_by("-created")[:30]
+    applied = applied_model_set(survey)
     return render(
         request,
         "webui/survey.html",
@@ -81,7 +86,66 @@ def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
             "histogram": figures.ml_histogram(selectors.targets_by_split(survey)),
             "n_experiments": ExperimentResult.objects.filter(survey=survey).count(),
             "runs": Run.objects.filter(survey=survey).order_by("-created")[:10],
+            "model_sets": ModelSet.objects.filter(survey=survey)[:10],
+            "applied": _application(survey, *applied) if applied else None,
+            "n_galaxies": Galaxy.objects.filter(survey=survey).count(),
         },
+    )
+
+
+def _application(survey: Survey, model_set: ModelSet, run: Run) -> dict:
+    """Which set predicted the survey's catalogue, how many galaxies each model flags, what it skipped."""
+    flagged = dict(
+        Prediction.objects.filter(model__model_set=model_set, galaxy__survey=survey, out_of_support=True)
+        .values_list("model__name")
+        .annotate(n=Count("id"))
+    )
+    any_flagged = (
+        Galaxy.objects.filter(survey=survey, predictions__model__model_set=model_set, predictions__out_of_support=True)
+        .distinct()
+        .count()
+    )
+    predicted = [name for name in run.config.get("models", {}) if name not in run.result.get("skipped", {})]
+    return {
+        "model_set": model_set,
+        "run": run,
+        "flagged": [(name, flagged.get(name, 0)) for name in predicted],
+        "any_flagged": any_flagged,
+        "skipped": sorted(run.result.get("skipped", {}).items()),
+        "foreign": model_set.survey_id != survey.pk,
+    }
+
+
+#: Rows of the model-set comparison: (label, unit, how to read it from a set's summary).
+SET_METRICS = (("test L1", "", ("test", "l1")), ("68% coverage (test)", "", ("coverage_68",)))
+
+
+def model_sets(request: HttpRequest) -> HttpResponse:
+    """Model sets side by side: lineage, and per named model test L1 and 68% coverage; ``?set=`` picks which."""
+    chosen = [name for name in request.GET.getlist("set") if name]
+    every = list(ModelSet.objects.select_related("survey", "run")[:50])
+    shown = [m for m in every if m.name in chosen] if chosen else every[:6]
+    missing = sorted(set(chosen) - {m.name for m in shown})
+    rows = []
+    for name in (spec.name for spec in NAMED_MODELS):
+        for label, unit, path in SET_METRICS:
+            cells = []
+            for model_set in shown:
+                value = model_set.metrics.get(name, {})
+                for key in path:
+                    value = value.get(key) if isinstance(value, dict) else None
+                cells.append(format_cell(value))
+            rows.append((name, label, unit, cells))
+    best = {}
+    for name in (spec.name for spec in NAMED_MODELS):
+        l1 = [(m.metrics.get(name, {}).get("test", {}).get("l1"), m.name) for m in shown]
+        l1 = [item for item in l1 if item[0] is not None]
+        if len(l1) > 1:
+            best[name] = min(l1)[1]
+    return render(
+        request,
+        "webui/model_sets.html",
+        {"every": every, "shown": shown, "rows": rows, "missing": missing, "best": best, "chosen": chosen},
     )
 
 
@@ -410,3 +474,74 @@ def health(request: HttpRequest) -> JsonResponse:  # noqa: ARG001 - Django's sig
     except DatabaseError as exc:
         return JsonResponse({"database": f"unreachable: {exc}"}, status=503)
     return JsonResponse({"database": "ok"})
+
+
+#: The /predict/ form's optional numbers: left out when empty, as the API's multipart form would.
+PREDICT_FIELDS = ("z", "mag_g", "magerr_g", "mag_i", "objid", "models")
+
+
+@login_required(login_url="/admin/login/")
+def predict(request: HttpRequest) -> HttpResponse:
+    """One galaxy's M/L from an uploaded g cutout, as ``POST /api/predict/`` gives it, with its images."""
+    from catalogue.api.serializers import PredictUploadSerializer
+    from catalogue.services.model_sets import default_model_set, resolve_model_set
+    from catalogue.services.predict_one import Upload, UploadError, predict_upload
+
+    context: dict = {"sets": ModelSet.objects.select_related("survey")[:50], "values": {}, "errors": {}}
+    if request.method == "POST":
+        values = {k: request.POST.get(k, "").strip() for k in PREDICT_FIELDS}
+        context["values"] = values
+        form = PredictUploadSerializer(data={**{k: v for k, v in values.items() if v}, "image": request.FILES.get("image")})
+        if not form.is_valid():
+            context["errors"] = {k: " ".join(str(m) for m in v) for k, v in form.errors.items()}
+        else:
+            data = form.validated_data
+            try:
+                model_set = resolve_model_set(data["models"]) if data.get("models") else default_model_set()
+                upload = Upload(
+                    data["image"].read(), data["z"], data["mag_g"], data.get("magerr_g"), data.get("mag_i"), data.get("objid")
+                )
+                result = predict_upload(upload, model_set)
+            except UploadError as exc:
+                field, _, message = str(exc).partition(": ")
+                context["errors"] = {field: message}
+            except ValueError as exc:
+                context["errors"] = {"models": str(exc)}
+            else:
+                context["result"] = result.as_dict()
+                context["rows"] = _prediction_rows(result.predictions)
+                context["images"] = _upload_pictures(result.galaxy)
+    return render(request, "webui/predict.html", context, status=400 if context["errors"] else 200)
+
+
+def _prediction_rows(predictions: dict[str, dict]) -> list[tuple]:
+    return [
+        (
+            name,
+            format_cell(p["ml"]),
+            _interval(p["ml_lo68"], p["ml_hi68"]),
+            _interval(p["ml_lo95"], p["ml_hi95"]),
+            f"{p['mstar']:.3e}" if p["mstar"] else "\u2013",
+            _interval(p["mstar_lo68"], p["mstar_hi68"]),
+            "; ".join(p["reasons"]) or "no",
+        )
+        for name, p in predictions.items()
+    ]
+
+
+def _upload_pictures(galaxy) -> list[tuple[str, str]]:
+    """(caption, PNG data URI) of the upload: raw, star-removed (stars circled), log-scaled network input."""
+    import base64
+
+    removal, log_image = galaxy.removal, galaxy.preprocessed.log_image
+    stars = [(star.x, star.y) for star in removal.stars]
+    radius = 2.5 * max(1.0, removal.square.shape[0] / 128)
+    pictures = [
+        ("raw cutout (central square)", asinh_display(removal.square)),
+        (
+            f"stars removed ({len(stars)}, circled)",
+            mark_points(asinh_display(removal.cleaned, reference=removal.square), stars, radius),
+        ),
+        (f"log-scaled, a = {galaxy.preprocessed.scaling_value:.3g}", linear_display(log_image)),
+    ]
+    return [(caption, "data:image/png;base64," + base64.b64encode(png_bytes(p, size=256)).decode()) for caption, p in pictures]

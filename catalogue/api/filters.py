@@ -11,8 +11,9 @@ from rest_framework.exceptions import ValidationError
 
 from catalogue.api.strict_filters import IdFilter, StrictBooleanFilter, StrictFilterSet
 from catalogue.columns import ORDERABLE_COLUMNS, PREDICTION_FIELDS, column
-from catalogue.models import ExperimentResult, Galaxy, GalaxyStatus, Run, Split, Survey, TrainedModel
+from catalogue.models import ExperimentResult, Galaxy, GalaxyStatus, ModelSet, Run, Split, Survey, TrainedModel
 from catalogue.selectors import galaxies_in_cone, prediction_model
+from catalogue.services.model_sets import resolve_model_set
 from pipeline.metrics import MORPHOLOGY_CLASSES
 
 MAX_CONE_RADIUS_DEG = 30.0
@@ -36,6 +37,15 @@ class TrainedModelFilter(StrictFilterSet):
     class Meta:
         model = TrainedModel
         fields = ["kind", "name"]
+
+
+class ModelSetFilter(StrictFilterSet):
+    survey__name = filters.CharFilter(help_text="training survey name")
+    is_current = StrictBooleanFilter(help_text="only the current set of each training survey")
+
+    class Meta:
+        model = ModelSet
+        fields: list[str] = []
 
 
 class RunFilter(StrictFilterSet):
@@ -80,6 +90,12 @@ class GalaxyFilter(StrictFilterSet):
     model = filters.CharFilter(
         label="model", method="no_filter", help_text="model id, or name (with survey): adds ml_pred and mstar_pred"
     )
+    models = filters.CharFilter(
+        label="model set",
+        method="no_filter",
+        help_text="the model set whose predictions to show (survey@run, or a training survey's name); "
+        "default: the set applied to the survey last",
+    )
     ml_pred_min = filters.NumberFilter(
         label="predicted M/L from", method="no_filter", help_text=f"{ML_UNIT}, lowest predicted M/L (needs model)"
     )
@@ -115,11 +131,17 @@ class GalaxyFilter(StrictFilterSet):
     @cached_property
     def prediction_model(self) -> TrainedModel | None:
         """The model named by ``model`` (None without one); a bad name is a 400 with the reason."""
-        value = self.form.cleaned_data.get("model")
+        value, set_name = self.form.cleaned_data.get("model"), self.form.cleaned_data.get("models")
         if not value:
+            if set_name:
+                raise ValidationError({"models": ["a model set chooses predictions: give model as well (?model=g_morph)"]})
             return None
         try:
-            return prediction_model(self.survey_object, value)
+            model_set = resolve_model_set(set_name) if set_name else None
+        except ValueError as exc:
+            raise ValidationError({"models": [str(exc)]}) from exc
+        try:
+            return prediction_model(self.survey_object, value, model_set)
         except ValueError as exc:
             raise ValidationError({"model": [str(exc)]}) from exc
 

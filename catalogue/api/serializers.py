@@ -11,8 +11,9 @@ from rest_framework import serializers
 
 from catalogue import selectors
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, PREDICTION_FIELDS
-from catalogue.models import ExperimentResult, Galaxy, Prediction, Run, Survey, TrainedModel
+from catalogue.models import ExperimentResult, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
 from catalogue.registry import STAGE_NAMES
+from catalogue.services.model_sets import APPLY_STAGES, resolve_model_set
 from pipeline import gz2
 from pipeline.presets import PRESETS
 
@@ -97,11 +98,14 @@ class GalaxySerializer(serializers.ModelSerializer):
 class PredictionSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.name", read_only=True)
     run = serializers.IntegerField(source="model.run_id", read_only=True)
+    model_set = serializers.SlugRelatedField(
+        source="model.model_set", slug_field="name", read_only=True, allow_null=True, help_text="the model set it came from"
+    )
     error_dex = serializers.SerializerMethodField(help_text="dex, log10(ml_pred / ml_g) where the galaxy has a target")
 
     class Meta:
         model = Prediction
-        fields = ["model", "model_name", "run", *PREDICTION_FIELDS, "error_dex"]
+        fields = ["model", "model_name", "model_set", "run", *PREDICTION_FIELDS, "error_dex"]
 
     def get_error_dex(self, prediction: Prediction) -> float | None:
         import math
@@ -181,6 +185,7 @@ class GalaxyDetailSerializer(GalaxySerializer):
 
 class TrainedModelSerializer(serializers.ModelSerializer):
     survey = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    model_set = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     n_predictions = serializers.IntegerField(read_only=True, help_text="galaxies it has predicted")
 
     class Meta:
@@ -191,6 +196,7 @@ class TrainedModelSerializer(serializers.ModelSerializer):
             "name",
             "survey",
             "run",
+            "model_set",
             "preset",
             "created",
             "metrics",
@@ -198,6 +204,47 @@ class TrainedModelSerializer(serializers.ModelSerializer):
             "curves",
             "n_predictions",
         ]
+
+
+class ModelSetSerializer(serializers.ModelSerializer):
+    """A model set: its lineage, metrics per named model, and its members by id."""
+
+    survey = serializers.SlugRelatedField(slug_field="name", read_only=True, help_text="training survey")
+    url = serializers.HyperlinkedIdentityField(view_name="api:modelset-detail", lookup_field="name")
+    named_models = serializers.SerializerMethodField(help_text="named model -> its id (GET /api/models/<id>/)")
+    networks = serializers.SerializerMethodField(help_text="CNN role -> its id")
+    applied_to = serializers.SerializerMethodField(help_text="surveys it has predicted, with the predict run")
+
+    class Meta:
+        model = ModelSet
+        fields = [
+            "name",
+            "url",
+            "survey",
+            "run",
+            "preset",
+            "resolutions",
+            "is_current",
+            "created",
+            "metrics",
+            "lineage",
+            "named_models",
+            "networks",
+            "applied_to",
+        ]
+
+    def get_named_models(self, model_set: ModelSet) -> dict[str, int]:
+        return {m.name: m.pk for m in model_set.named_models.order_by("name")}
+
+    def get_networks(self, model_set: ModelSet) -> dict[str, int]:
+        return {m.name: m.pk for m in model_set.networks.order_by("name")}
+
+    def get_applied_to(self, model_set: ModelSet) -> list[dict]:
+        runs = Run.objects.filter(stage="predict", status="succeeded", config__model_set=model_set.pk).order_by("-finished")
+        latest: dict[str, dict] = {}
+        for run in runs.select_related("survey")[:200]:
+            latest.setdefault(run.survey.name, {"survey": run.survey.name, "run": run.pk, "finished": run.finished})
+        return list(latest.values())
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -256,9 +303,23 @@ class RunStartSerializer(serializers.Serializer):
     )
     preset = serializers.ChoiceField(choices=sorted(PRESETS), default="fast")
     force = serializers.BooleanField(default=False, help_text="redo what is already done")
+    models = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="apply this model set instead of training (survey@run, or a training survey's name: its current "
+        f"set); stages default to {', '.join(APPLY_STAGES)} and the preset is the set's",
+    )
 
     def validate(self, attrs: dict) -> dict:
-        if ("stage" in attrs) == ("stages" in attrs):
+        if "models" in attrs:
+            try:
+                attrs["model_set"] = resolve_model_set(attrs.pop("models"))
+            except ValueError as exc:
+                raise serializers.ValidationError({"models": [str(exc)]}) from exc
+            if "stage" in attrs and "stages" in attrs:
+                raise serializers.ValidationError("give stage (one) or stages (a workflow), not both")
+            attrs["stages"] = [attrs.pop("stage")] if "stage" in attrs else attrs.get("stages", list(APPLY_STAGES))
+        elif ("stage" in attrs) == ("stages" in attrs):
             raise serializers.ValidationError("give either stage (one) or stages (a workflow)")
         return attrs
 
@@ -287,3 +348,40 @@ class ExperimentResultSerializer(serializers.ModelSerializer):
             "run",
             "created",
         ]
+
+
+class PredictUploadSerializer(serializers.Serializer):
+    """One galaxy to predict: its g-band cutout in the bundle format and its catalogue values."""
+
+    image = serializers.FileField(help_text="g-band FITS cutout: nanomaggy pixels, PIXSCALE, PSF_FWHM (arcsec), BAND = g, a WCS")
+    z = serializers.FloatField(min_value=1e-6, max_value=10, help_text="spectroscopic redshift")
+    mag_g = serializers.FloatField(min_value=-5, max_value=40, help_text="AB mag, extinction-corrected g magnitude")
+    magerr_g = serializers.FloatField(
+        required=False, min_value=1e-6, max_value=5, help_text="mag, its error (widens the M* interval)"
+    )
+    mag_i = serializers.FloatField(
+        required=False, min_value=-5, max_value=40, help_text="AB mag; without it the i-band models are skipped"
+    )
+    objid = serializers.IntegerField(
+        required=False, min_value=0, help_text="the galaxy's id: seeds star removal's noise fill as the stage does"
+    )
+    models = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="model set (survey@run, or a training survey's name); default: the newest current set",
+    )
+
+
+class PredictResultSerializer(serializers.Serializer):
+    """Per named model the M/L and M* with intervals and out-of-selection reasons, and preprocessing."""
+
+    model_set = serializers.CharField()
+    preprocessing = serializers.DictField(
+        help_text="stars_removed, scaling_value, noise_level, image_px, lum_dist_mpc, pixel_kpc"
+    )
+    predictions = serializers.DictField(
+        help_text="model name -> ml, ml_lo68, ml_hi68, ml_lo95, ml_hi95 (solMass/solLum, g band), mstar and its "
+        "intervals (solMass), out_of_selection, reasons"
+    )
+    skipped = serializers.DictField(child=serializers.CharField(), help_text="model name -> why it did not predict")
+    units = serializers.DictField(child=serializers.CharField())

@@ -10,12 +10,14 @@ router = DefaultRouter()
 router.register("surveys", views.SurveyViewSet)
 router.register("galaxies", views.GalaxyViewSet, basename="galaxy")
 router.register("models", views.TrainedModelViewSet, basename="model")
+router.register("model-sets", views.ModelSetViewSet)
 router.register("runs", views.RunViewSet)
 router.register("experiments", views.ExperimentResultViewSet)
 
 app_name = "api"
 urlpatterns = [
     path("catalogue.<str:fmt>", views.CatalogueDownload.as_view(), name="catalogue-download"),
+    path("predict/", views.PredictUpload.as_view(), name="predict"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),

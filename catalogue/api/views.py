@@ -12,16 +12,20 @@ from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.filters import OrderingFilter
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from catalogue.api import serializers as s
-from catalogue.api.filters import ExperimentResultFilter, GalaxyFilter, RunFilter, TrainedModelFilter
+from catalogue.api.filters import ExperimentResultFilter, GalaxyFilter, ModelSetFilter, RunFilter, TrainedModelFilter
 from catalogue.api.pagination import CataloguePagination
 from catalogue.columns import ORDERABLE_COLUMNS
-from catalogue.models import ExperimentResult, Galaxy, Run, Survey, TrainedModel
+from catalogue.models import ExperimentResult, Galaxy, ModelSet, Run, Survey, TrainedModel
 from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
+from catalogue.services.model_sets import default_model_set, mark_current, resolve_model_set
+from catalogue.services.predict_one import Upload, UploadError, predict_upload
 from catalogue.services.runs import RunConflict, cancel_run
 from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
@@ -78,6 +82,24 @@ class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
         return FileResponse(model.artifact.open("rb"), as_attachment=True, filename=model.artifact.name.rsplit("/", 1)[-1])
 
 
+class ModelSetViewSet(viewsets.ReadOnlyModelViewSet):
+    """Model sets (``<survey>@<run>``): what one training made, with lineage and metrics; staff mark one current."""
+
+    queryset = ModelSet.objects.select_related("survey").order_by("-created", "-pk")
+    serializer_class = s.ModelSetSerializer
+    filterset_class = ModelSetFilter
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+    @extend_schema(request=None, responses={200: s.ModelSetSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAdminUser])
+    def current(self, request: Request, name=None) -> Response:  # noqa: ARG002 - DRF's signature
+        """Make this set its training survey's current one (stored predictions do not change)."""
+        model_set = self.get_object()
+        mark_current(model_set)
+        return Response(s.ModelSetSerializer(model_set, context={"request": request}).data)
+
+
 class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Pipeline runs with progress and log tail; staff start and cancel them."""
 
@@ -98,7 +120,9 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         data = form.validated_data
         options = {"preset_name": data["preset"], "force": data["force"], "user": request.user}
         try:
-            if "stages" in data:
+            if "model_set" in data:
+                run = start_workflow(data["survey"], data["stages"], model_set=data["model_set"], **options)
+            elif "stages" in data:
                 run = start_workflow(data["survey"], data["stages"], **options)
             else:
                 run = start_stage(data["stage"], data["survey"], **options)
@@ -116,6 +140,39 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         changed = cancel_run(run, user=request.user)
         run.refresh_from_db()
         return Response(s.RunSerializer(run).data, status=status.HTTP_200_OK if changed else status.HTTP_409_CONFLICT)
+
+
+class PredictUpload(APIView):
+    """M/L of one uploaded galaxy through every named model of a set; nothing is stored."""
+
+    permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [ScopedRateThrottle, UserRateThrottle]
+    throttle_scope = "predict"
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": s.PredictUploadSerializer}, responses={200: s.PredictResultSerializer})
+    def post(self, request: Request) -> Response:
+        form = s.PredictUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            model_set = resolve_model_set(data["models"]) if data.get("models") else default_model_set()
+        except ValueError as exc:
+            raise ValidationError({"models": [str(exc)]}) from exc
+        upload = Upload(
+            fits_bytes=data["image"].read(),
+            z=data["z"],
+            mag_g=data["mag_g"],
+            magerr_g=data.get("magerr_g"),
+            mag_i=data.get("mag_i"),
+            objid=data.get("objid"),
+        )
+        try:
+            result = predict_upload(upload, model_set)
+        except UploadError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise ValidationError({field: [message]}) from exc
+        return Response(result.as_dict())
 
 
 class ExperimentResultViewSet(viewsets.ReadOnlyModelViewSet):

@@ -43,6 +43,7 @@ from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, Column
 from catalogue.models import Galaxy, Survey, TrainedModel
 from catalogue.selectors import prediction_model
 from catalogue.services import export_sql
+from catalogue.services.model_sets import resolve_model_set
 
 #: The columns of a catalogue row, and those a model's predictions add (catalogue.columns).
 EXPORT_COLUMNS: tuple[Column, ...] = GALAXY_COLUMNS
@@ -181,11 +182,14 @@ def _umask() -> int:
     return mask
 
 
-def export_catalogue(out: str | Path, fmt: str, survey: Survey | None = None, model_name: str | None = None) -> int:
+def export_catalogue(
+    out: str | Path, fmt: str, survey: Survey | None = None, model_name: str | None = None, model_set: str | None = None
+) -> int:
     """Write the catalogue (one survey or all) to ``out``; returns the number of galaxies.
 
-    ``model_name`` adds ``ml_pred`` and ``mstar_pred`` from the survey's latest model of that
-    name. The file is written next to its target (:func:`export_target`: through a symlink,
+    ``model_name`` adds the predictions of the model of that name: of the model set
+    ``model_set`` (``survey@run`` or a training survey's name) when given, else of the set
+    applied to the survey last. The file is written next to its target (:func:`export_target`: through a symlink,
     never over anything but a regular file) and moved into place when complete, with the
     permissions the umask gives a new file.
 
@@ -198,7 +202,10 @@ def export_catalogue(out: str | Path, fmt: str, survey: Survey | None = None, mo
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model = prediction_model(survey, model_name) if model_name else None
+    if model_set and not model_name:
+        raise ValueError("a model set chooses predictions: give the model as well (--model g_morph)")
+    chosen = resolve_model_set(model_set) if model_set else None
+    model = prediction_model(survey, model_name, chosen) if model_name else None
     queryset = Galaxy.objects.all() if survey is None else Galaxy.objects.filter(survey=survey)
     target = export_target(out)
     try:

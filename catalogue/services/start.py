@@ -114,8 +114,9 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def reusable_run(stage: str, survey: Survey, preset_name: str) -> Run | None:
-    """The newest successful run of ``stage`` whose inputs equal what a new run would have, if any."""
-    inputs = stage_inputs(stage, survey, preset_name)
+def reusable_run(stage: str, survey: Survey, preset_name: str, **options) -> Run | None:
+    """The newest successful run of ``stage`` whose inputs (with ``options``) equal what a new run would have, if any."""
+    options = {name: value for name, value in options.items() if value is not None}
+    inputs = stage_inputs(stage, survey, preset_name, **options)
     candidates = succeeded_runs(survey, stage)[:REUSE_CANDIDATES]
     return next((run for run in candidates if run.config.get("inputs") == inputs), None)

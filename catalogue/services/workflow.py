@@ -14,6 +14,10 @@ A workflow is resumable: a stage that already succeeded with the same inputs (se
 :func:`catalogue.services.start.stage_inputs`) is reused, not run again, unless
 ``force`` is set. Running the same workflow again after a failure or a cancellation
 therefore continues from the first stage that did not succeed.
+
+A workflow with a model set (``model_set``) applies a set trained on another survey:
+preprocess with the set's preset, features through the set's networks, predict with its
+models. It trains nothing, so its stages are some of :data:`APPLY_STAGES`.
 """
 
 from __future__ import annotations
@@ -21,24 +25,52 @@ from __future__ import annotations
 from django.utils import timezone
 
 from catalogue import registry
-from catalogue.models import Run, RunStage, Survey
+from catalogue.models import ModelSet, Run, RunStage, Survey
+from catalogue.selectors import require_targets
 from catalogue.services import runs
+from catalogue.services.model_sets import APPLY_STAGES
 from catalogue.services.start import reusable_run, start_stage
 
+#: Stages that train, so need M/L targets on the survey.
+TRAINING_STAGES = ("cnn", "gbm", "experiments")
+#: Stages that take the applied set's id when a workflow applies one.
+SET_STAGES = ("features", "predict")
 
-def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fast", force: bool = False, user=None) -> Run:
+
+def start_workflow(
+    survey: Survey,
+    stages: list[str],
+    *,
+    preset_name: str = "fast",
+    force: bool = False,
+    user=None,
+    model_set: ModelSet | None = None,
+) -> Run:
     """Start ``stages`` (in pipeline order) on a survey; returns the parent run.
+
+    With ``model_set`` the workflow applies that set (its preset replaces ``preset_name``).
 
     Raises
     ------
     ValueError
-        for an unknown stage or no stage at all, or when the first stage cannot start
+        for an unknown stage or no stage at all, a training stage on a survey without
+        targets, a training stage with a model set, or when the first stage cannot start
         (its inputs are missing: the message says which).
     RunConflict
         when a workflow or a stage is already active on the survey: one survey's stages
         read each other's results, so they run one workflow at a time.
     """
     ordered = registry.in_pipeline_order(list(stages))
+    if model_set is not None:
+        training = [s for s in ordered if s not in APPLY_STAGES]
+        if training:
+            raise ValueError(
+                f"applying model set {model_set.name} trains nothing: leave out {', '.join(training)} "
+                f"(its stages are {', '.join(APPLY_STAGES)})"
+            )
+        preset_name = model_set.preset or preset_name
+    elif any(s in TRAINING_STAGES for s in ordered):
+        require_targets(survey)
     existing = runs.active_root(survey)
     if existing is not None:
         raise runs.RunConflict(existing)
@@ -49,7 +81,7 @@ def start_workflow(survey: Survey, stages: list[str], *, preset_name: str = "fas
         [],
         preset=preset_name,
         user=user,
-        config={"stages": ordered, "force": force, "reused": {}},
+        config={"stages": ordered, "force": force, "reused": {}, **({"model_set": model_set.pk} if model_set else {})},
         status=Run.Status.RUNNING,
     )
     Run.objects.filter(pk=parent.pk).update(items_total=len(ordered), message=f"starting {ordered[0]}")
@@ -85,14 +117,17 @@ def start_next(parent_id: int) -> None:
             runs.succeed_run(parent.pk, message)
             return
         stage, force = remaining[0], parent.config.get("force", False)
-        previous = None if force else reusable_run(stage, parent.survey, parent.preset)
+        options = {"model_set": parent.config["model_set"]} if stage in SET_STAGES and parent.config.get("model_set") else {}
+        previous = None if force else reusable_run(stage, parent.survey, parent.preset, **options)
         if previous is not None:
             parent.config = {**parent.config, "reused": {**reused, stage: previous.pk}}
             Run.objects.filter(pk=parent.pk).update(config=parent.config)
             continue
         Run.objects.filter(pk=parent.pk).update(message=f"{stage} ({len(stages) - len(remaining) + 1} of {len(stages)})")
         try:
-            start_stage(stage, parent.survey, preset_name=parent.preset, force=force, user=parent.started_by, parent=parent)
+            start_stage(
+                stage, parent.survey, preset_name=parent.preset, force=force, user=parent.started_by, parent=parent, **options
+            )
         except (ValueError, runs.RunConflict) as exc:
             runs.fail_run(parent.pk, f"stage {stage} could not start: {exc}")
         return

@@ -20,6 +20,7 @@ import numpy as np
 from django.db import transaction
 
 from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, ImageStore, Run, Split, Survey, TrainedModel
+from catalogue.selectors import require_targets
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import row_reader, written_rows
@@ -36,9 +37,11 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
     Raises
     ------
     ValueError
-        for an unknown preset, or when the survey has no images at a network's input size.
+        for an unknown preset, a survey without M/L targets, or when the survey has no
+        images at a network's input size.
     """
     config = preset(preset_name)
+    require_targets(survey)
     sizes = sorted({cnn_network(config, role)["size"] for role in CNN_ROLES})
     have = set(ImageStore.objects.filter(survey=survey, resolution__in=sizes).values_list("resolution", flat=True))
     missing = [s for s in sizes if s not in have]

@@ -9,6 +9,10 @@ Each role's model reads its own image size from the store; the activations of th
 feature layers become one float32 :class:`~catalogue.models.FeatureVector` per galaxy and
 set (upserted, so a redelivered chunk rewrites the same rows). When the run finishes,
 features that are zero for every training galaxy are recorded as dropped.
+
+With ``model_set`` (applying a trained set to another survey) the networks are the set's
+and the dropped features are those of the set's training survey: the models were fitted
+without them, whatever this survey's galaxies look like.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import numpy as np
 from django.db import transaction
 from django.db.models import Max
 
-from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, Run, Split, Survey, TrainedModel
+from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, ModelSet, Run, Split, Survey, TrainedModel
 from catalogue.selectors import feature_matrix, latest_cnn_models
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model
 from catalogue.services.image_store import row_reader, written_rows
+from catalogue.services.model_sets import set_networks
 from pipeline import gz2
 from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
 
@@ -37,8 +42,9 @@ def feature_names(prefix: str, layer: str, width: int) -> list[str]:
     return [f"{prefix}.penultimate_{i:02d}" for i in range(width)]
 
 
-def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
-    """Chunks of the survey's galaxies with images at every network's size, through its latest CNNs.
+def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: int | None = None) -> runs.Plan:  # noqa: ARG001
+    """Chunks of the survey's galaxies with images at every network's size, through its latest
+    CNNs (or the networks of the model set with id ``model_set``).
 
     Raises
     ------
@@ -46,8 +52,10 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
         when a CNN role has no trained network yet.
     """
     config = preset(preset_name)
-    models = latest_cnn_models(survey, preset_name)
+    models = set_networks(ModelSet.objects.get(pk=model_set)) if model_set else latest_cnn_models(survey, preset_name)
     missing = [r for r in CNN_ROLES if r not in models]
+    if model_set and missing:
+        raise ValueError(f"model set #{model_set} lacks the network(s) {', '.join(missing)}")
     if missing:
         raise ValueError(
             f"no trained {', '.join(missing)} for survey {survey.name} and preset {preset_name}; run the cnn stage first"
@@ -76,7 +84,7 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
 
     return runs.Plan(
         chunks=[ids[i : i + size] for i in range(0, len(ids), size)],
-        config={"models": {r: m.pk for r, m in models.items()}},
+        config={"models": {r: m.pk for r, m in models.items()}, **({"model_set": model_set} if model_set else {})},
         prepare=create_feature_sets,
     )
 
@@ -121,6 +129,8 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
 
 def record_dropped_features(run: Run) -> dict:
     """Features zero for every training galaxy are recorded as dropped (paper Sect. 3.4)."""
+    if run.config.get("model_set"):
+        return _copy_dropped_features(run, ModelSet.objects.get(pk=run.config["model_set"]))
     training = Galaxy.objects.filter(survey=run.survey, status=GalaxyStatus.OK, split=Split.TRAIN)
     train = list(training.order_by("id").values_list("id", flat=True))
     summary = {}
@@ -132,6 +142,18 @@ def record_dropped_features(run: Run) -> dict:
         feature_set.save(update_fields=["dropped"])
         summary[name] = {"features": len(names), "dropped": len(feature_set.dropped)}
     return {"feature_sets": summary}
+
+
+def _copy_dropped_features(run: Run, model_set: ModelSet) -> dict:
+    """A set's features come with the training survey's dropped list: its models never saw those."""
+    trained_on = {fs.name: fs for fs in FeatureSet.objects.filter(pk__in=model_set.feature_sets.values())}
+    summary = {}
+    for name, set_id in run.config["feature_sets"].items():
+        feature_set = FeatureSet.objects.get(pk=set_id)
+        feature_set.dropped = list(trained_on[name].dropped) if name in trained_on else []
+        feature_set.save(update_fields=["dropped"])
+        summary[name] = {"features": len(feature_set.feature_names), "dropped": len(feature_set.dropped)}
+    return {"feature_sets": summary, "model_set": model_set.name}
 
 
 HOOKS = runs.StageHooks(body=run_chunk, on_finish=record_dropped_features)

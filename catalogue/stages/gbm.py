@@ -7,7 +7,9 @@ inputs, so adding or changing a named model redoes the stage.
 Each model is pickled (atomically, through storage) and its row written before the next
 one is fitted, so a run delivered again after a crash continues with the models missing.
 Metrics are stored for the validation and test splits, the test split also per morphology
-class, with the permutation importances of the GBMs (the paper's Fig. 5).
+class, with the permutation importances of the GBMs (the paper's Fig. 5). When the run
+succeeds its models and the networks they read become a model set (``<survey>@<run>``),
+which can be applied to other surveys.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import numpy as np
 from django.db import transaction
 
 from catalogue.models import Survey, TrainedModel
-from catalogue.selectors import latest_feature_sets
+from catalogue.selectors import latest_feature_sets, require_targets
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import save_pickle
 from catalogue.services.learning_data import load_learning_data
+from catalogue.services.model_sets import record_model_set
 from pipeline import regression
 from pipeline.intervals import LEVELS, calibration, quantile_bins
 from pipeline.jsonsafe import json_safe
@@ -41,9 +44,10 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
     Raises
     ------
     ValueError
-        for an unknown preset, or a survey without complete CNN features.
+        for an unknown preset, a survey without M/L targets or without complete CNN features.
     """
     config = preset(preset_name)
+    require_targets(survey)
     sets = latest_feature_sets(survey)
     return runs.Plan(
         chunks=[[spec.name for spec in regression.NAMED_MODELS]],
@@ -134,4 +138,10 @@ def calibration_on_test_split(fitted: FittedModel, data: LearningData, test) -> 
     return report
 
 
-HOOKS = runs.StageHooks(body=run_chunk)
+def record_set(run) -> dict:
+    """The run's named models and the networks they read become the model set ``<survey>@<run>``."""
+    model_set = record_model_set(run)
+    return {"model_set": model_set.name if model_set is not None else None}
+
+
+HOOKS = runs.StageHooks(body=run_chunk, on_finish=record_set)

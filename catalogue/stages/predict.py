@@ -1,7 +1,12 @@
 """The predict stage: every galaxy of a survey through each named model, into Prediction rows.
 
 One run on the cpu queue with one chunk whose items are the names of the models to predict
-with (those of the survey's latest successful gbm run, recorded by id in the run's config).
+with: those of a model set, recorded by id in the run's config. By default the set is the
+one the survey's latest successful gbm run made; with ``model_set`` it is any set, trained
+on another survey, and the features are this survey's from that set's networks (the
+features stage run with the same ``model_set``). A model whose catalogue inputs the survey
+lacks altogether (no ``mag_i``: ``gi``, ``gi_morph``, ``powerlaw_gi``) is skipped with that
+reason in the run's result; the others predict.
 All splits and galaxies without targets are predicted (the catalogue is the point), with
 the stellar mass the M/L implies (M/L x L_g, in Msun). Rows are upserted per (galaxy,
 model) in batches, so a redelivered run rewrites the same rows. A galaxy a model cannot
@@ -16,25 +21,53 @@ import numpy as np
 from django.db import transaction
 
 from catalogue.columns import INTERVAL_COLUMNS
-from catalogue.models import Galaxy, Prediction, Survey, TrainedModel
-from catalogue.selectors import NAMED_MODEL_NAMES, latest_named_models
+from catalogue.models import FeatureSet, Galaxy, ModelSet, Prediction, Run, RunStage, Survey, TrainedModel
+from catalogue.selectors import NAMED_MODEL_NAMES, latest_named_models, succeeded_runs
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
+from catalogue.services.model_sets import named_models, set_networks
+from pipeline.learning import absent_inputs
 
 BATCH = 5_000
 
 
-def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
-    """One chunk of the survey's latest named models.
+def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: int | None = None) -> runs.Plan:  # noqa: ARG001
+    """One chunk of the named models of a set: the survey's own latest, or the set with id ``model_set``.
 
     Raises
     ------
     ValueError
-        when no gbm run has finished on the survey.
+        when no gbm run has finished on the survey (and no set is given), or when the
+        survey has no features from the given set's networks.
     """
-    models = latest_named_models(survey)
-    return runs.Plan(chunks=[list(NAMED_MODEL_NAMES)], config={"models": {n: models[n].pk for n in NAMED_MODEL_NAMES}})
+    if model_set:
+        chosen = ModelSet.objects.get(pk=model_set)
+        models = named_models(chosen)
+        config = {"model_set": chosen.pk, "feature_sets": features_from(survey, chosen)}
+    else:
+        models = latest_named_models(survey)
+        chosen = models["g_morph"].model_set
+        config = {"model_set": chosen.pk} if chosen is not None else {}
+    return runs.Plan(chunks=[list(NAMED_MODEL_NAMES)], config={"models": {n: models[n].pk for n in NAMED_MODEL_NAMES}, **config})
+
+
+def features_from(survey: Survey, model_set: ModelSet) -> dict[str, int]:
+    """The survey's feature sets of its newest successful features run through the set's networks.
+
+    Raises
+    ------
+    ValueError
+        when there is none (run the features stage with the set first).
+    """
+    networks = {role: model.pk for role, model in set_networks(model_set).items()}
+    for run in succeeded_runs(survey, RunStage.FEATURES)[:50]:
+        if run.config.get("models") == networks:
+            return {fs.name: fs.pk for fs in FeatureSet.objects.filter(run=run)}
+    raise ValueError(
+        f"survey {survey.name} has no features from the networks of model set {model_set.name}; "
+        f"run the features stage with it first (run_pipeline --survey {survey.name} --models {model_set.name})"
+    )
 
 
 def inputs() -> dict:
@@ -47,27 +80,41 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
     model_ids = [run.config["models"][str(name)] for name in claim.items]
     loaded: dict[tuple, object] = {}
     unpredicted: dict[str, int] = {}
+    flagged: dict[str, int] = {}
+    skipped: dict[str, str] = {}
     for position, model_id in enumerate(model_ids):
         model = TrainedModel.objects.get(pk=model_id)
         context.check(force=True)
         message = f"predicting with {model.name} ({position + 1} of {len(model_ids)})"
         runs.report_progress(run.pk, position / len(model_ids), message, done=position)
         faults.before_step("predict", model.name)
-        key = tuple(sorted(model.hyperparameters["feature_sets"].items()))
+        feature_sets = run.config.get("feature_sets") or model.hyperparameters["feature_sets"]
+        key = tuple(sorted(feature_sets.items()))
         if key not in loaded:
             loaded[key] = load_learning_data(run.survey, dict(key))[0]
-        unpredicted[model.name] = store_predictions(model, load_pickle(model.artifact.name), loaded[key], context)
+        fitted = load_pickle(model.artifact.name)
+        lacking = absent_inputs(loaded[key], fitted.features)
+        if lacking:
+            skipped[model.name] = f"survey {run.survey.name} has no {', '.join(lacking)}"
+            continue
+        unpredicted[model.name], flagged[model.name] = store_predictions(model, fitted, loaded[key], context)
     for data in loaded.values():
         store_morphology(data)
     with transaction.atomic():
         runs.complete_chunk(claim, runs.ChunkOutcome(done=len(model_ids)))
-        run.result = {**run.result, "unpredicted": unpredicted}
-        type(run).objects.filter(pk=run.pk).update(result=run.result)
+        run.result = {**run.result, "unpredicted": unpredicted, "flagged": flagged, "skipped": skipped}
+        if run.config.get("model_set"):
+            run.result["model_set"] = ModelSet.objects.values_list("name", flat=True).get(pk=run.config["model_set"])
+        Run.objects.filter(pk=run.pk).update(result=run.result)
     return runs.ChunkOutcome(done=len(model_ids))
 
 
-def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkContext | None = None) -> int:
-    """Upsert the model's prediction for every galaxy of ``data``; returns how many it could not predict."""
+def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkContext | None = None) -> tuple[int, int]:
+    """Upsert the model's prediction for every galaxy of ``data``.
+
+    Returns how many galaxies it could not predict and how many of its predictions are
+    flagged outside the training selection.
+    """
     u = fitted.uncertainty(data)
     predicted = u["ml"]
     usable = np.isfinite(predicted) & (predicted > 0)
@@ -98,7 +145,8 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
             unique_fields=["galaxy", "model"],
             update_fields=["ml_pred", "mstar_pred", "out_of_support", "support_reasons", *INTERVAL_COLUMNS],
         )
-    return int((~usable).sum())
+    n_flagged = sum(1 for i in np.flatnonzero(usable) if u["reasons"][i])
+    return int((~usable).sum()), n_flagged
 
 
 def store_morphology(data) -> None:

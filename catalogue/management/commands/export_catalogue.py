@@ -16,7 +16,12 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=sorted(FORMATS), required=True)
         parser.add_argument("--survey", help="only this survey (default: all)")
         parser.add_argument(
-            "--model", help="add ml_pred and mstar_pred from the survey's latest model of this name, e.g. g_morph"
+            "--model", help="add the predictions of the model of this name, e.g. g_morph (of the set applied last)"
+        )
+        parser.add_argument(
+            "--models",
+            metavar="SET",
+            help="the model set whose predictions to add: survey@run, or a training survey's name (its current set)",
         )
 
     def handle(self, *_args, **opts):
@@ -26,7 +31,7 @@ class Command(BaseCommand):
             if survey is None:
                 raise CommandError(f"no survey named {opts['survey']!r}")
         try:
-            n = export_catalogue(opts["out"], opts["format"], survey, opts["model"])
+            n = export_catalogue(opts["out"], opts["format"], survey, opts["model"], opts["models"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"wrote {n} galaxies to {opts['out']} ({opts['format']})")

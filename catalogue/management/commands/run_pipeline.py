@@ -1,4 +1,4 @@
-"""python manage.py run_pipeline --survey NAME --preset test|fast|paper [--stages preprocess,cnn,...]
+"""python manage.py run_pipeline --survey NAME --preset test|fast|paper [--stages preprocess,cnn,...] [--models FROM]
 
 The one CLI entry to the pipeline. The stages run as one workflow (a parent run whose
 stages the workers start one after another); this command only starts it and shows it:
@@ -7,6 +7,9 @@ a progress bar per stage on a terminal (a line per stage elsewhere), then a summ
 * ``--no-wait`` starts the workflow and returns; ``--attach RUN`` shows a running (or
   finished) run again, and Ctrl-C while attached detaches without stopping the work.
 * ``--cancel RUN`` cancels a run and the stage it is in.
+* ``--models FROM`` applies a trained model set (``survey@run``, or a training survey's
+  name: its current set, else its newest) to the survey: preprocess, features and predict,
+  nothing trained.
 * Run the same command again after a failure or a cancellation and it continues from the
   first stage that did not succeed: stages that succeeded with the same inputs are
   reused; ``--force`` redoes everything.
@@ -24,9 +27,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalogue.celery import app
 from catalogue.console import RunWatcher, stage_outcome, summary
-from catalogue.models import Run, RunStage, Survey
+from catalogue.models import ModelSet, Run, RunStage, Survey
 from catalogue.registry import STAGE_NAMES
 from catalogue.services import runs
+from catalogue.services.model_sets import APPLY_STAGES, resolve_model_set
 from catalogue.services.workflow import stage_runs, start_workflow
 from pipeline.presets import PRESETS
 
@@ -38,7 +42,13 @@ class Command(BaseCommand):
         parser.add_argument("--survey", help="the survey's name (as given to ingest_survey)")
         parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
         parser.add_argument(
-            "--stages", default=",".join(STAGE_NAMES), help=f"comma-separated, of: {', '.join(STAGE_NAMES)} (default: all)"
+            "--stages",
+            help=f"comma-separated, of: {', '.join(STAGE_NAMES)} (default: all; with --models: {', '.join(APPLY_STAGES)})",
+        )
+        parser.add_argument(
+            "--models",
+            metavar="FROM",
+            help="apply this model set instead of training: survey@run, or a training survey's name (its current set)",
         )
         parser.add_argument("--force", action="store_true", help="redo every stage, even those already done with the same inputs")
         parser.add_argument("--no-wait", action="store_true", help="start the workflow on the workers and return at once")
@@ -57,7 +67,14 @@ class Command(BaseCommand):
         if opts["attach"] is not None:
             return self._show(self._run(opts["attach"]), opts)
         survey = self._survey(opts["survey"])
-        stages = [s.strip() for s in opts["stages"].split(",") if s.strip()]
+        model_set = None
+        if opts["models"] is not None:
+            try:
+                model_set = resolve_model_set(opts["models"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+        default = APPLY_STAGES if model_set is not None else STAGE_NAMES
+        stages = [s.strip() for s in (opts["stages"] or ",".join(default)).split(",") if s.strip()]
         unknown = [s for s in stages if s not in STAGE_NAMES]
         if unknown or not stages:
             raise CommandError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(STAGE_NAMES)}")
@@ -71,7 +88,7 @@ class Command(BaseCommand):
         if eager:
             runs.progress_listeners.append(watcher.follow)
         try:
-            workflow = start_workflow(survey, stages, preset_name=opts["preset"], force=opts["force"])
+            workflow = start_workflow(survey, stages, preset_name=opts["preset"], force=opts["force"], model_set=model_set)
         except runs.RunConflict as exc:
             raise CommandError(f"{exc} (follow it with --attach {exc.active.pk})") from exc
         except ValueError as exc:
@@ -117,6 +134,9 @@ class Command(BaseCommand):
     def _print_summary(self, root: Run) -> None:
         title = f"{root.stage} #{root.pk} on survey {root.survey.name if root.survey else '-'} ({root.preset}): {root.status}"
         self.stdout.write(title)
+        if root.config.get("model_set"):
+            applied = ModelSet.objects.filter(pk=root.config["model_set"]).values_list("name", flat=True).first()
+            self.stdout.write(f"  applying model set {applied or '#' + str(root.config['model_set'])}")
         for stage, run, reused in stage_runs(root):
             if run is None:
                 self.stdout.write(f"  {stage:<12}not started")

@@ -1,0 +1,286 @@
+"""Model sets that travel: recorded by training, applied to other surveys without training,
+and one uploaded galaxy predicted on demand (test preset, a small synthetic survey).
+
+Survey A is trained; survey C is A's own bundle ingested again and predicted with A's set,
+so every prediction must equal A's (the same images through the same networks and models);
+survey G is a g-only bundle without targets, GZ2 votes or stars, with one galaxy moved to a
+redshift far beyond the training range.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from catalogue.models import Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from catalogue.services.export import export_catalogue
+from catalogue.services.ingest import ingest_bundle
+from catalogue.services.model_sets import APPLY_STAGES, mark_current, resolve_model_set
+from catalogue.services.start import start_stage
+from catalogue.services.workflow import start_workflow
+from pipeline.regression import NAMED_MODELS
+
+NAMES = [spec.name for spec in NAMED_MODELS]
+I_BAND_MODELS = {"gi", "gi_morph", "powerlaw_gi"}
+FAR_Z = 0.6  # the synthetic survey's redshifts stay below 0.2
+COMPARED = ("ml_pred", "mstar_pred", "ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95", "mstar_lo68", "mstar_hi95")
+
+
+def without_stars(bundle: Path, out: Path) -> Path:
+    """The bundle without stars.csv: star removal detects blindly, as it does for an upload."""
+    shutil.copytree(bundle, out)
+    (out / "stars.csv").unlink()
+    return out
+
+
+def g_only(bundle: Path, out: Path, n: int = 60) -> tuple[Path, int]:
+    """The first ``n`` good galaxies with only the columns a g-only user has, their g images, nothing else;
+    the first of them moved to z = FAR_Z. Returns the bundle and that galaxy's objid."""
+    truth = Table.read(bundle / "truth.csv", format="ascii.csv")
+    faulty = {int(o) for o, f, m in zip(truth["objid"], truth["fault"], np.ma.getmaskarray(truth["fault"]), strict=True) if not m}
+    catalogue = Table.read(bundle / "catalogue.csv", format="ascii.csv")
+    keep = [i for i, objid in enumerate(catalogue["objid"]) if int(objid) not in faulty][:n]
+    small = catalogue[keep]["objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "magerr_g"]
+    small["z"] = small["z"].astype(float)
+    small["z"][0] = FAR_Z
+    (out / "images").mkdir(parents=True)
+    small.write(out / "catalogue.csv", format="ascii.csv")
+    for objid in small["objid"]:
+        shutil.copy(bundle / "images" / f"{objid}_g.fits", out / "images" / f"{objid}_g.fits")
+    return out, int(small["objid"][0])
+
+
+@pytest.fixture(scope="module")
+def travelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_factory):  # noqa: ARG001 - ordering
+    """A trained on the test preset; C (A's bundle again) and G (g-only) predicted with A's set."""
+    from django.conf import settings
+
+    media = tmp_path_factory.mktemp("sets-media")
+    old_media, settings.MEDIA_ROOT = settings.MEDIA_ROOT, media
+    bundle = without_stars(synthetic_bundle, tmp_path_factory.mktemp("nostars") / "bundle")
+    g_bundle, far_objid = g_only(bundle, tmp_path_factory.mktemp("gonly") / "bundle")
+    with django_db_blocker.unblock():
+        ingest_bundle(bundle, "setsA")
+        a = Survey.objects.get(name="setsA")
+        for stage in ("preprocess", "cnn", "features", "gbm", "predict"):
+            assert start_stage(stage, a, preset_name="test").status == "succeeded", stage
+        model_set = ModelSet.objects.get(survey=a)
+        ingest_bundle(bundle, "setsC")
+        c = Survey.objects.get(name="setsC")
+        applied_c = start_workflow(c, list(APPLY_STAGES), model_set=model_set)
+        ingest_bundle(g_bundle, "setsG")
+        g = Survey.objects.get(name="setsG")
+        yield {
+            "a": a,
+            "c": c,
+            "g": g,
+            "set": model_set,
+            "applied_c": applied_c,
+            "bundle": bundle,
+            "far": far_objid,
+            "media": media,
+        }
+        Survey.objects.filter(name__in=["setsA", "setsC", "setsG"]).delete()
+    settings.MEDIA_ROOT = old_media
+
+
+@pytest.fixture
+def sets(travelled, settings):
+    settings.MEDIA_ROOT = travelled["media"]
+    return travelled
+
+
+def predictions_by_objid(survey: Survey) -> dict[tuple[int, str], Prediction]:
+    rows = Prediction.objects.filter(galaxy__survey=survey).select_related("galaxy", "model")
+    return {(p.galaxy.objid, p.model.name): p for p in rows}
+
+
+@pytest.mark.django_db
+def test_training_records_a_model_set_with_its_lineage_and_metrics(sets):
+    model_set, a = sets["set"], sets["a"]
+    gbm = Run.objects.get(survey=a, stage="gbm")
+    assert model_set.name == f"setsA@{gbm.pk}" and model_set.preset == "test"
+    assert sorted(model_set.named_models.values_list("name", flat=True)) == sorted(NAMES)
+    assert sorted(model_set.networks.values_list("name", flat=True)) == ["cnn1", "cnn2", "cnn3", "cnn4"]
+    assert model_set.resolutions == sorted({n.hyperparameters["size"] for n in model_set.networks.all()})
+    lineage = model_set.lineage
+    assert lineage["training_survey"] == "setsA" and lineage["runs"]["gbm"] == gbm.pk
+    assert lineage["runs"]["cnn"] == [Run.objects.get(survey=a, stage="cnn").pk]
+    assert lineage["runs"]["preprocess"] == [Run.objects.get(survey=a, stage="preprocess").pk]
+    n_learning = Galaxy.objects.filter(survey=a, status="ok", ml_g__isnull=False).exclude(split="").count()
+    assert lineage["galaxies"]["learning_sample"] == n_learning > 100
+    assert len(lineage["training_data_sha256"]) == 64 and lineage["code"]["stages"]["gbm"] >= 1
+    g_morph = TrainedModel.objects.get(model_set=model_set, name="g_morph")
+    assert model_set.metrics["g_morph"]["test"]["l1"] == pytest.approx(g_morph.metrics["test"]["l1"])
+    assert 0 < model_set.metrics["g_morph"]["coverage_68"] < 1
+    assert Run.objects.get(survey=a, stage="gbm").result["model_set"] == model_set.name
+
+
+@pytest.mark.django_db
+def test_applying_a_set_to_the_same_bundle_reproduces_every_prediction(sets):
+    assert sets["applied_c"].status == "succeeded", sets["applied_c"].message
+    children = {r.stage: r for r in sets["applied_c"].children.all()}
+    assert set(children) == set(APPLY_STAGES)  # nothing trained on C
+    assert not TrainedModel.objects.filter(survey=sets["c"]).exists()
+    own, applied = predictions_by_objid(sets["a"]), predictions_by_objid(sets["c"])
+    assert len(applied) == len(own) > 150 * len(NAMES)
+    assert set(applied) == set(own)
+    for key, mine in own.items():
+        theirs = applied[key]
+        assert theirs.model_id == mine.model_id  # the set's own model predicted C
+        for name in COMPARED:
+            a, c = getattr(mine, name), getattr(theirs, name)
+            assert (a is None and c is None) or c == pytest.approx(a, rel=1e-6), (key, name)
+        assert theirs.support_reasons == mine.support_reasons, key
+
+
+@pytest.mark.django_db
+def test_the_applied_set_chooses_what_exports_and_the_api_show(sets, tmp_path):
+    c, model_set = sets["c"], sets["set"]
+    out = tmp_path / "c.fits"
+    n = export_catalogue(out, "fits", c, "g_morph", model_set.name)
+    table = Table.read(out)
+    assert len(table) == n == Galaxy.objects.filter(survey=c).count()
+    stored = {
+        p.galaxy.objid: p.ml_pred
+        for p in Prediction.objects.filter(galaxy__survey=c, model__name="g_morph").select_related("galaxy")
+    }
+    for row in table:
+        if int(row["objid"]) in stored:
+            assert float(row["ml_pred"]) == pytest.approx(stored[int(row["objid"])], rel=1e-6)
+    call_command("export_catalogue", str(tmp_path / "c.csv"), "--format", "csv", "--survey", "setsC", "--model", "g_morph")
+    assert len(Table.read(tmp_path / "c.csv", format="ascii.csv")) == n  # the set applied last, by default
+    with pytest.raises(CommandError, match="has not been applied to survey setsC"):
+        other = ModelSet.objects.create(name="setsC@0", survey=c, preset="test")
+        call_command(
+            "export_catalogue",
+            str(tmp_path / "x.csv"),
+            "--format",
+            "csv",
+            "--survey",
+            "setsC",
+            "--model",
+            "g_morph",
+            "--models",
+            other.name,
+        )
+    client = APIClient()
+    page = client.get("/api/galaxies/", {"survey": "setsC", "model": "g_morph", "models": model_set.name, "page_size": 5}).json()
+    assert len(page["results"]) == 5 and all("ml_pred" in row for row in page["results"])
+    bad = client.get("/api/galaxies/", {"survey": "setsC", "model": "g_morph", "models": "nope@1"})
+    assert bad.status_code == 400 and "no model set 'nope@1'" in bad.json()["models"][0]
+    listed = client.get("/api/model-sets/").json()["results"]
+    assert model_set.name in [s["name"] for s in listed]
+    shown = client.get(f"/api/model-sets/{model_set.name}/").json()
+    assert shown["named_models"]["g_morph"] == TrainedModel.objects.get(model_set=model_set, name="g_morph").pk
+    assert {a["survey"] for a in shown["applied_to"]} >= {"setsA", "setsC"}
+
+
+@pytest.mark.django_db
+def test_staff_mark_one_set_current_and_a_survey_name_then_means_it(sets, django_user_model):
+    a, model_set = sets["a"], sets["set"]
+    newer = ModelSet.objects.create(name="setsA@999999", survey=a, preset="test")
+    assert resolve_model_set("setsA") == newer  # none marked: the newest
+    client = APIClient()
+    assert client.post(f"/api/model-sets/{model_set.name}/current/").status_code == 401
+    staff = django_user_model.objects.create_superuser("boss", "b@example.org", "pw")
+    client.force_authenticate(staff)
+    answer = client.post(f"/api/model-sets/{model_set.name}/current/")
+    assert answer.status_code == 200 and answer.json()["is_current"] is True
+    assert resolve_model_set("setsA") == model_set
+    before = list(Prediction.objects.filter(galaxy__survey=a).order_by("pk").values_list("ml_pred", flat=True))
+    mark_current(newer)
+    assert ModelSet.objects.filter(survey=a, is_current=True).get() == newer
+    assert list(Prediction.objects.filter(galaxy__survey=a).order_by("pk").values_list("ml_pred", flat=True)) == before
+    with pytest.raises(ValueError, match="no survey or model set named 'nowhere'"):
+        resolve_model_set("nowhere")
+
+
+@pytest.mark.django_db
+def test_a_g_only_survey_without_targets_ingests_refuses_training_and_gets_the_g_models(sets, capsys):
+    g, model_set = sets["g"], sets["set"]
+    assert Galaxy.objects.filter(survey=g).count() == 60 and not Galaxy.objects.filter(survey=g, ml_g__isnull=False).exists()
+    with pytest.raises(ValueError, match="cannot be trained on"):
+        start_workflow(g, ["preprocess", "cnn"], preset_name="test")
+    with pytest.raises(ValueError, match="cannot be trained on"):
+        start_stage("gbm", g, preset_name="test")
+    with pytest.raises(ValueError, match="trains nothing: leave out gbm"):
+        start_workflow(g, ["features", "gbm"], model_set=model_set)
+    call_command("run_pipeline", "--survey", "setsG", "--models", model_set.name, "--json")
+    out = capsys.readouterr().out
+    assert '"skipped"' in out
+    predict = Run.objects.filter(survey=g, stage="predict").latest("created")
+    assert predict.status == "succeeded" and predict.config["model_set"] == model_set.pk
+    assert set(predict.result["skipped"]) == I_BAND_MODELS
+    assert all(r == "survey setsG has no mag_i" for r in predict.result["skipped"].values())
+    rows = Prediction.objects.filter(galaxy__survey=g)
+    assert set(rows.values_list("model__name", flat=True)) == set(NAMES) - I_BAND_MODELS
+    g_morph = rows.filter(model__name="g_morph")
+    assert g_morph.count() == 60 and not g_morph.filter(ml_lo68__isnull=True).exists()
+    far = g_morph.get(galaxy__objid=sets["far"])
+    assert far.out_of_support and any("redshift" in r for r in far.support_reasons)
+    # The catalogue shows the g models and explains the i-band ones.
+    client = APIClient()
+    assert client.get("/api/galaxies/", {"survey": "setsG", "model": "g_morph"}).status_code == 200
+    refused = client.get("/api/galaxies/", {"survey": "setsG", "model": "gi_morph"})
+    assert refused.status_code == 400 and "has no mag_i" in refused.json()["model"][0]
+    page = client.get("/surveys/setsG/").content.decode()
+    flagged = Galaxy.objects.filter(survey=g, predictions__out_of_support=True).distinct().count()
+    assert f"{flagged} of 60 galaxies</strong> are flagged" in page and "gi_morph skipped: survey setsG has no mag_i" in page
+
+
+def upload(client: APIClient, bundle: Path, galaxy: Galaxy, **changes):
+    fields = {"z": galaxy.z, "mag_g": galaxy.mag_g, "magerr_g": galaxy.magerr_g, "mag_i": galaxy.mag_i, "objid": galaxy.objid}
+    fields.update(changes)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    image = (bundle / "images" / f"{galaxy.objid}_g.fits").read_bytes() if "image" not in fields else fields.pop("image")
+    return client.post("/api/predict/", {**fields, "image": io.BytesIO(image)}, format="multipart")
+
+
+@pytest.mark.django_db
+def test_one_uploaded_galaxy_gets_what_its_catalogue_row_has(sets, django_user_model):
+    a, bundle = sets["a"], sets["bundle"]
+    client = APIClient()
+    galaxy = Galaxy.objects.filter(survey=a, split="test", preprocessed__status="ok").order_by("objid").first()
+    assert upload(client, bundle, galaxy).status_code == 401  # anonymous
+    client.force_authenticate(django_user_model.objects.create_user("astro", "a@example.org", "pw"))
+    for galaxy in Galaxy.objects.filter(survey=a, split="test", preprocessed__status="ok").order_by("objid")[:3]:
+        answer = upload(client, bundle, galaxy, models=sets["set"].name)
+        assert answer.status_code == 200, answer.content
+        body = answer.json()
+        stored = {p.model.name: p for p in Prediction.objects.filter(galaxy=galaxy).select_related("model")}
+        assert set(body["predictions"]) == set(stored) == set(NAMES) and body["skipped"] == {}
+        for name, p in stored.items():
+            got = body["predictions"][name]
+            assert got["ml"] == pytest.approx(p.ml_pred, rel=1e-6), name
+            assert got["ml_lo68"] == pytest.approx(p.ml_lo68, rel=1e-6) and got["mstar_hi95"] == pytest.approx(
+                p.mstar_hi95, rel=1e-6
+            )
+            assert got["reasons"] == p.support_reasons
+        assert body["preprocessing"]["stars_removed"] == galaxy.preprocessed.n_stars_removed
+        assert body["preprocessing"]["scaling_value"] == pytest.approx(galaxy.preprocessed.scaling_value)
+    # g only: the i-band models are skipped, saying why.
+    g_only_answer = upload(client, bundle, galaxy, mag_i=None).json()
+    assert set(g_only_answer["skipped"]) == I_BAND_MODELS and "mag_i" in g_only_answer["skipped"]["gi"]
+    # Bad input: a 400 naming the field.
+    not_fits = upload(client, bundle, galaxy, image=b"SIMPLE  = nonsense")
+    assert not_fits.status_code == 400 and "not a readable FITS file" in not_fits.json()["image"][0]
+    assert "z" in upload(client, bundle, galaxy, z=None).json()
+    assert upload(client, bundle, galaxy, z=-1).status_code == 400
+    assert "models" in upload(client, bundle, galaxy, models="nope@1").json()
+    from astropy.io import fits
+
+    header = fits.getheader(bundle / "images" / f"{galaxy.objid}_g.fits")
+    del header["PIXSCALE"]
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(fits.getdata(bundle / "images" / f"{galaxy.objid}_g.fits"), header).writeto(buffer)
+    no_scale = upload(client, bundle, galaxy, image=buffer.getvalue())
+    assert no_scale.status_code == 400 and "lacks PIXSCALE" in no_scale.json()["image"][0]
+    assert not Galaxy.objects.filter(survey__name="upload").exists()  # nothing stored
