@@ -63,7 +63,7 @@ class SurveyAdmin(admin.ModelAdmin):
             self.message_user(request, f"{survey.name}: run #{run.pk} {run.status} - {run.message}", messages.INFO)
 
     @admin.action(description="Apply models: predict with a model set trained on another survey")
-    def apply_models(self, request, queryset):
+    def apply_models(self, request, queryset):  # noqa: ARG002 - Django's signature
         """To the start form with the survey chosen and the model set field to fill in."""
         survey = queryset.order_by("name").first()
         return redirect(f"{reverse('admin:catalogue_run_start')}?survey={survey.pk}")
@@ -74,7 +74,10 @@ class ModelSetAdmin(admin.ModelAdmin):
     list_display = ("name", "survey", "preset", "is_current", "created")
     list_filter = ("is_current", "preset")
     search_fields = ("name",)
-    readonly_fields = ("name", "survey", "run", "preset", "resolutions", "networks", "feature_sets", "lineage", "metrics", "is_current")
+    readonly_fields = (
+        *("name", "survey", "run", "preset", "resolutions", "networks"),
+        *("feature_sets", "lineage", "metrics", "is_current"),
+    )
     actions = ["make_current"]
 
     @admin.action(description="Make current (the set its training survey's name stands for)")

@@ -134,6 +134,24 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     assert sorted(workflow.children.values_list("stage", flat=True)) == ["experiments", "predict"]
     assert page.page.locator("#run-stages li").count() == 2
 
+    # The model sets side by side, and one galaxy's M/L from an uploaded cutout (logged in).
+    model_set = survey.model_sets.get()
+    page.open("/models/sets/", "model-sets")
+    assert page.page.locator("#model-sets th", has_text=model_set.name).count() == 1
+    upload = Galaxy.objects.filter(survey=survey, split="test", preprocessed__status="ok").order_by("objid").first()
+    page.open("/predict/", "predict-form")
+    page.page.set_input_files("input[name=image]", str(synthetic_bundle / "images" / f"{upload.objid}_g.fits"))
+    page.page.fill("input[name=z]", str(upload.z))
+    page.page.fill("input[name=mag_g]", str(upload.mag_g))
+    page.page.select_option("select[name=models]", model_set.name)
+    page.page.click("#predict-form button[type=submit]")
+    page.page.wait_for_load_state("networkidle")
+    page.check("predict-result")
+    assert page.page.locator("#predictions tr").count() == 1 + 3  # the g models; no mag_i given
+    assert "gi_morph skipped: needs mag_i" in page.page.content()
+    pictures = page.page.locator("#upload-images img")
+    assert pictures.count() == 3 and all(pictures.nth(i).evaluate("img => img.naturalWidth") == 256 for i in range(3))
+
     # A run a worker is still on: the page follows it through the API until it fails, with the error.
     busy = Run.objects.create(stage="gbm", survey=survey, preset="test", status="running", progress=0.25, message="fitting gi")
     page.open(f"/runs/{busy.pk}/", "run-busy")

@@ -137,10 +137,11 @@ def test_two_workflows_started_at_once_on_one_survey_one_is_refused_by_the_datab
     """The check before creating the parent can miss a workflow another process is creating
     at the same moment; the database's one-active-workflow constraint refuses the second."""
     survey = Survey.objects.create(name="race")
-    first = Run.objects.create(stage="workflow", survey=survey, status="running", config={"stages": ["gbm"]})
+    first = Run.objects.create(stage="workflow", survey=survey, status="running", config={"stages": ["preprocess"]})
     monkeypatch.setattr(runs, "active_root", lambda _survey: None)  # as if the first had not committed yet
+    # preprocess: a training stage on this target-less survey would be refused before the race
     with pytest.raises(runs.RunConflict, match=f"run #{first.pk} \\(workflow, running\\) is already active on survey race"):
-        start_workflow(survey, ["gbm"], preset_name="test")
+        start_workflow(survey, ["preprocess"], preset_name="test")
     assert list(Run.objects.filter(survey=survey)) == [first]
 
 
