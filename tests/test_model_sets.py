@@ -284,3 +284,19 @@ def test_one_uploaded_galaxy_gets_what_its_catalogue_row_has(sets, django_user_m
     no_scale = upload(client, bundle, galaxy, image=buffer.getvalue())
     assert no_scale.status_code == 400 and "lacks PIXSCALE" in no_scale.json()["image"][0]
     assert not Galaxy.objects.filter(survey__name="upload").exists()  # nothing stored
+
+
+@pytest.mark.django_db
+def test_uploads_are_throttled_per_user(sets, django_user_model, monkeypatch):
+    from django.core.cache import cache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    cache.clear()
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1000/minute", "user": "1000/minute", "predict": "2/minute"}
+    )
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user("busy", "busy@example.org", "pw"))
+    galaxy = Galaxy.objects.filter(survey=sets["a"], preprocessed__status="ok").order_by("objid").first()
+    statuses = [upload(client, sets["bundle"], galaxy).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]

@@ -33,7 +33,9 @@ SEED = 20261201
 @pytest.fixture
 def served_catalogue(monkeypatch):
     """A survey with predictions, a run of each status and an experiment row, unthrottled."""
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1000000/minute", "user": "1000000/minute"})
+    monkeypatch.setattr(
+        SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1000000/minute", "user": "1000000/minute", "predict": "1000000/minute"}
+    )
     cache.clear()
     survey = make_survey("fuzz", 4)
     trained = Run.objects.create(stage="gbm", survey=survey, status="succeeded", preset="test")
