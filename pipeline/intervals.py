@@ -1,16 +1,25 @@
 """Calibrated per-galaxy M/L intervals, and how well they are calibrated.
 
-Two ways to put a 68% and a 95% interval around a model's M/L, both in log10 M/L (so an
-interval is a factor, never a negative M/L), both calibrated on the validation split
-(split conformal prediction: a held-out quantile of a score sets the width), separately
-for each morphology class with enough validation galaxies (Mondrian conformal
-prediction: coverage holds per class, not only on average), else over all of them:
+Intervals are in log10 M/L (a factor, never a negative M/L). Models fitted now use
+``cross-conformal`` (:meth:`IntervalModel.fit_cross_conformal`): the calibration residuals
+are out-of-fold, from K refits of the point model over train + validation (cross-conformal
+calibration, as CV+ of Barber et al. 2021), so no galaxy's residual comes from a model
+that was fitted on it. The validation split also chose the point model (early stopping,
+the top-50 selection), so its own residuals are smaller than an unseen galaxy's: an
+interval calibrated on them under-covers new data. The residuals are normalised by a
+galaxy-dependent difficulty (half the 16-84% spread of two LightGBM quantile models of
+log10 M/L on the model's own features, themselves out-of-fold) and calibrated by crepes'
+normalised conformal regressor, separately per morphology class with enough galaxies
+(Mondrian: coverage holds per class), the other classes sharing one calibrated on them
+alone. The interval is log10 p +- q sigma: it always holds the point prediction and its
+coverage stays nominal where the point model is biased for a class (an asymmetric
+predictive distribution would leave such a point outside its own interval, and forcing it
+back in over-covers). The baselines (constant, power law) get the same without a
+difficulty: one width per class.
 
-* ``cqr`` (conformalised quantile regression, Romano et al. 2019): LightGBM quantile
-  models of log10 M/L on the model's own features give a galaxy-dependent interval; the
-  validation quantile of max(lo - y, y - hi) widens (or narrows) it to the nominal level;
-* ``residual``: the validation quantile of |log10(p / t)|, the same width for every galaxy
-  (for the constant and power-law baselines, whose inputs say nothing about spread).
+Models stored before keep the two split-conformal methods they were fitted with, both
+calibrated on the validation split: ``cqr`` (conformalised quantile regression, Romano et
+al. 2019) and ``residual`` (the quantile of |log10(p / t)|).
 
 :func:`calibration` measures coverage on held-out galaxies, overall and per group
 (morphology class, redshift and luminosity bins), with the median width in dex.
@@ -41,6 +50,41 @@ QUANTILE_PARAMS = {
     "num_threads": 2,
 }
 QUANTILE_ROUNDS = 300
+#: Folds of the out-of-fold calibration residuals.
+CV_FOLDS = 5
+#: The difficulty's quantiles (its spread is the 68% one) and its floor in dex: a galaxy
+#: whose two quantile models agree is not therefore certain.
+DIFFICULTY_QUANTILES = (0.16, 0.84)
+MIN_DIFFICULTY_DEX = 0.02
+#: The galaxies the classes without their own calibration need to share one; with fewer,
+#: they share every galaxy's (a 95% interval needs at least 39 scores to be finite).
+MIN_SHARED_CALIBRATION = 60
+#: The Mondrian bin of galaxies whose class has no calibration of its own.
+OTHER = "other"
+CROSS_CONFORMAL = "cross-conformal"
+
+
+@dataclass
+class Difficulty:
+    """How hard a galaxy's M/L is to predict: half the 16-84% spread of log10 M/L, in dex.
+
+    Two LightGBM quantile models on the point model's own features; the spread normalises
+    the conformal residuals, so intervals are wider where the features say less.
+    """
+
+    boosters: dict = field(default_factory=dict)
+
+    def fit(self, X, log_target, seed: int = 0) -> Difficulty:
+        for alpha in DIFFICULTY_QUANTILES:
+            data = lgb.Dataset(np.asarray(X, dtype=np.float32), log_target, params={"verbosity": -1})
+            params = {**QUANTILE_PARAMS, "objective": "quantile", "alpha": alpha, "seed": seed}
+            self.boosters[alpha] = lgb.train(params, data, num_boost_round=QUANTILE_ROUNDS)
+        return self
+
+    def sigma(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        lo, hi = (self.boosters[a].predict(X) for a in DIFFICULTY_QUANTILES)
+        return np.maximum(np.abs(hi - lo) / 2.0, MIN_DIFFICULTY_DEX)
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -54,12 +98,65 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
 
 @dataclass
 class IntervalModel:
-    """Intervals of log10 M/L around a point prediction; :meth:`fit` on train, calibrate on val."""
+    """Intervals of log10 M/L around a point prediction.
+
+    :meth:`fit_cross_conformal` calibrates on out-of-fold residuals (the method of every
+    model fitted now); :meth:`fit` is the split-conformal calibration on the validation
+    split of models stored before (``cqr``, ``residual``).
+    """
 
     method: str = "cqr"
     levels: tuple[float, ...] = LEVELS
     boosters: dict = field(default_factory=dict)
     corrections: dict = field(default_factory=dict)  # level -> dex added to each side
+    difficulty: Difficulty | None = None
+    systems: dict = field(default_factory=dict)  # "classes" (Mondrian) and "rest": crepes conformal regressors
+    classes: tuple[str, ...] = ()  # classes calibrated on their own
+    calibrated_on: dict = field(default_factory=dict)  # what the calibration used: galaxies, folds, per class
+
+    def fit_cross_conformal(
+        self,
+        log_target: np.ndarray,
+        log_point_oof: np.ndarray,
+        groups: np.ndarray,
+        *,
+        sigma_oof: np.ndarray | None = None,
+        difficulty: Difficulty | None = None,
+        folds: int = CV_FOLDS,
+    ) -> IntervalModel:
+        """Calibrate on out-of-fold residuals log10(t) - log10(p_oof), normalised by ``sigma_oof``.
+
+        ``difficulty`` gives new galaxies their sigma (fitted on every calibration galaxy);
+        without it every galaxy has sigma 1 (the baselines). Classes with at least
+        :data:`MIN_GROUP_CALIBRATION` galaxies are calibrated on their own.
+        """
+        from crepes import ConformalRegressor
+
+        self.method, self.difficulty = CROSS_CONFORMAL, difficulty
+        residuals = np.asarray(log_target, dtype=float) - np.asarray(log_point_oof, dtype=float)
+        sigma = np.ones(len(residuals)) if sigma_oof is None else np.asarray(sigma_oof, dtype=float)
+        groups = np.asarray(groups, dtype=object)
+        usable = np.isfinite(residuals) & np.isfinite(sigma)
+        if not usable.any():
+            raise ValueError("no calibration galaxies with a usable prediction and target")
+        residuals, sigma, groups = residuals[usable], sigma[usable], groups[usable]
+        counts = {str(g): int((groups == g).sum()) for g in dict.fromkeys(groups)}
+        self.classes = tuple(g for g, n in counts.items() if g and n >= MIN_GROUP_CALIBRATION)
+        own = np.isin(groups, self.classes)
+        if own.any():
+            self.systems["classes"] = ConformalRegressor().fit(residuals[own], sigma[own], bins=groups[own])
+        # The other classes share one system calibrated on them alone (on all galaxies when
+        # they are too few): a pooled one would be set by the big classes.
+        rest = ~own if (~own).sum() >= MIN_SHARED_CALIBRATION else np.ones(len(own), bool)
+        self.systems["rest"] = ConformalRegressor().fit(residuals[rest], sigma[rest])
+        self.calibrated_on = {
+            "galaxies": int(usable.sum()),
+            "folds": int(folds),
+            "residuals": "out-of-fold over train + validation",
+            "own_calibration": {g: counts[g] for g in self.classes},
+            "shared_calibration": int(rest.sum()),
+        }
+        return self
 
     def fit(self, X_train, y_train, X_val, y_val, point_val, groups_val=None, seed: int = 0) -> IntervalModel:
         """Quantile models on train (cqr), then the conformal correction per level (and group) on val."""
@@ -105,6 +202,8 @@ class IntervalModel:
         """
         groups = np.full(len(point), "", dtype=object) if groups is None else np.asarray(groups, dtype=object)
         log_point = np.log10(np.asarray(point, dtype=float))
+        if self.method == CROSS_CONFORMAL:
+            return self._predictive_intervals(X, log_point, groups)
         out = {}
         inner_lo, inner_hi = log_point, log_point
         for level in sorted(self.levels):
@@ -113,6 +212,35 @@ class IntervalModel:
             inner_lo, inner_hi = np.minimum(lo - q, inner_lo), np.maximum(hi + q, inner_hi)
             out[level] = (10**inner_lo, 10**inner_hi)
         return out
+
+    def _predictive_intervals(self, X, log_point, groups) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        sigma = self.difficulty.sigma(X) if self.difficulty is not None else np.ones(len(log_point))
+        own = np.isin(groups, self.classes)
+        out = {}
+        inner_lo, inner_hi = log_point.copy(), log_point.copy()
+        for level in sorted(self.levels):
+            lo, hi = np.full(len(log_point), np.nan), np.full(len(log_point), np.nan)
+            for system, hit, bins in (("classes", own, groups[own]), ("rest", ~own, None)):
+                if hit.any():
+                    bounds = self.systems[system].predict_int(log_point[hit], sigmas=sigma[hit], bins=bins, confidence=level)
+                    lo[hit], hi[hit] = bounds[:, 0], bounds[:, 1]
+            # Each interval holds the point prediction, and each wider level the narrower one.
+            inner_lo, inner_hi = np.fmin(lo, inner_lo), np.fmax(hi, inner_hi)
+            out[level] = (10**inner_lo, 10**inner_hi)
+        return out
+
+    def describe(self) -> str:
+        """How the intervals were calibrated, in a sentence for pages."""
+        if self.method != CROSS_CONFORMAL:
+            return f"{self.method}: split-conformal on the validation split"
+        on = self.calibrated_on
+        own = ", ".join(f"{g} {n}" for g, n in on.get("own_calibration", {}).items()) or "none"
+        difficulty = "normalised by a quantile-model difficulty" if self.difficulty is not None else "one width per class"
+        return (
+            f"cross-conformal, normalised and Mondrian (crepes): {on.get('folds')}-fold out-of-fold residuals of "
+            f"{on.get('galaxies')} train + validation galaxies, {difficulty}; classes with their own "
+            f"calibration: {own}; {on.get('shared_calibration')} galaxies share one"
+        )
 
 
 def stellar_mass_interval(ml_lo, ml_hi, ml, lum_g, magerr_g, z_score: float) -> tuple[np.ndarray, np.ndarray]:

@@ -15,9 +15,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import KFold
 
 from pipeline.gbm import ConstantML, GBMRegressor
-from pipeline.intervals import IntervalModel, stellar_mass_interval
+from pipeline.intervals import CV_FOLDS, LEVELS, Difficulty, IntervalModel, calibration, quantile_bins, stellar_mass_interval
 from pipeline.learning import MORPHOLOGY_MODEL_GROUPS, LearningData
 from pipeline.metrics import MORPHOLOGY_CLASSES, l1_per_galaxy, metrics_by_class, ml_metrics
 from pipeline.model_selection import cross_validate_grid, permutation_l1_importance, top_features
@@ -76,6 +78,8 @@ class FittedModel:
     fit_seconds: float = 0.0
     intervals: IntervalModel | None = None
     support: SupportModel | None = None
+    #: Out-of-fold predictions over train + validation: galaxy ids and M/L (Msun/Lsun_g).
+    oof: dict = field(default_factory=dict)
 
     def predict(self, data: LearningData, rows: np.ndarray | None = None) -> np.ndarray:
         """Predicted M/L (Msun/Lsun_g); NaN where the method cannot predict (no g - i colour)."""
@@ -182,22 +186,48 @@ def fit_model(
 
 
 def fit_uncertainty(fitted: FittedModel, data: LearningData, train: np.ndarray, val: np.ndarray, seed: int = 0) -> None:
-    """Calibrated intervals (quantile GBMs conformalised on validation; constant width for
-    the baselines) and the training support, both from the model's own features."""
-    X_train, X_val = data.matrix(fitted.features, train), data.matrix(fitted.features, val)
-    point_val = np.asarray(fitted.estimator.predict(X_val), dtype=float)
-    usable = np.isfinite(point_val) & (point_val > 0)
-    method = "cqr" if fitted.spec.method == "gbm" else "residual"
-    fitted.intervals = IntervalModel(method=method).fit(
-        X_train,
-        data.target[train],
-        X_val[usable],
-        data.target[val][usable],
-        point_val[usable],
-        groups_val=data.morphology[val][usable],
-        seed=seed,
+    """Calibrated intervals from out-of-fold residuals over train + validation, and the training support.
+
+    The point model is refitted :data:`~pipeline.intervals.CV_FOLDS` times with its chosen
+    features and hyper-parameters (the number of trees fixed at the one early stopping
+    chose), each time predicting the fold it did not see; for the GBMs the difficulty's
+    quantile models are out-of-fold the same way. The out-of-fold predictions are kept
+    (``fitted.oof``) for the experiments' paired comparisons.
+    """
+    rows = np.concatenate([train, val])
+    X = data.matrix(fitted.features, rows)
+    target, error = data.target[rows], data.error[rows]
+    log_target = np.log10(target)
+    point_oof, sigma_oof = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    gbm = fitted.spec.method == "gbm"
+    for inside, held_out in KFold(CV_FOLDS, shuffle=True, random_state=seed).split(rows):
+        refit = _refit(fitted, X[inside], target[inside], error[inside], seed)
+        point_oof[held_out] = np.asarray(refit.predict(X[held_out]), dtype=float)
+        if gbm:
+            sigma_oof[held_out] = Difficulty().fit(X[inside], log_target[inside], seed).sigma(X[held_out])
+    usable = np.isfinite(point_oof) & (point_oof > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_oof = np.log10(np.where(usable, point_oof, np.nan))
+    fitted.intervals = IntervalModel().fit_cross_conformal(
+        log_target,
+        log_oof,
+        data.morphology[rows],
+        sigma_oof=sigma_oof if gbm else None,
+        difficulty=Difficulty().fit(X, log_target, seed) if gbm else None,
     )
-    fitted.support = SupportModel().fit(data.physical(train), X_train, X_val, seed=seed)
+    fitted.oof = {"galaxy_ids": data.galaxy_ids[rows][usable], "ml": point_oof[usable]}
+    fitted.support = SupportModel().fit(
+        data.physical(train), data.matrix(fitted.features, train), data.matrix(fitted.features, val), seed=seed
+    )
+
+
+def _refit(fitted: FittedModel, X: np.ndarray, y: np.ndarray, error: np.ndarray, seed: int):
+    """The fitted model's estimator trained again on other galaxies with every choice kept."""
+    estimator = clone(fitted.estimator)
+    if isinstance(estimator, GBMRegressor):
+        estimator.set_params(n_estimators=max(1, int(fitted.estimator.best_iteration_)), random_state=seed)
+        return estimator.fit(X, y, error=error, feature_names=fitted.features)
+    return estimator.fit(X, y, error=error)
 
 
 def _fit(spec: ModelSpec, data: LearningData, features: list[str], params: dict, train, val, seed: int):
@@ -241,3 +271,32 @@ def score(fitted: FittedModel, data: LearningData, rows: np.ndarray) -> tuple[di
     keep = np.flatnonzero(usable)[known]
     per_class = metrics_by_class(predicted[keep], target[keep], error[keep], classes[known]) if known.any() else {}
     return metrics, per_class, l1
+
+
+def calibration_report(fitted: FittedModel, data: LearningData, test: np.ndarray) -> dict:
+    """Coverage of the 68% and 95% intervals on held-out galaxies ``test`` (the test split, or a
+    survey the model was applied to): overall, per class, per redshift and luminosity
+    quartile; widths in dex beside the targets' own errors; the L1 of the galaxies flagged
+    outside the training support against the rest; and how the intervals were calibrated."""
+    u = fitted.uncertainty(data, test)
+    usable = np.isfinite(u["ml"]) & (u["ml"] > 0)
+    physical = data.physical(test)
+    intervals = {level: (u[f"ml_lo{round(level * 100)}"][usable], u[f"ml_hi{round(level * 100)}"][usable]) for level in LEVELS}
+    groups = {
+        "by_class": data.morphology[test][usable],
+        "by_redshift": quantile_bins(physical["redshift"][usable], 4, "z"),
+        "by_luminosity": quantile_bins(np.log10(physical["luminosity"][usable]), 4, "log L"),
+    }
+    report = calibration(intervals, data.target[test][usable], data.error[test][usable], groups)
+    flagged = np.array([bool(r) for r in u["reasons"]])
+    l1 = l1_per_galaxy(u["ml"], data.target[test], data.error[test])
+    report["out_of_support"] = {
+        "n_flagged": int(flagged.sum()),
+        "n": int(len(flagged)),
+        "l1_flagged": float(np.nanmean(l1[flagged])) if flagged.any() else None,
+        "l1_unflagged": float(np.nanmean(l1[~flagged])) if (~flagged).any() else None,
+    }
+    report["method"] = fitted.intervals.method
+    report["calibrated_on"] = getattr(fitted.intervals, "calibrated_on", {})
+    report["description"] = fitted.intervals.describe()
+    return report

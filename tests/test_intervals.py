@@ -45,6 +45,55 @@ def test_intervals_cover_as_promised_on_held_out_galaxies(big, fitted, name):
     assert sum(entry["n"] for entry in report["by_class"].values()) == len(test)
 
 
+@pytest.fixture(scope="module")
+def other():
+    """Galaxies of another draw and size: no model saw them, no choice was made on them."""
+    return synthetic_learning_data(1500, seed=9)[0]
+
+
+#: Coverage tolerance on ``other`` (1,500 galaxies, about 1,000 per level's classes of 100+):
+#: three standard deviations of the test's binomial noise and of the calibration quantile's
+#: (2,550 out-of-fold galaxies), sqrt(0.68 x 0.32 x (1/1500 + 1/2550)) = 0.015 at 68%; per
+#: class the same with the class's galaxies.
+def tolerance(level: float, n_test: int, n_calibration: int) -> float:
+    return 3 * np.sqrt(level * (1 - level) * (1 / n_test + 1 / n_calibration))
+
+
+@pytest.mark.parametrize("name", ["constant", "powerlaw_gi", "gi", "gi_morph"])
+def test_cross_conformal_intervals_hold_on_another_draw_overall_and_per_class(big, fitted, other, name):
+    model = fitted[name]
+    on = model.intervals.calibrated_on
+    assert model.intervals.method == "cross-conformal" and on["folds"] == 5
+    assert on["galaxies"] == len(big.rows("train")) + len(big.rows("val"))  # every train + val galaxy calibrates
+    rows = np.flatnonzero(np.isfinite(other.target))
+    u = model.uncertainty(other, rows)
+    usable = np.isfinite(u["ml"])
+    target, classes = other.target[rows][usable], other.morphology[rows][usable]
+    for level in (0.68, 0.95):
+        key = round(level * 100)
+        inside = (u[f"ml_lo{key}"][usable] <= target) & (target <= u[f"ml_hi{key}"][usable])
+        assert abs(inside.mean() - level) < tolerance(level, len(inside), on["galaxies"]), (level, inside.mean())
+        for cls, n_calibration in on["own_calibration"].items():
+            hit = classes == cls
+            if hit.sum() >= 50:
+                assert abs(inside[hit].mean() - level) < tolerance(level, hit.sum(), n_calibration), (cls, level)
+
+
+def test_out_of_fold_predictions_come_from_refits_that_did_not_see_the_galaxy(big, fitted):
+    model = fitted["gi_morph"]
+    ids, oof = model.oof["galaxy_ids"], model.oof["ml"]
+    learning = set(big.galaxy_ids[np.concatenate([big.rows("train"), big.rows("val")])].tolist())
+    assert set(ids.tolist()) == learning
+    position = {int(g): i for i, g in enumerate(big.galaxy_ids)}
+    rows = np.array([position[int(g)] for g in ids])
+    in_sample = model.predict(big, rows)
+    train = np.isin(rows, big.rows("train"))
+    # The final model fits its training galaxies better than refits that left each one out.
+    l1_in, l1_out = (np.mean(np.abs(np.log10(p[train] / big.target[rows][train]))) for p in (in_sample, oof))
+    assert l1_out > l1_in
+    assert "cross-conformal" in model.intervals.describe() and "out-of-fold" in model.intervals.describe()
+
+
 def test_galaxy_dependent_intervals_are_sharper_than_a_constant_width(big, fitted):
     test = big.rows("test")
     cqr = fitted["gi_morph"].uncertainty(big, test)

@@ -25,11 +25,14 @@ from catalogue.services.ingest import ingest_bundle
 from catalogue.services.model_sets import APPLY_STAGES, mark_current, resolve_model_set
 from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
+from pipeline.simulate.survey import simulate_survey
 from pipeline.regression import NAMED_MODELS
 
 NAMES = [spec.name for spec in NAMED_MODELS]
 I_BAND_MODELS = {"gi", "gi_morph", "powerlaw_gi"}
 FAR_Z = 0.6  # the synthetic survey's redshifts stay below 0.2
+#: Survey B: another draw of the simulator (seed) and another size than A's 200 galaxies.
+OTHER_N, OTHER_SEED = 300, 23
 COMPARED = ("ml_pred", "mstar_pred", "ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95", "mstar_lo68", "mstar_hi95")
 
 
@@ -77,8 +80,15 @@ def travelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_fac
         applied_c = start_workflow(c, list(APPLY_STAGES), model_set=model_set)
         ingest_bundle(g_bundle, "setsG")
         g = Survey.objects.get(name="setsG")
+        other = tmp_path_factory.mktemp("other") / "bundle"
+        simulate_survey(other, n=OTHER_N, seed=OTHER_SEED, workers=2)
+        ingest_bundle(other, "setsB")
+        b = Survey.objects.get(name="setsB")
+        applied_b = start_workflow(b, list(APPLY_STAGES), model_set=model_set)
         yield {
             "a": a,
+            "b": b,
+            "applied_b": applied_b,
             "c": c,
             "g": g,
             "set": model_set,
@@ -87,7 +97,7 @@ def travelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_fac
             "far": far_objid,
             "media": media,
         }
-        Survey.objects.filter(name__in=["setsA", "setsC", "setsG"]).delete()
+        Survey.objects.filter(name__in=["setsA", "setsB", "setsC", "setsG"]).delete()
     settings.MEDIA_ROOT = old_media
 
 
@@ -300,3 +310,34 @@ def test_uploads_are_throttled_per_user(sets, django_user_model, monkeypatch):
     galaxy = Galaxy.objects.filter(survey=sets["a"], preprocessed__status="ok").order_by("objid").first()
     statuses = [upload(client, sets["bundle"], galaxy).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+def tolerance(level: float, n_test: int, n_calibration: int) -> float:
+    """Three standard deviations of a coverage measured on ``n_test`` galaxies with intervals
+    calibrated on ``n_calibration``: binomial noise of both (at B's 290 and A's 170
+    out-of-fold galaxies, 0.14 at 68% and 0.07 at 95%)."""
+    return 3 * np.sqrt(level * (1 - level) * (1 / n_test + 1 / n_calibration))
+
+
+@pytest.mark.django_db
+def test_intervals_hold_on_a_survey_of_another_seed_and_size_and_the_survey_page_shows_it(sets):
+    b, model_set = sets["b"], sets["set"]
+    assert sets["applied_b"].status == "succeeded", sets["applied_b"].message
+    predict = Run.objects.filter(survey=b, stage="predict").latest("created")
+    reports = predict.result["calibration"]
+    assert set(reports) == set(NAMES)
+    for name, report in reports.items():
+        model = TrainedModel.objects.get(model_set=model_set, name=name)
+        n_calibration = model.metrics["calibration"]["calibrated_on"]["galaxies"]
+        assert report["n"] > 250 and report["method"] == "cross-conformal", name
+        for level in (0.68, 0.95):
+            key = f"coverage_{round(level * 100)}"
+            assert abs(report[key] - level) < tolerance(level, report["n"], n_calibration), (name, key, report[key])
+        for cls, entry in report["by_class"].items():
+            own = model.metrics["calibration"]["calibrated_on"]["own_calibration"].get(cls)
+            if entry["n"] >= 50 and own:
+                assert abs(entry["coverage_68"] - 0.68) < tolerance(0.68, entry["n"], own), (name, cls, entry)
+        assert len(report["by_redshift"]) == len(report["by_luminosity"]) == 4
+    page = APIClient().get("/surveys/setsB/").content.decode()
+    assert 'id="applied-coverage"' in page and 'id="survey-calibration"' in page
+    assert f"<td>{reports['g_morph']['coverage_68']:.3f}</td>" in page

@@ -106,7 +106,16 @@ def _application(survey: Survey, model_set: ModelSet, run: Run) -> dict:
         .count()
     )
     predicted = [name for name in run.config.get("models", {}) if name not in run.result.get("skipped", {})]
+    coverage = run.result.get("calibration") or {}
     return {
+        "coverage": [
+            (name, report.get("n"), report.get("coverage_68"), report.get("coverage_95"), report.get("width_68_dex"))
+            for name, report in coverage.items()
+            if report
+        ],
+        "coverage_figure": figures.calibration_plot(coverage["g_morph"], div_id="survey-calibration")
+        if coverage.get("g_morph")
+        else "",
         "model_set": model_set,
         "run": run,
         "flagged": [(name, flagged.get(name, 0)) for name in predicted],
@@ -383,8 +392,16 @@ def experiments(request: HttpRequest, name: str) -> HttpResponse:
             "tables": tables,
             "titles": EXPERIMENT_TITLES,
             "band_figure": figures.band_set_bars(band_rows) if band_rows else "",
+            "interval_note": _interval_note(survey),
         },
     )
+
+
+def _interval_note(survey: Survey) -> str:
+    """How the survey's latest g_morph intervals were calibrated, and on how many galaxies."""
+    model = TrainedModel.objects.filter(survey=survey, name="g_morph").order_by("-created").first()
+    calibration = (model.metrics or {}).get("calibration", {}) if model else {}
+    return calibration.get("description") or calibration.get("method", "")
 
 
 EXPERIMENT_TITLES = {
@@ -393,7 +410,7 @@ EXPERIMENT_TITLES = {
     "colour": "Colour: g - i power law, g + i GBM, g + i + morphology",
     "losses": "Table B.1: methods optimised on each loss",
     "band_sets": "Fig. 8: sets of bands with and without morphology",
-    "significance": "Significance of the gain from morphology (test split)",
+    "significance": "Significance of the gain from morphology (test split, and out-of-fold over train + validation)",
     "half_data": "Training on half the data",
 }
 

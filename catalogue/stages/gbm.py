@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import numpy as np
 from django.db import transaction
 
 from catalogue.models import Survey, TrainedModel
@@ -26,12 +25,10 @@ from catalogue.services.artifacts import save_pickle
 from catalogue.services.learning_data import load_learning_data
 from catalogue.services.model_sets import record_model_set
 from pipeline import regression
-from pipeline.intervals import LEVELS, calibration, quantile_bins
 from pipeline.jsonsafe import json_safe
 from pipeline.learning import LearningData
-from pipeline.metrics import l1_per_galaxy
 from pipeline.presets import gbm_grid, preset
-from pipeline.regression import FittedModel, fit_model, score
+from pipeline.regression import FittedModel, calibration_report, fit_model, score
 
 #: Importances kept with a model (the largest), as [name, value] pairs in decreasing order
 #: (a list: PostgreSQL's jsonb does not keep a dict's key order).
@@ -88,7 +85,7 @@ def store_model(run, fitted: FittedModel, data: LearningData, feature_set_ids: d
     """Pickle a fitted model and record it with its validation and test metrics."""
     test = data.rows("test")
     test_metrics, per_class, _ = score(fitted, data, test) if len(test) else ({}, {}, None)
-    calibration = calibration_on_test_split(fitted, data, test) if len(test) else {}
+    calibration = calibration_report(fitted, data, test) if len(test) else {}
     ranked = sorted(fitted.importance.items(), key=lambda item: -item[1])[:IMPORTANCES_KEPT]
     name = save_pickle(fitted, f"models/{run.survey.name}/run{run.pk}/{fitted.spec.name}.pkl")
     kind = TrainedModel.Kind.GBM if fitted.spec.method == "gbm" else TrainedModel.Kind.BASELINE
@@ -110,32 +107,6 @@ def store_model(run, fitted: FittedModel, data: LearningData, feature_set_ids: d
             }
         ),
     )
-
-
-def calibration_on_test_split(fitted: FittedModel, data: LearningData, test) -> dict:
-    """Coverage of the 68% and 95% intervals on the test split: overall, per class, per redshift
-    and luminosity quartile; widths in dex beside the targets' own errors; and the L1 of the
-    galaxies flagged outside the training support against the rest."""
-    u = fitted.uncertainty(data, test)
-    usable = np.isfinite(u["ml"]) & (u["ml"] > 0)
-    physical = data.physical(test)
-    intervals = {level: (u[f"ml_lo{round(level * 100)}"][usable], u[f"ml_hi{round(level * 100)}"][usable]) for level in LEVELS}
-    groups = {
-        "by_class": data.morphology[test][usable],
-        "by_redshift": quantile_bins(physical["redshift"][usable], 4, "z"),
-        "by_luminosity": quantile_bins(np.log10(physical["luminosity"][usable]), 4, "log L"),
-    }
-    report = calibration(intervals, data.target[test][usable], data.error[test][usable], groups)
-    flagged = np.array([bool(r) for r in u["reasons"]])
-    l1 = l1_per_galaxy(u["ml"], data.target[test], data.error[test])
-    report["out_of_support"] = {
-        "n_flagged": int(flagged.sum()),
-        "n": int(len(flagged)),
-        "l1_flagged": float(np.nanmean(l1[flagged])) if flagged.any() else None,
-        "l1_unflagged": float(np.nanmean(l1[~flagged])) if (~flagged).any() else None,
-    }
-    report["method"] = fitted.intervals.method
-    return report
 
 
 def record_set(run) -> dict:

@@ -27,9 +27,13 @@ from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
 from catalogue.services.model_sets import named_models, set_networks
+from pipeline.jsonsafe import json_safe
 from pipeline.learning import absent_inputs
+from pipeline.regression import calibration_report
 
 BATCH = 5_000
+#: Galaxies with targets needed to report the intervals' coverage on an applied survey.
+MIN_COVERAGE_GALAXIES = 20
 
 
 def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: int | None = None) -> runs.Plan:  # noqa: ARG001
@@ -82,6 +86,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
     unpredicted: dict[str, int] = {}
     flagged: dict[str, int] = {}
     skipped: dict[str, str] = {}
+    coverage: dict[str, dict] = {}
     for position, model_id in enumerate(model_ids):
         model = TrainedModel.objects.get(pk=model_id)
         context.check(force=True)
@@ -98,11 +103,15 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
             skipped[model.name] = f"survey {run.survey.name} has no {', '.join(lacking)}"
             continue
         unpredicted[model.name], flagged[model.name] = store_predictions(model, fitted, loaded[key], context)
+        if model.survey_id != run.survey_id:
+            coverage[model.name] = coverage_on_targets(fitted, loaded[key])
     for data in loaded.values():
         store_morphology(data)
     with transaction.atomic():
         runs.complete_chunk(claim, runs.ChunkOutcome(done=len(model_ids)))
         run.result = {**run.result, "unpredicted": unpredicted, "flagged": flagged, "skipped": skipped}
+        if any(coverage.values()):
+            run.result["calibration"] = json_safe(coverage)
         if run.config.get("model_set"):
             run.result["model_set"] = ModelSet.objects.values_list("name", flat=True).get(pk=run.config["model_set"])
         Run.objects.filter(pk=run.pk).update(result=run.result)
@@ -147,6 +156,14 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
         )
     n_flagged = sum(1 for i in np.flatnonzero(usable) if u["reasons"][i])
     return int((~usable).sum()), n_flagged
+
+
+def coverage_on_targets(fitted, data) -> dict:
+    """On a survey a set was applied to, the intervals' coverage where its galaxies have targets
+    (every galaxy with one: none of them trained the model); empty without targets."""
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero(np.isfinite(data.target) & (data.target > 0) & np.isfinite(data.error))
+    return calibration_report(fitted, data, rows) if len(rows) >= MIN_COVERAGE_GALAXIES else {}
 
 
 def store_morphology(data) -> None:
