@@ -25,8 +25,8 @@ from catalogue.services.ingest import ingest_bundle
 from catalogue.services.model_sets import APPLY_STAGES, mark_current, resolve_model_set
 from catalogue.services.start import start_stage
 from catalogue.services.workflow import start_workflow
-from pipeline.simulate.survey import simulate_survey
 from pipeline.regression import NAMED_MODELS
+from pipeline.simulate.survey import simulate_survey
 
 NAMES = [spec.name for spec in NAMED_MODELS]
 I_BAND_MODELS = {"gi", "gi_morph", "powerlaw_gi"}
