@@ -66,9 +66,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("preprocess", "preprocess", CPU_QUEUE, reads=(), limit="chunk", unit="galaxies"),
     Stage("cnn", "CNN training", GPU_QUEUE, reads=("preprocess",), limit="train", unit="networks"),
     Stage("features", "CNN feature extraction", GPU_QUEUE, reads=("preprocess", "cnn"), limit="chunk", unit="galaxies"),
-    Stage("gbm", "GBM training", CPU_QUEUE, reads=("features",), limit="train", unit="models"),
-    Stage("experiments", "experiments", CPU_QUEUE, reads=("gbm",), limit="train", unit="experiments"),
-    Stage("predict", "catalogue prediction", CPU_QUEUE, reads=("features", "gbm"), limit="chunk", unit="models"),
+    # gbm 2: intervals calibrated out-of-fold (cross-conformal), out-of-fold predictions kept;
+    # experiments 2: significance also out-of-fold; predict 2: applies model sets, reports coverage
+    Stage("gbm", "GBM training", CPU_QUEUE, reads=("features",), limit="train", unit="models", version=2),
+    Stage("experiments", "experiments", CPU_QUEUE, reads=("gbm",), limit="train", unit="experiments", version=2),
+    Stage("predict", "catalogue prediction", CPU_QUEUE, reads=("features", "gbm"), limit="chunk", unit="models", version=2),
 )
 #: Stage names in pipeline order.
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
