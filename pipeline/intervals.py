@@ -6,16 +6,18 @@ are out-of-fold, from K refits of the point model over train + validation (cross
 calibration, as CV+ of Barber et al. 2021), so no galaxy's residual comes from a model
 that was fitted on it. The validation split also chose the point model (early stopping,
 the top-50 selection), so its own residuals are smaller than an unseen galaxy's: an
-interval calibrated on them under-covers new data. The residuals are normalised by a
-galaxy-dependent difficulty (half the 16-84% spread of two LightGBM quantile models of
-log10 M/L on the model's own features, themselves out-of-fold) and calibrated by crepes'
-normalised conformal regressor, separately per morphology class with enough galaxies
+interval calibrated on them under-covers new data. Each residual is scaled by how far the
+M/L may lie on its side of the point, and the quantile q of those scores is calibrated by
+crepes' conformal regressor, separately per morphology class with enough galaxies
 (Mondrian: coverage holds per class), the other classes sharing one calibrated on them
-alone. The interval is log10 p +- q sigma: it always holds the point prediction and its
-coverage stays nominal where the point model is biased for a class (an asymmetric
-predictive distribution would leave such a point outside its own interval, and forcing it
-back in over-covers). The baselines (constant, power law) get the same without a
-difficulty: one width per class.
+alone. For the GBMs the interval is [p - q down, p + q up] in log10, with down and up the
+distances from the point p to the 16% and 84% quantiles of two LightGBM quantile models of
+log10 M/L on the model's own features (out-of-fold too, for the calibration): galaxy-dependent,
+asymmetric where the features say the M/L distribution is (as conformalised quantile
+regression, Romano et al. 2019, is), and holding the point by construction. Measured on a
+simulated survey, that is sharper than a symmetric width (g_morph 0.314 against 0.362 dex
+at the same coverage) and than centring on the quantiles' middle. The baselines (constant,
+power law) have one width per class.
 
 Models stored before keep the two split-conformal methods they were fitted with, both
 calibrated on the validation split: ``cqr`` (conformalised quantile regression, Romano et
@@ -56,6 +58,8 @@ CV_FOLDS = 5
 #: whose two quantile models agree is not therefore certain.
 DIFFICULTY_QUANTILES = (0.16, 0.84)
 MIN_DIFFICULTY_DEX = 0.02
+#: The shortest side, as a fraction of half the quantile range.
+MIN_SIDE_FRACTION = 0.5
 #: The galaxies the classes without their own calibration need to share one; with fewer,
 #: they share every galaxy's (a 95% interval needs at least 39 scores to be finite).
 MIN_SHARED_CALIBRATION = 60
@@ -66,10 +70,12 @@ CROSS_CONFORMAL = "cross-conformal"
 
 @dataclass
 class Difficulty:
-    """How hard a galaxy's M/L is to predict: half the 16-84% spread of log10 M/L, in dex.
+    """How far below and above its point a galaxy's log10 M/L may lie, from two quantile models.
 
-    Two LightGBM quantile models on the point model's own features; the spread normalises
-    the conformal residuals, so intervals are wider where the features say less.
+    Two LightGBM quantile models (16% and 84%) on the point model's own features: the
+    distances from the point down to the one and up to the other scale the interval's two
+    sides, so intervals are wider where the features say less and asymmetric where the
+    distribution of M/L given the features is.
     """
 
     boosters: dict = field(default_factory=dict)
@@ -81,10 +87,16 @@ class Difficulty:
             self.boosters[alpha] = lgb.train(params, data, num_boost_round=QUANTILE_ROUNDS)
         return self
 
-    def sigma(self, X) -> np.ndarray:
+    def scales(self, X, log_point) -> tuple[np.ndarray, np.ndarray]:
+        """How far the M/L may lie below and above the point (dex): from the point to the 16% and
+        to the 84% quantile, each at least :data:`MIN_DIFFICULTY_DEX`."""
         X = np.asarray(X, dtype=np.float32)
         lo, hi = (self.boosters[a].predict(X) for a in DIFFICULTY_QUANTILES)
-        return np.maximum(np.abs(hi - lo) / 2.0, MIN_DIFFICULTY_DEX)
+        log_point = np.asarray(log_point, dtype=float)
+        # A side is never shorter than a fraction of the quantile range: a point beyond one
+        # quantile would otherwise make that side vanish and its scores explode.
+        floor = np.maximum(MIN_SIDE_FRACTION * np.abs(hi - lo) / 2.0, MIN_DIFFICULTY_DEX)
+        return np.maximum(log_point - lo, floor), np.maximum(hi - log_point, floor)
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
@@ -120,35 +132,38 @@ class IntervalModel:
         log_point_oof: np.ndarray,
         groups: np.ndarray,
         *,
-        sigma_oof: np.ndarray | None = None,
+        scales_oof: tuple[np.ndarray, np.ndarray] | None = None,
         difficulty: Difficulty | None = None,
         folds: int = CV_FOLDS,
     ) -> IntervalModel:
-        """Calibrate on out-of-fold residuals log10(t) - log10(p_oof), normalised by ``sigma_oof``.
+        """Calibrate on out-of-fold residuals r = log10(t) - log10(p_oof), scaled per side.
 
-        ``difficulty`` gives new galaxies their sigma (fitted on every calibration galaxy);
-        without it every galaxy has sigma 1 (the baselines). Classes with at least
-        :data:`MIN_GROUP_CALIBRATION` galaxies are calibrated on their own.
+        The score is r / up where the target lies above the point and -r / down below it,
+        with (down, up) the out-of-fold :meth:`Difficulty.scales` (``scales_oof``) when a
+        ``difficulty`` gives new galaxies theirs; without one both are 1 (the baselines:
+        the score is |r|). crepes' Mondrian conformal regressor calibrates the score's
+        quantile per class with at least :data:`MIN_GROUP_CALIBRATION` galaxies.
         """
         from crepes import ConformalRegressor
 
         self.method, self.difficulty = CROSS_CONFORMAL, difficulty
         residuals = np.asarray(log_target, dtype=float) - np.asarray(log_point_oof, dtype=float)
-        sigma = np.ones(len(residuals)) if sigma_oof is None else np.asarray(sigma_oof, dtype=float)
+        down, up = (np.ones(len(residuals)), np.ones(len(residuals))) if scales_oof is None else scales_oof
+        scores = np.where(residuals > 0, residuals / np.asarray(up), -residuals / np.asarray(down))
         groups = np.asarray(groups, dtype=object)
-        usable = np.isfinite(residuals) & np.isfinite(sigma)
+        usable = np.isfinite(scores)
         if not usable.any():
             raise ValueError("no calibration galaxies with a usable prediction and target")
-        residuals, sigma, groups = residuals[usable], sigma[usable], groups[usable]
+        scores, groups = scores[usable], groups[usable]
         counts = {str(g): int((groups == g).sum()) for g in dict.fromkeys(groups)}
         self.classes = tuple(g for g, n in counts.items() if g and n >= MIN_GROUP_CALIBRATION)
         own = np.isin(groups, self.classes)
         if own.any():
-            self.systems["classes"] = ConformalRegressor().fit(residuals[own], sigma[own], bins=groups[own])
-        # The other classes share one system calibrated on them alone (on all galaxies when
-        # they are too few): a pooled one would be set by the big classes.
+            self.systems["classes"] = ConformalRegressor().fit(scores[own], bins=groups[own])
+        # The other classes share one calibrated on them alone (on all galaxies when they
+        # are too few): a pooled one would be set by the big classes.
         rest = ~own if (~own).sum() >= MIN_SHARED_CALIBRATION else np.ones(len(own), bool)
-        self.systems["rest"] = ConformalRegressor().fit(residuals[rest], sigma[rest])
+        self.systems["rest"] = ConformalRegressor().fit(scores[rest])
         self.calibrated_on = {
             "galaxies": int(usable.sum()),
             "folds": int(folds),
@@ -214,19 +229,17 @@ class IntervalModel:
         return out
 
     def _predictive_intervals(self, X, log_point, groups) -> dict[float, tuple[np.ndarray, np.ndarray]]:
-        sigma = self.difficulty.sigma(X) if self.difficulty is not None else np.ones(len(log_point))
+        n = len(log_point)
+        down, up = self.difficulty.scales(X, log_point) if self.difficulty is not None else (np.ones(n), np.ones(n))
         own = np.isin(groups, self.classes)
         out = {}
-        inner_lo, inner_hi = log_point.copy(), log_point.copy()
         for level in sorted(self.levels):
-            lo, hi = np.full(len(log_point), np.nan), np.full(len(log_point), np.nan)
+            q = np.full(n, np.nan)
             for system, hit, bins in (("classes", own, groups[own]), ("rest", ~own, None)):
                 if hit.any():
-                    bounds = self.systems[system].predict_int(log_point[hit], sigmas=sigma[hit], bins=bins, confidence=level)
-                    lo[hit], hi[hit] = bounds[:, 0], bounds[:, 1]
-            # Each interval holds the point prediction, and each wider level the narrower one.
-            inner_lo, inner_hi = np.fmin(lo, inner_lo), np.fmax(hi, inner_hi)
-            out[level] = (10**inner_lo, 10**inner_hi)
+                    q[hit] = self.systems[system].predict_int(np.zeros(int(hit.sum())), bins=bins, confidence=level)[:, 1]
+            # q grows with the level, so each interval holds the point and the wider level the narrower one.
+            out[level] = (10 ** (log_point - q * down), 10 ** (log_point + q * up))
         return out
 
     def describe(self) -> str:
@@ -235,7 +248,7 @@ class IntervalModel:
             return f"{self.method}: split-conformal on the validation split"
         on = self.calibrated_on
         own = ", ".join(f"{g} {n}" for g, n in on.get("own_calibration", {}).items()) or "none"
-        difficulty = "normalised by a quantile-model difficulty" if self.difficulty is not None else "one width per class"
+        difficulty = "centred and scaled by quantile models of log M/L" if self.difficulty is not None else "one width per class"
         return (
             f"cross-conformal, normalised and Mondrian (crepes): {on.get('folds')}-fold out-of-fold residuals of "
             f"{on.get('galaxies')} train + validation galaxies, {difficulty}; classes with their own "

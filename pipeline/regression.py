@@ -190,21 +190,25 @@ def fit_uncertainty(fitted: FittedModel, data: LearningData, train: np.ndarray, 
 
     The point model is refitted :data:`~pipeline.intervals.CV_FOLDS` times with its chosen
     features and hyper-parameters (the number of trees fixed at the one early stopping
-    chose), each time predicting the fold it did not see; for the GBMs the difficulty's
-    quantile models are out-of-fold the same way. The out-of-fold predictions are kept
-    (``fitted.oof``) for the experiments' paired comparisons.
+    chose), each time predicting the fold it did not see; for the GBMs the quantile models
+    that scale their intervals' two sides are out-of-fold the same way.
+    The out-of-fold predictions are kept (``fitted.oof``) for the experiments' paired
+    comparisons.
     """
     rows = np.concatenate([train, val])
     X = data.matrix(fitted.features, rows)
     target, error = data.target[rows], data.error[rows]
     log_target = np.log10(target)
-    point_oof, sigma_oof = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+    point_oof, down_oof, up_oof = (np.full(len(rows), np.nan) for _ in range(3))
     gbm = fitted.spec.method == "gbm"
     for inside, held_out in KFold(CV_FOLDS, shuffle=True, random_state=seed).split(rows):
         refit = _refit(fitted, X[inside], target[inside], error[inside], seed)
         point_oof[held_out] = np.asarray(refit.predict(X[held_out]), dtype=float)
         if gbm:
-            sigma_oof[held_out] = Difficulty().fit(X[inside], log_target[inside], seed).sigma(X[held_out])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_held_out = np.log10(point_oof[held_out])
+            difficulty = Difficulty().fit(X[inside], log_target[inside], seed)
+            down_oof[held_out], up_oof[held_out] = difficulty.scales(X[held_out], log_held_out)
     usable = np.isfinite(point_oof) & (point_oof > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_oof = np.log10(np.where(usable, point_oof, np.nan))
@@ -212,8 +216,10 @@ def fit_uncertainty(fitted: FittedModel, data: LearningData, train: np.ndarray, 
         log_target,
         log_oof,
         data.morphology[rows],
-        sigma_oof=sigma_oof if gbm else None,
-        difficulty=Difficulty().fit(X, log_target, seed) if gbm else None,
+        scales_oof=(down_oof, up_oof) if gbm else None,
+        # on the training split, as the point model: in calibration each refit's point and quantiles
+        # also came from the same galaxies, so a point sits among its quantiles alike in both
+        difficulty=Difficulty().fit(X[: len(train)], log_target[: len(train)], seed) if gbm else None,
     )
     fitted.oof = {"galaxy_ids": data.galaxy_ids[rows][usable], "ml": point_oof[usable]}
     fitted.support = SupportModel().fit(
