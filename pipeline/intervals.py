@@ -248,9 +248,9 @@ class IntervalModel:
             return f"{self.method}: split-conformal on the validation split"
         on = self.calibrated_on
         own = ", ".join(f"{g} {n}" for g, n in on.get("own_calibration", {}).items()) or "none"
-        difficulty = "centred and scaled by quantile models of log M/L" if self.difficulty is not None else "one width per class"
+        difficulty = "each side scaled by a quantile model of log M/L" if self.difficulty is not None else "one width per class"
         return (
-            f"cross-conformal, normalised and Mondrian (crepes): {on.get('folds')}-fold out-of-fold residuals of "
+            f"cross-conformal, Mondrian (crepes): {on.get('folds')}-fold out-of-fold residuals of "
             f"{on.get('galaxies')} train + validation galaxies, {difficulty}; classes with their own "
             f"calibration: {own}; {on.get('shared_calibration')} galaxies share one"
         )
