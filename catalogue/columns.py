@@ -98,6 +98,39 @@ GALAXY_COLUMNS: tuple[Column, ...] = (
     ),
 )
 
+#: What the cone search (and later TAP) adds to a galaxy's row: which survey it is in, which
+#: model set its predictions come from, and links to its page and its g cutout.
+SERVICE_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "survey",
+        None,
+        "name of the survey the galaxy was ingested in (objids repeat across surveys)",
+        "meta.dataset",
+        "str",
+        100,
+        label="survey",
+    ),
+    Column(
+        "model_set",
+        None,
+        "model set of the predictions (training survey@run): the set applied to the survey last",
+        "meta.id",
+        "str",
+        200,
+        label="model set",
+    ),
+    Column(
+        "galaxy_url",
+        None,
+        "the galaxy's page: images, predictions of every model, GZ2 probabilities",
+        "meta.ref.url",
+        "str",
+        300,
+        label="page",
+    ),
+    Column("cutout_g_url", None, "the galaxy's g-band FITS cutout", "meta.ref.url;em.opt.B", "str", 300, label="g cutout"),
+)
+
 #: Interval end -> the word of its description and its UCD.
 _ENDS = {"lo": ("lower", "stat.min"), "hi": ("upper", "stat.max")}
 INTERVAL_LEVELS = (68, 95)

@@ -325,7 +325,7 @@ def test_simple_cone_search_through_pyvo(live_server):
     results = service.search(pos=(150.0, 2.0), radius=0.5, verbosity=1).to_table()
     expected = set(galaxies_in_cone(150.0, 2.0, 0.5).values_list("objid", flat=True))
     assert expected and set(results["objid"]) == expected
-    assert results.colnames == ["objid", "ra", "dec"]
+    assert results.colnames == ["objid", "ra", "dec", "survey"] and set(results["survey"]) == {"scs"}
     wide = service.search(pos=(150.0, 2.0), radius=0.5, verbosity=3).to_table()
     assert "ml_g" in wide.colnames and wide["ml_g"].unit.to_string() == "solMass / Lsun_g"
     across = service.search(pos=(0.0, 2.0), radius=0.5, verbosity=1).to_table()

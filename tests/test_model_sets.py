@@ -341,3 +341,60 @@ def test_intervals_hold_on_a_survey_of_another_seed_and_size_and_the_survey_page
     page = APIClient().get("/surveys/setsB/").content.decode()
     assert 'id="applied-coverage"' in page and 'id="survey-calibration"' in page
     assert f"<td>{reports['g_morph']['coverage_68']:.3f}</td>" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("in_database", [True, False])
+def test_the_cone_search_names_each_rows_survey_and_carries_its_current_predictions_and_links(sets, monkeypatch, in_database):
+    import warnings
+
+    from astropy.io.votable import parse
+    from django.test import Client
+
+    from catalogue.services import export
+
+    monkeypatch.setattr(export, "database_formats_rows", lambda: in_database)
+    galaxy = Galaxy.objects.filter(survey=sets["c"], predictions__model__name="g_morph").order_by("objid").first()
+    stored = Prediction.objects.get(galaxy=galaxy, model__name="g_morph")
+
+    def rows(query: str):
+        reply = Client().get(f"/scs/?RA={galaxy.ra}&DEC={galaxy.dec}&SR=0.0001&{query}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            document = parse(io.BytesIO(reply.content))
+        return document, document.get_first_table().to_table() if document.resources[0].tables else None
+
+    _, everywhere = rows("VERB=2")
+    here = everywhere[everywhere["objid"] == galaxy.objid]
+    # the same objid in several surveys (A, its copy C, perhaps G), one row each, told apart
+    assert len(here) == len(set(here["survey"])) and {"setsA", "setsC"} <= set(here["survey"])
+    document, mine = rows("VERB=2&SURVEY=setsC")
+    assert list(mine["survey"]) == ["setsC"] and mine["model_set"][0] == sets["set"].name
+    assert mine["ml_pred"][0] == pytest.approx(stored.ml_pred) and mine["ml_hi68"][0] == pytest.approx(stored.ml_hi68)
+    assert mine["mstar_pred"][0] == pytest.approx(stored.mstar_pred) and mine["out_of_support"][0] == int(stored.out_of_support)
+    assert mine["galaxy_url"][0].endswith(f"/galaxies/{galaxy.pk}/")
+    assert mine["cutout_g_url"][0].endswith(".fits") and "/media/" in mine["cutout_g_url"][0]
+    fields = {f.name: f for f in document.get_first_table().fields}
+    assert fields["ml_pred"].ucd == "phys.composition.massLightRatio;em.opt.B" and fields["mstar_pred"].unit == "solMass"
+    assert fields["survey"].ucd == "meta.dataset" and fields["galaxy_url"].ucd == "meta.ref.url"
+    assert "applied to the survey last" in " ".join(fields["model_set"].description.split())
+    assert Client().get(f"/galaxies/{galaxy.pk}/").status_code == 200
+    error, _ = rows("SURVEY=nowhere")
+    assert [(i.name, i.value) for i in error.resources[0].infos] == [("Error", "SURVEY='nowhere': no survey of that name")]
+
+
+@pytest.mark.django_db
+def test_the_cone_search_is_throttled_like_the_api(sets, monkeypatch):  # noqa: ARG001 - the surveys it searches
+    from django.core.cache import cache
+    from django.test import Client
+    from rest_framework.throttling import SimpleRateThrottle
+
+    cache.clear()
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "3/minute", "user": "1000/minute", "predict": "9/minute"})
+    replies = [Client().get("/scs/?RA=150&DEC=2&SR=0.1&VERB=1") for _ in range(4)]
+    assert [r.status_code for r in replies] == [200, 200, 200, 429]
+    assert (
+        int(replies[-1]["Retry-After"]) > 0
+        and b'name="Error"' in replies[-1].content
+        and b"too many requests" in replies[-1].content
+    )
