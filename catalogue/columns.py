@@ -72,14 +72,14 @@ GALAXY_COLUMNS: tuple[Column, ...] = (
     Column(
         "ml_g",
         units.MASS_TO_LIGHT,
-        "target g-band mass-to-light ratio",
+        f"target g-band mass-to-light ratio ({units.BAND_NOTE})",
         "phys.composition.massLightRatio;em.opt.B",
         label="M/L_g",
     ),
     Column(
         "ml_g_err",
         units.MASS_TO_LIGHT,
-        "1-sigma error of ml_g",
+        f"1-sigma error of ml_g ({units.BAND_NOTE})",
         "stat.error;phys.composition.massLightRatio",
         label="M/L_g error",
     ),
@@ -135,7 +135,7 @@ SERVICE_COLUMNS: tuple[Column, ...] = (
 _ENDS = {"lo": ("lower", "stat.min"), "hi": ("upper", "stat.max")}
 INTERVAL_LEVELS = (68, 95)
 _QUANTITIES = {
-    "ml": (units.MASS_TO_LIGHT, "calibrated {level}% M/L interval", "phys.composition.massLightRatio"),
+    "ml": (units.MASS_TO_LIGHT, "calibrated {level}% g-band M/L interval", "phys.composition.massLightRatio;em.opt.B"),
     "mstar": (units.STELLAR_MASS, "{level}% stellar-mass interval", "phys.mass"),
 }
 
@@ -143,7 +143,7 @@ PREDICTION_COLUMNS: tuple[Column, ...] = (
     Column(
         "ml_pred",
         units.MASS_TO_LIGHT,
-        "predicted g-band mass-to-light ratio",
+        f"predicted g-band mass-to-light ratio ({units.BAND_NOTE})",
         "phys.composition.massLightRatio;em.opt.B",
         label="predicted M/L",
     ),

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from astropy.table import Table
+from astropy.units import UnitsWarning
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from rest_framework.test import APIClient
@@ -171,9 +172,7 @@ def test_bad_cones_are_400_with_the_reason(client):
 @pytest.mark.usefixtures("catalogue")
 def test_galaxy_detail_has_units_votes_and_every_prediction(client):
     detail = client.get("/api/galaxies/1001/").json()
-    assert (
-        detail["objid"] == 1001 and detail["units"]["ml_g"] == "solMass / Lsun_g" and detail["units"]["mstar_pred"] == "solMass"
-    )
+    assert detail["objid"] == 1001 and detail["units"]["ml_g"] == "solMass/solLum" and detail["units"]["mstar_pred"] == "solMass"
     assert [p["model_name"] for p in detail["predictions"]] == ["g_morph"]
     assert detail["predictions"][0]["error_dex"] == pytest.approx(np.log10(1.05 / 0.6))
     assert detail["gz2"]["answers"][0]["volunteers"] == pytest.approx(0.1) and detail["gz2"]["answers"][0]["cnn1"] is None
@@ -288,14 +287,16 @@ def test_downloads_stream_every_format_with_units(client, fmt):
     assert response.status_code == 200 and response.streaming
     assert response["Content-Disposition"] == f'attachment; filename="morphomass-api-g_morph.{fmt}"'
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", UnitsWarning)  # every unit parses, in every format
         table = Table.read(io.BytesIO(b"".join(response.streaming_content)), format=READERS[fmt])
     expected = Galaxy.objects.filter(survey__name="api", split="train")
     assert len(table) == expected.count() and set(table["objid"]) == set(expected.values_list("objid", flat=True))
     assert np.all(table["ml_pred"] > 0)
     if fmt != "csv":
-        assert table["ml_pred"].unit.to_string() == "solMass / Lsun_g" and str(table["mstar_pred"].unit) == "solMass"
-        assert table["ml_g"].description == "target g-band mass-to-light ratio"
+        assert table["ml_pred"].unit.to_string() == "solMass / solLum" and str(table["mstar_pred"].unit) == "solMass"
+        assert " ".join(table["ml_g"].description.split()) == (  # VOTable wraps descriptions
+            "target g-band mass-to-light ratio (L in g-band solar luminosities, AB M_sun,g = 5.11)"
+        )
     if fmt in {"ecsv", "fits", "parquet"}:
         assert table.meta["SURVEY"] == "api" and "g_morph" in table.meta["MODEL"]
 
@@ -327,7 +328,7 @@ def test_simple_cone_search_through_pyvo(live_server):
     assert expected and set(results["objid"]) == expected
     assert results.colnames == ["objid", "ra", "dec", "survey"] and set(results["survey"]) == {"scs"}
     wide = service.search(pos=(150.0, 2.0), radius=0.5, verbosity=3).to_table()
-    assert "ml_g" in wide.colnames and wide["ml_g"].unit.to_string() == "solMass / Lsun_g"
+    assert "ml_g" in wide.colnames and wide["ml_g"].unit.to_string() == "solMass / solLum"
     across = service.search(pos=(0.0, 2.0), radius=0.5, verbosity=1).to_table()
     assert set(across["objid"]) == set(galaxies_in_cone(0.0, 2.0, 0.5).values_list("objid", flat=True))
     # Errors are VOTable documents with an INFO named Error, which pyvo raises as DALQueryError.

@@ -84,7 +84,7 @@ def test_home_page_lists_surveys(client, survey):
     assert b"s1" in page.content
     assert client.get("/surveys/s1/").status_code == 200
     browser = client.get("/catalogue/?survey=s1")
-    assert browser.status_code == 200 and b"solMass / Lsun_g" in browser.content  # units in the column heads
+    assert browser.status_code == 200 and b"solMass/solLum" in browser.content  # units in the column heads
 
 
 def test_home_page_refreshes_while_a_run_is_active(client, survey):

@@ -265,7 +265,7 @@ def test_exports_and_api_carry_the_intervals(stages, tmp_path):
     call_command("export_catalogue", str(out), "--format", "ecsv", "--survey", survey.name, "--model", "gi_morph")
     table = Table.read(out, format="ascii.ecsv")
     for column in ("ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95"):
-        assert table[column].unit.to_string() == "solMass / Lsun_g"
+        assert table[column].unit.to_string() == "solMass / solLum"
     assert str(table["mstar_hi95"].unit) == "solMass"
     odd = table[table["objid"] == 9000000000000000001][0]
     assert odd["out_of_support"] == 1 and "redshift" in odd["support_reasons"]

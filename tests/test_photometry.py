@@ -26,12 +26,21 @@ def test_a_tenth_of_a_dex_in_mass_alone_is_a_23_percent_ml_error():
     assert err_with_mag / ml == pytest.approx(0.2348, abs=5e-5)
 
 
-def test_units_are_g_band_solar_not_bolometric():
-    assert units.LUMINOSITY == "Lsun_g" and units.MASS_TO_LIGHT == "solMass / Lsun_g"
-    assert not units.LSUN_G.is_equivalent("solLum")
+def test_files_write_vounit_solar_units_and_code_keeps_the_g_band_unit_apart():
+    import warnings
+
+    import astropy.units as u
+
+    assert units.LUMINOSITY == "solLum" and units.MASS_TO_LIGHT == "solMass/solLum"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for text in (units.LUMINOSITY, units.MASS_TO_LIGHT, units.LUMINOSITY_PER_PIXEL, units.STELLAR_MASS):
+            for syntax in ("vounit", "fits", "cds"):
+                u.Unit(text, format=syntax)  # every VO and FITS reader parses them
+    assert not units.LSUN_G.is_equivalent("solLum")  # in code, a g-band solar luminosity is not bolometric
 
 
-def test_exported_units_read_back_as_the_g_band_unit(tmp_path):
+def test_files_exported_before_with_lsun_g_still_read_back(tmp_path):
     units.enable()
     table = Table({"ml_g": np.array([2.5])})
     table["ml_g"].unit = units.ML_G

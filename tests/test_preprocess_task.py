@@ -163,7 +163,7 @@ def test_galaxy_page_shows_every_stage_with_units(survey, client):
     page = client.get(f"/galaxies/{galaxy.pk}/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert str(galaxy.objid) in html and "Lsun_g / pix" in html and "scaling_value" in html
+    assert str(galaxy.objid) in html and "solLum/pix" in html and "scaling_value" in html
     assert f"/galaxies/{galaxy.pk}/g.png" in html and f"/galaxies/{galaxy.pk}/log69.png" in html
     for stage in ("g", "log32", "log69"):
         png = client.get(f"/galaxies/{galaxy.pk}/{stage}.png")

@@ -14,7 +14,7 @@ elsewhere, and for VOTable and Parquet, Django's row iterator feeds the writers:
 * ``votable``: VOTable 1.4 TABLEDATA with units, descriptions and the metadata as INFO;
 * ``parquet``: Apache Parquet row groups with astropy's column metadata (units, descriptions).
 
-With a model, ``ml_pred`` (Msun/Lsun_g) and ``mstar_pred`` (Msun) are joined in SQL.
+With a model, ``ml_pred`` (solMass/solLum, in the g band) and ``mstar_pred`` (solMass) are joined in SQL.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import io
 import os
 import stat
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from math import isfinite
@@ -33,9 +32,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.votable.exceptions import W50
 from astropy.table import MaskedColumn, Table
-from astropy.units import UnitsWarning
 from django.db import connection, transaction
 from django.db.models import FilteredRelation, Q, QuerySet
 
@@ -272,11 +269,9 @@ def empty_table(columns: tuple[Column, ...], meta: dict) -> Table:
     """A zero-row table with every column's type, unit and description: the header of a stream."""
     table = Table(meta=dict(meta))
     dtypes = {"float": np.float64, "int": np.int64}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnitsWarning)
-        for c in columns:
-            dtype = dtypes.get(c.kind, f"U{c.width}")
-            table[c.name] = MaskedColumn(np.zeros(0, dtype), unit=c.unit, description=c.description)
+    for c in columns:
+        dtype = dtypes.get(c.kind, f"U{c.width}")
+        table[c.name] = MaskedColumn(np.zeros(0, dtype), unit=c.unit, description=c.description)
     return table
 
 
@@ -298,9 +293,7 @@ def votable_frame(document) -> tuple[bytes, bytes]:
     mask per cell and took 0.1 ms a row.
     """
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", W50)  # Lsun_g is not in the VOUnit list; the string is kept
-        document.to_xml(buffer, tabledata_format="tabledata")
+    document.to_xml(buffer, tabledata_format="tabledata")
     xml = buffer.getvalue().decode()
     at = xml.rindex("</TABLE>")  # an empty table has no DATA element: the rows go in here
     return (xml[:at] + "<DATA>\n<TABLEDATA>\n").encode(), ("</TABLEDATA>\n</DATA>\n" + xml[at:]).encode()
@@ -338,14 +331,12 @@ def write_fits(columns, meta, records: Iterable[bytes], count: int) -> Iterator[
         empty[c.name].unit, empty[c.name].description = c.unit, c.description
     empty.meta.update(meta)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnitsWarning)
-        empty.write(buffer, format="fits")  # astropy's header, descriptions serialised in its comments
+    empty.write(buffer, format="fits")  # astropy's header, descriptions serialised in its comments
     buffer.seek(0)
     header = fits.open(buffer)[1].header
     for i, c in enumerate(columns, 1):
         if c.unit is not None:
-            header[f"TUNIT{i}"] = c.unit  # FITS does not know Lsun_g; the string travels anyway
+            header[f"TUNIT{i}"] = c.unit  # FITS standard units (solLum, solMass), the band in the descriptions
     for i, c in enumerate(columns, 1):
         if c.kind == "int" and c.name != "objid":
             header[f"TNULL{i}"] = FITS_INT_NULL  # no value: read back as masked
@@ -406,9 +397,7 @@ def write_parquet(columns, meta, rows) -> Iterator[bytes]:
     fd, tmp = tempfile.mkstemp(suffix=".parquet")
     os.close(fd)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnitsWarning)
-            empty_table(columns, meta).write(tmp, format="parquet", overwrite=True)
+        empty_table(columns, meta).write(tmp, format="parquet", overwrite=True)
         schema = pq.read_schema(tmp)  # astropy's schema, with units and descriptions in its metadata
     finally:
         os.unlink(tmp)
