@@ -76,3 +76,18 @@ def cone_index_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[
 def angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
     """Great-circle distance in degrees (Vincenty formula, exact at all separations)."""
     return np.rad2deg(angular_separation(np.deg2rad(ra1), np.deg2rad(dec1), np.deg2rad(ra2), np.deg2rad(dec2)))
+
+
+#: HEALPix order of a survey's footprint MOC: 3.4 arcmin cells, a few times a galaxy's cutout.
+MOC_ORDER = 10
+
+
+def footprint_moc(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int = MOC_ORDER):
+    """The IVOA MOC (mocpy) of the HEALPix cells at ``order`` that hold at least one position."""
+    from mocpy import MOC
+
+    ra, dec = np.asarray(ra_deg, dtype=float), np.asarray(dec_deg, dtype=float)
+    keep = np.isfinite(ra) & np.isfinite(dec)
+    if not keep.any():
+        raise ValueError("no position to draw a footprint from")
+    return MOC.from_lonlat(np.mod(ra[keep], 360.0) * u.deg, dec[keep] * u.deg, max_norder=int(order))

@@ -398,3 +398,26 @@ def test_the_cone_search_is_throttled_like_the_api(sets, monkeypatch):  # noqa: 
         and b'name="Error"' in replies[-1].content
         and b"too many requests" in replies[-1].content
     )
+
+
+@pytest.mark.django_db
+def test_each_survey_has_its_footprint_as_an_ivoa_moc(sets, tmp_path):
+    import astropy.units as u
+    from django.test import Client
+    from mocpy import MOC
+
+    reply = Client().get("/surveys/setsG/moc.fits")
+    assert reply.status_code == 200 and reply["Content-Type"] == "application/fits"
+    (tmp_path / "g.fits").write_bytes(reply.content)
+    moc = MOC.from_fits(tmp_path / "g.fits")
+    galaxies = Galaxy.objects.filter(survey=sets["g"])
+    ra, dec = np.array(galaxies.values_list("ra", "dec"), dtype=float).T
+    assert moc.contains_lonlat(ra * u.deg, dec * u.deg).all()
+    assert not moc.contains_lonlat(np.array([(ra[0] + 180) % 360]) * u.deg, np.array([-dec[0]]) * u.deg).any()
+    assert moc.max_order == 10 and 0 < moc.sky_fraction < 1e-3
+    coarse = Client().get("/surveys/setsG/moc.fits", {"order": "4"})
+    (tmp_path / "c.fits").write_bytes(coarse.content)
+    assert MOC.from_fits(tmp_path / "c.fits").sky_fraction >= moc.sky_fraction
+    assert Client().get("/surveys/setsG/moc.fits", {"order": "99"}).status_code == 400
+    assert Client().get("/surveys/nowhere/moc.fits").status_code == 404
+    assert 'href="/surveys/setsG/moc.fits"' in Client().get("/surveys/setsG/").content.decode()

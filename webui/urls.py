@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.health, name="health"),
     path("surveys/<str:name>/", views.survey_detail, name="survey"),
+    path("surveys/<str:name>/moc.fits", views.survey_moc, name="survey-moc"),
     path("galaxies/<int:pk>/", views.galaxy_detail, name="galaxy"),
     path("galaxies/<int:pk>/<str:stage>.png", views.galaxy_image, name="galaxy-image"),
     path("catalogue/", views.catalogue_browser, name="catalogue"),

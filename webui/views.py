@@ -562,3 +562,34 @@ def _upload_pictures(galaxy) -> list[tuple[str, str]]:
         (f"log-scaled, a = {galaxy.preprocessed.scaling_value:.3g}", linear_display(log_image)),
     ]
     return [(caption, "data:image/png;base64," + base64.b64encode(png_bytes(p, size=256)).decode()) for caption, p in pictures]
+
+
+def survey_moc(request: HttpRequest, name: str) -> HttpResponse:
+    """The survey's footprint as an IVOA MOC in FITS: the HEALPix cells (``?order=``, 0-14) holding its galaxies."""
+    import tempfile
+
+    from pipeline.sky import MOC_ORDER, footprint_moc
+
+    survey = get_object_or_404(Survey, name=name)
+    raw = request.GET.get("order", str(MOC_ORDER))
+    if not raw.isdigit() or not 0 <= int(raw) <= MAX_MOC_ORDER:
+        return HttpResponse(
+            f"order must be an integer from 0 to {MAX_MOC_ORDER}, got {raw!r}\n", status=400, content_type="text/plain"
+        )
+    positions = Galaxy.objects.filter(survey=survey).exclude(status="rejected").values_list("ra", "dec")
+    ra_dec = np.array(list(positions), dtype=float).reshape(-1, 2)  # a missing position is NaN, left out
+    try:
+        moc = footprint_moc(ra_dec[:, 0], ra_dec[:, 1], int(raw))
+    except ValueError as exc:
+        raise Http404(f"survey {survey.name} has no galaxy with a position: {exc}") from None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "moc.fits"
+        moc.save(str(path), format="fits")
+        body = path.read_bytes()
+    response = HttpResponse(body, content_type="application/fits")
+    response["Content-Disposition"] = f'attachment; filename="{survey.name}-moc.fits"'
+    return response
+
+
+#: The finest footprint offered (13 arcsec cells).
+MAX_MOC_ORDER = 14
