@@ -238,7 +238,8 @@ def test_predictions_carry_calibrated_intervals_and_the_out_of_support_flag(stag
     models = {m.name: m for m in TrainedModel.objects.filter(run=stage_runs["gbm"])}
     for name, model in models.items():
         calibration = model.metrics["calibration"]
-        assert calibration["method"] == ("cqr" if model.kind == "gbm" else "residual"), name
+        assert calibration["method"] == "cross-conformal", name  # every named model, since gbm stage version 2
+        assert calibration["calibrated_on"]["galaxies"] > 100 and "out-of-fold" in calibration["description"], name
         assert 0 <= calibration["coverage_68"] <= calibration["coverage_95"] <= 1
         assert calibration["width_95_dex"] > calibration["width_68_dex"] > 0 and calibration["target_error_dex"] > 0
         assert {"by_class", "by_redshift", "by_luminosity", "out_of_support"} <= set(calibration)
