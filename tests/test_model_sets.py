@@ -421,3 +421,12 @@ def test_each_survey_has_its_footprint_as_an_ivoa_moc(sets, tmp_path):
     assert Client().get("/surveys/setsG/moc.fits", {"order": "99"}).status_code == 400
     assert Client().get("/surveys/nowhere/moc.fits").status_code == 404
     assert 'href="/surveys/setsG/moc.fits"' in Client().get("/surveys/setsG/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_bad_token_on_the_cone_search_gets_an_error_votable(sets):  # noqa: ARG001 - the surveys it searches
+    from django.test import Client
+
+    reply = Client().get("/scs/?RA=150&DEC=2&SR=0.1", HTTP_AUTHORIZATION="Token not-a-token")
+    assert reply.status_code == 401 and reply["Content-Type"].startswith("text/xml")
+    assert b'name="Error"' in reply.content and b"Invalid token" in reply.content

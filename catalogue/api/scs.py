@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db.models import Case, CharField, F, IntegerField, OuterRef, Subquery, Value, When
 from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
-from rest_framework.exceptions import Throttled
+from rest_framework.exceptions import APIException, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
@@ -83,11 +83,14 @@ class ConeSearch(APIView):
         return cone_search(request._request)
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
+        """A refusal (a bad token, too many requests) as an error VOTable with its status, not DRF's JSON."""
         if isinstance(exc, Throttled):
             wait = int(exc.wait or 1)
             response = error(f"too many requests: try again in {wait} s", status=429)
             response["Retry-After"] = str(wait)
             return response
+        if isinstance(exc, APIException):
+            return error(str(exc.detail), status=exc.status_code)
         return super().handle_exception(exc)
 
 
@@ -113,10 +116,13 @@ def cone_search(request: HttpRequest) -> HttpResponse:
     if request.GET.get("SURVEY"):
         queryset = queryset.filter(survey__in=surveys)
     names = VERB_COLUMNS[verb]
-    expressions = row_expressions(request, list(surveys), names)
     count, body = 0, b""
     if sr > 0:
-        hits = galaxies_in_cone(ra % 360.0, dec, sr, queryset).annotate(**expressions["annotations"]).order_by("objid")
+        cone = galaxies_in_cone(ra % 360.0, dec, sr, queryset)
+        # the current model of the surveys the cone reaches only, not of every survey
+        reached = Survey.objects.filter(pk__in=cone.values("survey_id").distinct())
+        expressions = row_expressions(request, list(reached) if set(PREDICTED) & set(names) else [], names)
+        hits = cone.annotate(**expressions["annotations"]).order_by("objid")
         columns = tuple(COLUMNS[n] for n in names)
         if export.database_formats_rows():
             count, text = export_sql.tabledata(hits, columns, MAX_RECORDS, order="objid", expressions=expressions["cells"])
