@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import pytest
 from astropy.table import Table
@@ -172,7 +173,7 @@ def test_export_adds_predictions_with_units(stages, tmp_path):
     out = tmp_path / "catalogue.fits"
     call_command("export_catalogue", str(out), "--format", "fits", "--survey", survey.name, "--model", "gi_morph")
     table = Table.read(out)
-    assert table["ml_pred"].unit.to_string() == units.MASS_TO_LIGHT and str(table["mstar_pred"].unit) == "solMass"
+    assert table["ml_pred"].unit == u.Unit(units.MASS_TO_LIGHT) and str(table["mstar_pred"].unit) == "solMass"
     model = TrainedModel.objects.get(run=stage_runs["gbm"], name="gi_morph")
     predicted = dict(Prediction.objects.filter(model=model).values_list("galaxy__objid", "ml_pred"))
     rows = {
