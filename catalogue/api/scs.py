@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db.models import Case, CharField, F, IntegerField, OuterRef, Subquery, Value, When
 from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import APIException, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
@@ -79,6 +80,7 @@ class ConeSearch(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [AnonRateThrottle, UserRateThrottle]
 
+    @extend_schema(exclude=True)  # an IVOA protocol, described by its standard, not by the OpenAPI schema
     def get(self, request, *args, **kwargs) -> HttpResponse:  # noqa: ARG002 - DRF's signature
         return cone_search(request._request)
 
