@@ -13,11 +13,12 @@ throttled request gets 429 with Retry-After and the same kind of VOTable.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import lru_cache, reduce
+from operator import or_
 
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
 from django.conf import settings
-from django.db.models import Case, CharField, F, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models import Case, CharField, F, FilteredRelation, FloatField, IntegerField, Q, Value, When
 from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema
@@ -27,7 +28,7 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS
-from catalogue.models import Galaxy, Image, Prediction, Survey
+from catalogue.models import Galaxy, Image, Survey
 from catalogue.selectors import galaxies_in_cone, prediction_model
 from catalogue.services import export, export_sql
 
@@ -140,8 +141,8 @@ def row_expressions(request: HttpRequest, surveys: list[Survey], names: list[str
     """SQL for the columns a galaxy row does not hold itself: its survey, its current predictions, its links.
 
     Each survey's current predictions are those of its :data:`CURRENT_MODEL` in the model set
-    applied to it last (a survey not predicted yet has none): one index lookup per row and
-    column, in the same statement as the cone.
+    applied to it last (a survey not predicted yet has none): one LEFT JOIN on the
+    (galaxy, model) index, in the same statement as the cone, and one to its g image.
     """
     annotations: dict = {}
     cells: dict = {"survey": F("survey__name")}
@@ -154,27 +155,34 @@ def row_expressions(request: HttpRequest, surveys: list[Survey], names: list[str
         except ValueError:
             continue
         current[survey.pk] = (model.pk, model.model_set.name if model.model_set_id else f"{survey.name} (model #{model.pk})")
-    annotations["scs_model"] = Case(
-        *(When(survey_id=s, then=Value(m)) for s, (m, _) in current.items()), default=None, output_field=IntegerField()
-    )
     cells["model_set"] = Case(
         *(When(survey_id=s, then=Value(name)) for s, (_, name) in current.items()), default=None, output_field=CharField()
     )
-    predictions = Prediction.objects.filter(galaxy_id=OuterRef("pk"), model_id=OuterRef("scs_model"))
-    for name in ("ml_pred", "ml_lo68", "ml_hi68", "mstar_pred"):
-        cells[name] = Subquery(predictions.values(name)[:1])
-    flag = Subquery(predictions.values("out_of_support")[:1])
-    cells["out_of_support"] = Case(
-        When(scs_flag=True, then=Value(1)), When(scs_flag=False, then=Value(0)), default=None, output_field=IntegerField()
-    )
-    annotations["scs_flag"] = flag
+    if current:
+        # One LEFT JOIN to each galaxy's prediction by its survey's current model.
+        condition = reduce(or_, (Q(survey_id=s) & Q(predictions__model_id=m) for s, (m, _) in current.items()))
+        annotations["scs_prediction"] = FilteredRelation("predictions", condition=condition)
+        for name in ("ml_pred", "ml_lo68", "ml_hi68", "mstar_pred"):
+            cells[name] = F(f"scs_prediction__{name}")
+        cells["out_of_support"] = Case(
+            When(scs_prediction__out_of_support=True, then=Value(1)),
+            When(scs_prediction__out_of_support=False, then=Value(0)),
+            default=None,
+            output_field=IntegerField(),
+        )
+    else:
+        for name in ("ml_pred", "ml_lo68", "ml_hi68", "mstar_pred"):
+            cells[name] = Value(None, output_field=FloatField())
+        cells["out_of_support"] = Value(None, output_field=IntegerField())
     base = request.build_absolute_uri("/").rstrip("/")
     cells["galaxy_url"] = Concat(Value(f"{base}/galaxies/"), Cast("pk", CharField()), Value("/"), output_field=CharField())
-    cutout = Image.objects.filter(galaxy_id=OuterRef("pk"), band="g", status=Image.Status.OK).exclude(file="")
+    annotations["scs_cutout"] = FilteredRelation("images", condition=Q(images__band="g", images__status=Image.Status.OK))
     media = request.build_absolute_uri("/" + settings.MEDIA_URL.lstrip("/"))
-    annotations["scs_cutout"] = Subquery(cutout.values("file")[:1])
     cells["cutout_g_url"] = Case(
-        When(scs_cutout__isnull=False, then=Concat(Value(media), F("scs_cutout"), output_field=CharField())),
+        When(
+            Q(scs_cutout__file__isnull=False) & ~Q(scs_cutout__file=""),
+            then=Concat(Value(media), F("scs_cutout__file"), output_field=CharField()),
+        ),
         default=None,
         output_field=CharField(),
     )
