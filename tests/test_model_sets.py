@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from django.core.management import CommandError, call_command
+from django.test import Client
 from rest_framework.test import APIClient
 
 from catalogue.models import Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
@@ -430,3 +431,33 @@ def test_a_bad_token_on_the_cone_search_gets_an_error_votable(sets):  # noqa: AR
     reply = Client().get("/scs/?RA=150&DEC=2&SR=0.1", HTTP_AUTHORIZATION="Token not-a-token")
     assert reply.status_code == 401 and reply["Content-Type"].startswith("text/xml")
     assert b'name="Error"' in reply.content and b"Invalid token" in reply.content
+
+
+@pytest.mark.django_db
+def test_staff_apply_a_set_through_the_api_and_the_admin(sets, django_user_model):
+    g, model_set = sets["g"], sets["set"]
+    staff = django_user_model.objects.create_superuser("applier", "applier@example.org", "pw")
+    client = APIClient()
+    assert client.post("/api/runs/", {"survey": "setsG", "models": model_set.name}, format="json").status_code == 401
+    client.force_authenticate(staff)
+    started = client.post("/api/runs/", {"survey": "setsG", "models": model_set.name}, format="json")
+    assert started.status_code == 201, started.content
+    workflow = Run.objects.get(pk=started.json()["id"])
+    assert workflow.stage == "workflow" and workflow.config["model_set"] == model_set.pk
+    assert workflow.config["stages"] == list(APPLY_STAGES) and workflow.preset == model_set.preset
+    trains = client.post("/api/runs/", {"survey": "setsG", "models": model_set.name, "stages": ["gbm"]}, format="json")
+    assert trains.status_code == 400 and "trains nothing" in trains.json()["detail"]
+    unknown = client.post("/api/runs/", {"survey": "setsG", "models": "nope@1"}, format="json")
+    assert unknown.status_code == 400 and "no model set 'nope@1'" in unknown.json()["models"][0]
+    # The admin's start form: the survey and the set, no stage ticked.
+    browser = Client()
+    browser.force_login(staff)
+    form = browser.get(f"/admin/catalogue/run/start/?survey={g.pk}")
+    assert form.status_code == 200 and "apply model set" in form.content.decode()
+    before = set(Run.objects.filter(survey=g, stage="workflow").values_list("pk", flat=True))
+    answer = browser.post("/admin/catalogue/run/start/", {"survey": g.pk, "models": model_set.name, "preset": "test"})
+    assert answer.status_code == 302
+    (applied,) = Run.objects.filter(survey=g, stage="workflow").exclude(pk__in=before)
+    assert applied.config["model_set"] == model_set.pk and answer["Location"].endswith(f"/runs/{applied.pk}/")
+    refused = browser.post("/admin/catalogue/run/start/", {"survey": g.pk, "preset": "test"})
+    assert "tick at least one stage, or choose a model set" in refused.content.decode()
