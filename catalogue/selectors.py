@@ -26,10 +26,8 @@ from catalogue.models import (
 )
 from pipeline import gz2
 from pipeline.presets import CNN_GROUP_SETS, CNN_ROLES
-from pipeline.regression import NAMED_MODELS
+from pipeline.regression import NAMED_MODEL_NAMES
 from pipeline.sky import cone_index_ranges, unit_vector
-
-NAMED_MODEL_NAMES = tuple(spec.name for spec in NAMED_MODELS)
 
 
 def succeeded_runs(survey: Survey, stage: str) -> QuerySet[Run]:

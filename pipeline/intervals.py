@@ -63,8 +63,6 @@ MIN_SIDE_FRACTION = 0.5
 #: The galaxies the classes without their own calibration need to share one; with fewer,
 #: they share every galaxy's (a 95% interval needs at least 39 scores to be finite).
 MIN_SHARED_CALIBRATION = 60
-#: The Mondrian bin of galaxies whose class has no calibration of its own.
-OTHER = "other"
 CROSS_CONFORMAL = "cross-conformal"
 
 

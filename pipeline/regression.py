@@ -60,6 +60,7 @@ NAMED_MODELS = (
     ModelSpec("gi_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, bands="gi", select_top=50),
 )
 NAMED = {spec.name: spec for spec in NAMED_MODELS}
+NAMED_MODEL_NAMES = tuple(NAMED)
 
 
 @dataclass

@@ -566,7 +566,7 @@ def _upload_pictures(galaxy) -> list[tuple[str, str]]:
 
 def survey_moc(request: HttpRequest, name: str) -> HttpResponse:
     """The survey's footprint as an IVOA MOC in FITS: the HEALPix cells (``?order=``, 0-14) holding its galaxies."""
-    import tempfile
+    import io
 
     from pipeline.sky import MOC_ORDER, footprint_moc
 
@@ -582,11 +582,9 @@ def survey_moc(request: HttpRequest, name: str) -> HttpResponse:
         moc = footprint_moc(ra_dec[:, 0], ra_dec[:, 1], int(raw))
     except ValueError as exc:
         raise Http404(f"survey {survey.name} has no galaxy with a position: {exc}") from None
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "moc.fits"
-        moc.save(str(path), format="fits")
-        body = path.read_bytes()
-    response = HttpResponse(body, content_type="application/fits")
+    buffer = io.BytesIO()
+    moc.serialize(format="fits").writeto(buffer)
+    response = HttpResponse(buffer.getvalue(), content_type="application/fits")
     response["Content-Disposition"] = f'attachment; filename="{survey.name}-moc.fits"'
     return response
 

@@ -234,10 +234,10 @@ class ModelSetSerializer(serializers.ModelSerializer):
         ]
 
     def get_named_models(self, model_set: ModelSet) -> dict[str, int]:
-        return {m.name: m.pk for m in model_set.named_models.order_by("name")}
+        return {m.name: m.pk for m in sorted(model_set.named_models.all(), key=lambda m: m.name)}  # prefetched
 
     def get_networks(self, model_set: ModelSet) -> dict[str, int]:
-        return {m.name: m.pk for m in model_set.networks.order_by("name")}
+        return {m.name: m.pk for m in sorted(model_set.networks.all(), key=lambda m: m.name)}
 
     def get_applied_to(self, model_set: ModelSet) -> list[dict]:
         runs = Run.objects.filter(stage="predict", status="succeeded", config__model_set=model_set.pk).order_by("-finished")

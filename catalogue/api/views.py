@@ -85,7 +85,7 @@ class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
 class ModelSetViewSet(viewsets.ReadOnlyModelViewSet):
     """Model sets (``<survey>@<run>``): what one training made, with lineage and metrics; staff mark one current."""
 
-    queryset = ModelSet.objects.select_related("survey").order_by("-created", "-pk")
+    queryset = ModelSet.objects.select_related("survey").prefetch_related("named_models", "networks").order_by("-created", "-pk")
     serializer_class = s.ModelSetSerializer
     filterset_class = ModelSetFilter
     lookup_field = "name"

@@ -22,9 +22,8 @@ from django.db import transaction
 from catalogue import registry
 from catalogue.models import ModelSet, Run, RunStage, Survey, TrainedModel
 from pipeline.presets import CNN_ROLES
-from pipeline.regression import NAMED_MODELS
+from pipeline.regression import NAMED_MODEL_NAMES
 
-NAMED_MODEL_NAMES = tuple(spec.name for spec in NAMED_MODELS)
 #: The stages applying a set runs: nothing is trained.
 APPLY_STAGES = ("preprocess", "features", "predict")
 #: Model metrics copied into a set's side-by-side summary.

@@ -22,14 +22,14 @@ from django.db import transaction
 
 from catalogue.columns import INTERVAL_COLUMNS
 from catalogue.models import FeatureSet, Galaxy, ModelSet, Prediction, Run, RunStage, Survey, TrainedModel
-from catalogue.selectors import NAMED_MODEL_NAMES, latest_named_models, succeeded_runs
+from catalogue.selectors import latest_named_models, succeeded_runs
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
 from catalogue.services.model_sets import named_models, set_networks
 from pipeline.jsonsafe import json_safe
 from pipeline.learning import absent_inputs
-from pipeline.regression import calibration_report
+from pipeline.regression import NAMED_MODEL_NAMES, calibration_report
 
 BATCH = 5_000
 #: Galaxies with targets needed to report the intervals' coverage on an applied survey.
