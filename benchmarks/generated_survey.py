@@ -12,7 +12,7 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
-from catalogue.models import Galaxy, Prediction, Run, Survey, TrainedModel
+from catalogue.models import Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
 from pipeline.sky import healpix_index, unit_vector
 
 SURVEY = "bench-api"
@@ -66,7 +66,17 @@ def make_survey(n: int, seed: int = 0) -> tuple[Survey, TrainedModel]:
     survey = Survey.objects.create(name=SURVEY)
     columns = _generated_rows(n, seed)
     run = Run.objects.create(stage="gbm", survey=survey, status="succeeded", preset="test")
-    model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run, preset="test")
+    model_set = ModelSet.objects.create(name=f"{SURVEY}@{run.pk}", survey=survey, run=run, preset="test", is_current=True)
+    model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run, preset="test", model_set=model_set)
+    # the set applied to the survey: what the cone search and TAP's catalogue table show
+    Run.objects.create(
+        stage="predict",
+        survey=survey,
+        status="succeeded",
+        preset="test",
+        config={"model_set": model_set.pk},
+        finished=timezone.now(),
+    )
     fixed = {"survey_id": survey.pk, "status": "ok", "ml_source": "catalogue", "status_reason": "", "extra": {}}
     _insert(Galaxy, fixed, columns)
     ml = np.random.default_rng(seed + 1).lognormal(1, 0.5, n)

@@ -221,3 +221,25 @@ class PredictionAdmin(admin.ModelAdmin):
 class ExperimentResultAdmin(admin.ModelAdmin):
     list_display = ("experiment", "method", "loss", "split", "l1", "l2", "rmsle", "within_015_dex", "n")
     list_filter = ("experiment",)
+
+
+@admin.register(models.TapJob)
+class TapJobAdmin(admin.ModelAdmin):
+    """TAP's async jobs, to watch and to delete (they are made through /tap/async, never here)."""
+
+    list_display = ("id", "owner", "phase", "created", "rows", "overflow", "short_query")
+    list_filter = ("phase",)
+    search_fields = ("query", "run_id", "owner__username")
+    readonly_fields = [f.name for f in models.TapJob._meta.fields]
+
+    @admin.display(description="query")
+    def short_query(self, job: models.TapJob) -> str:
+        return job.query[:80]
+
+    def has_add_permission(self, request) -> bool:  # noqa: ARG002 - Django's signature
+        return False
+
+    def delete_model(self, request, obj) -> None:  # noqa: ARG002 - Django's signature
+        from catalogue.tap import jobs
+
+        jobs.destroy(obj)

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, post_migrate, pre_migrate
 
 
 class CatalogueConfig(AppConfig):
@@ -17,7 +17,10 @@ class CatalogueConfig(AppConfig):
         from catalogue.models import ImageStore
         from catalogue.services import runs, workflow
         from catalogue.services.image_store import delete_store_files
+        from catalogue.tap import signals as tap_signals
 
         post_delete.connect(delete_store_files, sender=ImageStore, dispatch_uid="imagestore-files")
+        pre_migrate.connect(tap_signals.before_migrate, sender=self, dispatch_uid="tap-views-drop")
+        post_migrate.connect(tap_signals.after_migrate, sender=self, dispatch_uid="tap-views-make")
         if workflow.on_run_finished not in runs.finish_listeners:
             runs.finish_listeners.append(workflow.on_run_finished)

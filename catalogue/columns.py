@@ -192,3 +192,25 @@ def column(name: str) -> Column:
 def help_text(name: str) -> str:
     """A model field's help text: the column's unit and description."""
     return column(name).help_text
+
+
+#: The keys and bookkeeping TAP's tables add (see catalogue/tap/schema.py): ids for the joins,
+#: the sky index behind CONTAINS, and what describes a model, a model set and a survey.
+TAP_COLUMNS: tuple[Column, ...] = (
+    Column("galaxy_id", None, "the service's id of a galaxy row (a galaxy's page is /galaxies/<galaxy_id>/)", "meta.id", "int"),
+    Column("survey_id", None, "id of the survey (surveys.survey_id)", "meta.id", "int"),
+    Column("model_id", None, "id of the model (models.model_id)", "meta.id", "int"),
+    Column("model_set_id", None, "id of the model set (model_sets.model_set_id)", "meta.id", "int"),
+    Column("model_name", None, "the named M/L model: g, g_morph, gi, gi_morph, powerlaw_g, powerlaw_gi", "meta.id", "str"),
+    Column("name", None, "name", "meta.id;meta.main", "str"),
+    Column("kind", None, "cnn, gbm or baseline", "meta.code.class", "str"),
+    Column("preset", None, "named configuration the model or set was trained with (test, fast, paper)", "meta.code", "str"),
+    Column("created", None, "when the row was made (UTC, ISO 8601)", "time.creation", "str"),
+    Column("is_current", None, "1 for the set applied when its training survey's name is given", "meta.code", "int"),
+    Column("has_star_catalogue", None, "1 if the bundle had stars.csv (star removal's prior)", "meta.code", "int"),
+    Column("h0", "km.s-1.Mpc-1", "Hubble constant of the survey's FlatLambdaCDM cosmology"),
+    Column("om0", None, "matter density of the survey's FlatLambdaCDM cosmology"),
+    Column("n_galaxies", None, "galaxies ingested (rejected ones included)", "meta.number", "int"),
+    Column("healpix", None, "nested HEALPix index of the position at order 16 (the sky index)", "pos.healpix", "int"),
+    *(Column(f"sky_{a}", None, f"{a} of the position's unit vector (the sky index)", f"pos.cartesian.{a}") for a in "xyz"),
+)

@@ -7,6 +7,8 @@ admin, the API schema and the exports all show them.
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from django.conf import settings
 from django.db import models
@@ -517,3 +519,49 @@ class ExperimentResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment}: {self.method}"
+
+
+class TapJob(models.Model):
+    """An asynchronous TAP query (a UWS 1.1 job): its parameters, its phase and where its result is kept.
+
+    The id is the job's name in its URL (/tap/async/<id>) and cannot be guessed. A job made
+    by a logged-in user belongs to that user alone; anonymous jobs belong to no one and are
+    reached by their URL. Past its destruction time a job and its result are deleted.
+    """
+
+    class Phase(models.TextChoices):
+        PENDING = "PENDING", "PENDING"
+        QUEUED = "QUEUED", "QUEUED"
+        EXECUTING = "EXECUTING", "EXECUTING"
+        COMPLETED = "COMPLETED", "COMPLETED"
+        ERROR = "ERROR", "ERROR"
+        ABORTED = "ABORTED", "ABORTED"
+
+    ACTIVE = (Phase.QUEUED, Phase.EXECUTING)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    run_id = models.CharField(max_length=100, blank=True, help_text="the client's RUNID")
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.PENDING, db_index=True)
+    query = models.TextField(blank=True)
+    lang = models.CharField(max_length=20, default="ADQL")
+    response_format = models.CharField(max_length=100, default="votable")
+    maxrec = models.BigIntegerField(help_text="rows at most")
+    parameters = models.JSONField(default=dict, blank=True, help_text="every parameter the job was given")
+    execution_duration = models.PositiveIntegerField(help_text="s, the longest the query may run")
+    destruction = models.DateTimeField(help_text="when the job and its result are deleted")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    result = models.FileField(upload_to="tap/", max_length=300, blank=True)
+    rows = models.BigIntegerField(null=True, blank=True, help_text="rows in the result")
+    overflow = models.BooleanField(default=False, help_text="the result was cut at MAXREC")
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    backend_pid = models.IntegerField(null=True, blank=True, help_text="PostgreSQL backend running the query (ABORT)")
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [models.CheckConstraint(condition=Q(maxrec__gte=0), name="tapjob_maxrec_nonnegative")]
+
+    def __str__(self) -> str:
+        return f"TAP job {self.id} ({self.phase})"

@@ -161,6 +161,17 @@ REST_FRAMEWORK = {
         "predict": os.environ.get("API_PREDICT_RATE", "120/minute"),
     },
 }
+# --- TAP (/tap): ADQL on the catalogue, PostgreSQL only (docs/querying.md) ---------------
+# Rows a result holds unless MAXREC asks for fewer (or more, up to the limit).
+TAP_MAXREC_DEFAULT = int(os.environ.get("TAP_MAXREC_DEFAULT", "100000"))
+TAP_MAXREC_LIMIT = int(os.environ.get("TAP_MAXREC_LIMIT", "2000000"))
+# Seconds a sync query may run; an async job's execution duration (its statement timeout).
+TAP_SYNC_TIMEOUT_S = float(os.environ.get("TAP_SYNC_TIMEOUT_S", "60"))
+TAP_ASYNC_DURATION_S = int(os.environ.get("TAP_ASYNC_DURATION_S", "600"))
+# Days an async job and its result are kept; seconds past its duration a silent job is failed.
+TAP_JOB_DAYS = float(os.environ.get("TAP_JOB_DAYS", "7"))
+TAP_REAP_GRACE_S = float(os.environ.get("TAP_REAP_GRACE_S", "300"))
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "MorphoMass API",
     "DESCRIPTION": "Galaxy mass-to-light ratios from images (Dobbels et al. 2019): catalogues, models, runs, experiments. "

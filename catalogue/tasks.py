@@ -117,5 +117,21 @@ def start_stage_task(self, stage: str, survey: str, preset: str = "fast", force:
     **RETRY_POLICY,
 )
 def reap_stale_runs() -> list[int]:
-    """Fail runs whose workers went silent (scheduled by celery beat every minute)."""
+    """Fail runs whose workers went silent, and TAP jobs too (scheduled by celery beat every minute)."""
+    from catalogue.tap import jobs
+
+    jobs.reap()
     return reaper.reap_stale_runs()
+
+
+@shared_task(
+    name="catalogue.tasks.tap_job",
+    soft_time_limit=limits.limits("tap").soft_s,
+    time_limit=limits.limits("tap").hard_s,
+    **RETRY_POLICY,
+)
+def tap_job(job_id: str) -> str:
+    """Run one asynchronous TAP query (catalogue.tap.jobs) on the cpu queue: the phase it ends in."""
+    from catalogue.tap import jobs
+
+    return jobs.execute(job_id)

@@ -114,7 +114,7 @@ def test_cone_search_rows_the_same_from_the_database_or_python_and_overflow_is_r
     def table(url: str):
         reply = Client().get(url)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("error")  # astropy reads it without a complaint
             document = parse(io.BytesIO(reply.content))
         return document.resources[0], document.get_first_table().to_table()
 
@@ -125,4 +125,6 @@ def test_cone_search_rows_the_same_from_the_database_or_python_and_overflow_is_r
     monkeypatch.setattr(scs, "MAX_RECORDS", 3)
     resource, rows = table("/scs/?RA=150.015&DEC=2.015&SR=0.1&VERB=1&SURVEY=scs-rows")
     assert list(rows["objid"]) == [10, 11, 12]
-    assert [(i.name, i.value) for i in resource.infos] == [("QUERY_STATUS", "OVERFLOW")]
+    assert [(i.name, i.value, i.content) for i in resource.infos] == [
+        ("QUERY_STATUS", "OVERFLOW", "only the first 3 rows; use a smaller SR")
+    ]

@@ -22,11 +22,11 @@ from django.db.models import Case, CharField, F, FilteredRelation, FloatField, I
 from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema
-from rest_framework.exceptions import APIException, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from catalogue.api.vo_refusals import refusal
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS
 from catalogue.models import Galaxy, Image, Survey
 from catalogue.selectors import galaxies_in_cone, prediction_model
@@ -87,14 +87,7 @@ class ConeSearch(APIView):
 
     def handle_exception(self, exc: Exception) -> HttpResponse:
         """A refusal (a bad token, too many requests) as an error VOTable with its status, not DRF's JSON."""
-        if isinstance(exc, Throttled):
-            wait = int(exc.wait or 1)
-            response = error(f"too many requests: try again in {wait} s", status=429)
-            response["Retry-After"] = str(wait)
-            return response
-        if isinstance(exc, APIException):
-            return error(str(exc.detail), status=exc.status_code)
-        return super().handle_exception(exc)
+        return refusal(exc, error) or super().handle_exception(exc)
 
 
 def cone_search(request: HttpRequest) -> HttpResponse:
@@ -196,9 +189,9 @@ def _frame(verb: int, overflow: bool) -> tuple[bytes, bytes]:
     resource = Resource(type="results")
     document.resources.append(resource)
     if overflow:
-        resource.infos.append(
-            Info(name="QUERY_STATUS", value="OVERFLOW", content=f"only the first {MAX_RECORDS} rows; use a smaller SR")
-        )
+        overflow_info = Info(name="QUERY_STATUS", value="OVERFLOW")
+        overflow_info.content = f"only the first {MAX_RECORDS} rows; use a smaller SR"  # not a constructor argument
+        resource.infos.append(overflow_info)
     table = TableElement(document, name="results")
     resource.tables.append(table)
     for name in VERB_COLUMNS[verb]:

@@ -1,0 +1,310 @@
+"""Running a translated ADQL query read-only, and writing its rows as VOTable, CSV or FITS.
+
+Every query runs in a transaction that is read-only, has a statement timeout, searches only
+the TAP schemas and, where the role exists, runs as ``morphomass_tap`` (SELECT on the TAP
+tables and nothing else); the transaction is always rolled back. Results stop at MAXREC
+rows: one row more is asked for, so that an overflow is known and told
+(``QUERY_STATUS=OVERFLOW``, after the table, where DALI puts it).
+
+VOTable rows are formatted by PostgreSQL (``concat`` of ``<TD>`` cells) and streamed from
+a server-side cursor, so a result of 700,000 rows never sits in memory; CSV comes from
+``COPY``; FITS is written by astropy from the fetched rows.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
+from django.db import DatabaseError, connection, transaction
+
+from catalogue.services import export
+from catalogue.tap import schema
+from catalogue.tap.adql import AdqlError, translate
+
+#: Output formats: FORMAT / RESPONSEFORMAT value -> format name; format name -> (content type, file suffix).
+FORMATS = {
+    "votable": "votable",
+    "application/x-votable+xml": "votable",
+    "text/xml": "votable",
+    "votable/td": "votable",
+    "application/x-votable+xml;serialization=tabledata": "votable",
+    "csv": "csv",
+    "text/csv": "csv",
+    "text/csv;header=present": "csv",
+    "fits": "fits",
+    "application/fits": "fits",
+}
+CONTENT_TYPES = {
+    "votable": ("application/x-votable+xml", "xml"),
+    "csv": ("text/csv; charset=utf-8", "csv"),
+    "fits": ("application/fits", "fits"),
+}
+#: PostgreSQL type OID -> VOTable datatype (anything else is written as text).
+OID_TYPES = {701: "double", 1700: "double", 700: "float", 20: "long", 23: "int", 21: "short", 16: "boolean"}
+FETCH_ROWS = 5000
+#: XML 1.0 forbids these characters: text cells drop them (as PostgreSQL E'' escapes).
+_CONTROL_SQL = "".join(f"\\x{c:02x}" for c in range(1, 32) if chr(c) not in "\t\n\r")
+
+
+class QueryError(ValueError):
+    """The database refused or failed the query; the message is PostgreSQL's."""
+
+
+def output_format(value: str | None) -> str:
+    """The format a FORMAT or RESPONSEFORMAT value names (votable when none)."""
+    if not value:
+        return "votable"
+    key = "".join(value.lower().split())
+    if key not in FORMATS:
+        raise AdqlError(f"FORMAT={value!r} is not served: votable (default), csv or fits")
+    return FORMATS[key]
+
+
+@dataclass
+class ResultColumn:
+    """A column of a result: its name and type, and its unit, UCD and description where it is a table's column."""
+
+    name: str
+    datatype: str
+    unit: str | None = None
+    ucd: str | None = None
+    description: str = ""
+
+    @property
+    def arraysize(self) -> str | None:
+        return "*" if self.datatype == "char" else None
+
+
+@dataclass
+class Prepared:
+    """A query that parsed, translated and planned: what runs, and what its result will hold."""
+
+    adql: str
+    sql: str
+    maxrec: int
+    columns: list[ResultColumn] = field(default_factory=list)
+    #: What writing the result found: the rows written (None where the format does not count
+    #: them), whether MAXREC cut it, and the error that ended it while rows streamed.
+    rows: int | None = None
+    overflow: bool = False
+    error: str | None = None
+
+
+def _guard(cursor, timeout_s: float) -> None:
+    """Make the current transaction read-only, bounded in time, and (where possible) run as the reader role."""
+    cursor.execute("SET TRANSACTION READ ONLY")
+    cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+    cursor.execute(f"SET LOCAL search_path = {schema.SCHEMA}, {schema.TAP_SCHEMA}")
+    cursor.execute("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s", [schema.READER_ROLE])
+    member = cursor.fetchone()
+    if member and member[0]:
+        cursor.execute(f"SET LOCAL ROLE {schema.READER_ROLE}")
+
+
+def _describe(table_names: list[str]) -> dict[str, tuple[str | None, str | None, str]]:
+    """Column name -> (unit, UCD, description) over the tables a query reads, the first table's first."""
+    found: dict[str, tuple[str | None, str | None, str]] = {}
+    for name in table_names:
+        table = schema.BY_NAME.get(name)
+        if table is not None:
+            for column_name in table.columns:
+                column = table.column(column_name)
+                found.setdefault(column_name, (column.unit, column.ucd or None, column.description))
+        elif name.startswith(schema.TAP_SCHEMA + "."):
+            for column_name, _, what in schema.TAP_SCHEMA_TABLES[name.split(".", 1)[1]][1]:
+                found.setdefault(column_name, (None, None, what))
+    return found
+
+
+def prepare(adql: str, maxrec: int, timeout_s: float) -> Prepared:
+    """Translate ``adql`` and ask PostgreSQL for its result's columns (nothing is fetched).
+
+    Raises :class:`AdqlError` for a query this service cannot translate and
+    :class:`QueryError` for one the database refuses (an unknown column, a type mismatch).
+    """
+    if connection.vendor != "postgresql":
+        raise QueryError("TAP needs PostgreSQL: set DATABASE_URL=postgres://... (see docs/querying.md)")
+    translation = translate(adql, schema.tap_tables())
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                _guard(cursor, timeout_s)
+                cursor.execute(f"SELECT * FROM ({translation.sql}) AS tap_q LIMIT 0")
+                description = cursor.description
+            transaction.set_rollback(True)
+    except DatabaseError as exc:
+        raise QueryError(database_message(exc)) from None
+    known = _describe(translation.tables)
+    columns = []
+    for item in description:
+        unit, ucd, what = known.get(item.name, (None, None, ""))
+        columns.append(ResultColumn(item.name, OID_TYPES.get(item.type_code, "char"), unit, ucd, what))
+    return Prepared(adql=adql, sql=translation.sql, maxrec=maxrec, columns=columns)
+
+
+def database_message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else exc.__class__.__name__
+    if "statement timeout" in message:
+        return "the query ran past its time limit (statement timeout); narrow it or run it async with a longer duration"
+    return message
+
+
+def _limited(prepared: Prepared, extra: int = 1) -> tuple[str, str]:
+    """The query with at most MAXREC (+ ``extra``) rows, its columns renamed c0, c1, ... (names may repeat)."""
+    names = ", ".join(f"c{i}" for i in range(len(prepared.columns)))
+    return f"(SELECT * FROM ({prepared.sql}) AS tap_q LIMIT {int(prepared.maxrec) + extra}) AS t({names})", names
+
+
+def _cell(name: str, column: ResultColumn) -> str:
+    if column.datatype in ("double", "float"):
+        value = f"{name}::float8" if column.datatype == "double" else name
+        return f"CASE WHEN {value} = 'Infinity' THEN '+Inf' WHEN {value} = '-Infinity' THEN '-Inf' ELSE {value}::text END"
+    if column.datatype == "boolean":
+        return f"CASE WHEN {name} THEN 'T' WHEN NOT {name} THEN 'F' END"
+    if column.datatype in ("long", "int", "short"):
+        return f"{name}::text"
+    escaped = f"replace(replace(replace({name}::text, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+    return f"translate({escaped}, E'{_CONTROL_SQL}', '')"
+
+
+def _frame(prepared: Prepared) -> tuple[bytes, bytes]:
+    document = VOTableFile()
+    resource = Resource(type="results")
+    document.resources.append(resource)
+    resource.infos.append(Info(name="QUERY_STATUS", value="OK"))
+    resource.infos.append(Info(name="QUERY", value=prepared.adql.replace("\x00", "")))
+    table = TableElement(document, name="result")
+    resource.tables.append(table)
+    for column in prepared.columns:
+        item = Field(
+            document, name=column.name, datatype=column.datatype, arraysize=column.arraysize, unit=column.unit, ucd=column.ucd
+        )
+        item.description = column.description or None
+        table.fields.append(item)
+    table.create_arrays(0)
+    header, footer = export.votable_frame(document)
+    return _declared_units(header, prepared.columns), footer
+
+
+def _declared_units(header: bytes, columns: list[ResultColumn]) -> bytes:
+    """The FIELD units as TAP_SCHEMA declares them: astropy rewrites ``solMass/solLum`` as ``solMass.solLum**-1``."""
+    from astropy import units as u
+
+    text = header.decode()
+    for unit in {c.unit for c in columns if c.unit}:
+        written = u.Unit(unit, format="vounit", parse_strict="silent").to_string("vounit")
+        if written != unit:
+            text = text.replace(f'unit="{written}"', f'unit="{unit}"')
+    return text.encode()
+
+
+def _info_after_table(footer: bytes, name: str, value: str, content: str) -> bytes:
+    """The footer with an INFO after the TABLE (where DALI puts an overflow or a late error)."""
+    info = f"<INFO name={quoteattr(name)} value={quoteattr(value)}>{escape(content)}</INFO>\n".encode()
+    at = footer.index(b"</TABLE>") + len(b"</TABLE>\n")
+    return footer[:at] + info + footer[at:]
+
+
+def votable(prepared: Prepared, timeout_s: float) -> Iterator[bytes]:
+    """The result as a VOTable, streamed in pieces; an error met while rows stream ends the table with an ERROR INFO."""
+    header, footer = _frame(prepared)
+    limited, _ = _limited(prepared)
+    parts = [f"'<TD>', {_cell(f't.c{i}', c)}, '</TD>'" for i, c in enumerate(prepared.columns)]
+    cells = ", ".join(f"concat({', '.join(parts[i : i + 30])})" for i in range(0, len(parts), 30))
+    sql = f"SELECT concat('<TR>', {cells}, E'</TR>\\n') FROM {limited}"
+    yield header
+    count, ending = 0, None
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                _guard(cursor, timeout_s)
+            # psycopg's own server-side cursor: Django's wrapper turns its errors into Django's
+            with connection.wrap_database_errors, connection.connection.cursor(name="tap_result") as rows:
+                rows.itersize = FETCH_ROWS
+                rows.execute(sql)
+                while batch := rows.fetchmany(FETCH_ROWS):
+                    take = batch[: max(0, prepared.maxrec - count)]
+                    count += len(batch)
+                    if take:
+                        yield "".join(r[0] for r in take).encode()
+            transaction.set_rollback(True)
+    except DatabaseError as exc:
+        ending = ("ERROR", database_message(exc))
+    if ending is None and count > prepared.maxrec:
+        ending = ("OVERFLOW", f"the result was cut at MAXREC={prepared.maxrec} rows")
+    prepared.rows, prepared.overflow = min(count, prepared.maxrec), count > prepared.maxrec
+    prepared.error = ending[1] if ending and ending[0] == "ERROR" else None
+    yield _info_after_table(footer, "QUERY_STATUS", *ending) if ending else footer
+
+
+def csv(prepared: Prepared, timeout_s: float) -> Iterator[bytes]:
+    """The result as CSV with a header line, as PostgreSQL's COPY writes it (at most MAXREC rows)."""
+    values = ", ".join(f"t.c{i}::float8 AS c{i}" if c.datatype == "double" else f"t.c{i}" for i, c in enumerate(prepared.columns))
+    limited, _ = _limited(prepared, extra=0)
+    header = (",".join(_csv_name(c.name) for c in prepared.columns) + "\r\n").encode()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            _guard(cursor, timeout_s)
+            yield header
+            with cursor.cursor.copy(f"COPY (SELECT {values} FROM {limited}) TO STDOUT (FORMAT csv)") as copy:
+                for chunk in copy:
+                    yield bytes(chunk)
+        transaction.set_rollback(True)
+
+
+def _csv_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\r\n') else name
+
+
+def fits(prepared: Prepared, timeout_s: float) -> bytes:
+    """The result as a FITS binary table (units on the columns; an overflow told by the QUERY_ST keyword)."""
+    from astropy.table import MaskedColumn, Table
+
+    limited, names = _limited(prepared)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            _guard(cursor, timeout_s)
+            cursor.execute(f"SELECT {names} FROM {limited}")
+            rows = cursor.fetchall()
+        transaction.set_rollback(True)
+    overflow = len(rows) > prepared.maxrec
+    rows = rows[: prepared.maxrec]
+    prepared.rows, prepared.overflow = len(rows), overflow
+    table = Table()
+    used: set[str] = set()
+    for i, column in enumerate(prepared.columns):
+        values = [r[i] for r in rows]
+        missing = np.array([v is None for v in values], dtype=bool)
+        if column.datatype in ("double", "float"):
+            data = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+            item = MaskedColumn(data, mask=missing) if missing.any() else data
+        elif column.datatype in ("long", "int", "short"):
+            item = MaskedColumn(np.array([0 if v is None else int(v) for v in values], dtype=np.int64), mask=missing)
+        elif column.datatype == "boolean":
+            item = MaskedColumn(np.array([bool(v) for v in values], dtype=bool), mask=missing)
+        else:
+            item = np.array(["" if v is None else str(v) for v in values], dtype=str)
+        name = column.name if column.name not in used else f"{column.name}_{i}"
+        used.add(name)
+        table[name] = item
+        table[name].unit = column.unit
+        table[name].description = column.description
+    table.meta["QUERY_ST"] = "OVERFLOW" if overflow else "OK"
+    buffer = io.BytesIO()
+    table.write(buffer, format="fits")
+    return buffer.getvalue()
+
+
+def write(prepared: Prepared, fmt: str, timeout_s: float) -> Iterator[bytes]:
+    """The result in ``fmt`` as pieces of bytes."""
+    if fmt == "votable":
+        return votable(prepared, timeout_s)
+    if fmt == "csv":
+        return csv(prepared, timeout_s)
+    return iter([fits(prepared, timeout_s)])
