@@ -389,6 +389,9 @@ def test_taplint_and_votlint_report_no_errors(live_catalogue):
         document = f"{url}/tap/sync?" + urllib.parse.urlencode({"LANG": "ADQL", "QUERY": query, "MAXREC": 20})
         lint = subprocess.run([stilts, "votlint", f"votable={document}"], capture_output=True, text=True, timeout=120)
         assert "ERROR" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    for cone in ("RA=150&DEC=0&SR=0.3&VERB=3", "RA=150&DEC=0&SR=0.3&VERB=1&SURVEY=nowhere"):  # rows, and an error
+        lint = subprocess.run([stilts, "votlint", f"votable={url}/scs/?{cone}"], capture_output=True, text=True, timeout=120)
+        assert "ERROR" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
 @pytest.mark.usefixtures("sky")
@@ -486,7 +489,14 @@ def test_job_phases_abort_wait_duration_destruction_and_the_reaper(client, setti
         == 303
     )
     client.get("/tap/async")
-    assert not TapJob.objects.filter(pk=stored.pk).exists() and not __import__("os").path.exists(path)
+    assert not TapJob.objects.filter(pk=stored.pk).exists()
+    # a later destruction than the service keeps jobs is cut to its limit (UTC when no offset is given)
+    kept = made()
+    assert client.post(f"{kept}/destruction", {"DESTRUCTION": "2999-01-01T00:00:00"}).status_code == 303
+    limit = timezone.now() + timedelta(days=settings.TAP_JOB_DAYS)
+    assert abs((TapJob.objects.get(pk=kept.rsplit("/", 1)[1]).destruction - limit).total_seconds()) < 60 and not __import__(
+        "os"
+    ).path.exists(path)
     # the reaper fails a job whose worker went silent past its duration and the grace
     settings.TAP_REAP_GRACE_S = 0
     lost = TapJob.objects.create(
@@ -500,3 +510,22 @@ def test_job_phases_abort_wait_duration_destruction_and_the_reaper(client, setti
     assert jobs.reap()["failed"] == 1
     lost.refresh_from_db()
     assert lost.phase == "ERROR" and "stopped answering" in lost.error
+
+
+@pytest.mark.smoke
+@pytest.mark.django_db
+def test_the_adql_page_shows_rows_with_units_errors_and_downloads(client):
+    page = client.get("/adql/").content.decode()
+    assert "morphomass.catalogue" in page and "solMass/solLum" in page  # the tables and their columns, even before a query
+    if connection.vendor != "postgresql":
+        reply = client.get("/adql/", {"query": "SELECT TOP 1 objid FROM morphomass.galaxies"})
+        assert "TAP needs PostgreSQL" in reply.content.decode()
+        return
+    survey = Survey.objects.create(name="adqlpage")
+    Galaxy.objects.bulk_create(Galaxy(survey=survey, objid=i, ra=10.0 + i, dec=0.0, z=0.05) for i in range(5))
+    reply = client.get("/adql/", {"query": "SELECT objid, ra FROM morphomass.galaxies ORDER BY objid", "maxrec": 3})
+    text = reply.content.decode()
+    assert text.count("<tr><td>") == 3 and "more rows match" in text and "[deg]" in text
+    assert "/tap/sync?LANG=ADQL&amp;QUERY=SELECT+objid" in text and "FORMAT=fits" in text
+    refused = client.get("/adql/", {"query": "SELECT * FROM auth_user"}).content.decode()
+    assert 'role="alert"' in refused and "not one this service serves" in refused

@@ -14,6 +14,7 @@ urlpatterns = [
     path("models/<int:pk>/", views.model_detail, name="model"),
     path("models/sets/", views.model_sets, name="model-sets"),
     path("predict/", views.predict, name="predict"),
+    path("adql/", views.adql, name="adql"),
     path("surveys/<str:name>/experiments/", views.experiments, name="experiments"),
     path("surveys/<str:name>/experiments.csv", views.experiments_csv, name="experiments-csv"),
     path("runs/<int:pk>/", views.run_detail, name="run"),

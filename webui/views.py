@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -591,3 +593,49 @@ def survey_moc(request: HttpRequest, name: str) -> HttpResponse:
 
 #: The finest footprint offered (13 arcsec cells).
 MAX_MOC_ORDER = 14
+
+
+#: The ADQL page's first query, and its cap on rows (downloads through /tap/sync take more).
+ADQL_EXAMPLE = (
+    "SELECT TOP 20 c.survey, c.objid, c.z, c.morphology, c.ml_pred, c.ml_lo68, c.ml_hi68, c.mstar_pred\n"
+    "FROM morphomass.catalogue AS c\n"
+    "WHERE c.ml_pred IS NOT NULL\n"
+    "ORDER BY c.ml_pred DESC"
+)
+ADQL_PAGE_ROWS = 1000
+
+
+def adql(request: HttpRequest) -> HttpResponse:
+    """ADQL in the browser: the TAP tables with their columns, a query box, the first rows and downloads."""
+    from catalogue.tap import query as tap_query
+    from catalogue.tap import schema as tap_schema
+    from catalogue.tap.adql import AdqlError
+
+    text = request.GET.get("query", "").replace("\x00", "")
+    try:
+        shown = min(max(int(request.GET.get("maxrec") or 100), 1), ADQL_PAGE_ROWS)
+    except ValueError:
+        shown = 100
+    context = {
+        "query": text or ADQL_EXAMPLE,
+        "maxrec": shown,
+        "page_rows": ADQL_PAGE_ROWS,
+        "maxrec_limit": f"{settings.TAP_MAXREC_LIMIT:,}",
+        "tables": [],
+    }
+    for table in tap_schema.TABLES:
+        columns = [(name, table.column(name)) for name in table.columns]
+        context["tables"].append((table, columns))
+    if text.strip():
+        try:
+            prepared = tap_query.prepare(text, shown, settings.TAP_SYNC_TIMEOUT_S)
+            context["rows"] = [[format_cell(v) for v in row] for row in tap_query.fetch(prepared, settings.TAP_SYNC_TIMEOUT_S)]
+            context["columns"] = prepared.columns
+            context["overflow"] = prepared.overflow
+            context["downloads"] = [
+                (fmt, "/tap/sync?" + urlencode({"LANG": "ADQL", "QUERY": text, "FORMAT": fmt}))
+                for fmt in ("votable", "csv", "fits")
+            ]
+        except (AdqlError, tap_query.QueryError) as exc:
+            context["error"] = str(exc)
+    return render(request, "webui/adql.html", context)

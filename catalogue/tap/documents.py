@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from xml.sax.saxutils import escape
@@ -31,8 +32,16 @@ VOTABLE_TYPE = "application/x-votable+xml"
 XML_TYPE = "text/xml; charset=utf-8"
 
 
-def _xml(root: ET.Element) -> bytes:
-    return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+#: ElementTree's prefixes are global: the three VOSI documents each call theirs "vosi", so a
+#: document is serialised under a lock with its own registered.
+_PREFIXES = threading.Lock()
+
+
+def _xml(root: ET.Element, vosi: str | None = None) -> bytes:
+    with _PREFIXES:
+        if vosi:
+            ET.register_namespace("vosi", vosi)
+        return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
 def error_votable(message: str) -> bytes:
@@ -116,11 +125,10 @@ def parameters(job: TapJob) -> bytes:
 
 def availability(available: bool, note: str) -> bytes:
     ns = "http://www.ivoa.net/xml/VOSIAvailability/v1.0"
-    ET.register_namespace("vosi", ns)
     root = ET.Element(f"{{{ns}}}availability")
     ET.SubElement(root, f"{{{ns}}}available").text = "true" if available else "false"
     ET.SubElement(root, f"{{{ns}}}note").text = note
-    return _xml(root)
+    return _xml(root, vosi=ns)
 
 
 def _interface(parent: ET.Element, url: str, use: str, role: str | None = None, version: str | None = None) -> None:
@@ -136,7 +144,6 @@ def _interface(parent: ET.Element, url: str, use: str, role: str | None = None, 
 def capabilities(base: str) -> bytes:
     """VOSI capabilities: TAP 1.1 (TAPRegExt), the VOSI endpoints and the cone search."""
     ns = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
-    ET.register_namespace("vosi", ns)
     root = ET.Element(f"{{{ns}}}capabilities")
     for prefix in ("vs", "tr"):  # named in xsi:type values only, which ElementTree does not declare
         root.set(f"xmlns:{prefix}", NAMESPACES[prefix])
@@ -173,13 +180,12 @@ def capabilities(base: str) -> bytes:
     cone = ET.SubElement(root, "capability", {"standardID": "ivo://ivoa.net/std/ConeSearch"})
     ET.SubElement(cone, "description").text = f"Simple Cone Search 1.03: SR up to {MAX_SR_DEG:g} deg, {MAX_RECORDS} rows"
     _interface(cone, f"{base}/scs/?", "base", role="std")
-    return _xml(root)
+    return _xml(root, vosi=ns)
 
 
 def tableset(schemas: list[dict]) -> bytes:
     """VOSI tables (VODataService 1.1) from TAP_SCHEMA's rows, so the two always agree."""
     ns = "http://www.ivoa.net/xml/VOSITables/v1.0"
-    ET.register_namespace("vosi", ns)
     root = ET.Element(f"{{{ns}}}tableset")
     root.set("xmlns:vs", NAMESPACES["vs"])
     for item in schemas:
@@ -215,4 +221,4 @@ def tableset(schemas: list[dict]) -> bytes:
                     ET.SubElement(pair, "fromColumn").text = from_column
                     ET.SubElement(pair, "targetColumn").text = target_column
                 ET.SubElement(key_element, "description").text = key["description"]
-    return _xml(root)
+    return _xml(root, vosi=ns)

@@ -100,6 +100,7 @@ def _guard(cursor, timeout_s: float) -> None:
     cursor.execute("SET TRANSACTION READ ONLY")
     cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
     cursor.execute(f"SET LOCAL search_path = {schema.SCHEMA}, {schema.TAP_SCHEMA}")
+    cursor.execute("SET LOCAL standard_conforming_strings = on")  # ADQL's '...' literals: backslashes are text
     cursor.execute("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s", [schema.READER_ROLE])
     member = cursor.fetchone()
     if member and member[0]:
@@ -262,20 +263,27 @@ def _csv_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\r\n') else name
 
 
+def fetch(prepared: Prepared, timeout_s: float) -> list[tuple]:
+    """The result's rows as Python values (at most MAXREC; ``prepared`` records an overflow)."""
+    limited, names = _limited(prepared)
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                _guard(cursor, timeout_s)
+                cursor.execute(f"SELECT {names} FROM {limited}")
+                rows = cursor.fetchall()
+            transaction.set_rollback(True)
+    except DatabaseError as exc:
+        raise QueryError(database_message(exc)) from None
+    prepared.rows, prepared.overflow = min(len(rows), prepared.maxrec), len(rows) > prepared.maxrec
+    return rows[: prepared.maxrec]
+
+
 def fits(prepared: Prepared, timeout_s: float) -> bytes:
     """The result as a FITS binary table (units on the columns; an overflow told by the QUERY_ST keyword)."""
     from astropy.table import MaskedColumn, Table
 
-    limited, names = _limited(prepared)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            _guard(cursor, timeout_s)
-            cursor.execute(f"SELECT {names} FROM {limited}")
-            rows = cursor.fetchall()
-        transaction.set_rollback(True)
-    overflow = len(rows) > prepared.maxrec
-    rows = rows[: prepared.maxrec]
-    prepared.rows, prepared.overflow = len(rows), overflow
+    rows = fetch(prepared, timeout_s)
     table = Table()
     used: set[str] = set()
     for i, column in enumerate(prepared.columns):
@@ -295,7 +303,7 @@ def fits(prepared: Prepared, timeout_s: float) -> bytes:
         table[name] = item
         table[name].unit = column.unit
         table[name].description = column.description
-    table.meta["QUERY_ST"] = "OVERFLOW" if overflow else "OK"
+    table.meta["QUERY_ST"] = "OVERFLOW" if prepared.overflow else "OK"
     buffer = io.BytesIO()
     table.write(buffer, format="fits")
     return buffer.getvalue()

@@ -10,11 +10,13 @@ that TAP needs PostgreSQL.
 from __future__ import annotations
 
 import time
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -339,7 +341,10 @@ class AsyncJobPart(TapView):
             when = parse_datetime(params.get("DESTRUCTION", ""))
             if when is None:
                 raise _Refused("DESTRUCTION must be an ISO 8601 time")
-            job.destruction = when
+            if timezone.is_naive(when):  # ISO 8601 without an offset: UTC, as UWS writes times
+                when = timezone.make_aware(when, UTC)
+            # a job may go sooner, not later than the service keeps jobs
+            job.destruction = min(when, timezone.now() + timedelta(days=settings.TAP_JOB_DAYS))
             job.save(update_fields=["destruction"])
         elif part == "parameters":
             jobs.update_parameters(job, params)
