@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 #: Hard limit (s) per task kind. ``chunk``: one chunk of per-galaxy work (preprocessing,
 #: feature extraction, prediction). ``train``: one model training. ``control``: starting,
-#: finishing and reaping runs. ``tap``: one asynchronous TAP query (its own execution
-#: duration bounds the query; this bounds writing its result too).
-DEFAULT_HARD_LIMITS_S: dict[str, float] = {"chunk": 1800.0, "train": 6 * 3600.0, "control": 300.0, "tap": 3600.0}
+#: finishing and reaping runs.
+DEFAULT_HARD_LIMITS_S: dict[str, float] = {"chunk": 1800.0, "train": 6 * 3600.0, "control": 300.0}
 #: The soft limit leaves this fraction of the hard limit to save what was done.
 SOFT_FRACTION = 0.9
 #: Every running chunk task reports a heartbeat this often (``MORPHOMASS_HEARTBEAT_S``

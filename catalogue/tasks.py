@@ -15,6 +15,7 @@ import platform
 import socket
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -124,10 +125,16 @@ def reap_stale_runs() -> list[int]:
     return reaper.reap_stale_runs()
 
 
+#: An async TAP query is bounded by its execution duration (its statement timeout); the task
+#: gets a minute more to write the result. Not a limits kind: a redelivered job finds itself
+#: no longer QUEUED and stops at once, so the broker's visibility timeout need not cover it.
+TAP_SOFT_S = settings.TAP_ASYNC_DURATION_S + 60
+
+
 @shared_task(
     name="catalogue.tasks.tap_job",
-    soft_time_limit=limits.limits("tap").soft_s,
-    time_limit=limits.limits("tap").hard_s,
+    soft_time_limit=TAP_SOFT_S,
+    time_limit=TAP_SOFT_S + 60,
     **RETRY_POLICY,
 )
 def tap_job(job_id: str) -> str:

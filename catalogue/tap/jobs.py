@@ -188,6 +188,15 @@ def execute(job_id: str) -> str:
         if not _set(job.pk, phase=TapJob.Phase.ERROR, error=message, finished=timezone.now(), backend_pid=None):
             return TapJob.Phase.ABORTED  # the abort cancelled the query: the error is its echo
         return TapJob.Phase.ERROR
+    except Exception as exc:  # a time limit, a full disk: the job says so, the worker logs the rest
+        _set(
+            job.pk,
+            phase=TapJob.Phase.ERROR,
+            error=f"the service failed while running the query ({exc.__class__.__name__}: {exc})"[:2000],
+            finished=timezone.now(),
+            backend_pid=None,
+        )
+        raise
     if not _set(
         job.pk,
         phase=TapJob.Phase.COMPLETED,

@@ -278,8 +278,9 @@ def tap_tables() -> dict[str, bool]:
 
 
 def uninstall(cursor) -> None:
-    """Drop the TAP views (before migrations, which may alter the columns they read)."""
+    """Drop the TAP views and TAP_SCHEMA (before migrations, which may alter the columns the views read)."""
     cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    cursor.execute(f"DROP SCHEMA IF EXISTS {TAP_SCHEMA} CASCADE")
 
 
 def install(cursor) -> None:
@@ -288,7 +289,6 @@ def install(cursor) -> None:
     cursor.execute(f"CREATE SCHEMA {SCHEMA}")
     for table in TABLES:
         cursor.execute(f"CREATE VIEW {table.qualified} ({', '.join(table.columns)}) AS {table.select}")
-    cursor.execute(f"DROP SCHEMA IF EXISTS {TAP_SCHEMA} CASCADE")
     cursor.execute(f"CREATE SCHEMA {TAP_SCHEMA}")
     for name, (_, columns) in TAP_SCHEMA_TABLES.items():
         cursor.execute(f"CREATE TABLE {TAP_SCHEMA}.{name} ({', '.join(f'{c} {t}' for c, t, _ in columns)})")
