@@ -242,6 +242,18 @@ def test_the_catalogue_table_carries_the_current_predictions_the_cone_search_ser
     )
     assert len(rows) == 300 and set(rows["model_set"]) == {model.model_set.name}
     assert np.array_equal(np.asarray(rows["ml_pred"]), np.asarray(rows["direct"]))
+    # the cone search's VERB=2 rows carry the same current predictions
+    cone = client.get("/scs/", {"RA": 150, "DEC": 0, "SR": 3, "VERB": 2})
+    scs = parse_single_table(io.BytesIO(cone.content)).to_table()
+    tap = _sync(
+        client,
+        "SELECT objid, model_set, ml_pred, ml_lo68, ml_hi68, mstar_pred, out_of_support FROM morphomass.catalogue "
+        "WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 150, 0, 3)) ORDER BY objid",
+    )
+    assert len(scs) > 10 and list(tap["objid"]) == sorted(scs["objid"])
+    scs.sort("objid")
+    for name in ("model_set", "ml_pred", "ml_lo68", "ml_hi68", "mstar_pred", "out_of_support"):
+        assert list(tap[name]) == list(scs[name]), name
     counts = _sync(client, "SELECT morphology, COUNT(*) AS n FROM morphomass.catalogue GROUP BY morphology ORDER BY n DESC")
     assert int(np.sum(counts["n"])) == 300
 

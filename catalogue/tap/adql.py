@@ -32,6 +32,7 @@ from antlr4.error.ErrorListener import ErrorListener
 from antlr4.error.Errors import ParseCancellationException
 from antlr4.error.ErrorStrategy import BailErrorStrategy
 from antlr4.tree.Tree import TerminalNode
+from astropy.coordinates import angular_separation
 from queryparser.adql.ADQLLexer import ADQLLexer
 from queryparser.adql.ADQLParser import ADQLParser as P
 
@@ -67,7 +68,6 @@ OUTSIDE_CONTAINS = {
 #: The largest TOP accepted (MAXREC limits what is returned in any case).
 MAX_TOP = 100_000_000
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_IDENTIFIER = re.compile(r'^"?([A-Za-z_][A-Za-z0-9_]*)"?$')
 
 
 @dataclass
@@ -422,7 +422,8 @@ class _Writer:
             ]
         )
         decs = np.concatenate([np.full(65, low), low + (high - low) * edge, np.full(65, high), high - (high - low) * edge])
-        radius = float(np.max(_separation(ra, dec, ras, decs))) + (width + height) / 64 + 1e-6
+        farthest = np.max(angular_separation(np.radians(ra), np.radians(dec), np.radians(ras), np.radians(decs)))
+        radius = float(np.degrees(farthest)) + (width + height) / 64 + 1e-6
         bounding = (ra, dec, radius) if width < 180 and radius < 90 else None
         return "(" + " AND ".join(tests) + ")", bounding
 
@@ -519,10 +520,3 @@ class _Writer:
                     index = _index_filter(a, b.const, radius)
                     return f"({index} AND {test})" if index else test
         return self.join(node)
-
-
-def _separation(ra0: float, dec0: float, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Angular separations in degrees (haversine)."""
-    ra0, dec0, ra, dec = (np.radians(v) for v in (ra0, dec0, ra, dec))
-    h = np.sin((dec - dec0) / 2) ** 2 + np.cos(dec0) * np.cos(dec) * np.sin((ra - ra0) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))

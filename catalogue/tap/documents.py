@@ -57,7 +57,7 @@ def error_votable(message: str) -> bytes:
     ).encode()
 
 
-def _time(value: datetime | None) -> str | None:
+def iso_time(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if value else None
 
 
@@ -79,11 +79,11 @@ def job(job: TapJob, url: str) -> bytes:
     _add(root, "ownerId", job.owner.get_username() if job.owner_id else None, nil=True)
     _add(root, "phase", job.phase)
     _add(root, "quote", None, nil=True)
-    _add(root, "creationTime", _time(job.created))
-    _add(root, "startTime", _time(job.started), nil=True)
-    _add(root, "endTime", _time(job.finished), nil=True)
+    _add(root, "creationTime", iso_time(job.created))
+    _add(root, "startTime", iso_time(job.started), nil=True)
+    _add(root, "endTime", iso_time(job.finished), nil=True)
     _add(root, "executionDuration", str(job.execution_duration))
-    _add(root, "destruction", _time(job.destruction))
+    _add(root, "destruction", iso_time(job.destruction))
     parameters = _add(root, "parameters")
     for key, value in sorted(job.parameters.items()):
         _add(parameters, "parameter", str(value), id=key)
@@ -105,7 +105,7 @@ def job_list(jobs, base: str) -> bytes:
         if item.run_id:
             _add(ref, "runId", item.run_id)
         _add(ref, "ownerId", item.owner.get_username() if item.owner_id else None, nil=True)
-        _add(ref, "creationTime", _time(item.created))
+        _add(ref, "creationTime", iso_time(item.created))
     return _xml(root)
 
 

@@ -314,7 +314,7 @@ class AsyncJobPart(TapView):
         if part == "executionduration":
             return _text(str(job.execution_duration))
         if part == "destruction":
-            return _text(documents._time(job.destruction))
+            return _text(documents.iso_time(job.destruction))
         if part == "quote":
             return _text("")
         if part == "owner":
