@@ -281,6 +281,11 @@ class FeatureSet(models.Model):
         TrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_feature_sets"
     )
     run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="feature_sets")
+    symmetries = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="each feature is the mean over this many of the square's 8 symmetries of the image "
+        "(test-time augmentation; 1: the image as it is)",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -8,6 +8,12 @@ custom network at 69 px, 30 epochs: for GPU workers).
 ``gbm`` holds the M/L regressor's fixed ``params`` and the ``grid`` cross-validated
 around them (``"paper"``: :data:`pipeline.model_selection.PAPER_GRID`; None: no search).
 
+``feature_symmetries`` is how many of the square's 8 symmetries (quarter turns, then their
+mirror images) each CNN feature is averaged over at extraction (test-time augmentation):
+a galaxy's features then do not depend on how the survey happened to orient it. The
+``test`` preset averages over all 8, so CI exercises it; ``fast`` and ``paper`` keep 1 until
+its gain on held-out galaxies has been measured.
+
 ``cnn`` maps each role to its network: ``arch`` (a builder of ``pipeline.cnn.networks``),
 ``size`` (input pixels, a preprocessing resolution) and builder ``options``. CNN4 (``ml``)
 is always CNN1's network retrained on M/L, so it has no entry of its own.
@@ -47,6 +53,7 @@ PRESETS = MappingProxyType(
                 },
                 "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
                 "feature_chunk_size": 100,
+                "feature_symmetries": 8,
                 "gbm": {
                     "params": {
                         "num_leaves": 8,
@@ -70,6 +77,7 @@ PRESETS = MappingProxyType(
                 },
                 "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
                 "feature_chunk_size": 500,
+                "feature_symmetries": 1,
                 # A few thousand training galaxies: smaller leaves than the paper's 150 are on the grid.
                 "gbm": {
                     "params": {"learning_rate": 0.05},
@@ -88,6 +96,7 @@ PRESETS = MappingProxyType(
                 },
                 "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
                 "feature_chunk_size": 2000,
+                "feature_symmetries": 1,
                 "gbm": {"params": {}, "grid": "paper"},
             }
         ),

@@ -16,7 +16,7 @@ from catalogue.services.ingest import ingest_bundle
 from catalogue.services.start import start_stage
 from pipeline import gz2
 from pipeline.cnn import networks
-from pipeline.cnn.data import ImageBatches, augment
+from pipeline.cnn.data import ImageBatches, augment, symmetry
 from pipeline.cnn.gz2_layer import GZ2Normalisation
 from pipeline.cnn.losses import weighted_l1
 from pipeline.cnn.training import predict_layers
@@ -97,6 +97,38 @@ def test_augmentation_rotates_zooms_and_flips_about_the_centre():
         radii.append(np.hypot(x - 24, y - 24))
     assert 6 * 0.7 - 1.5 <= min(radii) and max(radii) <= 6 * 1.3 + 1.5  # zoom 0.7-1.3 about the centre
     assert len({(round(r), np.argmax(o)) for r, o in zip(radii, moved, strict=True)}) > 10  # many angles
+
+
+def test_the_square_has_eight_distinct_symmetries_and_no_ninth():
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)  # no symmetry of its own
+    seen = {symmetry(image, k).tobytes() for k in range(8)}
+    assert len(seen) == 8 and symmetry(image, 0).tobytes() == image.tobytes()
+    np.testing.assert_array_equal(symmetry(image, 1)[0], np.rot90(image[0]))
+    with pytest.raises(ValueError, match="8"):
+        symmetry(image, 8)
+
+
+def test_features_averaged_over_the_symmetries_do_not_change_when_the_galaxy_turns():
+    keras.utils.set_random_seed(0)
+    model = networks.build_custom_cnn(48, width=0.125, dense_units=16)
+    image = np.random.default_rng(1).random((1, 48, 48)).astype(np.float32)
+    turned = [image, np.rot90(image, 1, axes=(1, 2)), np.rot90(image, 3, axes=(1, 2)), image[:, :, ::-1]]
+    variants = np.ascontiguousarray(np.concatenate(turned))
+    data = ImageBatches(lambda rows: variants[rows], np.arange(len(variants)), None, 4)
+    plain = predict_layers(model, ["gz2", "pool"], data)
+    eight = predict_layers(model, ["gz2", "pool"], data, symmetries=8)
+    four = predict_layers(model, ["gz2", "pool"], data, symmetries=4)
+    for layer in ("gz2", "pool"):
+        assert not np.allclose(plain[layer][0], plain[layer][1], rtol=1e-3, atol=1e-5)  # a turned galaxy reads differently
+        for i in (1, 2, 3):  # quarter turns and a mirror image: the mean over all 8 is the same
+            np.testing.assert_allclose(eight[layer][i], eight[layer][0], rtol=1e-4, atol=1e-6)
+        for i in (1, 2):  # the four quarter turns suffice for turns, not for a mirror image
+            np.testing.assert_allclose(four[layer][i], four[layer][0], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(four["pool"][3], four["pool"][0], rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="1-8"):
+        predict_layers(model, ["gz2"], data, symmetries=9)
+    with pytest.raises(ValueError, match="feature extraction"):
+        ImageBatches(lambda rows: variants[rows], np.arange(4), None, 4, augment=True).under_symmetry(1)
 
 
 # --- the stages, through the Celery tasks --------------------------------------------
@@ -183,10 +215,10 @@ def test_a_saved_model_reloads_and_gives_identical_features(cnn_media):
     store, ids, rows = written_rows(survey, 48, Galaxy.objects.filter(survey=survey).values_list("id", flat=True))
     data = ImageBatches(row_reader(store), rows[:40], None, 16)
     fresh = keras.models.load_model(_local_copy(model.artifact), compile=False)
-    again = predict_layers(fresh, ["gz2", "pool"], data)
-    stored, _ = feature_matrix(
-        list(FeatureSet.objects.filter(run=run, name__in=["cnn1.gz2", "cnn1.pool"]).order_by("name")), ids[:40], drop=False
-    )
+    sets = list(FeatureSet.objects.filter(run=run, name__in=["cnn1.gz2", "cnn1.pool"]).order_by("name"))
+    assert {s.symmetries for s in sets} == {run.config["symmetries"]} == {8}  # the test preset's test-time augmentation
+    again = predict_layers(fresh, ["gz2", "pool"], data, symmetries=8)
+    stored, _ = feature_matrix(sets, ids[:40], drop=False)
     np.testing.assert_allclose(np.hstack([again["gz2"], again["pool"]]), stored, rtol=1e-5, atol=1e-6)
     assert load_keras_model(model.artifact.name) is load_keras_model(model.artifact.name)  # cached per process
 

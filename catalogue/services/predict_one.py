@@ -169,7 +169,9 @@ def _network_features(galaxy: PreparedGalaxy, model_set: ModelSet) -> tuple[dict
     for role, network in set_networks(model_set).items():
         image = galaxy.network_input(int(network.hyperparameters["size"]))
         batches = ImageBatches(lambda rows, image=image: image[rows], np.array([0]), None, 1)
-        for layer, values in predict_layers(load_keras_model(network.artifact.name), list(FEATURE_LAYERS[role]), batches).items():
+        layers = list(FEATURE_LAYERS[role])
+        symmetries = trained_on[f"{role}.{layers[0]}"].symmetries  # as the set's models' features were made
+        for layer, values in predict_layers(load_keras_model(network.artifact.name), layers, batches, symmetries).items():
             activations[f"{role}.{layer}"] = values[0]
     groups = {}
     for group, set_names in CNN_GROUP_SETS.items():

@@ -28,7 +28,7 @@ from catalogue.services.artifacts import load_keras_model
 from catalogue.services.image_store import row_reader, written_rows
 from catalogue.services.model_sets import set_networks
 from pipeline import gz2
-from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
+from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, PRESETS, cnn_network, preset
 
 BATCH_SIZE = 256
 
@@ -65,6 +65,8 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: in
     for size in sorted({cnn_network(config, r)["size"] for r in CNN_ROLES}):
         ids = written_rows(survey, size, ids)[1].tolist()
     size = int(config["feature_chunk_size"])
+    # An applied set's features must be made as its models' were: with the same symmetries.
+    symmetries = set_symmetries(ModelSet.objects.get(pk=model_set)) if model_set else int(config.get("feature_symmetries", 1))
 
     def create_feature_sets(run: Run) -> None:
         sets: dict[str, int] = {}
@@ -77,21 +79,42 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: in
                 width = model.hyperparameters["feature_widths"][layer]  # recorded at training: no Keras here
                 names = feature_names(prefix, layer, width)
                 created = FeatureSet.objects.create(
-                    name=name, version=version, survey=survey, feature_names=names, producing_model=model, run=run
+                    name=name,
+                    version=version,
+                    survey=survey,
+                    feature_names=names,
+                    producing_model=model,
+                    run=run,
+                    symmetries=symmetries,
                 )
                 sets[name] = created.pk
         Run.objects.filter(pk=run.pk).update(config={**run.config, "feature_sets": sets})
 
     return runs.Plan(
         chunks=[ids[i : i + size] for i in range(0, len(ids), size)],
-        config={"models": {r: m.pk for r, m in models.items()}, **({"model_set": model_set} if model_set else {})},
+        config={
+            "models": {r: m.pk for r, m in models.items()},
+            "symmetries": symmetries,
+            **({"model_set": model_set} if model_set else {}),
+        },
         prepare=create_feature_sets,
     )
 
 
 def inputs() -> dict:
-    """The layers whose activations become features."""
-    return {"feature_layers": {r: list(layers) for r, layers in FEATURE_LAYERS.items()}}
+    """The layers whose activations become features, and each preset's test-time symmetries."""
+    return {
+        "feature_layers": {r: list(layers) for r, layers in FEATURE_LAYERS.items()},
+        "symmetries": {name: int(p.get("feature_symmetries", 1)) for name, p in PRESETS.items()},
+    }
+
+
+def set_symmetries(model_set: ModelSet) -> int:
+    """The test-time symmetries of the features a model set's models were fitted on."""
+    found = set(FeatureSet.objects.filter(pk__in=model_set.feature_sets.values()).values_list("symmetries", flat=True))
+    if len(found) > 1:
+        raise ValueError(f"model set {model_set.name} mixes features made with {sorted(found)} symmetries")
+    return found.pop() if found else 1
 
 
 def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
@@ -112,7 +135,8 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         if not len(ids):
             continue
         data = ImageBatches(row_reader(store), rows, None, BATCH_SIZE)
-        activations = predict_layers(load_keras_model(model.artifact.name), list(FEATURE_LAYERS[role]), data)
+        network = load_keras_model(model.artifact.name)
+        activations = predict_layers(network, list(FEATURE_LAYERS[role]), data, int(run.config.get("symmetries", 1)))
         for layer, values in activations.items():
             set_id = sets[f"{role}.{layer}"]
             for galaxy_id, row in zip(ids.tolist(), values, strict=True):

@@ -4,6 +4,11 @@ The dataset holds only row numbers; each batch reads its images through a callab
 image store's ``read_rows``), so the survey is never in memory. Augmentation (rotation
 0-360 deg, zoom 0.7-1.3, horizontal and vertical flips) is one affine resampling per
 image about its centre, in numpy, so it does not depend on the Keras backend.
+
+For test-time augmentation a dataset can also show every image under one of the square's
+8 symmetries (:func:`symmetry`): exact pixel permutations, no resampling, so a network's
+features averaged over all 8 do not change when the galaxy is turned by 90 degrees or
+mirrored (:func:`pipeline.cnn.training.predict_layers`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from scipy import ndimage
 ReadImages = Callable[[np.ndarray], np.ndarray]  # rows -> (N, size, size) float32
 
 ZOOM_RANGE = (0.7, 1.3)
+#: The square's symmetries (the dihedral group of order 8): four quarter turns, each with or without a flip.
+SYMMETRIES = 8
 
 
 def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -34,6 +41,15 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ndimage.affine_transform(image, matrix, offset=offset, order=1, mode="reflect")
 
 
+def symmetry(images: np.ndarray, k: int) -> np.ndarray:
+    """The k-th (0-7) of the square's 8 symmetries of (N, size, size) images: k mod 4 quarter
+    turns, then a left-right flip for k >= 4. k = 0 is the identity."""
+    if not 0 <= k < SYMMETRIES:
+        raise ValueError(f"symmetry {k} is not one of the square's {SYMMETRIES} (0-{SYMMETRIES - 1})")
+    turned = np.rot90(images, k % 4, axes=(1, 2))
+    return turned[:, :, ::-1] if k >= 4 else turned
+
+
 class ImageBatches(keras.utils.PyDataset):
     """(images, targets) batches for ``model.fit``; (images,) when there are no targets.
 
@@ -43,6 +59,7 @@ class ImageBatches(keras.utils.PyDataset):
     rows : the store row of each sample.
     targets : (N, ...) array or None.
     shuffle, augment : for training; off for validation and feature extraction.
+    symmetry : show every image under this one of the square's 8 symmetries (:func:`symmetry`).
     """
 
     def __init__(
@@ -54,6 +71,7 @@ class ImageBatches(keras.utils.PyDataset):
         shuffle: bool = False,
         augment: bool = False,
         seed: int = 0,
+        symmetry: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -61,6 +79,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
         self.batch_size, self.shuffle, self.augment = int(batch_size), shuffle, augment
         self.rng = np.random.default_rng(seed)
+        self.symmetry = int(symmetry)
         self.order = np.arange(len(self.rows))
         if shuffle:
             self.rng.shuffle(self.order)
@@ -73,6 +92,8 @@ class ImageBatches(keras.utils.PyDataset):
         images = self.read_images(self.rows[picked])
         if self.augment:
             images = np.stack([augment(image, self.rng) for image in images])
+        if self.symmetry:
+            images = symmetry(images, self.symmetry)
         images = images[..., None].astype(np.float32, copy=False)
         if self.targets is None:
             return (images,)
@@ -81,3 +102,9 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.rng.shuffle(self.order)
+
+    def under_symmetry(self, k: int) -> ImageBatches:
+        """The same samples, in the same order, each image under the square's k-th symmetry."""
+        if self.shuffle or self.augment:
+            raise ValueError("test-time symmetries are for feature extraction: no shuffling or augmentation")
+        return ImageBatches(self.read_images, self.rows, self.targets, self.batch_size, symmetry=k)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from pipeline.cnn.data import ImageBatches
+from pipeline.cnn.data import SYMMETRIES, ImageBatches
 from pipeline.cnn.losses import weighted_l1
 
 #: progress(epoch, batch, batches, logs): called after every batch (and may raise to stop).
@@ -104,12 +104,18 @@ def train_ml(model, train_data, val_data, config, progress=None) -> TrainingResu
 _EXTRACTORS: dict[tuple[int, tuple[str, ...]], tuple[keras.Model, keras.Model]] = {}
 
 
-def predict_layers(model: keras.Model, layer_names: list[str], data: ImageBatches) -> dict[str, np.ndarray]:
+def predict_layers(model: keras.Model, layer_names: list[str], data: ImageBatches, symmetries: int = 1) -> dict[str, np.ndarray]:
     """Activations of the named layers for every sample of ``data``, as float32 (N, width) arrays.
 
-    The sub-model that outputs those layers is built once per model and list of names, so
-    a worker extracting chunk after chunk does not trace a new graph every time.
+    With ``symmetries`` > 1 (test-time augmentation) each activation is the mean over the
+    first that many of the square's symmetries (:func:`pipeline.cnn.data.symmetry`): 4 are the
+    quarter turns, 8 add their mirror images, and the mean over 4 or 8 does not change when
+    the input turns by 90 degrees. The sub-model that outputs those layers is built once per
+    model and list of names, so a worker extracting chunk after chunk does not trace a new
+    graph every time.
     """
+    if not 1 <= symmetries <= SYMMETRIES:
+        raise ValueError(f"symmetries must be 1-{SYMMETRIES}, not {symmetries}")
     key = (id(model), tuple(layer_names))
     cached = _EXTRACTORS.get(key)
     if cached is not None and cached[0] is model:  # the model is kept, so its id cannot be reused
@@ -117,7 +123,11 @@ def predict_layers(model: keras.Model, layer_names: list[str], data: ImageBatche
     else:
         extractor = keras.Model(model.inputs, [model.get_layer(name).output for name in layer_names])
         _EXTRACTORS[key] = (model, extractor)
-    outputs = extractor.predict(data, verbose=0)
-    if len(layer_names) == 1:
-        outputs = [outputs]
-    return {name: np.asarray(out, dtype=np.float32).reshape(len(out), -1) for name, out in zip(layer_names, outputs, strict=True)}
+    total: list[np.ndarray] | None = None
+    for k in range(symmetries):
+        outputs = extractor.predict(data.under_symmetry(k) if k else data, verbose=0)
+        if len(layer_names) == 1:
+            outputs = [outputs]
+        outputs = [np.asarray(out, dtype=np.float64).reshape(len(out), -1) for out in outputs]
+        total = outputs if total is None else [t + o for t, o in zip(total, outputs, strict=True)]
+    return {name: (out / symmetries).astype(np.float32) for name, out in zip(layer_names, total, strict=True)}
