@@ -47,7 +47,7 @@ def symmetry(images: np.ndarray, k: int) -> np.ndarray:
     if not 0 <= k < SYMMETRIES:
         raise ValueError(f"symmetry {k} is not one of the square's {SYMMETRIES} (0-{SYMMETRIES - 1})")
     turned = np.rot90(images, k % 4, axes=(1, 2))
-    return turned[:, :, ::-1] if k >= 4 else turned
+    return np.ascontiguousarray(turned[:, :, ::-1] if k >= 4 else turned)
 
 
 class ImageBatches(keras.utils.PyDataset):
