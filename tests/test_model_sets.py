@@ -20,7 +20,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
-from catalogue.models import Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from catalogue.models import FeatureVector, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from catalogue.services import predict_one
 from catalogue.services.export import export_catalogue
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.model_sets import APPLY_STAGES, mark_current, resolve_model_set
@@ -255,28 +256,57 @@ def upload(client: APIClient, bundle: Path, galaxy: Galaxy, **changes):
     return client.post("/api/predict/", {**fields, "image": io.BytesIO(image)}, format="multipart")
 
 
+def stored_activations(galaxy: Galaxy, model_set: ModelSet) -> dict[str, np.ndarray]:
+    """The galaxy's feature vectors that the features stage stored for ``model_set``'s feature sets."""
+    vectors = FeatureVector.objects.filter(galaxy=galaxy, feature_set_id__in=model_set.feature_sets.values())
+    return {v.feature_set.name: np.asarray(v.values, dtype=np.float32) for v in vectors.select_related("feature_set")}
+
+
+class Recorded:
+    """``network_activations`` that keeps what it made last."""
+
+    def __init__(self, make):
+        self.make, self.made_last = make, {}
+
+    def __call__(self, galaxy, model_set):
+        self.made_last = self.make(galaxy, model_set)
+        return self.made_last
+
+
 @pytest.mark.django_db
-def test_one_uploaded_galaxy_gets_what_its_catalogue_row_has(sets, django_user_model):
-    a, bundle = sets["a"], sets["bundle"]
+def test_one_uploaded_galaxy_gets_what_its_catalogue_row_has(sets, django_user_model, monkeypatch):
+    """The upload's networks give the stored features to float32 rounding (a batch of one rounds
+    otherwise in the last bits), and from the same features the same predictions, to 1e-6."""
+    a, bundle, model_set = sets["a"], sets["bundle"], sets["set"]
     client = APIClient()
     galaxy = Galaxy.objects.filter(survey=a, split="test", preprocessed__status="ok").order_by("objid").first()
     assert upload(client, bundle, galaxy).status_code == 401  # anonymous
     client.force_authenticate(django_user_model.objects.create_user("astro", "a@example.org", "pw"))
+    made = predict_one.network_activations
     for galaxy in Galaxy.objects.filter(survey=a, split="test", preprocessed__status="ok").order_by("objid")[:3]:
-        answer = upload(client, bundle, galaxy, models=sets["set"].name)
-        assert answer.status_code == 200, answer.content
-        body = answer.json()
         stored = {p.model.name: p for p in Prediction.objects.filter(galaxy=galaxy).select_related("model")}
-        assert set(body["predictions"]) == set(stored) == set(NAMES) and body["skipped"] == {}
+        kept = stored_activations(galaxy, model_set)
+        # The networks on the uploaded cutout: the stored features, to rounding.
+        recorded = Recorded(made)
+        monkeypatch.setattr(predict_one, "network_activations", recorded)
+        answer = upload(client, bundle, galaxy, models=model_set.name)
+        assert answer.status_code == 200, answer.content
+        assert set(recorded.made_last) == set(kept) and set(answer.json()["predictions"]) == set(stored) == set(NAMES)
+        for name, values in kept.items():
+            np.testing.assert_allclose(recorded.made_last[name], values, rtol=1e-5, atol=1e-5, err_msg=name)
+        # From the stored features, every model answers what the catalogue row holds.
+        monkeypatch.setattr(predict_one, "network_activations", lambda *_, kept=kept: kept)
+        body = upload(client, bundle, galaxy, models=model_set.name).json()
+        assert set(body["predictions"]) == set(stored) and body["skipped"] == {}
         for name, p in stored.items():
             got = body["predictions"][name]
             assert got["ml"] == pytest.approx(p.ml_pred, rel=1e-6), name
-            assert got["ml_lo68"] == pytest.approx(p.ml_lo68, rel=1e-6) and got["mstar_hi95"] == pytest.approx(
-                p.mstar_hi95, rel=1e-6
-            )
+            for column in COMPARED[1:]:
+                assert got[column.replace("_pred", "")] == pytest.approx(getattr(p, column), rel=1e-6), (name, column)
             assert got["reasons"] == p.support_reasons
         assert body["preprocessing"]["stars_removed"] == galaxy.preprocessed.n_stars_removed
         assert body["preprocessing"]["scaling_value"] == pytest.approx(galaxy.preprocessed.scaling_value)
+    monkeypatch.setattr(predict_one, "network_activations", made)
     # g only: the i-band models are skipped, saying why.
     g_only_answer = upload(client, bundle, galaxy, mag_i=None).json()
     assert set(g_only_answer["skipped"]) == I_BAND_MODELS and "mag_i" in g_only_answer["skipped"]["gi"]

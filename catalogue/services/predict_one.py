@@ -131,7 +131,7 @@ def predict_upload(upload: Upload, model_set: ModelSet) -> UploadResult:
         )
     except ValueError as exc:
         raise UploadError(f"image: preprocessing failed: {exc}") from exc
-    cnn_groups, probabilities = _network_features(galaxy, model_set)
+    cnn_groups, probabilities = feature_groups(network_activations(galaxy, model_set), model_set)
     magnitudes = {"g": upload.mag_g, "i": upload.mag_i}
     data = galaxy_learning_data(galaxy, magnitudes, upload.magerr_g, cnn_groups, probabilities)
     result = UploadResult(model_set, galaxy)
@@ -159,8 +159,14 @@ def _number(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _network_features(galaxy: PreparedGalaxy, model_set: ModelSet) -> tuple[dict, np.ndarray]:
-    """The galaxy's CNN feature groups, named and dropped as on the set's training survey."""
+def network_activations(galaxy: PreparedGalaxy, model_set: ModelSet) -> dict[str, np.ndarray]:
+    """The galaxy's activations of each feature set of ``model_set`` (``role.layer`` -> vector).
+
+    Made as the features stage made the set's (the same layers, the same symmetries), but
+    in a batch of one: the networks' float32 arithmetic then rounds differently in the last
+    bits (about 1e-7), which can move a galaxy across a tree's split. The catalogue row and
+    an upload of the same cutout agree to that rounding, not always bit for bit.
+    """
     from pipeline.cnn.data import ImageBatches
     from pipeline.cnn.training import predict_layers
 
@@ -173,6 +179,13 @@ def _network_features(galaxy: PreparedGalaxy, model_set: ModelSet) -> tuple[dict
         symmetries = trained_on[f"{role}.{layers[0]}"].symmetries  # as the set's models' features were made
         for layer, values in predict_layers(load_keras_model(network.artifact.name), layers, batches, symmetries).items():
             activations[f"{role}.{layer}"] = values[0]
+    return activations
+
+
+def feature_groups(activations: dict[str, np.ndarray], model_set: ModelSet) -> tuple[dict, np.ndarray]:
+    """The GBM feature groups of one galaxy's activations, named and dropped as on the set's
+    training survey, and CNN1's GZ2 probabilities (its morphology class)."""
+    trained_on = {fs.name: fs for fs in FeatureSet.objects.filter(pk__in=model_set.feature_sets.values())}
     groups = {}
     for group, set_names in CNN_GROUP_SETS.items():
         values, names = [], []
@@ -180,7 +193,7 @@ def _network_features(galaxy: PreparedGalaxy, model_set: ModelSet) -> tuple[dict
             feature_set = trained_on[set_name]
             dropped = set(feature_set.dropped)
             keep = [i for i, n in enumerate(feature_set.feature_names) if n not in dropped]
-            values.append(activations[set_name][keep])
+            values.append(np.asarray(activations[set_name])[keep])
             names += [feature_set.feature_names[i] for i in keep]
         groups[group] = (np.concatenate(values).reshape(1, -1), names)
     return groups, activations[PROBABILITY_SET]
