@@ -112,7 +112,7 @@ class GZ2VotesAdmin(admin.ModelAdmin):
 
 @admin.register(models.Preprocessed)
 class PreprocessedAdmin(admin.ModelAdmin):
-    list_display = ("galaxy", "status", "scaling_value", "noise_level", "n_stars_removed", "error", "updated")
+    list_display = ("galaxy", "status", "scaling_value", "noise_level", "n_stars_removed", "error", "i_band", "updated")
     list_filter = ("status",)
     raw_id_fields = ("galaxy", "run")
 

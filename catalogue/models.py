@@ -182,6 +182,12 @@ class Preprocessed(models.Model):
     noise_level = models.FloatField(null=True, blank=True, help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")
     n_stars_removed = models.PositiveIntegerField(default=0)
     features = models.JSONField(default=dict, blank=True, help_text="luminosity, log-image and metadata features by name")
+    i_band = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="the i and g - i channels: 'ok', why they failed, or empty (no i cutout, or the preset asks for g alone)",
+    )
+    i_scaling_value = models.FloatField(null=True, blank=True, help_text="dimensionless a of Eq. 1 for the i image")
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -436,24 +442,35 @@ class RunChunk(models.Model):
 class ImageStore(models.Model):
     """The log-scaled images of one survey at one resolution: one memory-mappable array.
 
+    One store per channel: the g images that every network reads, and for galaxies with an
+    i cutout (where the preset's ``image_bands`` asks for it) the i images and g - i maps.
+
     ``images`` is a raw float16 file of shape (capacity, resolution, resolution) in C order
     and ``galaxy_ids`` a raw int64 file of shape (capacity,) beside it; a galaxy's row is in
     :class:`StoredImage`. Rows are allocated under a row lock on this record and each is
     written by one chunk, so chunks write concurrently without overlapping.
     """
 
+    class Channel(models.TextChoices):
+        G = "g", "log-scaled g image"
+        I = "i", "log-scaled i image"  # noqa: E741 - the band's name
+        COLOUR = "g-i", "g - i colour map (mag, NaN without signal)"
+
     survey = models.ForeignKey(Survey, on_delete=models.CASCADE, related_name="image_stores")
     resolution = models.PositiveIntegerField(help_text="pixels per side")
+    channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.G, help_text="what each row holds")
     images_name = models.CharField(max_length=300, help_text="storage name of the float16 image array")
     ids_name = models.CharField(max_length=300, help_text="storage name of the int64 galaxy id array")
     capacity = models.PositiveIntegerField(default=0, help_text="rows allocated in the files")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["survey", "resolution"], name="imagestore_one_per_resolution")]
+        constraints = [
+            models.UniqueConstraint(fields=["survey", "resolution", "channel"], name="imagestore_one_per_resolution_channel")
+        ]
 
     def __str__(self) -> str:
-        return f"{self.survey} {self.resolution}px"
+        return f"{self.survey} {self.resolution}px" + ("" if self.channel == self.Channel.G else f" {self.channel}")
 
 
 class StoredImage(models.Model):

@@ -274,16 +274,34 @@ def preprocess(
             raise ValueError("image has 0 finite pixels")
         image_nmgy = np.where(finite, image_nmgy, 0.0)
     features = luminosity_features(image_nmgy, meta.lum_dist_mpc)
+    scaled = log_scaled_image(image_nmgy)
+    features["scaling_value"] = scaled.scaling_value
+    features.update(log_image_features(scaled.image))
+    features["redshift"] = float(meta.redshift)
+    features["pixel_kpc"] = float(meta.pixel_kpc)
+    resized = {size: resize_keep_fov(scaled.image, size) for size in resolutions}
+    return PreprocessedImage(scaled.scaling_value, scaled.noise_level, features, scaled.image, resized, n_stars_removed)
+
+
+@dataclass
+class LogScaledImage:
+    scaling_value: float
+    noise_level: float
+    image: np.ndarray  # float32, [0, 1]
+
+
+def log_scaled_image(image_nmgy: np.ndarray) -> LogScaledImage:
+    """Eq. 1 on the image rescaled to [0, 1], with the scaling value that puts its noise at 0.2.
+
+    Raises
+    ------
+    ValueError, NoScalingValue
+        for a constant or noise-dominated image.
+    """
     unit = rescale_to_unit(image_nmgy)
     noise = noise_level(unit)
     a = auto_scaling_value(noise)
-    log_image = log_scale(unit.astype(np.float32), np.float32(a))
-    features["scaling_value"] = a
-    features.update(log_image_features(log_image))
-    features["redshift"] = float(meta.redshift)
-    features["pixel_kpc"] = float(meta.pixel_kpc)
-    resized = {size: resize_keep_fov(log_image, size) for size in resolutions}
-    return PreprocessedImage(a, noise, features, log_image, resized, n_stars_removed)
+    return LogScaledImage(a, noise, log_scale(unit.astype(np.float32), np.float32(a)))
 
 
 @dataclass

@@ -14,6 +14,11 @@ a galaxy's features then do not depend on how the survey happened to orient it. 
 ``test`` preset averages over all 8, so CI exercises it; ``fast`` and ``paper`` keep 1 until
 its gain on held-out galaxies has been measured.
 
+``image_bands`` are the bands the preprocess stage stores images of: ``g`` always, and with
+``i`` each galaxy's i image and g - i colour map beside it (:mod:`pipeline.colour`), for
+networks that see colour. ``test`` makes them, so CI exercises it; ``fast`` and ``paper``
+keep g alone until a network reads them.
+
 ``cnn`` maps each role to its network: ``arch`` (a builder of ``pipeline.cnn.networks``),
 ``size`` (input pixels, a preprocessing resolution) and builder ``options``. CNN4 (``ml``)
 is always CNN1's network retrained on M/L, so it has no entry of its own.
@@ -54,6 +59,7 @@ PRESETS = MappingProxyType(
                 "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
                 "feature_chunk_size": 100,
                 "feature_symmetries": 8,
+                "image_bands": ("g", "i"),
                 "gbm": {
                     "params": {
                         "num_leaves": 8,
@@ -78,6 +84,7 @@ PRESETS = MappingProxyType(
                 "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
                 "feature_chunk_size": 500,
                 "feature_symmetries": 1,
+                "image_bands": ("g",),
                 # A few thousand training galaxies: smaller leaves than the paper's 150 are on the grid.
                 "gbm": {
                     "params": {"learning_rate": 0.05},
@@ -97,6 +104,7 @@ PRESETS = MappingProxyType(
                 "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
                 "feature_chunk_size": 2000,
                 "feature_symmetries": 1,
+                "image_bands": ("g",),
                 "gbm": {"params": {}, "grid": "paper"},
             }
         ),
@@ -115,6 +123,14 @@ def preset(name: str) -> dict:
 def cnn_network(config: dict, role: str) -> dict:
     """The network of a CNN role; CNN4 shares CNN1's."""
     return config["cnn"]["cnn1" if role == "cnn4" else role]
+
+
+def image_bands(config: dict) -> tuple[str, ...]:
+    """The bands the preprocess stage stores images of (g first)."""
+    bands = tuple(config.get("image_bands", ("g",)))
+    if not bands or bands[0] != "g" or not set(bands) <= {"g", "i"}:
+        raise ValueError(f"image_bands must be ('g',) or ('g', 'i'), got {bands}")
+    return bands
 
 
 def gbm_grid(config: dict) -> dict | None:

@@ -10,7 +10,7 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 
-from catalogue.models import Galaxy, ImageStore, Preprocessed, Run, StoredImage, Survey
+from catalogue.models import Galaxy, Image, ImageStore, Preprocessed, Run, StoredImage, Survey
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.start import start_stage
@@ -80,7 +80,7 @@ def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
     again = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
     assert first.items_failed >= 1
     assert again.items_total == first.items_failed  # only failed galaxies are retried
-    store = ImageStore.objects.get(survey=survey, resolution=32)
+    store = ImageStore.objects.get(survey=survey, resolution=32, channel="g")
     rows_before = dict(StoredImage.objects.filter(store=store).values_list("galaxy_id", "row"))
     before = load_log_images(list(Galaxy.objects.filter(preprocessed__status="ok").order_by("id")[:5]), 32)
     # A new resolution makes every galaxy due again, and both resolutions end up stored.
@@ -95,6 +95,39 @@ def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
     forced = start_stage("preprocess", survey, resolutions=[32], preset_name="test", force=True)
     assert forced.items_total == first.items_total
     assert Preprocessed.objects.filter(run=forced).count() == first.items_total
+
+
+def test_i_images_and_colour_maps_are_stored_beside_the_g_images(survey):
+    """The test preset's image_bands (g, i): each galaxy with an i cutout gets its i image and
+    g - i map at every resolution; one whose i cutout is gone keeps its g image alone."""
+    no_i = Galaxy.objects.filter(survey=survey, status="ok").order_by("objid").first()
+    Image.objects.filter(galaxy=no_i, band="i").delete()
+    first = start_stage("preprocess", survey, resolutions=[48], preset_name="test")
+    assert first.config["image_bands"] == ["g", "i"]
+    ok = list(Galaxy.objects.filter(survey=survey, preprocessed__status="ok").select_related("preprocessed").order_by("id"))
+    coloured = [g for g in ok if g.preprocessed.i_band == "ok"]
+    assert len(coloured) >= 0.95 * (len(ok) - 1) and no_i not in coloured
+    reasons = {g.preprocessed.i_band for g in ok} - {"ok", ""}
+    assert all(r.startswith(("NoScalingValue: ", "ValueError: ")) for r in reasons), reasons
+    assert all(g.preprocessed.i_scaling_value > 0 for g in coloured)
+    i_images = load_log_images(coloured, 48, channel="i")
+    assert i_images.shape == (len(coloured), 48, 48) and i_images.min() >= 0 and i_images.max() <= 1.001
+    # The map's colour at the centre follows each galaxy's catalogue g - i (AB mag).
+    maps = load_log_images(coloured, 48, channel="g-i")
+    centre = np.array([np.nanmedian(m[20:28, 20:28]) for m in maps])
+    catalogue = np.array([g.mag_g - g.mag_i for g in coloured])
+    assert np.isfinite(centre).mean() > 0.95
+    both = np.isfinite(centre)
+    assert np.median(np.abs(centre[both] - catalogue[both])) < 0.3
+    assert np.corrcoef(centre[both], catalogue[both])[0, 1] > 0.5
+    assert np.isnan(maps).any(), "the sky around a galaxy has no colour"
+    # The galaxy without an i cutout: its g image, no i channel, and a clear error when one is asked for.
+    assert no_i.preprocessed.status == "ok" and no_i.preprocessed.i_band == "" and stored_resolutions(no_i) == [48]
+    with pytest.raises(LookupError, match=r"no 48 px log-scaled i images"):
+        load_log_images([no_i, coloured[0]], 48, channel="i")
+    # Nothing is due again: every i cutout was tried.
+    again = start_stage("preprocess", survey, resolutions=[48], preset_name="test")
+    assert again.items_total == first.items_failed
 
 
 @pytest.mark.django_db(transaction=True)

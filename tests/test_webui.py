@@ -149,3 +149,7 @@ def test_the_star_subtracted_image_is_the_stages_own_star_removal_pixel_for_pixe
     # A different seed would remove the stars differently: the comparison can tell.
     other = remove_stars(cutout.data, cutout.psf_fwhm_px, cutout.prior_xy, cutout.seed + 1)
     assert not np.array_equal(other.cleaned, removal.cleaned)
+    # The test preset also made the i channels: the page draws the galaxy's g - i map with its units.
+    page = client.get(f"/galaxies/{galaxy.pk}/").content.decode()
+    assert galaxy.preprocessed.i_band == "ok" and 'id="colour-map"' in page and "g - i [mag]" in page
+    assert f"catalogue g - i {galaxy.mag_g - galaxy.mag_i:.2f} mag" in page

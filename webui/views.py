@@ -18,7 +18,7 @@ from rest_framework.exceptions import ValidationError
 
 from catalogue import selectors
 from catalogue.columns import ORDERABLE_COLUMNS, column
-from catalogue.models import ExperimentResult, Galaxy, ModelSet, Prediction, Run, RunStage, Survey, TrainedModel
+from catalogue.models import ExperimentResult, Galaxy, ImageStore, ModelSet, Prediction, Run, RunStage, Survey, TrainedModel
 from catalogue.selectors import latest_succeeded_run, predicted_gz2
 from catalogue.services.cutouts import cutout_for_preprocessing, read_cutout, usable_image
 from catalogue.services.export import FORMATS
@@ -277,6 +277,7 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     gz2_figure = ""
     if votes is not None or predicted is not None:
         gz2_figure = figures.gz2_bars(None if votes is None else votes.probabilities, predicted)
+    colour_figure = _colour_figure(galaxy, pre)
     return render(
         request,
         "webui/galaxy.html",
@@ -292,8 +293,23 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "prediction_rows": prediction_rows,
             "prediction_figure": prediction_figure,
             "gz2_figure": gz2_figure,
+            "colour_figure": colour_figure,
         },
     )
+
+
+def _colour_figure(galaxy: Galaxy, pre) -> str:
+    """The g - i map at the largest resolution it was made at, or '' when the galaxy has none."""
+    if pre is None or pre.i_band != "ok":
+        return ""
+    for resolution in sorted(stored_resolutions(galaxy), reverse=True):
+        try:
+            colours = load_log_images([galaxy], resolution, channel=ImageStore.Channel.COLOUR)[0]
+        except LookupError:
+            continue
+        global_colour = galaxy.mag_g - galaxy.mag_i if galaxy.mag_g is not None and galaxy.mag_i is not None else None
+        return figures.colour_map(colours, global_colour)
+    return ""
 
 
 @cache_control(max_age=3600)

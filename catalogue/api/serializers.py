@@ -177,6 +177,8 @@ class GalaxyDetailSerializer(GalaxySerializer):
             "noise_level": pre.noise_level,
             "n_stars_removed": pre.n_stars_removed,
             "features": pre.features,
+            "i_band": pre.i_band,
+            "i_scaling_value": pre.i_scaling_value,
         }
 
     def get_predictions(self, galaxy: Galaxy) -> list[dict]:

@@ -33,17 +33,19 @@ class PreprocessingInput:
     seed: int
 
 
-def cutout_for_preprocessing(galaxy: Galaxy) -> PreprocessingInput:
-    """The galaxy's g cutout with its PSF in pixels, its catalogue stars and its seed (from the objid).
+def cutout_for_preprocessing(galaxy: Galaxy, band: str = "g") -> PreprocessingInput:
+    """The galaxy's cutout in ``band`` with its PSF in pixels, its catalogue stars (g only:
+    other bands take the stars found in g) and its seed (from the objid).
 
     Raises
     ------
     ValueError
-        when the galaxy has no usable g-band image.
+        when the galaxy has no usable image in that band.
     """
-    image = usable_image(galaxy)
+    image = usable_image(galaxy, band)
     if image is None:
-        raise ValueError("no usable g-band image")
+        raise ValueError(f"no usable {band}-band image")
     header, data = read_cutout(image)
-    prior = prior_pixels(header, galaxy.extra.get("stars", [])) if galaxy.survey.has_star_catalogue else None
+    with_catalogue = band == "g" and galaxy.survey.has_star_catalogue
+    prior = prior_pixels(header, galaxy.extra.get("stars", [])) if with_catalogue else None
     return PreprocessingInput(data, image.psf_fwhm_arcsec / image.pixscale_arcsec, prior, galaxy.objid % (2**32))

@@ -67,14 +67,16 @@ def delete_store_files(sender, instance: ImageStore, **_kwargs) -> None:  # noqa
     transaction.on_commit(delete)
 
 
-def get_or_create_store(survey: Survey, resolution: int) -> ImageStore:
-    """The survey's store at ``resolution``, created (with empty files) on first use."""
+def get_or_create_store(survey: Survey, resolution: int, channel: str = ImageStore.Channel.G) -> ImageStore:
+    """The survey's store of ``channel`` at ``resolution``, created (with empty files) on first use."""
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8 px, got {resolution}")
-    root = f"arrays/{survey.name}/{resolution}px"
+    channel = ImageStore.Channel(channel)
+    root = f"arrays/{survey.name}/{resolution}px" + ("" if channel == ImageStore.Channel.G else f"/{channel.value}")
     store, created = ImageStore.objects.get_or_create(
         survey=survey,
         resolution=resolution,
+        channel=channel,
         defaults={"images_name": f"{root}/images.f16", "ids_name": f"{root}/galaxy_ids.i8"},
     )
     if created or not default_storage.exists(store.images_name):
@@ -211,7 +213,9 @@ def read_galaxy_ids(store: ImageStore) -> np.ndarray:
         return np.frombuffer(fh.read(), dtype=ID_DTYPE)[: store.capacity].copy()
 
 
-def rows_of(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple[ImageStore, np.ndarray]:
+def rows_of(
+    survey: Survey, resolution: int, galaxy_ids: Iterable[int], channel: str = ImageStore.Channel.G
+) -> tuple[ImageStore, np.ndarray]:
     """The store and the row of each galaxy (in the order given), all of which must have a written image.
 
     Raises
@@ -220,39 +224,43 @@ def rows_of(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple
         naming the galaxies that have no written image at this resolution.
     """
     galaxy_ids = [int(g) for g in galaxy_ids]
-    store, found, rows = written_rows(survey, resolution, galaxy_ids)
+    store, found, rows = written_rows(survey, resolution, galaxy_ids, channel)
+    what = "images" if channel == ImageStore.Channel.G else f"{ImageStore.Channel(channel).label}s"
     if store is None:
-        raise LookupError(f"survey {survey.name} has no images at {resolution} px; run preprocessing at that resolution")
+        raise LookupError(f"survey {survey.name} has no {what} at {resolution} px; run preprocessing at that resolution")
     if len(found) < len(galaxy_ids):
         missing = next(g for g in galaxy_ids if g not in set(found.tolist()))
-        raise LookupError(f"{len(galaxy_ids) - len(found)} galaxies have no {resolution} px image, e.g. galaxy id {missing}")
+        raise LookupError(f"{len(galaxy_ids) - len(found)} galaxies have no {resolution} px {what}, e.g. galaxy id {missing}")
     return store, rows
 
 
-def load_log_images(galaxies: Iterable[Galaxy], resolution: int) -> np.ndarray:
-    """(N, res, res) float32 log-scaled images of the given galaxies (one survey), in order."""
+def load_log_images(galaxies: Iterable[Galaxy], resolution: int, channel: str = ImageStore.Channel.G) -> np.ndarray:
+    """(N, res, res) float32 images of ``channel`` (log-scaled g by default) of the given galaxies (one survey), in order."""
     galaxies = list(galaxies)
     if not galaxies:
         return np.empty((0, resolution, resolution), np.float32)
     surveys = {g.survey_id for g in galaxies}
     if len(surveys) != 1:
         raise ValueError(f"galaxies from {len(surveys)} surveys; load one survey at a time")
-    store, rows = rows_of(galaxies[0].survey, resolution, [g.pk for g in galaxies])
+    store, rows = rows_of(galaxies[0].survey, resolution, [g.pk for g in galaxies], channel)
     return read_rows(store, rows)
 
 
 def stored_resolutions(galaxy: Galaxy) -> list[int]:
-    """Resolutions (px) at which the galaxy has a written image, ascending."""
-    return sorted(StoredImage.objects.filter(galaxy=galaxy, written=True).values_list("store__resolution", flat=True))
+    """Resolutions (px) at which the galaxy has a written g image, ascending."""
+    written = StoredImage.objects.filter(galaxy=galaxy, written=True, store__channel=ImageStore.Channel.G)
+    return sorted(written.values_list("store__resolution", flat=True))
 
 
-def written_rows(survey: Survey, resolution: int, galaxy_ids: Iterable[int]) -> tuple[ImageStore | None, np.ndarray, np.ndarray]:
-    """The galaxies (of those given, in that order) that have a written image, and their rows.
+def written_rows(
+    survey: Survey, resolution: int, galaxy_ids: Iterable[int], channel: str = ImageStore.Channel.G
+) -> tuple[ImageStore | None, np.ndarray, np.ndarray]:
+    """The galaxies (of those given, in that order) that have a written image of ``channel``, and their rows.
 
     Returns (store, galaxy ids, rows); the store is None when the survey has none at that size.
     """
     galaxy_ids = [int(g) for g in galaxy_ids]
-    store = ImageStore.objects.filter(survey=survey, resolution=resolution).first()
+    store = ImageStore.objects.filter(survey=survey, resolution=resolution, channel=channel).first()
     if store is None:
         return None, np.empty(0, np.int64), np.empty(0, np.int64)
     found = dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids, written=True).values_list("galaxy_id", "row"))

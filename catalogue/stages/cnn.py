@@ -43,7 +43,8 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
     config = preset(preset_name)
     require_targets(survey)
     sizes = sorted({cnn_network(config, role)["size"] for role in CNN_ROLES})
-    have = set(ImageStore.objects.filter(survey=survey, resolution__in=sizes).values_list("resolution", flat=True))
+    g_stores = ImageStore.objects.filter(survey=survey, resolution__in=sizes, channel=ImageStore.Channel.G)
+    have = set(g_stores.values_list("resolution", flat=True))
     missing = [s for s in sizes if s not in have]
     if missing:
         raise ValueError(

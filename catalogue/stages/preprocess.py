@@ -1,5 +1,11 @@
 """The preprocess stage: star removal, scaling and resizing of every galaxy's g image.
 
+Where the preset's ``image_bands`` holds ``i``, a galaxy with an i cutout also gets its i
+image (star-removed with the g band's stars, scaled and resized the same way) and a g - i
+colour map at each resolution, in the i and g - i image stores (:mod:`pipeline.colour`);
+a galaxy without one, or whose i image cannot be used, keeps its g image and says why in
+``Preprocessed.i_band``.
+
 :func:`plan` chooses the galaxies and allocates their image rows. A galaxy is done when
 it has an ``ok`` preprocessing result and a written image at every requested resolution,
 so a re-run adds the resolutions that are missing (a ``fast`` run then a ``paper`` run
@@ -29,18 +35,24 @@ from catalogue.models import Galaxy, GalaxyStatus, Image, ImageStore, Preprocess
 from catalogue.services import faults, runs
 from catalogue.services.cutouts import cutout_for_preprocessing, usable_image
 from catalogue.services.image_store import allocate_rows, get_or_create_store, write_images
+from pipeline.colour import ColourChannels, colour_channels
 from pipeline.photometry import cosmology, pixel_size_kpc
-from pipeline.preprocess import ImageMeta, PreprocessedImage, preprocess_cutout
-from pipeline.presets import preset
+from pipeline.preprocess import ImageMeta, PreprocessedImage, preprocess, remove_stars
+from pipeline.presets import image_bands, preset
 from pipeline.sample import assign_splits
 
 log = logging.getLogger(__name__)
 
 PREPROCESS_FAILED = "preprocessing failed"
+#: The stores a galaxy's i cutout fills, beside the g one.
+COLOUR_CHANNELS = (ImageStore.Channel.I, ImageStore.Channel.COLOUR)
 
 
-def galaxies_to_preprocess(survey: Survey, resolutions: Iterable[int], force: bool = False) -> list[int]:
-    """Ids of the survey's galaxies with a usable g image that lack a result at any of ``resolutions``."""
+def galaxies_to_preprocess(
+    survey: Survey, resolutions: Iterable[int], force: bool = False, bands: Iterable[str] = ("g",)
+) -> list[int]:
+    """Ids of the survey's galaxies with a usable g image that lack a result at any of ``resolutions``
+    (or, with ``i`` in ``bands``, have an i cutout that was never tried)."""
     candidates = Galaxy.objects.filter(survey=survey, images__band="g", images__status=Image.Status.OK).exclude(
         status=GalaxyStatus.REJECTED
     )
@@ -48,9 +60,15 @@ def galaxies_to_preprocess(survey: Survey, resolutions: Iterable[int], force: bo
         done = Galaxy.objects.filter(survey=survey, preprocessed__status=Preprocessed.Status.OK)
         for resolution in resolutions:
             written = Galaxy.objects.filter(
-                survey=survey, stored_images__store__resolution=resolution, stored_images__written=True
+                survey=survey,
+                stored_images__store__resolution=resolution,
+                stored_images__store__channel=ImageStore.Channel.G,
+                stored_images__written=True,
             )
             done = done.filter(pk__in=written.values("pk"))
+        if "i" in bands:
+            untried = with_i_cutout(survey).filter(preprocessed__i_band="")
+            done = done.exclude(pk__in=untried.values("pk"))
         candidates = candidates.exclude(pk__in=done.values("pk"))
     return list(candidates.order_by("id").values_list("id", flat=True))
 
@@ -77,20 +95,29 @@ def plan(
     chunk_size = int(chunk_size or config["chunk_size"])
     if chunk_size < 1:
         raise ValueError(f"chunk size must be at least 1, got {chunk_size}")
-    ids = galaxies_to_preprocess(survey, resolutions, force)
+    bands = image_bands(config)
+    ids = galaxies_to_preprocess(survey, resolutions, force, bands)
 
     def allocate(_run: Run) -> None:
+        coloured = list(with_i_cutout(survey).filter(pk__in=ids).values_list("pk", flat=True)) if "i" in bands else []
         for resolution in resolutions:
             allocate_rows(get_or_create_store(survey, resolution), ids)
+            for channel in COLOUR_CHANNELS if coloured else ():
+                allocate_rows(get_or_create_store(survey, resolution, channel), coloured)
 
     every = ", ".join(f"{r} px" for r in resolutions)
     return runs.Plan(
         chunks=[ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)],
-        config={"chunk_size": chunk_size},
+        config={"chunk_size": chunk_size, "image_bands": list(bands)},
         resolutions=resolutions,
         prepare=allocate,
         idle_message=f"nothing to do: every galaxy is preprocessed at {every}",
     )
+
+
+def with_i_cutout(survey: Survey):
+    """The survey's galaxies with an accepted i cutout."""
+    return Galaxy.objects.filter(survey=survey, images__band="i", images__status=Image.Status.OK)
 
 
 def inputs() -> dict:
@@ -103,6 +130,8 @@ class GalaxyResult:
     galaxy: Galaxy
     result: PreprocessedImage | None = None
     error: str = ""
+    colour: ColourChannels | None = None
+    i_band: str = ""  # "ok", why the i channels failed, or "" (not asked for, no i cutout)
 
 
 def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
@@ -141,21 +170,36 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
 
 
 def _preprocess_one(galaxy: Galaxy, run: Run, pixel_kpc: dict[int, float]) -> GalaxyResult:
-    """One galaxy through the science; any error becomes the galaxy's failure reason."""
+    """One galaxy through the science; any error becomes the galaxy's failure reason (an
+    error of the i band alone, the reason its i channels are missing)."""
     faults.before_item(galaxy.objid)
+    resolutions = tuple(run.resolutions)
     try:
         cutout = cutout_for_preprocessing(galaxy)
         meta = ImageMeta(redshift=galaxy.z, lum_dist_mpc=galaxy.lum_dist_mpc, pixel_kpc=pixel_kpc[galaxy.pk])
-        result = preprocess_cutout(
-            cutout.data, cutout.psf_fwhm_px, meta, tuple(run.resolutions), prior_xy=cutout.prior_xy, seed=cutout.seed
-        )
+        removal = remove_stars(cutout.data, cutout.psf_fwhm_px, cutout.prior_xy, cutout.seed)
+        result = preprocess(removal.cleaned, meta, resolutions, n_stars_removed=len(removal.stars))
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:  # one bad galaxy never stops the chunk
-        error = f"{type(exc).__name__}: {exc}"[:280]
+        error = _reason(exc)
         log.info("preprocess failed for %s: %s", galaxy.objid, error)
         return GalaxyResult(galaxy, error=error)
-    return GalaxyResult(galaxy, result=result)
+    item = GalaxyResult(galaxy, result=result)
+    if "i" in run.config.get("image_bands", ()) and usable_image(galaxy, "i") is not None:
+        try:
+            i_cutout = cutout_for_preprocessing(galaxy, "i")
+            item.colour = colour_channels(removal, i_cutout.data, i_cutout.psf_fwhm_px, resolutions, cutout.seed)
+            item.i_band = "ok"
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            item.i_band = _reason(exc)
+    return item
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:280]
 
 
 def _pixel_sizes_kpc(galaxies: list[Galaxy], run: Run) -> dict[int, float]:
@@ -175,33 +219,52 @@ class _Writer:
 
     def __init__(self, run: Run, galaxy_ids: list[int]):
         self.run = run
-        self.stores = {s.resolution: s for s in ImageStore.objects.filter(survey=run.survey, resolution__in=run.resolutions)}
+        stores = ImageStore.objects.filter(survey=run.survey, resolution__in=run.resolutions)
+        self.stores = {s.resolution: s for s in stores if s.channel == ImageStore.Channel.G}
+        self.colour_stores = {(s.resolution, s.channel): s for s in stores if s.channel != ImageStore.Channel.G}
         missing = set(run.resolutions) - set(self.stores)
         if missing:
             raise RuntimeError(f"run #{run.pk} has no image store at {sorted(missing)} px; start it with start_stage")
         self.rows = {
-            r: dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids).values_list("galaxy_id", "row"))
-            for r, store in self.stores.items()
+            key: dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids).values_list("galaxy_id", "row"))
+            for key, store in [*self.stores.items(), *self.colour_stores.items()]
         }
 
     def save(self, results: list[GalaxyResult], complete: tuple | None = None) -> None:
         ok = [r for r in results if r.result is not None]
+        coloured = [r for r in ok if r.colour is not None]
         for resolution, store in self.stores.items():
             if ok:
                 rows = np.array([self.rows[resolution][r.galaxy.pk] for r in ok])
                 write_images(store, rows, np.stack([r.result.resized[resolution] for r in ok]))
+        for (resolution, channel), store in self.colour_stores.items():
+            if coloured:
+                rows = np.array([self.rows[(resolution, channel)][r.galaxy.pk] for r in coloured])
+                maps = [r.colour.log_resized if channel == ImageStore.Channel.I else r.colour.colour for r in coloured]
+                write_images(store, rows, np.stack([m[resolution] for m in maps]))
         with transaction.atomic():
             if results:
                 Preprocessed.objects.bulk_create(
                     [self._row(r) for r in results],
                     update_conflicts=True,
                     unique_fields=["galaxy"],
-                    update_fields=["run", "status", "error", "scaling_value", "noise_level", "n_stars_removed", "features"],
+                    update_fields=[
+                        "run",
+                        "status",
+                        "error",
+                        "scaling_value",
+                        "noise_level",
+                        "n_stars_removed",
+                        "features",
+                        "i_band",
+                        "i_scaling_value",
+                    ],
                 )
-                if ok:
-                    StoredImage.objects.filter(store__in=self.stores.values(), galaxy_id__in=[r.galaxy.pk for r in ok]).update(
-                        written=True
-                    )
+                for stores, done in ((self.stores, ok), (self.colour_stores, coloured)):
+                    if done:
+                        StoredImage.objects.filter(store__in=stores.values(), galaxy_id__in=[r.galaxy.pk for r in done]).update(
+                            written=True
+                        )
                 _update_learning_sample(results)
             if complete is not None:
                 runs.complete_chunk(*complete)
@@ -215,6 +278,8 @@ class _Writer:
         row.status, row.error = Preprocessed.Status.OK, ""
         row.scaling_value, row.noise_level = result.scaling_value, result.noise_level
         row.n_stars_removed, row.features = result.n_stars_removed, result.features
+        row.i_band = item.i_band
+        row.i_scaling_value = item.colour.scaling_value if item.colour is not None else None
         return row
 
 
