@@ -128,6 +128,11 @@ def test_i_images_and_colour_maps_are_stored_beside_the_g_images(survey):
     # Nothing is due again: every i cutout was tried.
     again = start_stage("preprocess", survey, resolutions=[48], preset_name="test")
     assert again.items_total == first.items_failed
+    # A later run for g alone (the fast preset, a new size) leaves the i channels as they were.
+    g_only = start_stage("preprocess", survey, resolutions=[48, 56], preset_name="fast")
+    assert g_only.config["image_bands"] == ["g"] and g_only.items_total == first.items_total
+    assert Preprocessed.objects.filter(galaxy__in=coloured, i_band="ok").count() == len(coloured)
+    np.testing.assert_array_equal(load_log_images(coloured, 48, channel="g-i"), maps)
 
 
 @pytest.mark.django_db(transaction=True)

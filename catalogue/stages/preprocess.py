@@ -99,7 +99,9 @@ def plan(
     ids = galaxies_to_preprocess(survey, resolutions, force, bands)
 
     def allocate(_run: Run) -> None:
-        coloured = list(with_i_cutout(survey).filter(pk__in=ids).values_list("pk", flat=True)) if "i" in bands else []
+        due, coloured = set(ids), []
+        if "i" in bands:
+            coloured = [pk for pk in with_i_cutout(survey).order_by("id").values_list("pk", flat=True) if pk in due]
         for resolution in resolutions:
             allocate_rows(get_or_create_store(survey, resolution), ids)
             for channel in COLOUR_CHANNELS if coloured else ():
@@ -229,9 +231,22 @@ class _Writer:
             key: dict(StoredImage.objects.filter(store=store, galaxy_id__in=galaxy_ids).values_list("galaxy_id", "row"))
             for key, store in [*self.stores.items(), *self.colour_stores.items()]
         }
+        # A run for g alone leaves what an earlier run said of the i band (its images stay).
+        self.updated_fields = ["run", "status", "error", "scaling_value", "noise_level", "n_stars_removed", "features"]
+        if "i" in run.config.get("image_bands", ()):
+            self.updated_fields += ["i_band", "i_scaling_value"]
+
+    def has_colour_rows(self, galaxy_id: int) -> bool:
+        """Whether the run allocated the galaxy rows in every i and g - i store it writes."""
+        keys = [(resolution, channel) for resolution in self.run.resolutions for channel in COLOUR_CHANNELS]
+        return all(galaxy_id in self.rows.get(key, {}) for key in keys)
 
     def save(self, results: list[GalaxyResult], complete: tuple | None = None) -> None:
         ok = [r for r in results if r.result is not None]
+        for item in ok:
+            if item.colour is not None and not self.has_colour_rows(item.galaxy.pk):
+                # An i cutout that arrived after the run was planned: the next run stores it.
+                item.colour, item.i_band = None, ""
         coloured = [r for r in ok if r.colour is not None]
         for resolution, store in self.stores.items():
             if ok:
@@ -248,17 +263,7 @@ class _Writer:
                     [self._row(r) for r in results],
                     update_conflicts=True,
                     unique_fields=["galaxy"],
-                    update_fields=[
-                        "run",
-                        "status",
-                        "error",
-                        "scaling_value",
-                        "noise_level",
-                        "n_stars_removed",
-                        "features",
-                        "i_band",
-                        "i_scaling_value",
-                    ],
+                    update_fields=self.updated_fields,
                 )
                 for stores, done in ((self.stores, ok), (self.colour_stores, coloured)):
                     if done:
