@@ -98,13 +98,14 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     assert f"{n_test} galaxies" in page.page.content()
     assert page.page.locator("table tr").count() == min(n_test, 50) + 1
 
-    # A galaxy: three image stages, the GZ2 and prediction figures.
-    galaxy = Galaxy.objects.filter(survey=survey, split="test", preprocessed__status="ok").first()
+    # A galaxy: three image stages, its g - i map (the test preset makes one), the GZ2 and prediction figures.
+    galaxy = Galaxy.objects.filter(survey=survey, split="test", preprocessed__status="ok", preprocessed__i_band="ok").first()
     page.open(f"/galaxies/{galaxy.pk}/", "galaxy")
     images = page.page.locator(".images img")
     assert images.count() >= 3
     assert all(images.nth(i).evaluate("img => img.naturalWidth") == 256 for i in range(images.count()))
-    assert page.plots_rendered() == 2
+    assert page.plots_rendered() == 3
+    assert page.page.locator("#colour-map.js-plotly-plot:has(svg.main-svg)").count() == 1
 
     # A model page with every figure, and the experiments page.
     model = TrainedModel.objects.get(survey=survey, name="g_morph")

@@ -152,4 +152,4 @@ def test_the_star_subtracted_image_is_the_stages_own_star_removal_pixel_for_pixe
     # The test preset also made the i channels: the page draws the galaxy's g - i map with its units.
     page = client.get(f"/galaxies/{galaxy.pk}/").content.decode()
     assert galaxy.preprocessed.i_band == "ok" and 'id="colour-map"' in page and "g - i [mag]" in page
-    assert f"catalogue g - i {galaxy.mag_g - galaxy.mag_i:.2f} mag" in page
+    assert f"The catalogue's g - i: {galaxy.mag_g - galaxy.mag_i:.2f} mag." in page

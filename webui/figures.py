@@ -159,8 +159,8 @@ def gz2_bars(volunteers: np.ndarray | None, cnn1: np.ndarray | None, div_id: str
     return to_div(figure, div_id, height=420)
 
 
-def colour_map(colours: np.ndarray, global_colour: float | None, div_id: str = "colour-map") -> str:
-    """A galaxy's g - i map (AB mag) as a heatmap, blank where a band lacks signal, beside its catalogue colour."""
+def colour_map(colours: np.ndarray, div_id: str = "colour-map") -> str:
+    """A galaxy's g - i map (AB mag) as a heatmap, blank where a band lacks signal."""
     values = np.asarray(colours, dtype=float)
     finite = values[np.isfinite(values)]
     low, high = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.5)).tolist()
@@ -170,17 +170,27 @@ def colour_map(colours: np.ndarray, global_colour: float | None, div_id: str = "
             colorscale="RdBu_r",
             zmin=low,
             zmax=max(high, low + 0.1),
-            colorbar={"title": {"text": "g - i [mag]"}},
+            # Under the map, so a phone's narrow screen shows it too.
+            colorbar={
+                "title": {"text": "g - i [mag]", "side": "top"},
+                "orientation": "h",
+                "y": -0.08,
+                "yanchor": "top",
+                "thickness": 14,
+            },
             hovertemplate="x %{x} px, y %{y} px: g - i = %{z:.2f} mag<extra></extra>",
         )
     )
     title = f"g - i colour map, {values.shape[0]} px"
-    if global_colour is not None:
-        title += f" (catalogue g - i {global_colour:.2f} mag)"
     # Row 0 at the top, as in the images beside it; square pixels.
     axis = {"showticklabels": False, "showgrid": False, "zeroline": False}
-    figure.update_layout(title=title, xaxis=axis, yaxis={**axis, "scaleanchor": "x", "autorange": "reversed"})
-    return to_div(figure, div_id, height=400)
+    figure.update_layout(
+        title=title,
+        xaxis=axis,
+        yaxis={**axis, "scaleanchor": "x", "autorange": "reversed"},
+        margin={"l": 20, "r": 20, "t": 60, "b": 90},
+    )
+    return to_div(figure, div_id, height=460)
 
 
 def predictions_against_target(

@@ -294,6 +294,7 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "prediction_figure": prediction_figure,
             "gz2_figure": gz2_figure,
             "colour_figure": colour_figure,
+            "catalogue_colour": galaxy.mag_g - galaxy.mag_i if galaxy.mag_g is not None and galaxy.mag_i is not None else None,
         },
     )
 
@@ -307,8 +308,7 @@ def _colour_figure(galaxy: Galaxy, pre) -> str:
             colours = load_log_images([galaxy], resolution, channel=ImageStore.Channel.COLOUR)[0]
         except LookupError:
             continue
-        global_colour = galaxy.mag_g - galaxy.mag_i if galaxy.mag_g is not None and galaxy.mag_i is not None else None
-        return figures.colour_map(colours, global_colour)
+        return figures.colour_map(colours)
     return ""
 
 
