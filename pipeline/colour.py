@@ -29,9 +29,9 @@ MIN_COLOUR_SNR = 3.0
 
 @dataclass
 class ColourChannels:
-    """The i band's star-removed square, scaling value and resized log images, and the colour maps."""
+    """The i band's scaling value and resized log images, and the colour maps: only what is
+    stored, so a chunk's results in memory grow with the network sizes, not the cutouts'."""
 
-    cleaned: np.ndarray  # the star-removed i square, nanomaggies per pixel
     scaling_value: float
     noise_level: float
     log_resized: dict[int, np.ndarray] = field(default_factory=dict)
@@ -87,7 +87,6 @@ def colour_channels(
     cleaned, _ = remove_point_sources(square, stars_in_band(g_removal.stars, square, psf_fwhm_i_px), psf_fwhm_i_px, seed)
     scaled = log_scaled_image(cleaned)
     return ColourChannels(
-        cleaned=cleaned,
         scaling_value=scaled.scaling_value,
         noise_level=scaled.noise_level,
         log_resized={size: resize_keep_fov(scaled.image, size) for size in resolutions},
