@@ -1,6 +1,6 @@
 """CNN throughput: training and inference images per second for each network of each preset.
 
-Random images of each network's input size go through ``model.fit`` (the GZ2 loss) and
+Random images of each network's input size (CNN4 on colour: two channels) go through ``model.fit`` (the GZ2 loss) and
 ``model.predict`` in batches; the first batch (graph building) is not timed. Prints one
 JSON object with the device, Keras backend and precision. Run from the repository root:
 
@@ -46,11 +46,11 @@ def device_description() -> str:
     return "unknown"
 
 
-def measure(model, size: int, batch: int, train_batches: int, infer_batches: int) -> dict:
+def measure(model, size: int, batch: int, train_batches: int, infer_batches: int, channels: int = 1) -> dict:
     import keras
 
     rng = np.random.default_rng(0)
-    x = rng.random((batch * max(train_batches, infer_batches), size, size, 1), dtype=np.float32)
+    x = rng.random((batch * max(train_batches, infer_batches), size, size, channels), dtype=np.float32)
     y = rng.random((len(x), model.output.shape[-1]), dtype=np.float32)
     model.compile(optimizer=keras.optimizers.Nadam(1e-3), loss="mse")
     model.fit(x[:batch], y[:batch], batch_size=batch, epochs=1, verbose=0)  # build and warm up
@@ -78,18 +78,21 @@ def main() -> None:
     import keras
 
     from pipeline.cnn import networks
-    from pipeline.presets import CNN_ROLES, cnn_network, preset
+    from pipeline.presets import CNN_ROLES, COLOUR_ROLE, cnn_network, network_roles, preset
 
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     results = {}
     for preset_name in args.presets.split(","):
         config = preset(preset_name)
-        for role in CNN_ROLES[:3]:
+        colour = [COLOUR_ROLE] if COLOUR_ROLE in network_roles(config) else []
+        for role in [*CNN_ROLES[:3], *colour]:  # CNN4 is CNN1's network; CNN4 on colour is its source's on more channels
             network = cnn_network(config, role)
+            channels = len(network.get("channels", ("g",)))
             keras.backend.clear_session()
-            model = networks.build(network["arch"], network["size"], **network["options"])
-            speed = measure(model, network["size"], args.batch, args.train_batches, args.infer_batches)
+            options = {**network["options"], **({"channels": channels} if channels > 1 else {})}
+            model = networks.build(network["arch"], network["size"], **options)
+            speed = measure(model, network["size"], args.batch, args.train_batches, args.infer_batches, channels)
             results[f"{preset_name}/{role}_{network['arch']}_{network['size']}px"] = {"params": model.count_params(), **speed}
     print(
         json.dumps(

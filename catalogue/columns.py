@@ -201,7 +201,9 @@ TAP_COLUMNS: tuple[Column, ...] = (
     Column("survey_id", None, "id of the survey (surveys.survey_id)", "meta.id", "int"),
     Column("model_id", None, "id of the model (models.model_id)", "meta.id", "int"),
     Column("model_set_id", None, "id of the model set (model_sets.model_set_id)", "meta.id", "int"),
-    Column("model_name", None, "the named M/L model: g, g_morph, gi, gi_morph, powerlaw_g, powerlaw_gi", "meta.id", "str"),
+    Column(
+        "model_name", None, "the named M/L model: constant, lgz, powerlaw_gi, gi, g_morph, gi_morph, gi_images", "meta.id", "str"
+    ),
     Column("name", None, "name", "meta.id;meta.main", "str"),
     Column("kind", None, "cnn, gbm or baseline", "meta.code.class", "str"),
     Column("preset", None, "named configuration the model or set was trained with (test, fast, paper)", "meta.code", "str"),

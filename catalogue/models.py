@@ -242,8 +242,8 @@ class TrainedModel(models.Model):
 class ModelSet(models.Model):
     """The networks and named M/L models of one training, named ``<survey>@<run>``: what travels.
 
-    A set is made when a gbm run succeeds: its six named models (with their intervals and
-    support models inside the artifacts) and the four networks whose features they read.
+    A set is made when a gbm run succeeds: its named models (with their intervals and
+    support models inside the artifacts) and the networks whose features they read.
     Applying it to another survey preprocesses at its resolutions, extracts features with
     its networks and predicts with its models; nothing is trained. ``is_current`` is an
     alias staff move (one per training survey); moving it never changes stored predictions.

@@ -25,8 +25,8 @@ from catalogue.models import (
     TrainedModel,
 )
 from pipeline import gz2
-from pipeline.presets import CNN_GROUP_SETS, CNN_ROLES
-from pipeline.regression import NAMED_MODEL_NAMES
+from pipeline.presets import CNN_GROUP_SETS, CNN_ROLES, COLOUR_ROLE, OPTIONAL_GROUPS
+from pipeline.regression import NAMED_MODEL_NAMES, REQUIRED_MODEL_NAMES
 from pipeline.sky import cone_index_ranges, unit_vector
 
 
@@ -64,6 +64,9 @@ def latest_cnn_models(survey: Survey, preset_name: str) -> dict[str, TrainedMode
         survey=survey, kind=TrainedModel.Kind.CNN, preset=preset_name, run__status=Run.Status.SUCCEEDED
     ).order_by("-run__finished", "-pk")
     found = {role: finished.filter(name=role).first() for role in CNN_ROLES}
+    colour, cnn4 = finished.filter(name=COLOUR_ROLE).first(), found["cnn4"]
+    if colour is not None and cnn4 is not None and colour.run_id == cnn4.run_id:  # not an older run's beside newer CNN1-4
+        found[COLOUR_ROLE] = colour
     return {role: model for role, model in found.items() if model is not None}
 
 
@@ -77,7 +80,8 @@ def latest_feature_sets(survey: Survey) -> dict[str, FeatureSet]:
     """
     run = latest_succeeded_run(survey, RunStage.FEATURES)
     sets = {fs.name: fs for fs in FeatureSet.objects.filter(run=run)} if run else {}
-    missing = [name for names in CNN_GROUP_SETS.values() for name in names if name not in sets]
+    required = [names for group, names in CNN_GROUP_SETS.items() if group not in OPTIONAL_GROUPS]
+    missing = [name for names in required for name in names if name not in sets]
     if missing:
         raise ValueError(
             f"survey {survey.name} has no complete CNN features (missing {', '.join(missing)}); run the features stage first"
@@ -95,7 +99,7 @@ def latest_named_models(survey: Survey) -> dict[str, TrainedModel]:
     """
     run = latest_succeeded_run(survey, RunStage.GBM)
     found = {m.name: m for m in TrainedModel.objects.filter(run=run, name__in=NAMED_MODEL_NAMES)} if run else {}
-    if len(found) < len(NAMED_MODEL_NAMES):
+    if not set(REQUIRED_MODEL_NAMES) <= set(found):
         raise ValueError(f"survey {survey.name} has no trained M/L models yet; run the gbm stage first")
     return found
 

@@ -157,7 +157,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("API_ANON_RATE", "600/minute"),
         "user": os.environ.get("API_USER_RATE", "6000/minute"),
-        # One galaxy through four networks and six models: a CPU-second each, so fewer.
+        # One galaxy through four networks and up to seven models: a CPU-second each, so fewer.
         "predict": os.environ.get("API_PREDICT_RATE", "120/minute"),
     },
 }

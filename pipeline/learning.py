@@ -12,7 +12,8 @@ column once, in one float32 matrix, with the groups as lists of column names:
   5 x 5), the cutout size in pixels and the scaling value of Eq. 1;
 * ``distance``: redshift and pixel size in kpc;
 * ``cnn123``: CNN1-3's GZ2 probabilities and CNN1's pooled activations; ``cnn4``: CNN4's
-  37 next-to-last activations;
+  37 next-to-last activations; ``cnn4gi``: those of CNN4 on colour (g and i images), where
+  the survey has them (an optional group: :meth:`LearningData.covered`);
 * ``band_<b>``: the catalogue luminosity in band b (Lsun in that band), from the
   extinction-corrected model magnitude and the luminosity distance;
 * ``magnitudes``: mag_g and mag_i (AB), the input of the g - i power law.
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.photometry import luminosity_lsun, nanomaggies_to_lsun
+from pipeline.presets import OPTIONAL_GROUPS
 
 LUMINOSITY = ("lum_sum", "lum_mean", "lum_max", "lum_min", "lum_std", "lum_center", "lum_center5")
 IMAGE = ("log_sum", "log_mean", "log_std", "log_center", "log_center5", "image_size", "scaling_value")
@@ -38,6 +40,8 @@ BANDS = ("u", "g", "r", "i", "z")
 BAND_SETS = ("g", "gi", "gri", "griz", "ugriz")
 #: The groups of the paper's main model (the g image and its redshift).
 MORPHOLOGY_MODEL_GROUPS = ("luminosity", "image", "distance", "cnn123", "cnn4")
+#: gi_images' groups: the morphology model's with CNN4 on colour in place of CNN4 on g.
+COLOUR_IMAGE_MODEL_GROUPS = ("luminosity", "image", "distance", "cnn123", "cnn4gi")
 
 
 def flux_name(luminosity_name: str) -> str:
@@ -96,6 +100,19 @@ class LearningData:
         size = columns[:, self.index["image_size"]].astype(float) * columns[:, self.index["pixel_kpc"]].astype(float)
         return {"redshift": columns[:, self.index["redshift"]].astype(float), "luminosity": self.lum_g[rows], "size_kpc": size}
 
+    def covered(self, groups: tuple[str, ...], rows: np.ndarray | None = None) -> np.ndarray:
+        """Per galaxy (of ``rows``, default all): whether it has every optional group among
+        ``groups`` (CNN4 on colour's features need an i image). A model reading an optional
+        group learns from and predicts only these galaxies: a galaxy without its i image gets
+        the g models' predictions, not a guess for 37 missing values."""
+        n = len(self.galaxy_ids) if rows is None else len(rows)
+        present = np.ones(n, dtype=bool)
+        for group in groups:
+            if group in OPTIONAL_GROUPS:
+                columns = self.matrix(self.groups[group], rows)
+                present &= np.isfinite(columns).any(axis=1) if columns.shape[1] else False
+        return present
+
     def rows(self, split: str) -> np.ndarray:
         """Indices of the galaxies of a split that have a usable M/L target and error."""
         usable = np.isfinite(self.target) & (self.target > 0) & np.isfinite(self.error)
@@ -151,8 +168,9 @@ def assemble(
     """Build :class:`LearningData` from per-galaxy arrays (NaN where a value is missing).
 
     ``image_features`` maps the preprocessing feature names (:data:`LUMINOSITY`,
-    :data:`IMAGE`, ``pixel_kpc``) to arrays; ``cnn_groups`` maps ``cnn123`` and ``cnn4``
-    to (matrix, column names); ``cnn1_probabilities`` is CNN1's (N, 37) GZ2 output.
+    :data:`IMAGE`, ``pixel_kpc``) to arrays; ``cnn_groups`` maps ``cnn123``, ``cnn4`` (and
+    ``cnn4gi`` where made) to (matrix, column names); ``cnn1_probabilities`` is CNN1's
+    (N, 37) GZ2 output.
     """
     from pipeline.metrics import morphology_class
 

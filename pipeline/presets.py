@@ -15,13 +15,16 @@ a galaxy's features then do not depend on how the survey happened to orient it. 
 its gain on held-out galaxies has been measured.
 
 ``image_bands`` are the bands the preprocess stage stores images of: ``g`` always, and with
-``i`` each galaxy's i image and g - i colour map beside it (:mod:`pipeline.colour`), for
-networks that see colour. ``test`` makes them, so CI exercises it; ``fast`` and ``paper``
-keep g alone until a network reads them.
+``i`` each galaxy's i image and g - i colour map beside it (:mod:`pipeline.colour`).
 
 ``cnn`` maps each role to its network: ``arch`` (a builder of ``pipeline.cnn.networks``),
 ``size`` (input pixels, a preprocessing resolution) and builder ``options``. CNN4 (``ml``)
 is always CNN1's network retrained on M/L, so it has no entry of its own.
+
+``colour_network`` is CNN4 on colour (:data:`COLOUR_ROLE`, trained where ``image_bands``
+holds i): the network of the role named by ``from`` (a custom network, whose trained
+weights it starts from) with one input channel per entry of ``channels`` (``g`` and ``i``
+log images, or ``g`` and the ``g-i`` map), retrained on M/L as CNN4 is.
 """
 
 from __future__ import annotations
@@ -29,21 +32,31 @@ from __future__ import annotations
 import copy
 from types import MappingProxyType
 
-#: role -> the name its model and features are stored under.
+#: The paper's four networks, trained on every survey: the names their models and features are stored under.
 CNN_ROLES = ("cnn1", "cnn2", "cnn3", "cnn4")
+#: CNN4 on colour images: trained where the preset's image_bands hold i and the survey has them.
+COLOUR_ROLE = "cnn4gi"
+#: Every role a run can train, in training order (the colour role starts from CNN1-3's weights).
+ALL_ROLES = (*CNN_ROLES, COLOUR_ROLE)
 #: role -> the layers whose activations are features (docs/stages.md).
 FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
     "cnn1": ("gz2", "pool"),
     "cnn2": ("gz2",),
     "cnn3": ("gz2",),
     "cnn4": ("gz2_logits",),
+    COLOUR_ROLE: ("gz2_logits",),
 }
+#: Roles trained on M/L (the others on GZ2 probabilities).
+ML_ROLES = ("cnn4", COLOUR_ROLE)
 
-#: The CNN feature sets (``role.layer``) of each GBM feature group: CNN1-3's and CNN4's.
+#: The CNN feature sets (``role.layer``) of each GBM feature group: CNN1-3's, CNN4's and CNN4 on colour's.
 CNN_GROUP_SETS: dict[str, tuple[str, ...]] = {
     "cnn123": tuple(f"{role}.{layer}" for role in CNN_ROLES[:3] for layer in FEATURE_LAYERS[role]),
     "cnn4": tuple(f"cnn4.{layer}" for layer in FEATURE_LAYERS["cnn4"]),
+    COLOUR_ROLE: tuple(f"{COLOUR_ROLE}.{layer}" for layer in FEATURE_LAYERS[COLOUR_ROLE]),
 }
+#: Groups a survey may lack (no i images): a model reading one is fitted and predicts only where it is present.
+OPTIONAL_GROUPS = (COLOUR_ROLE,)
 
 PRESETS = MappingProxyType(
     {
@@ -56,6 +69,7 @@ PRESETS = MappingProxyType(
                     "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
                     "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
                 },
+                "colour_network": {"from": "cnn1", "channels": ("g", "i")},
                 "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
                 "feature_chunk_size": 100,
                 "feature_symmetries": 8,
@@ -81,10 +95,12 @@ PRESETS = MappingProxyType(
                     "cnn2": {"arch": "custom", "size": 48, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
                     "cnn3": {"arch": "custom", "size": 69, "options": {"width": 0.5, "dense_units": 128, "dropout": 0.1}},
                 },
-                "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3},
+                "colour_network": {"from": "cnn1", "channels": ("g", "i")},
+                # early stopping: CNN4's best epoch came at 4 of 20 on the demo survey
+                "training": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3, "lr_patience": 3, "stop_patience": 6},
                 "feature_chunk_size": 500,
                 "feature_symmetries": 1,
-                "image_bands": ("g",),
+                "image_bands": ("g", "i"),
                 # A few thousand training galaxies: smaller leaves than the paper's 150 are on the grid.
                 "gbm": {
                     "params": {"learning_rate": 0.05},
@@ -101,10 +117,12 @@ PRESETS = MappingProxyType(
                     "cnn2": {"arch": "xception", "size": 128, "options": {}},
                     "cnn3": {"arch": "custom", "size": 69, "options": {}},
                 },
+                # CNN1 is a ResNet50: the colour network is the paper's own (CNN3's) on two channels
+                "colour_network": {"from": "cnn3", "channels": ("g", "i")},
                 "training": {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3, "lr_patience": 4},
                 "feature_chunk_size": 2000,
                 "feature_symmetries": 1,
-                "image_bands": ("g",),
+                "image_bands": ("g", "i"),
                 "gbm": {"params": {}, "grid": "paper"},
             }
         ),
@@ -121,8 +139,22 @@ def preset(name: str) -> dict:
 
 
 def cnn_network(config: dict, role: str) -> dict:
-    """The network of a CNN role; CNN4 shares CNN1's."""
+    """The network of a CNN role; CNN4 shares CNN1's, the colour role that of its ``from`` role
+    (with its ``channels``)."""
+    if role == COLOUR_ROLE:
+        colour = config["colour_network"]
+        return {**config["cnn"][colour["from"]], "channels": list(colour["channels"]), "from": colour["from"]}
     return config["cnn"]["cnn1" if role == "cnn4" else role]
+
+
+def network_roles(config: dict) -> tuple[str, ...]:
+    """The roles a cnn run of this preset trains: CNN1-4, and CNN4 on colour where its images are made."""
+    return ALL_ROLES if "i" in image_bands(config) and config.get("colour_network") else CNN_ROLES
+
+
+def input_channels(config: dict, role: str) -> tuple[str, ...]:
+    """The image-store channels a role's network reads, stacked in this order."""
+    return tuple(cnn_network(config, role).get("channels", ("g",)))
 
 
 def image_bands(config: dict) -> tuple[str, ...]:

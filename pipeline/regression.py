@@ -1,7 +1,8 @@
 """The named M/L models: which features and method each uses, and how it is fitted and scored.
 
-Every full run stores the six models of :data:`NAMED_MODELS` under these names (the
-paper's baselines and its two morphology models); experiments fit further
+Every full run stores the models of :data:`NAMED_MODELS` under these names (the paper's
+baselines, its two morphology models and ``gi_images``, which reads CNN4 on colour's
+features where the survey has i images: :func:`fittable`); experiments fit further
 :class:`ModelSpec` s freely. Fitting follows the paper's Sect. 3.4: GBM hyper-parameters by
 5-fold cross-validation on the training split (when a grid is given), early stopping on
 the validation split and, for the morphology models, a retrain on the top-k features by
@@ -20,10 +21,11 @@ from sklearn.model_selection import KFold
 
 from pipeline.gbm import ConstantML, GBMRegressor
 from pipeline.intervals import CV_FOLDS, LEVELS, Difficulty, IntervalModel, calibration, quantile_bins, stellar_mass_interval
-from pipeline.learning import MORPHOLOGY_MODEL_GROUPS, LearningData
+from pipeline.learning import COLOUR_IMAGE_MODEL_GROUPS, MORPHOLOGY_MODEL_GROUPS, LearningData
 from pipeline.metrics import MORPHOLOGY_CLASSES, l1_per_galaxy, metrics_by_class, ml_metrics
 from pipeline.model_selection import cross_validate_grid, permutation_l1_importance, top_features
 from pipeline.powerlaw import PowerLawGI
+from pipeline.presets import OPTIONAL_GROUPS
 from pipeline.support import SupportModel
 
 METHODS = ("constant", "gbm", "powerlaw")
@@ -58,9 +60,19 @@ NAMED_MODELS = (
     ModelSpec("gi", "gbm", bands="gi"),
     ModelSpec("g_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, select_top=50),
     ModelSpec("gi_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, bands="gi", select_top=50),
+    # beyond the paper: CNN4 on the g and i images in place of CNN4 on g (fitted where the survey has them)
+    ModelSpec("gi_images", "gbm", groups=COLOUR_IMAGE_MODEL_GROUPS, bands="gi", select_top=50),
 )
 NAMED = {spec.name: spec for spec in NAMED_MODELS}
 NAMED_MODEL_NAMES = tuple(NAMED)
+#: The named models every full run stores, whatever the survey's bands: those reading no optional group.
+REQUIRED_MODEL_NAMES = tuple(spec.name for spec in NAMED_MODELS if not set(spec.groups) & set(OPTIONAL_GROUPS))
+
+
+def fittable(specs, absent_groups) -> list:
+    """The specs that read none of ``absent_groups`` (a survey without i images has no
+    CNN4-on-colour features, so ``gi_images`` is not fitted on it)."""
+    return [spec for spec in specs if not set(spec.groups) & set(absent_groups)]
 
 
 @dataclass
@@ -83,8 +95,10 @@ class FittedModel:
     oof: dict = field(default_factory=dict)
 
     def predict(self, data: LearningData, rows: np.ndarray | None = None) -> np.ndarray:
-        """Predicted M/L (Msun/Lsun_g); NaN where the method cannot predict (no g - i colour)."""
-        return np.asarray(self.estimator.predict(data.matrix(self.features, rows)), dtype=float)
+        """Predicted M/L (Msun/Lsun_g); NaN where the method cannot predict (no g - i colour, no
+        features of an optional group the model reads)."""
+        point = np.asarray(self.estimator.predict(data.matrix(self.features, rows)), dtype=float)
+        return np.where(data.covered(self.spec.groups, rows), point, np.nan)
 
     def uncertainty(self, data: LearningData, rows: np.ndarray | None = None) -> dict:
         """Point M/L, its calibrated intervals and stellar-mass intervals, and out-of-support reasons.
@@ -94,7 +108,7 @@ class FittedModel:
         list of strings per galaxy, empty inside the training support).
         """
         X = data.matrix(self.features, rows)
-        point = np.asarray(self.estimator.predict(X), dtype=float)
+        point = np.where(data.covered(self.spec.groups, rows), np.asarray(self.estimator.predict(X), dtype=float), np.nan)
         usable = np.isfinite(point) & (point > 0)
         safe = np.where(usable, point, 1.0)
         select = slice(None) if rows is None else rows
@@ -147,6 +161,7 @@ def fit_model(
     started = time.perf_counter()
     train = data.rows("train") if train_rows is None else np.asarray(train_rows)
     val = data.rows("val")
+    train, val = train[data.covered(spec.groups, train)], val[data.covered(spec.groups, val)]
     if not len(train) or not len(val):
         raise ValueError(f"{spec.name}: {len(train)} training and {len(val)} validation galaxies have an M/L target")
     features = data.feature_names(spec.groups, spec.bands)

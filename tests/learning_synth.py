@@ -19,9 +19,10 @@ EXPERIMENT_TABLE_ROWS = {
     "ablation": 6,
     "colour": 3,
     "losses": 9,
-    "band_sets": 10,
-    "significance": 2,
+    "band_sets": 11,  # with gi_images beside g, i + morphology
+    "significance": 3,
     "half_data": 2,
+    "colour_images": 3,
 }
 GBM_TEST_PARAMS = {
     "num_leaves": 15,

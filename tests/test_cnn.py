@@ -11,7 +11,7 @@ from django.core.management import call_command
 from catalogue.models import FeatureSet, FeatureVector, Galaxy, Run, Survey, TrainedModel
 from catalogue.selectors import feature_matrix
 from catalogue.services.artifacts import load_keras_model
-from catalogue.services.image_store import row_reader, written_rows
+from catalogue.services.image_store import row_reader, stacked_reader, stacked_rows, written_rows
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.start import start_stage
 from pipeline import gz2
@@ -78,6 +78,73 @@ def test_builders_return_named_models_with_named_feature_layers():
         networks.build_resnet50(64, weights_path="/nonexistent/resnet50_notop.h5")
     with pytest.raises(ValueError, match="at least 46 px"):
         networks.build_custom_cnn(32)
+
+
+def test_the_colour_network_starts_as_cnn1_on_g_and_learns_what_i_adds():
+    """CNN4 on colour: CNN1's weights on a stack of g and i, the i channel's kernel zero at the start."""
+    keras.utils.set_random_seed(0)
+    options = {"width": 0.125, "dense_units": 16, "dropout": 0.0}
+    cnn1 = networks.build_custom_cnn(48, **options)
+    colour = networks.build_colour_ml_network(cnn1, options, 2, name="cnn4gi_custom")
+    assert colour.name == "cnn4gi_custom" and colour.input.shape[1:] == (48, 48, 2) and colour.output.shape[-1] == 1
+    rng = np.random.default_rng(2)
+    g, i = rng.random((3, 48, 48, 1), dtype=np.float32), rng.random((3, 48, 48, 1), dtype=np.float32)
+    stacked = np.concatenate([g, i], axis=-1)
+    logits = keras.Model(colour.inputs, colour.get_layer("gz2_logits").output)
+    on_g = keras.Model(cnn1.inputs, cnn1.get_layer("gz2_logits").output)
+    np.testing.assert_allclose(logits.predict(stacked, verbose=0), on_g.predict(g, verbose=0), rtol=1e-5, atol=1e-6)
+    kernel, bias = colour.get_layer("conv1").get_weights()
+    kernel[:, :, 1] = rng.normal(0, 0.3, kernel[:, :, 1].shape)  # once trained, the i channel counts
+    colour.get_layer("conv1").set_weights([kernel, bias])
+    other_i = np.concatenate([g, rng.random((3, 48, 48, 1), dtype=np.float32)], axis=-1)
+    assert not np.allclose(logits.predict(stacked, verbose=0), logits.predict(other_i, verbose=0), atol=1e-4)
+    with pytest.raises(ValueError, match="one-channel"):
+        networks.build_colour_ml_network(networks.build_custom_cnn(48, channels=2, **options), options, 2)
+
+
+def test_stacked_channels_are_augmented_and_turned_alike():
+    """A two-channel batch: the same random rotation, zoom and flip in both channels, and under
+    test-time symmetries the mean features of a colour network do not change when the galaxy turns."""
+    rng = np.random.default_rng(4)
+    plane = rng.random((48, 48)).astype(np.float32)
+    stack = np.stack([plane, 2 * plane], axis=-1)
+    moved = augment(stack, np.random.default_rng(5))
+    assert moved.shape == (48, 48, 2) and not np.allclose(moved[..., 0], plane)
+    np.testing.assert_allclose(moved[..., 1], 2 * moved[..., 0], rtol=1e-5, atol=1e-6)
+    images = np.stack([stack, np.rot90(stack, 1, axes=(0, 1)), stack[:, ::-1]])
+    rows = np.stack([np.arange(3), np.arange(3)], axis=1)  # (N, channels) rows, as stacked_rows gives them
+    data = ImageBatches(lambda r: np.ascontiguousarray(images[np.asarray(r)[:, 0]]), rows, None, 3, augment=True, seed=1)
+    (batch,) = data[0]
+    assert batch.shape == (3, 48, 48, 2)
+    np.testing.assert_allclose(batch[..., 1], 2 * batch[..., 0], rtol=1e-5, atol=1e-6)
+    keras.utils.set_random_seed(0)
+    options = {"width": 0.125, "dense_units": 16, "dropout": 0.0}
+    colour = networks.build_colour_ml_network(networks.build_custom_cnn(48, **options), options, 2)
+    kernel, bias = colour.get_layer("conv1").get_weights()
+    kernel[:, :, 1] = rng.normal(0, 0.3, kernel[:, :, 1].shape)  # the i channel read too
+    colour.get_layer("conv1").set_weights([kernel, bias])
+    plain = ImageBatches(lambda r: np.ascontiguousarray(images[np.asarray(r)[:, 0]]), rows, None, 3)
+    once = predict_layers(colour, ["gz2_logits"], plain)["gz2_logits"]
+    eight = predict_layers(colour, ["gz2_logits"], plain, symmetries=8)["gz2_logits"]
+    assert not np.allclose(once[0], once[1], rtol=1e-3, atol=1e-5)
+    for k in (1, 2):
+        np.testing.assert_allclose(eight[k], eight[0], rtol=1e-4, atol=1e-6)
+
+
+def test_training_stops_early_when_the_validation_loss_stops_improving():
+    """stop_patience: no better validation epoch in that many epochs ends training, the best one kept."""
+    from pipeline.cnn.training import TrainingConfig, train
+
+    keras.utils.set_random_seed(0)
+    model = networks.build_custom_cnn(48, width=0.125, dense_units=8, dropout=0.0)
+    images = np.random.default_rng(0).random((16, 48, 48), dtype=np.float32)
+    targets = np.full((16, gz2.N_ANSWERS), 0.5, np.float32)
+    data = ImageBatches(lambda rows: images[rows], np.arange(16), targets, 8)
+    frozen = TrainingConfig(epochs=10, batch_size=8, learning_rate=0.0, stop_patience=2)  # nothing can improve
+    result = train(model, data, data, frozen)
+    assert len(result.history["val_loss"]) == 3 and result.best_epoch == 1  # the first, then 2 without gain
+    everything = train(model, data, data, TrainingConfig(epochs=4, batch_size=8, learning_rate=0.0))
+    assert len(everything.history["val_loss"]) == 4  # 0: no early stopping (the paper's 30 epochs)
 
 
 def test_weighted_l1_uses_the_error_floor():
@@ -160,21 +227,27 @@ def cnn_media(trained, settings):
 
 
 @pytest.mark.django_db
-def test_the_cnn_stage_trains_and_stores_all_four_networks(cnn_media):
+def test_the_cnn_stage_trains_and_stores_all_five_networks(cnn_media):
     survey, run, _, _ = cnn_media
     run.refresh_from_db()
     assert run.status == "succeeded", run.message
     models = {m.name: m for m in TrainedModel.objects.filter(run=run)}
-    assert set(models) == {"cnn1", "cnn2", "cnn3", "cnn4"}
+    assert set(models) == {"cnn1", "cnn2", "cnn3", "cnn4", "cnn4gi"}
     for role, model in models.items():
         assert model.preset == "test" and model.survey == survey and model.artifact.name.endswith(".keras")
         assert model.hyperparameters["training"]["epochs"] == 2 and model.hyperparameters["size"] == 48
         assert len(model.curves["loss"]) == len(model.curves["val_loss"]) == 2
         assert model.metrics["n_train"] > 50 and model.metrics["best_epoch"] in (1, 2)
         assert set(model.hyperparameters["feature_widths"]) == set(FEATURE_LAYERS[role])
-        if role != "cnn4":
+        if role not in ("cnn4", "cnn4gi"):
             assert 0 < model.metrics["rmse"] < 0.5 and set(model.metrics["per_task"]) == {t.id for t in gz2.TASKS}
     assert -1 <= models["cnn4"].metrics["best_feature_spearman"] <= 1
+    # CNN4 on colour: CNN1's network on g and i, trained on the train galaxies with both images.
+    colour = models["cnn4gi"]
+    assert colour.hyperparameters["channels"] == ["g", "i"] and colour.hyperparameters["from"] == "cnn1"
+    assert colour.hyperparameters["options"] == models["cnn1"].hyperparameters["options"]
+    assert 0.9 * models["cnn4"].metrics["n_train"] <= colour.metrics["n_train"] <= models["cnn4"].metrics["n_train"]
+    assert colour.metrics["val_weighted_l1"] > 0 and colour.metrics["n_val"] == models["cnn4"].metrics["n_val"]
     # CNN1-3 saw only galaxies with GZ2 votes; CNN4 every train galaxy with a target.
     with_votes = Galaxy.objects.filter(survey=survey, status="ok", split="train", gz2__isnull=False).count()
     assert models["cnn1"].metrics["n_train"] <= with_votes < models["cnn4"].metrics["n_train"]
@@ -186,7 +259,8 @@ def test_features_are_stored_for_every_galaxy_and_read_back_as_one_matrix(cnn_me
     run.refresh_from_db()
     assert run.status == "succeeded", run.message
     sets = {s.name: s for s in FeatureSet.objects.filter(run=run).order_by("name")}  # cnn1.gz2 first
-    assert list(sets) == ["cnn1.gz2", "cnn1.pool", "cnn2.gz2", "cnn3.gz2", "cnn4.gz2_logits"]
+    assert list(sets) == ["cnn1.gz2", "cnn1.pool", "cnn2.gz2", "cnn3.gz2", "cnn4.gz2_logits", "cnn4gi.gz2_logits"]
+    colour = sets.pop("cnn4gi.gz2_logits")
     assert sets["cnn1.gz2"].feature_names[0] == "cnn1_custom.p_a01_smooth"
     assert sets["cnn1.pool"].feature_names[3] == "cnn1_custom.pool_0003"
     galaxies = list(Galaxy.objects.filter(survey=survey).exclude(status="rejected").order_by("id").values_list("id", flat=True))
@@ -206,6 +280,15 @@ def test_features_are_stored_for_every_galaxy_and_read_back_as_one_matrix(cnn_me
     missing = Galaxy.objects.filter(survey=survey, status="rejected").first().pk
     both, _ = feature_matrix([sets["cnn3.gz2"]], [missing, int(with_images[0])])
     assert np.isnan(both[0]).all() and np.isfinite(both[1]).all()
+    # CNN4 on colour's features: every galaxy with g and i images, read through one stacked reader.
+    stores, coloured, rows = stacked_rows(survey, 48, with_images, ("g", "i"))
+    assert len(coloured) >= 0.95 * len(with_images) and rows.shape == (len(coloured), 2)
+    assert FeatureVector.objects.filter(feature_set=colour).count() == len(coloured)
+    assert colour.feature_names[0] == "cnn4gi_custom.penultimate_00" and colour.symmetries == 8
+    stacked = stacked_reader(stores)(rows[:5])
+    np.testing.assert_array_equal(stacked[..., 0], row_reader(stores[0])(rows[:5, 0]))
+    _, _, map_rows = stacked_rows(survey, 48, coloured[:5], ("g", "g-i"))
+    assert np.isfinite(stacked_reader(stacked_rows(survey, 48, coloured[:5], ("g", "g-i"))[0])(map_rows)).all()
 
 
 @pytest.mark.django_db

@@ -70,14 +70,31 @@ def inject_out_of_selection(bundle: Path, out: Path) -> Path:
     return out
 
 
+#: Ordinary galaxies of the bundle whose i cutouts are deleted before ingest (every 12th).
+NO_I_EVERY = 12
+
+
+def delete_i_cutouts(bundle: Path) -> set[int]:
+    """Delete the i cutout of every NO_I_EVERY-th ordinary galaxy; returns their objids."""
+    truth = Table.read(bundle / "truth.csv", format="ascii.csv")
+    masked = np.ma.getmaskarray(truth["fault"])
+    ordinary = [int(o) for o, f, m in zip(truth["objid"], truth["fault"], masked, strict=True) if m or not str(f).strip()]
+    gone = set(ordinary[::NO_I_EVERY])
+    for objid in gone:
+        (bundle / "images" / f"{objid}_i.fits").unlink()
+    return gone
+
+
 @pytest.fixture(scope="module")
 def modelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_factory):  # noqa: ARG001 - ordering
-    """A synthetic survey (with three out-of-selection galaxies) through every stage with the test preset."""
+    """A synthetic survey (with three out-of-selection galaxies, and some without i cutouts)
+    through every stage with the test preset."""
     from django.conf import settings
 
     media = tmp_path_factory.mktemp("gbm-media")
     old_media, settings.MEDIA_ROOT = settings.MEDIA_ROOT, media
     bundle = inject_out_of_selection(synthetic_bundle, tmp_path_factory.mktemp("injected") / "bundle")
+    no_i = delete_i_cutouts(bundle)
     with django_db_blocker.unblock():
         ingest_bundle(bundle, "gbm")
         survey = Survey.objects.get(name="gbm")
@@ -90,7 +107,7 @@ def modelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_fact
             "experiments": start_stage("experiments", survey, preset_name="test"),
             "predict": start_stage("predict", survey, preset_name="test"),
         }
-        yield survey, stage_runs, media
+        yield survey, stage_runs, media, no_i
         Survey.objects.filter(pk=survey.pk).delete()
     settings.MEDIA_ROOT = old_media
 
@@ -102,8 +119,8 @@ def stages(modelled, settings):
 
 
 @pytest.mark.django_db
-def test_the_gbm_stage_stores_the_six_named_models(stages):
-    survey, stage_runs, _ = stages
+def test_the_gbm_stage_stores_the_seven_named_models(stages):
+    survey, stage_runs, *_ = stages
     run = Run.objects.get(pk=stage_runs["gbm"].pk)
     assert run.status == "succeeded", run.error or run.message
     models = {m.name: m for m in TrainedModel.objects.filter(run=run)}
@@ -112,24 +129,77 @@ def test_the_gbm_stage_stores_the_six_named_models(stages):
     features_sets = dict(FeatureSet.objects.filter(run=stage_runs["features"]).values_list("name", "pk"))
     data, _ = load_learning_data(survey, features_sets)
     test = data.rows("test")
+    coloured = test[data.covered(("cnn4gi",), test)]
+    assert len(test) - 5 < len(coloured) < len(test)  # a few test galaxies have no i image
     for name, model in models.items():
         assert model.preset == "test" and model.artifact.name.endswith(".pkl")
         assert model.hyperparameters["feature_sets"] == features_sets  # the features it read, by version
-        assert model.metrics["test"]["n"] == len(test) > 5 and model.metrics["val"]["l1"] > 0
+        rows = coloured if name == "gi_images" else test  # gi_images predicts where CNN4 on colour could look
+        assert model.metrics["test"]["n"] == len(rows) > 5 and model.metrics["val"]["l1"] > 0
+        assert model.metrics["test"]["n_unpredicted"] == len(test) - len(rows)
         fitted = load_pickle(model.artifact.name)
-        predicted = fitted.predict(data, test)
-        l1 = np.mean(np.abs(predicted - data.target[test]) / np.maximum(data.error[test], 0.05 * data.target[test]))
+        predicted = fitted.predict(data, rows)
+        l1 = np.mean(np.abs(predicted - data.target[rows]) / np.maximum(data.error[rows], 0.05 * data.target[rows]))
         assert l1 == pytest.approx(model.metrics["test"]["l1"], rel=1e-6), name  # the stored metric is the model's
     importance = models["gi"].metrics["permutation_importance"]
     assert [n for n, _ in importance] and importance == sorted(importance, key=lambda item: -item[1])
     assert set(models["g_morph"].metrics["test_per_class"]) <= {"irregular", "edge-on", "disk", "elliptical"}
     assert "L_g/L_i" in models["gi"].hyperparameters["features"]
     assert models["g_morph"].hyperparameters["selection"]["top_k"] == 50
+    # gi_images: gi_morph's groups with CNN4 on colour's features in place of CNN4 on g's.
+    features = models["gi_images"].hyperparameters
+    assert features["groups"] == ["luminosity", "image", "distance", "cnn123", "cnn4gi"] and features["bands"] == "gi"
+    read = features["features"]
+    assert any(f.startswith("cnn4gi_custom.") for f in read) and not any(f.startswith("cnn4_custom.") for f in read)
+    assert (
+        models["gi_images"].metrics["calibration"]["calibrated_on"]["galaxies"]
+        < models["gi_morph"].metrics["calibration"]["calibrated_on"]["galaxies"]
+    )  # calibrated on the galaxies it learns from: those with i images
+
+
+@pytest.mark.django_db
+def test_galaxies_without_an_i_image_get_every_g_model_and_no_colour_image_guess(stages):
+    survey, stage_runs, _, no_i = stages
+    assert no_i
+    galaxies = Galaxy.objects.filter(survey=survey, objid__in=no_i, status="ok")
+    assert galaxies.count() == len(no_i)  # ingested with their g cutouts
+    predicted = dict(
+        Prediction.objects.filter(galaxy__in=galaxies, model__run=stage_runs["gbm"])
+        .values_list("model__name")
+        .annotate(n=Count("id"))
+    )
+    for name in ("constant", "lgz", "gi", "g_morph", "gi_morph"):
+        assert predicted[name] == len(no_i), name
+    assert "gi_images" not in predicted
+    run = Run.objects.get(pk=stage_runs["predict"].pk)
+    assert run.result["unpredicted"]["gi_images"] >= len(no_i)
+    coloured = Galaxy.objects.filter(survey=survey, status="ok", preprocessed__i_band="ok")
+    assert Prediction.objects.filter(model__run=stage_runs["gbm"], model__name="gi_images", galaxy__in=coloured).count() > 0.9 * (
+        coloured.count()
+    )
+
+
+@pytest.mark.django_db
+def test_a_survey_without_colour_features_fits_the_paper_models_and_skips_gi_images(stages):
+    """Without CNN4 on colour's features (a survey without i images), the gbm stage fits the six
+    models that need none, says why gi_images is left out, and its set serves predictions."""
+    from catalogue.selectors import latest_named_models
+    from catalogue.stages import gbm
+
+    survey, stage_runs, *_ = stages
+    FeatureSet.objects.filter(run=stage_runs["features"], name="cnn4gi.gz2_logits").delete()  # undone after the test
+    plan = gbm.plan(survey, "test")
+    assert plan.chunks == [[n for n in regression.NAMED_MODEL_NAMES if n != "gi_images"]]
+    assert "no cnn4gi features" in plan.config["skipped"]["gi_images"]
+    assert regression.fittable(NAMED_MODELS, ["cnn4gi"]) == [s for s in NAMED_MODELS if s.name != "gi_images"]
+    TrainedModel.objects.filter(run=stage_runs["gbm"], name="gi_images").delete()
+    assert set(latest_named_models(survey)) == NAMES - {"gi_images"}  # six named models are a complete set
+    assert predict.plan(survey, "test").chunks == [[n for n in regression.NAMED_MODEL_NAMES if n != "gi_images"]]
 
 
 @pytest.mark.django_db
 def test_the_experiments_stage_stores_every_table(stages):
-    survey, stage_runs, _ = stages
+    survey, stage_runs, *_ = stages
     run = Run.objects.get(pk=stage_runs["experiments"].pk)
     assert run.status == "succeeded", run.error or run.message
     rows = ExperimentResult.objects.filter(run=run, survey=survey)
@@ -137,6 +207,20 @@ def test_the_experiments_stage_stores_every_table(stages):
     assert counts == EXPERIMENT_TABLE_ROWS
     significance = rows.get(experiment="significance", method="gi_morph over gi")
     assert 0 <= significance.details["ks_pvalue"] <= 1 and significance.details["bootstrap_resamples"] == 100_000
+    # CNN4 on colour: gi_images against gi_morph, overall and per class with both tests where a class is large enough.
+    colour = rows.get(experiment="significance", method="gi_images over gi_morph")
+    assert colour.details["n_unpaired"] > 0 and colour.details["n"] + colour.details["n_unpaired"] == significance.details["n"]
+    per_class = colour.details["per_class_gain"]
+    assert sum(entry["n"] for entry in per_class.values()) <= colour.details["n"]
+    tested = {name: e for name, e in per_class.items() if e["n"] >= experiments.MIN_CLASS_PAIRED}
+    assert tested and all(0 <= e["ks_pvalue"] <= 1 and 0 <= e["bootstrap_pvalue"] <= 1 for e in tested.values())
+    images = {r.method: r for r in rows.filter(experiment="colour_images")}
+    assert list(images) == ["CNN4 on g (gi_morph)", "CNN4 on g and i (gi_images)", "both CNN4s"]
+    assert len({r.n for r in images.values()}) == 1  # all on the same test galaxies: those with i images
+    assert images["CNN4 on g and i (gi_images)"].l1 == pytest.approx(
+        TrainedModel.objects.get(run=stage_runs["gbm"], name="gi_images").metrics["test"]["l1"]
+    )
+    assert rows.get(experiment="band_sets", method="gi_images").details["colour_images"] is True
     assert {r.loss for r in rows.filter(experiment="losses")} == {"l1", "l2", "rmsle"}
     # Rows that are named models carry the named model's own test metric.
     g_morph = TrainedModel.objects.get(run=stage_runs["gbm"], name="g_morph")
@@ -145,7 +229,7 @@ def test_the_experiments_stage_stores_every_table(stages):
 
 @pytest.mark.django_db
 def test_the_predict_stage_predicts_every_galaxy_with_its_stellar_mass(stages):
-    survey, stage_runs, _ = stages
+    survey, stage_runs, *_ = stages
     run = Run.objects.get(pk=stage_runs["predict"].pk)
     assert run.status == "succeeded", run.error or run.message
     galaxies = Galaxy.objects.filter(survey=survey).exclude(status="rejected")
@@ -169,7 +253,7 @@ def test_the_predict_stage_predicts_every_galaxy_with_its_stellar_mass(stages):
 
 @pytest.mark.django_db
 def test_export_adds_predictions_with_units(stages, tmp_path):
-    survey, stage_runs, _ = stages
+    survey, stage_runs, *_ = stages
     out = tmp_path / "catalogue.fits"
     call_command("export_catalogue", str(out), "--format", "fits", "--survey", survey.name, "--model", "gi_morph")
     table = Table.read(out)
@@ -230,12 +314,12 @@ def test_run_pipeline_runs_the_model_stages(stages, capsys):
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{") :])
     assert summary["stages"]["gbm"]["status"] == summary["stages"]["predict"]["status"] == "succeeded"
-    assert summary["stages"]["gbm"]["done"] == 6
+    assert summary["stages"]["gbm"]["done"] == len(NAMES) == 7
 
 
 @pytest.mark.django_db
 def test_predictions_carry_calibrated_intervals_and_the_out_of_support_flag(stages):
-    survey, stage_runs, _ = stages
+    survey, stage_runs, *_ = stages
     models = {m.name: m for m in TrainedModel.objects.filter(run=stage_runs["gbm"])}
     for name, model in models.items():
         calibration = model.metrics["calibration"]
@@ -262,7 +346,7 @@ def test_predictions_carry_calibrated_intervals_and_the_out_of_support_flag(stag
 def test_exports_and_api_carry_the_intervals(stages, tmp_path):
     from rest_framework.test import APIClient
 
-    survey, _, _ = stages
+    survey, *_ = stages
     out = tmp_path / "intervals.ecsv"
     call_command("export_catalogue", str(out), "--format", "ecsv", "--survey", survey.name, "--model", "gi_morph")
     table = Table.read(out, format="ascii.ecsv")
@@ -284,7 +368,7 @@ def test_exports_and_api_carry_the_intervals(stages, tmp_path):
 
 @pytest.mark.django_db
 def test_a_workflow_runs_its_stages_in_order_and_cancelling_it_cancels_the_stage(stages):
-    survey, _, _ = stages
+    survey, *_ = stages
     # put in pipeline order; forced, since an earlier test already ran both with these inputs
     workflow = start_workflow(survey, ["predict", "gbm"], preset_name="test", force=True)
     assert workflow.status == "succeeded" and workflow.config["stages"] == ["gbm", "predict"]
@@ -311,7 +395,7 @@ def test_a_workflow_runs_its_stages_in_order_and_cancelling_it_cancels_the_stage
 
 @pytest.mark.django_db
 def test_changing_an_experiment_redoes_experiments_and_adding_a_named_model_redoes_gbm_and_all_after_it(stages, monkeypatch):
-    survey, stage_runs, _ = stages
+    survey, stage_runs, *_ = stages
     model_stages = ["gbm", "experiments", "predict"]
 
     def run_pipeline() -> Run:

@@ -20,7 +20,7 @@ from catalogue.models import ExperimentResult, FeatureVector, Galaxy, Prediction
 from catalogue.services import reaper
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.workflow import start_workflow
-from pipeline.presets import CNN_ROLES
+from pipeline.presets import ALL_ROLES, COLOUR_ROLE
 from pipeline.regression import NAMED_MODELS
 from tests.learning_synth import EXPERIMENT_TABLE_ROWS
 from tests.run_helpers import assert_every_chunk_counted_once, assert_every_galaxy_accounted_once, wait_for
@@ -83,9 +83,14 @@ def test_a_worker_killed_in_each_of_the_six_stages_is_replaced_and_the_workflow_
     for run in stage_runs.values():
         assert_every_chunk_counted_once(run)
     assert_every_galaxy_accounted_once(stage_runs["preprocess"])
-    assert sorted(TrainedModel.objects.filter(run=stage_runs["cnn"]).values_list("name", flat=True)) == sorted(CNN_ROLES)
-    vectors = FeatureVector.objects.filter(feature_set__run=stage_runs["features"]).values("feature_set").annotate(n=Count("id"))
-    assert {row["n"] for row in vectors} == {stage_runs["features"].items_done}  # one vector per galaxy and set
+    assert sorted(TrainedModel.objects.filter(run=stage_runs["cnn"]).values_list("name", flat=True)) == sorted(ALL_ROLES)
+    vectors = (
+        FeatureVector.objects.filter(feature_set__run=stage_runs["features"]).values("feature_set__name").annotate(n=Count("id"))
+    )
+    per_set = {row["feature_set__name"]: row["n"] for row in vectors}
+    done = stage_runs["features"].items_done
+    colour = per_set.pop(f"{COLOUR_ROLE}.gz2_logits")
+    assert set(per_set.values()) == {done} and 0.9 * done <= colour <= done  # one vector per galaxy and set (with i: colour)
     gbm = stage_runs["gbm"]
     assert sorted(TrainedModel.objects.filter(run=gbm).values_list("name", flat=True)) == sorted(s.name for s in NAMED_MODELS)
     rows = ExperimentResult.objects.filter(run=stage_runs["experiments"]).values("experiment").annotate(n=Count("id"))

@@ -31,7 +31,7 @@ from pipeline.regression import NAMED_MODELS
 from pipeline.simulate.survey import simulate_survey
 
 NAMES = [spec.name for spec in NAMED_MODELS]
-I_BAND_MODELS = {"gi", "gi_morph", "powerlaw_gi"}
+I_BAND_MODELS = {"gi", "gi_morph", "powerlaw_gi", "gi_images"}
 FAR_Z = 0.6  # the synthetic survey's redshifts stay below 0.2
 #: Survey B: another draw of the simulator (seed) and another size than A's 200 galaxies.
 OTHER_N, OTHER_SEED = 300, 23
@@ -120,7 +120,8 @@ def test_training_records_a_model_set_with_its_lineage_and_metrics(sets):
     gbm = Run.objects.get(survey=a, stage="gbm")
     assert model_set.name == f"setsA@{gbm.pk}" and model_set.preset == "test"
     assert sorted(model_set.named_models.values_list("name", flat=True)) == sorted(NAMES)
-    assert sorted(model_set.networks.values_list("name", flat=True)) == ["cnn1", "cnn2", "cnn3", "cnn4"]
+    assert sorted(model_set.networks.values_list("name", flat=True)) == ["cnn1", "cnn2", "cnn3", "cnn4", "cnn4gi"]
+    assert set(lineage_networks := model_set.lineage["networks"]) == {"cnn1", "cnn2", "cnn3", "cnn4", "cnn4gi"}, lineage_networks
     assert model_set.resolutions == sorted({n.hyperparameters["size"] for n in model_set.networks.all()})
     lineage = model_set.lineage
     assert lineage["training_survey"] == "setsA" and lineage["runs"]["gbm"] == gbm.pk
@@ -231,7 +232,9 @@ def test_a_g_only_survey_without_targets_ingests_refuses_training_and_gets_the_g
     predict = Run.objects.filter(survey=g, stage="predict").latest("created")
     assert predict.status == "succeeded" and predict.config["model_set"] == model_set.pk
     assert set(predict.result["skipped"]) == I_BAND_MODELS
-    assert all(r == "survey setsG has no mag_i" for r in predict.result["skipped"].values())
+    reasons = predict.result["skipped"]
+    assert all(reasons[name] == "survey setsG has no mag_i" for name in I_BAND_MODELS - {"gi_images"})
+    assert reasons["gi_images"].startswith("survey setsG has no") and "no i images (CNN4 on colour)" in reasons["gi_images"]
     rows = Prediction.objects.filter(galaxy__survey=g)
     assert set(rows.values_list("model__name", flat=True)) == set(NAMES) - I_BAND_MODELS
     g_morph = rows.filter(model__name="g_morph")
@@ -291,9 +294,12 @@ def test_one_uploaded_galaxy_gets_what_its_catalogue_row_has(sets, django_user_m
         monkeypatch.setattr(predict_one, "network_activations", recorded)
         answer = upload(client, bundle, galaxy, models=model_set.name)
         assert answer.status_code == 200, answer.content
-        assert set(recorded.made_last) == set(kept) and set(answer.json()["predictions"]) == set(stored) == set(NAMES)
-        for name, values in kept.items():
-            np.testing.assert_allclose(recorded.made_last[name], values, rtol=1e-5, atol=1e-5, err_msg=name)
+        # An upload is a g cutout: CNN4 on colour cannot look at it, and gi_images says so.
+        assert set(recorded.made_last) == set(kept) - {"cnn4gi.gz2_logits"} and "cnn4gi.gz2_logits" in kept
+        assert set(answer.json()["predictions"]) == set(stored) - {"gi_images"} and set(stored) == set(NAMES)
+        assert "i-band image" in answer.json()["skipped"]["gi_images"]
+        for name, values in recorded.made_last.items():
+            np.testing.assert_allclose(values, kept[name], rtol=1e-5, atol=1e-5, err_msg=name)
         # From the stored features, every model answers what the catalogue row holds.
         monkeypatch.setattr(predict_one, "network_activations", lambda *_, kept=kept: kept)
         body = upload(client, bundle, galaxy, models=model_set.name).json()

@@ -15,6 +15,7 @@ from catalogue.services.image_store import load_log_images, stored_resolutions
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.start import start_stage
 from catalogue.tasks import start_stage_task
+from pipeline import presets
 from pipeline.preprocess import FEATURE_NAMES
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +98,7 @@ def test_rerun_retries_failures_and_adds_missing_resolutions(survey):
     assert Preprocessed.objects.filter(run=forced).count() == first.items_total
 
 
-def test_i_images_and_colour_maps_are_stored_beside_the_g_images(survey):
+def test_i_images_and_colour_maps_are_stored_beside_the_g_images(survey, monkeypatch):
     """The test preset's image_bands (g, i): each galaxy with an i cutout gets its i image and
     g - i map at every resolution; one whose i cutout is gone keeps its g image alone."""
     no_i = Galaxy.objects.filter(survey=survey, status="ok").order_by("objid").first()
@@ -128,7 +129,11 @@ def test_i_images_and_colour_maps_are_stored_beside_the_g_images(survey):
     # Nothing is due again: every i cutout was tried.
     again = start_stage("preprocess", survey, resolutions=[48], preset_name="test")
     assert again.items_total == first.items_failed
-    # A later run for g alone (the fast preset, a new size) leaves the i channels as they were.
+    # A later run for g alone (a preset without i, a new size) leaves the i channels as they were.
+    from catalogue.stages import preprocess
+
+    g_preset = {**presets.preset("fast"), "image_bands": ("g",)}
+    monkeypatch.setattr(preprocess, "preset", lambda name: dict(g_preset) if name == "fast" else presets.preset(name))
     g_only = start_stage("preprocess", survey, resolutions=[48, 56], preset_name="fast")
     assert g_only.config["image_bands"] == ["g"] and g_only.items_total == first.items_total
     assert Preprocessed.objects.filter(galaxy__in=coloured, i_band="ok").count() == len(coloured)

@@ -122,6 +122,8 @@ def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancel
     from catalogue.selectors import latest_cnn_models
 
     survey = Survey.objects.create(name="halfway")
+    older = Run.objects.create(stage="cnn", survey=survey, preset="test", status="succeeded", finished=timezone.now())
+    TrainedModel.objects.create(kind="cnn", name="cnn4gi", survey=survey, run=older, preset="test")  # a run that had i images
     done = Run.objects.create(stage="cnn", survey=survey, preset="test", status="succeeded", finished=timezone.now())
     complete = {
         r: TrainedModel.objects.create(kind="cnn", name=r, survey=survey, run=done, preset="test")
@@ -129,7 +131,9 @@ def test_features_use_the_networks_of_a_cnn_run_that_succeeded_not_of_one_cancel
     }
     cancelled = Run.objects.create(stage="cnn", survey=survey, preset="test", status="cancelled", finished=timezone.now())
     TrainedModel.objects.create(kind="cnn", name="cnn1", survey=survey, run=cancelled, preset="test")  # trained before the stop
-    assert latest_cnn_models(survey, "test") == complete
+    assert latest_cnn_models(survey, "test") == complete  # not the older run's colour network beside these
+    colour = TrainedModel.objects.create(kind="cnn", name="cnn4gi", survey=survey, run=done, preset="test")
+    assert latest_cnn_models(survey, "test") == {**complete, "cnn4gi": colour}
 
 
 @pytest.mark.django_db

@@ -216,16 +216,19 @@ def predictions_against_target(
 
 
 def band_set_bars(rows: list[dict], div_id: str = "band-sets") -> str:
-    """Fig. 8: test L1 for each band set, with and without morphology."""
+    """Fig. 8: test L1 for each band set, with and without morphology (and, at g, i, with CNN4 on
+    the g and i images: gi_images)."""
     figure = go.Figure()
-    for morphology, colour in ((False, "#777"), (True, "#1a5fb4")):
-        chosen = [r for r in rows if bool(r["morphology"]) == morphology]
-        figure.add_bar(
-            x=[r["bands"] for r in chosen],
-            y=[r["l1"] for r in chosen],
-            marker_color=colour,
-            name="with morphology" if morphology else "photometry only",
-        )
+    series = (
+        (False, False, "#777", "photometry only"),
+        (True, False, "#1a5fb4", "with morphology"),
+        (True, True, "#c64600", "with morphology, CNN4 on g and i images"),
+    )
+    for morphology, colour_images, colour, label in series:
+        chosen = [r for r in rows if bool(r["morphology"]) == morphology and bool(r.get("colour_images")) == colour_images]
+        if not chosen:
+            continue
+        figure.add_bar(x=[r["bands"] for r in chosen], y=[r["l1"] for r in chosen], marker_color=colour, name=label)
     figure.update_layout(title="Test L1 per set of bands", xaxis_title="bands", yaxis_title="L1", barmode="group")
     return to_div(figure, div_id)
 

@@ -398,7 +398,12 @@ def experiments(request: HttpRequest, name: str) -> HttpResponse:
     for row in rows:
         tables.setdefault(row.experiment, []).append(row)
     band_rows = [
-        {"bands": r.details.get("bands"), "morphology": r.details.get("morphology"), "l1": r.l1}
+        {
+            "bands": r.details.get("bands"),
+            "morphology": r.details.get("morphology"),
+            "colour_images": r.details.get("colour_images", False),
+            "l1": r.l1,
+        }
         for r in tables.get("band_sets", [])
     ]
     return render(
@@ -430,6 +435,7 @@ EXPERIMENT_TITLES = {
     "band_sets": "Fig. 8: sets of bands with and without morphology",
     "significance": "Significance of the gain from morphology (test split, and out-of-fold over train + validation)",
     "half_data": "Training on half the data",
+    "colour_images": "Beyond the paper: CNN4 on the g and i images (g + i + morphology, test galaxies with i images)",
 }
 
 

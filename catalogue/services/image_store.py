@@ -271,3 +271,41 @@ def written_rows(
 def row_reader(store: ImageStore):
     """rows -> (N, res, res) float32 images: what the CNN batches read through."""
     return lambda rows: read_rows(store, rows)
+
+
+def stacked_rows(
+    survey: Survey, resolution: int, galaxy_ids: Iterable[int], channels: tuple[str, ...]
+) -> tuple[list[ImageStore] | None, np.ndarray, np.ndarray]:
+    """The galaxies (of those given, in that order) with a written image of every channel, and their rows.
+
+    Returns (stores, galaxy ids, (N, channels) rows); the stores are None when the survey
+    lacks a store of one of the channels at that size. One channel is :func:`written_rows`
+    with its rows as a column.
+    """
+    kept = [int(g) for g in galaxy_ids]
+    stores, per_channel = [], []
+    for channel in channels:
+        store, found, rows = written_rows(survey, resolution, kept, channel)
+        if store is None:
+            return None, np.empty(0, np.int64), np.empty((0, len(channels)), np.int64)
+        stores.append(store)
+        per_channel.append(dict(zip(found.tolist(), rows.tolist(), strict=True)))
+        kept = found.tolist()
+    ids = np.array(kept, dtype=np.int64)
+    rows = np.array([[rows[g] for rows in per_channel] for g in kept], dtype=np.int64).reshape(len(kept), len(channels))
+    return stores, ids, rows
+
+
+def stacked_reader(stores: list[ImageStore]):
+    """(N, channels) rows -> (N, res, res, channels) float32, a colour map's NaN (no signal) as 0:
+    what a network on several channels reads through. One store reads as :func:`row_reader`."""
+    if len(stores) == 1:
+        single = row_reader(stores[0])
+        return lambda rows: single(np.asarray(rows)[:, 0] if np.ndim(rows) == 2 else rows)
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        planes = [read_rows(store, rows[:, c]) for c, store in enumerate(stores)]
+        return np.nan_to_num(np.stack(planes, axis=-1), nan=0.0)
+
+    return read

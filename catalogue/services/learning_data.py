@@ -52,7 +52,11 @@ def load_learning_data(survey: Survey, feature_set_ids: dict[str, int] | None = 
 
     split = np.where(columns["status"] == GalaxyStatus.OK, columns["split"], "").astype(object)
     image_features = _image_features(survey, ids)
-    cnn_groups = {group: feature_matrix([sets[n] for n in names], ids) for group, names in CNN_GROUP_SETS.items()}
+    cnn_groups = {
+        group: feature_matrix([sets[n] for n in names], ids)
+        for group, names in CNN_GROUP_SETS.items()
+        if all(n in sets for n in names)  # an optional group (CNN4 on colour) only where it was made
+    }
     probabilities, _ = feature_matrix([sets[PROBABILITY_SET]], ids, drop=False)
     data = assemble(
         galaxy_ids=ids,

@@ -2,8 +2,9 @@
 
 A set is recorded when a gbm run succeeds (:func:`record_model_set`, the gbm stage's
 ``on_finish``; the migration that introduced sets recorded one for every earlier gbm run
-the same way). It holds the six named models of that run and the four networks whose
-features they were trained on, with the lineage a user needs to trust a transfer: the runs
+the same way). It holds the named models of that run (six, and ``gi_images`` where the survey had i
+images) and the networks whose features they were trained on (CNN1-4, and CNN4 on
+colour), with the lineage a user needs to trust a transfer: the runs
 of each stage, the galaxies per split, a hash of the training data and the code version.
 
 Which set a survey's catalogue shows is answered here too: the set of its newest
@@ -21,8 +22,8 @@ from django.db import transaction
 
 from catalogue import registry
 from catalogue.models import ModelSet, Run, RunStage, Survey, TrainedModel
-from pipeline.presets import CNN_ROLES
-from pipeline.regression import NAMED_MODEL_NAMES
+from pipeline.presets import ALL_ROLES
+from pipeline.regression import NAMED_MODEL_NAMES, REQUIRED_MODEL_NAMES
 
 #: The stages applying a set runs: nothing is trained.
 APPLY_STAGES = ("preprocess", "features", "predict")
@@ -48,7 +49,7 @@ def record_model_set(gbm_run, apps=installed_apps):
     if existing is not None:
         return existing
     named = {m.name: m for m in trained_model_class.objects.filter(run_id=gbm_run.pk, name__in=NAMED_MODEL_NAMES)}
-    if len(named) < len(NAMED_MODEL_NAMES):
+    if not set(REQUIRED_MODEL_NAMES) <= set(named):
         return None
     feature_set_ids = dict(named["g_morph"].hyperparameters.get("feature_sets", {}))
     feature_sets = list(feature_set_class.objects.filter(pk__in=feature_set_ids.values()))
@@ -96,7 +97,7 @@ def _lineage(gbm_run, survey, networks: dict, features_run_ids: list[int], apps)
             "features": features_run_ids,
             "gbm": gbm_run.pk,
         },
-        "networks": {role: networks[role].pk for role in CNN_ROLES if role in networks},
+        "networks": {role: networks[role].pk for role in ALL_ROLES if role in networks},
         "galaxies": {"learning_sample": len(rows), **dict(sorted(per_split.items()))},
         "training_data_sha256": digest,
         "code": code_version(),

@@ -141,6 +141,9 @@ def predict_upload(upload: Upload, model_set: ModelSet) -> UploadResult:
         if lacking:
             result.skipped[name] = f"needs {', '.join(lacking)}, which was not given"
             continue
+        if not data.covered(fitted.spec.groups)[0]:
+            result.skipped[name] = "needs an i-band image (CNN4 on colour); an upload is a g cutout"
+            continue
         u = fitted.uncertainty(data)
         ml = float(u["ml"][0])
         if not (np.isfinite(ml) and ml > 0):
@@ -173,6 +176,8 @@ def network_activations(galaxy: PreparedGalaxy, model_set: ModelSet) -> dict[str
     trained_on = {fs.name: fs for fs in FeatureSet.objects.filter(pk__in=model_set.feature_sets.values())}
     activations: dict[str, np.ndarray] = {}
     for role, network in set_networks(model_set).items():
+        if tuple(network.hyperparameters.get("channels", ("g",))) != ("g",):
+            continue  # CNN4 on colour: an upload has no i image
         image = galaxy.network_input(int(network.hyperparameters["size"]))
         batches = ImageBatches(lambda rows, image=image: image[rows], np.array([0]), None, 1)
         layers = list(FEATURE_LAYERS[role])
@@ -184,16 +189,20 @@ def network_activations(galaxy: PreparedGalaxy, model_set: ModelSet) -> dict[str
 
 def feature_groups(activations: dict[str, np.ndarray], model_set: ModelSet) -> tuple[dict, np.ndarray]:
     """The GBM feature groups of one galaxy's activations, named and dropped as on the set's
-    training survey, and CNN1's GZ2 probabilities (its morphology class)."""
+    training survey, and CNN1's GZ2 probabilities (its morphology class). A set the galaxy
+    has no activations of (CNN4 on colour for a g cutout) is NaN: its models skip the galaxy."""
     trained_on = {fs.name: fs for fs in FeatureSet.objects.filter(pk__in=model_set.feature_sets.values())}
     groups = {}
     for group, set_names in CNN_GROUP_SETS.items():
+        if not all(name in trained_on for name in set_names):
+            continue  # an optional group the set was trained without
         values, names = [], []
         for set_name in set_names:
             feature_set = trained_on[set_name]
             dropped = set(feature_set.dropped)
             keep = [i for i, n in enumerate(feature_set.feature_names) if n not in dropped]
-            values.append(np.asarray(activations[set_name])[keep])
+            made = activations.get(set_name, np.full(len(feature_set.feature_names), np.nan, np.float32))
+            values.append(np.asarray(made)[keep])
             names += [feature_set.feature_names[i] for i in keep]
         groups[group] = (np.concatenate(values).reshape(1, -1), names)
     return groups, activations[PROBABILITY_SET]

@@ -1,11 +1,13 @@
 """The cnn stage: train CNN1-3 on GZ2 probabilities, then CNN4 on M/L, and store them.
 
 One run on the gpu queue with one chunk whose items are the roles to train
-(``cnn1`` ... ``cnn4``).
+(``cnn1`` ... ``cnn4``, and ``cnn4gi`` where the preset makes i images and the survey has them).
 
 CNN1-3 learn from the galaxies with GZ2 votes in the train split and are validated on the
 validation split; CNN4 starts from CNN1's trained weights and learns from every train
-galaxy with an M/L target. Each trained network is saved (atomically, through storage)
+galaxy with an M/L target. CNN4 on colour does the same on the galaxies with images in
+every channel it reads (g and i), starting from its ``from`` network's weights. Each
+trained network is saved (atomically, through storage)
 with its hyper-parameters, curves and validation metrics before the next one starts, so
 a run that is delivered again after a crash continues with the networks still missing.
 Progress (network, epoch, batch, loss) goes to the run; cancellation is honoured between
@@ -23,16 +25,29 @@ from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, ImageStore, Run, Sp
 from catalogue.selectors import require_targets
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
-from catalogue.services.image_store import row_reader, written_rows
+from catalogue.services.image_store import stacked_reader, stacked_rows
 from pipeline import gz2
 from pipeline.metrics import l1_per_galaxy
-from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, cnn_network, preset
+from pipeline.presets import (
+    ALL_ROLES,
+    CNN_ROLES,
+    COLOUR_ROLE,
+    FEATURE_LAYERS,
+    ML_ROLES,
+    cnn_network,
+    input_channels,
+    network_roles,
+    preset,
+)
 
 PROGRESS_INTERVAL_S = 1.0
 
 
 def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
-    """One chunk: the preset's four networks, at the sizes the survey must have images for.
+    """One chunk: the preset's networks, at the sizes the survey must have images for.
+
+    CNN4 on colour is left out, with the reason in the run's config (``skipped``), when the
+    survey has no images of a channel it reads (no i cutouts): the four g networks train.
 
     Raises
     ------
@@ -51,14 +66,29 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
             f"survey {survey.name} has no preprocessed images at {', '.join(f'{s} px' for s in missing)}; "
             f"run the preprocess stage with the {preset_name} preset first"
         )
+    roles, skipped = list(network_roles(config)), {}
+    if COLOUR_ROLE in roles:
+        size, channels = cnn_network(config, COLOUR_ROLE)["size"], input_channels(config, COLOUR_ROLE)
+        stores = ImageStore.objects.filter(survey=survey, resolution=size, channel__in=channels)
+        lacking = sorted(set(channels) - set(stores.values_list("channel", flat=True)))
+        if lacking:
+            roles.remove(COLOUR_ROLE)
+            skipped[COLOUR_ROLE] = f"survey {survey.name} has no {' or '.join(lacking)} images at {size} px"
     return runs.Plan(
-        chunks=[list(CNN_ROLES)], resolutions=tuple(sizes), config={"cnn": config["cnn"], "training": config["training"]}
+        chunks=[roles],
+        resolutions=tuple(sizes),
+        config={
+            "cnn": config["cnn"],
+            "colour_network": config.get("colour_network"),
+            "training": config["training"],
+            **({"skipped": skipped} if skipped else {}),
+        },
     )
 
 
 def inputs() -> dict:
     """The roles trained and the layers each keeps as features."""
-    return {"roles": list(CNN_ROLES), "feature_layers": {r: list(layers) for r, layers in FEATURE_LAYERS.items()}}
+    return {"roles": list(ALL_ROLES), "feature_layers": {r: list(layers) for r, layers in FEATURE_LAYERS.items()}}
 
 
 def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
@@ -76,9 +106,9 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
 
 
 def _split_ids(survey, split: str, role: str) -> tuple[list[int], np.ndarray]:
-    """Galaxy ids of a split and their targets: GZ2 probabilities (CNN1-3) or (M/L, error) (CNN4)."""
+    """Galaxy ids of a split and their targets: GZ2 probabilities (CNN1-3) or (M/L, error) (CNN4s)."""
     base = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, split=split)
-    if role == "cnn4":
+    if role in ML_ROLES:
         rows = list(base.filter(ml_g__isnull=False, ml_g_err__isnull=False).order_by("id").values_list("id", "ml_g", "ml_g_err"))
         return [r[0] for r in rows], np.array([r[1:] for r in rows], dtype=np.float32).reshape(-1, 2)
     votes = dict(GZ2Votes.objects.filter(galaxy__in=base).values_list("galaxy_id", "probabilities"))
@@ -86,17 +116,19 @@ def _split_ids(survey, split: str, role: str) -> tuple[list[int], np.ndarray]:
     return ids, np.array([votes[g] for g in ids], dtype=np.float32).reshape(-1, gz2.N_ANSWERS)
 
 
-def _dataset(run: Run, role: str, split: str, size: int, batch_size: int, train: bool):
+def _dataset(run: Run, role: str, split: str, network: dict, batch_size: int, train: bool):
     from pipeline.cnn.data import ImageBatches
 
     ids, targets = _split_ids(run.survey, split, role)
-    store, kept, rows = written_rows(run.survey, size, ids)
-    if store is None or not len(kept):
-        which = "with GZ2 votes" if role != "cnn4" else "with an M/L target"
-        raise ValueError(f"{role}: no {split} galaxies {which} have {size} px images; preprocess the survey first")
+    size, channels = network["size"], tuple(network.get("channels", ("g",)))
+    stores, kept, rows = stacked_rows(run.survey, size, ids, channels)
+    if stores is None or not len(kept):
+        which = "with GZ2 votes" if role not in ML_ROLES else "with an M/L target"
+        images = f"{size} px {' and '.join(channels)} images"
+        raise ValueError(f"{role}: no {split} galaxies {which} have {images}; preprocess the survey first")
     index = {g: i for i, g in enumerate(ids)}
     targets = targets[[index[g] for g in kept]]
-    data = ImageBatches(row_reader(store), rows, targets, batch_size, shuffle=train, augment=train, seed=run.pk)
+    data = ImageBatches(stacked_reader(stores), rows, targets, batch_size, shuffle=train, augment=train, seed=run.pk)
     return data, kept, targets
 
 
@@ -108,11 +140,19 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
     config = TrainingConfig(
         **{k: v for k, v in run.config["training"].items() if k in TrainingConfig.__dataclass_fields__}, seed=run.pk
     )
-    train_data, train_ids, train_targets = _dataset(run, role, Split.TRAIN, network["size"], config.batch_size, True)
-    val_data, _, val_targets = _dataset(run, role, Split.VAL, network["size"], config.batch_size, False)
+    train_data, train_ids, train_targets = _dataset(run, role, Split.TRAIN, network, config.batch_size, True)
+    val_data, _, val_targets = _dataset(run, role, Split.VAL, network, config.batch_size, False)
     if role == "cnn4":
         cnn1 = TrainedModel.objects.get(run=run, name="cnn1")
         model = networks.build_ml_network(load_keras_model(cnn1.artifact.name), name=f"cnn4_{network['arch']}")
+        trainer = train_ml
+    elif role == COLOUR_ROLE:
+        if network["arch"] != "custom":
+            raise ValueError(f"{role} starts from a custom network; {network['from']} is a {network['arch']}")
+        source = TrainedModel.objects.get(run=run, name=network["from"])
+        model = networks.build_colour_ml_network(
+            load_keras_model(source.artifact.name), network["options"], len(network["channels"]), name=f"{role}_{network['arch']}"
+        )
         trainer = train_ml
     else:
         model = networks.build(network["arch"], network["size"], name=f"{role}_{network['arch']}", **network["options"])
@@ -161,7 +201,7 @@ def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, tra
 
     from pipeline.cnn.training import predict_layers
 
-    if role != "cnn4":
+    if role not in ML_ROLES:
         predicted = predict_layers(model, ["gz2"], val_data)["gz2"]
         mean = train_targets.mean(axis=0, keepdims=True)
         per_task = {

@@ -3,7 +3,9 @@
 The features (docs/stages.md): CNN1-3's 37 GZ2 probabilities, CNN1's pooled
 activations and CNN4's 37 next-to-last activations, for every galaxy with images (all
 splits, with or without targets or votes), each set stored as a versioned
-:class:`~catalogue.models.FeatureSet` created when the run starts.
+:class:`~catalogue.models.FeatureSet` created when the run starts. Where the networks
+include CNN4 on colour, its 37 activations too, for the galaxies with images in every
+channel it reads; a galaxy without an i image has none and is not counted as failed.
 
 Each role's model reads its own image size from the store; the activations of the
 feature layers become one float32 :class:`~catalogue.models.FeatureVector` per galaxy and
@@ -25,7 +27,7 @@ from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, Mo
 from catalogue.selectors import feature_matrix, latest_cnn_models
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model
-from catalogue.services.image_store import row_reader, written_rows
+from catalogue.services.image_store import stacked_reader, stacked_rows, written_rows
 from catalogue.services.model_sets import set_networks
 from pipeline import gz2
 from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, PRESETS, cnn_network, preset
@@ -70,7 +72,7 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: in
 
     def create_feature_sets(run: Run) -> None:
         sets: dict[str, int] = {}
-        for role in CNN_ROLES:
+        for role in models:
             model = models[role]
             prefix = model.hyperparameters.get("keras_name", role)
             for layer in FEATURE_LAYERS[role]:
@@ -130,11 +132,14 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         context.check(force=True)
         faults.before_step("features", role)
         model = TrainedModel.objects.get(pk=model_id)
-        store, ids, rows = written_rows(run.survey, cnn_network(config, role)["size"], claim.items)
-        complete &= set(ids.tolist())
+        size = int(model.hyperparameters.get("size") or cnn_network(config, role)["size"])
+        channels = tuple(model.hyperparameters.get("channels", ("g",)))
+        stores, ids, rows = stacked_rows(run.survey, size, claim.items, channels)
+        if role in CNN_ROLES:  # the colour network's features are optional: a galaxy without i keeps its g ones
+            complete &= set(ids.tolist())
         if not len(ids):
             continue
-        data = ImageBatches(row_reader(store), rows, None, BATCH_SIZE)
+        data = ImageBatches(stacked_reader(stores), rows, None, BATCH_SIZE)
         network = load_keras_model(model.artifact.name)
         activations = predict_layers(network, list(FEATURE_LAYERS[role]), data, int(run.config.get("symmetries", 1)))
         for layer, values in activations.items():

@@ -1,8 +1,9 @@
 """The gbm stage: fit the named M/L models on the survey's latest CNN features and store them.
 
 One run on the cpu queue with one chunk whose items are the names of the models to fit
-(:data:`pipeline.regression.NAMED_MODELS`); the models' specifications enter the stage's
-inputs, so adding or changing a named model redoes the stage.
+(:data:`pipeline.regression.NAMED_MODELS`, less ``gi_images`` on a survey without CNN4-on-colour
+features, recorded in the run's config as skipped); the models' specifications enter the
+stage's inputs, so adding or changing a named model redoes the stage.
 
 Each model is pickled (atomically, through storage) and its row written before the next
 one is fitted, so a run delivered again after a crash continues with the models missing.
@@ -27,7 +28,7 @@ from catalogue.services.model_sets import record_model_set
 from pipeline import regression
 from pipeline.jsonsafe import json_safe
 from pipeline.learning import LearningData
-from pipeline.presets import gbm_grid, preset
+from pipeline.presets import CNN_GROUP_SETS, OPTIONAL_GROUPS, gbm_grid, preset
 from pipeline.regression import FittedModel, calibration_report, fit_model, score
 
 #: Importances kept with a model (the largest), as [name, value] pairs in decreasing order
@@ -46,11 +47,19 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
     config = preset(preset_name)
     require_targets(survey)
     sets = latest_feature_sets(survey)
+    absent = [g for g in OPTIONAL_GROUPS if not all(name in sets for name in CNN_GROUP_SETS[g])]
+    specs = regression.fittable(regression.NAMED_MODELS, absent)
+    skipped = {
+        spec.name: f"survey {survey.name} has no {', '.join(sorted(set(spec.groups) & set(absent)))} features (no i images)"
+        for spec in regression.NAMED_MODELS
+        if spec not in specs
+    }
     return runs.Plan(
-        chunks=[[spec.name for spec in regression.NAMED_MODELS]],
+        chunks=[[spec.name for spec in specs]],
         config={
             "gbm": {"params": config["gbm"]["params"], "grid": gbm_grid(config)},
             "feature_sets": {name: fs.pk for name, fs in sets.items()},
+            **({"skipped": skipped} if skipped else {}),
         },
     )
 

@@ -5,8 +5,9 @@ with: those of a model set, recorded by id in the run's config. By default the s
 one the survey's latest successful gbm run made; with ``model_set`` it is any set, trained
 on another survey, and the features are this survey's from that set's networks (the
 features stage run with the same ``model_set``). A model whose catalogue inputs the survey
-lacks altogether (no ``mag_i``: ``gi``, ``gi_morph``, ``powerlaw_gi``) is skipped with that
-reason in the run's result; the others predict.
+lacks altogether (no ``mag_i``: ``gi``, ``gi_morph``, ``powerlaw_gi``, ``gi_images``), or
+whose CNN4-on-colour features no galaxy has (no i images: ``gi_images``), is skipped with
+that reason in the run's result; the others predict.
 All splits and galaxies without targets are predicted (the catalogue is the point), with
 the stellar mass the M/L implies (M/L x L_g, in Msun). Rows are upserted per (galaxy,
 model) in batches, so a redelivered run rewrites the same rows. A galaxy a model cannot
@@ -53,7 +54,8 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: in
         models = latest_named_models(survey)
         chosen = models["g_morph"].model_set
         config = {"model_set": chosen.pk} if chosen is not None else {}
-    return runs.Plan(chunks=[list(NAMED_MODEL_NAMES)], config={"models": {n: models[n].pk for n in NAMED_MODEL_NAMES}, **config})
+    names = [n for n in NAMED_MODEL_NAMES if n in models]  # gi_images only where the set has it
+    return runs.Plan(chunks=[names], config={"models": {n: models[n].pk for n in names}, **config})
 
 
 def features_from(survey: Survey, model_set: ModelSet) -> dict[str, int]:
@@ -98,9 +100,11 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         if key not in loaded:
             loaded[key] = load_learning_data(run.survey, dict(key))[0]
         fitted = load_pickle(model.artifact.name)
-        lacking = absent_inputs(loaded[key], fitted.features)
+        lacking = [f"no {column}" for column in absent_inputs(loaded[key], fitted.features)]
+        if not loaded[key].covered(fitted.spec.groups).any():
+            lacking.append("no i images (CNN4 on colour)")
         if lacking:
-            skipped[model.name] = f"survey {run.survey.name} has no {', '.join(lacking)}"
+            skipped[model.name] = f"survey {run.survey.name} has {' and '.join(lacking)}"
             continue
         unpredicted[model.name], flagged[model.name] = store_predictions(model, fitted, loaded[key], context)
         if model.survey_id != run.survey_id:

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from scipy import ndimage
 
-ReadImages = Callable[[np.ndarray], np.ndarray]  # rows -> (N, size, size) float32
+ReadImages = Callable[[np.ndarray], np.ndarray]  # rows -> (N, size, size) or (N, size, size, channels) float32
 
 ZOOM_RANGE = (0.7, 1.3)
 #: The square's symmetries (the dihedral group of order 8): four quarter turns, each with or without a flip.
@@ -28,7 +28,8 @@ SYMMETRIES = 8
 
 
 def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random rotation, zoom and flip of a square image about its centre (edges reflected)."""
+    """One random rotation, zoom and flip of a square image about its centre (edges reflected);
+    a (size, size, channels) stack gets the same one in every channel."""
     angle = rng.uniform(0.0, 2.0 * math.pi)
     zoom = rng.uniform(*ZOOM_RANGE)
     flip_x = -1.0 if rng.random() < 0.5 else 1.0
@@ -36,14 +37,20 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     # Output pixel -> input pixel: flip, then rotate and scale by 1/zoom.
     matrix = np.array([[cos * flip_y, -sin * flip_x], [sin * flip_y, cos * flip_x]])
-    centre = (np.array(image.shape) - 1) / 2.0
+    centre = (np.array(image.shape[:2]) - 1) / 2.0
     offset = centre - matrix @ centre
-    return ndimage.affine_transform(image, matrix, offset=offset, order=1, mode="reflect")
+
+    def resample(plane: np.ndarray) -> np.ndarray:
+        return ndimage.affine_transform(plane, matrix, offset=offset, order=1, mode="reflect")
+
+    if image.ndim == 3:
+        return np.stack([resample(image[..., c]) for c in range(image.shape[2])], axis=-1)
+    return resample(image)
 
 
 def symmetry(images: np.ndarray, k: int) -> np.ndarray:
-    """The k-th (0-7) of the square's 8 symmetries of (N, size, size) images: k mod 4 quarter
-    turns, then a left-right flip for k >= 4. k = 0 is the identity."""
+    """The k-th (0-7) of the square's 8 symmetries of (N, size, size[, channels]) images: k mod 4
+    quarter turns, then a left-right flip for k >= 4. k = 0 is the identity."""
     if not 0 <= k < SYMMETRIES:
         raise ValueError(f"symmetry {k} is not one of the square's {SYMMETRIES} (0-{SYMMETRIES - 1})")
     turned = np.rot90(images, k % 4, axes=(1, 2))
@@ -55,8 +62,9 @@ class ImageBatches(keras.utils.PyDataset):
 
     Parameters
     ----------
-    read_images : rows -> (N, size, size) float32, e.g. the image store's reader.
-    rows : the store row of each sample.
+    read_images : rows -> (N, size, size) float32, e.g. the image store's reader, or
+        (N, size, size, channels) for stacked channels.
+    rows : the store row of each sample, or (N, channels) rows, one per channel's store.
     targets : (N, ...) array or None.
     shuffle, augment : for training; off for validation and feature extraction.
     symmetry : show every image under this one of the square's 8 symmetries (:func:`symmetry`).
@@ -94,7 +102,7 @@ class ImageBatches(keras.utils.PyDataset):
             images = np.stack([augment(image, self.rng) for image in images])
         if self.symmetry:
             images = symmetry(images, self.symmetry)
-        images = images[..., None].astype(np.float32, copy=False)
+        images = (images[..., None] if images.ndim == 3 else images).astype(np.float32, copy=False)
         if self.targets is None:
             return (images,)
         return images, self.targets[picked]

@@ -1,7 +1,8 @@
 """The four networks of the paper's Fig. 3 as builder functions returning named keras.Models.
 
-Every network takes one grey channel, (size, size, 1), as the image store holds it, and
-names the layers features are taken from:
+Every network takes one grey channel, (size, size, 1), as the image store holds it (CNN4
+on colour: one channel per band or map, :func:`build_colour_ml_network`), and names the
+layers features are taken from:
 
 * ``pool``: the globally pooled convolutional activations (CNN1's are a feature set);
 * ``dense``: the dense layer after it;
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from pipeline import gz2
@@ -40,19 +42,25 @@ def _gz2_head(x, dense_units: int):
 
 
 def build_custom_cnn(
-    input_size: int = 69, width: float = 1.0, dense_units: int = 512, dropout: float = 0.25, name: str = "custom"
+    input_size: int = 69,
+    width: float = 1.0,
+    dense_units: int = 512,
+    dropout: float = 0.25,
+    name: str = "custom",
+    channels: int = 1,
 ) -> keras.Model:
     """The paper's own network (CNN3): four valid-padded convolutions, a global max pool, two dense layers.
 
     conv 5x5/32, pool, conv 4x4/64, pool, conv 3x3/128, pool, conv 3x3/128, global max
     pool, dense 512, dense 37 + GZ2 normalisation; dropout after the pools (the paper gives
     no rate; 0.25 by default, less for the small training sets of the small presets).
-    ``width`` scales the filter counts for the small presets. Needs at least 46 px.
+    ``width`` scales the filter counts for the small presets; ``channels`` is the number of
+    input images stacked per galaxy. Needs at least 46 px.
     """
     if input_size < 46:
         raise ValueError(f"the custom CNN needs inputs of at least 46 px (valid padding), got {input_size}")
     filters = [max(4, round(f * width)) for f in (32, 64, 128, 128)]
-    inputs = keras.Input((input_size, input_size, 1), name="image")
+    inputs = keras.Input((input_size, input_size, channels), name="image")
     x = inputs
     for k, (n, kernel) in enumerate(zip(filters, (5, 4, 3, 3), strict=True)):
         x = layers.Conv2D(n, kernel, padding="valid", activation="relu", name=f"conv{k + 1}")(x)
@@ -95,6 +103,30 @@ def build_ml_network(cnn1: keras.Model, name: str = "ml") -> keras.Model:
     clone.set_weights(cnn1.get_weights())
     output = layers.Dense(1, name="ml")(clone.get_layer("gz2_logits").output)
     return keras.Model(clone.inputs, output, name=name)
+
+
+def build_colour_ml_network(source: keras.Model, options: dict, channels: int, name: str = "ml_colour") -> keras.Model:
+    """CNN4 on colour: a custom network trained on GZ2 (``source``, built with ``options``) on
+    ``channels`` stacked images, with a dense-1 M/L output.
+
+    Every layer starts from the source's trained weights. The first convolution's kernel
+    gets zeros for the added channels, so before training the network computes exactly
+    CNN4's starting point on the g image, and training learns what colour adds.
+    """
+    if source.get_layer("conv1").kernel.shape[2] != 1:
+        raise ValueError("the colour network starts from a one-channel (g) network")
+    network = build_custom_cnn(input_size=int(source.inputs[0].shape[1]), channels=channels, name=f"{name}_base", **options)
+    for layer in network.layers:
+        weights = source.get_layer(layer.name).get_weights() if layer.weights else []
+        if layer.name == "conv1":
+            kernel, bias = weights
+            padded = np.zeros((*kernel.shape[:2], channels, kernel.shape[3]), dtype=kernel.dtype)
+            padded[:, :, :1] = kernel
+            weights = [padded, bias]
+        if weights:
+            layer.set_weights(weights)
+    output = layers.Dense(1, name="ml")(network.get_layer("gz2_logits").output)
+    return keras.Model(network.input, output, name=name)
 
 
 BUILDERS = {"custom": build_custom_cnn, "resnet50": build_resnet50, "xception": build_xception}

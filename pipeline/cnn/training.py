@@ -1,5 +1,11 @@
 """Training a network the paper's way: Nadam, learning rate x0.3 after 4 epochs without
-validation improvement, the best validation epoch kept, at most the preset's epochs."""
+validation improvement, the best validation epoch kept, at most the preset's epochs.
+
+With ``stop_patience`` training also stops after that many epochs without a better
+validation loss (early stopping): on the ``fast`` preset CNN4's best epoch came at 4 of
+20 and the 16 after it bought nothing, while CNN1-3 still improved at epoch 20. The best
+epoch's weights are kept either way, so stopping after it changes nothing but the time.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     lr_factor: float = 0.3
     lr_patience: int = 4
+    #: Stop after this many epochs without a better validation loss (0: train every epoch).
+    stop_patience: int = 0
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -84,6 +92,8 @@ def train(
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor, patience=config.lr_patience),
         keep,
     ]
+    if config.stop_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.stop_patience))
     if progress is not None:
         callbacks.append(_ReportProgress(progress, len(train_data)))
     fitted = model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks, verbose=0)
