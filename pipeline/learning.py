@@ -109,6 +109,8 @@ class LearningData:
         present = np.ones(n, dtype=bool)
         for group in groups:
             if group in OPTIONAL_GROUPS:
+                if group not in self.groups:  # the survey has none of them
+                    return np.zeros(n, dtype=bool)
                 columns = self.matrix(self.groups[group], rows)
                 present &= np.isfinite(columns).any(axis=1) if columns.shape[1] else False
         return present

@@ -24,6 +24,8 @@ EXPERIMENT_TABLE_ROWS = {
     "half_data": 2,
     "colour_images": 3,
 }
+#: Galaxies of the synthetic learning data without an i image (no CNN4-on-colour features).
+NO_I_FRACTION = 0.08
 GBM_TEST_PARAMS = {
     "num_leaves": 15,
     "min_child_samples": 20,
@@ -52,6 +54,10 @@ def synthetic_learning_data(n: int = 1500, seed: int = 0) -> tuple[LearningData,
     cnn123 = rng.normal(0, 1, (n, 60)).astype(np.float32)
     cnn123[:, 7] = disk + rng.normal(0, 0.1, n)
     cnn4 = rng.normal(0, 1, (n, 5)).astype(np.float32)
+    # CNN4 on colour sees the colour (noisily); a galaxy without an i image has none of its features.
+    cnn4gi = rng.normal(0, 1, (n, 5)).astype(np.float32)
+    cnn4gi[:, 0] = gi + rng.normal(0, 0.05, n)
+    cnn4gi[rng.random(n) < NO_I_FRACTION] = np.nan
     probabilities = np.full((n, gz2.N_ANSWERS), 0.05)
     probabilities[:, gz2.ANSWER_INDEX["a02"]] = np.where(disk, 0.8, 0.1)
     probabilities[:, gz2.ANSWER_INDEX["a04"]] = np.where(edge_on, 0.6, 0.05)
@@ -66,6 +72,10 @@ def synthetic_learning_data(n: int = 1500, seed: int = 0) -> tuple[LearningData,
         magnitudes=mags,
         image_features=image,
         cnn1_probabilities=probabilities,
-        cnn_groups={"cnn123": (cnn123, [f"cnn.c{i:02d}" for i in range(60)]), "cnn4": (cnn4, [f"cnn4.c{i}" for i in range(5)])},
+        cnn_groups={
+            "cnn123": (cnn123, [f"cnn.c{i:02d}" for i in range(60)]),
+            "cnn4": (cnn4, [f"cnn4.c{i}" for i in range(5)]),
+            "cnn4gi": (cnn4gi, [f"cnn4gi.c{i}" for i in range(5)]),
+        },
     )
     return data, true_ml

@@ -127,8 +127,20 @@ def test_every_experiment_runs_and_reproduces_the_findings(synth, named):
     assert l1["all"] < l1["without CNNs"]  # morphology matters here
     losses = {(row.method, row.loss) for row in tables["losses"]}
     assert len(losses) == 9
-    bands = {(row.details["bands"], row.details["morphology"]): row.metrics["l1"] for row in tables["band_sets"]}
-    assert bands[("gi", True)] < bands[("gi", False)] < bands[("g", False)]
+    bands = {
+        (row.details["bands"], row.details["morphology"], row.details.get("colour_images", False)): row.metrics["l1"]
+        for row in tables["band_sets"]
+    }
+    assert bands[("gi", True, False)] < bands[("gi", False, False)] < bands[("g", False, False)]
+    assert bands[("gi", True, True)] < bands[("gi", False, False)]  # gi_images: g, i + morphology with CNN4 on colour
+    # gi_images learns from and predicts the galaxies with CNN4-on-colour features only.
+    test = data.rows("test")
+    without_i = int((~data.covered(("cnn4gi",), test)).sum())
+    assert 0 < without_i < len(test) and score(named["gi_images"], data, test)[0]["n_unpredicted"] == without_i
+    assert named["gi_images"].n_train == int(data.covered(("cnn4gi",), data.rows("train")).sum())
+    images = tables["colour_images"]
+    assert [r.method for r in images] == ["CNN4 on g (gi_morph)", "CNN4 on g and i (gi_images)", "both CNN4s"]
+    assert {r.metrics["n"] for r in images} == {len(test) - without_i}  # the same galaxies: those with i
     gi_gain = tables["significance"][0]
     assert gi_gain.method == "gi_morph over gi" and gi_gain.details["ks_pvalue"] < 0.01
     assert gi_gain.details["bootstrap_resamples"] == 100_000

@@ -85,7 +85,7 @@ def test_run_pipeline_shows_each_stage_and_a_second_run_reuses_what_is_done(synt
         "preprocess": (True, preprocess.pk),
         "cnn": (True, workflow.children.get(stage="cnn").pk),
     }
-    assert again["stages"]["cnn"]["done"] == 4 and "up to date: reusing run" in err
+    assert again["stages"]["cnn"]["done"] == 5 and "up to date: reusing run" in err  # CNN1-4 and CNN4 on colour
     page = Client().get(f"/runs/{again['run']}/").content.decode()
     assert page.count("reused (it succeeded earlier with the same preset, galaxies and inputs)") == 2
     assert Run.objects.filter(survey__name="cli", stage="cnn").count() == 1  # not trained twice
