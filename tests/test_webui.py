@@ -58,10 +58,28 @@ def test_experiments_page_and_csv(client, catalogue):  # noqa: F811 - the fixtur
         n=195,
         survey=survey,
         run=run,
-        details={"ks_pvalue": 0.084, "bootstrap_pvalue": 0.00041, "mean_l1_gain": 0.39, "bootstrap_ci95": [0.16, 0.64]},
+        details={
+            "ks_pvalue": 0.084,
+            "bootstrap_pvalue": 0.00041,
+            "mean_l1_gain": 0.39,
+            "bootstrap_ci95": [0.16, 0.64],
+            "per_class_gain": {
+                "edge-on": {
+                    "n": 31,
+                    "mean_l1_gain": 0.88,
+                    "ks_pvalue": 0.0123,
+                    "bootstrap_pvalue": 0.0007,
+                    "bootstrap_ci95": [0.4, 1.3],
+                },
+                "irregular": {"n": 4, "mean_l1_gain": -0.2},
+            },
+        },
     )
     html = client.get("/surveys/api/experiments/").content.decode()
     assert "gi_morph over gi" in html and "0.084" in html and "0.00041" in html
+    per_class = html[html.index('id="significance-per-class"') :]
+    assert "edge-on" in per_class and "0.012" in per_class and "0.0007" in per_class and "0.400 to 1.300" in per_class
+    assert "irregular" in per_class and "fewer than 10 galaxies: not tested" in per_class
     response = client.get("/surveys/api/experiments.csv")
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert rows[0]["method"] == "gi_morph over gi" and float(rows[0]["ks_pvalue"]) == 0.084
