@@ -12,7 +12,7 @@ column once, in one float32 matrix, with the groups as lists of column names:
   5 x 5), the cutout size in pixels and the scaling value of Eq. 1;
 * ``distance``: redshift and pixel size in kpc;
 * ``cnn123``: CNN1-3's GZ2 probabilities and CNN1's pooled activations; ``cnn4``: CNN4's
-  37 next-to-last activations; ``cnn4gi``: those of CNN4 on colour (g and i images), where
+  37 next-to-last activations; ``cnn4gi``: those of CNN4 on colour (g image and g - i map), where
   the survey has them (an optional group: :meth:`LearningData.covered`);
 * ``band_<b>``: the catalogue luminosity in band b (Lsun in that band), from the
   extinction-corrected model magnitude and the luminosity distance;

@@ -60,7 +60,7 @@ NAMED_MODELS = (
     ModelSpec("gi", "gbm", bands="gi"),
     ModelSpec("g_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, select_top=50),
     ModelSpec("gi_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, bands="gi", select_top=50),
-    # beyond the paper: CNN4 on the g and i images in place of CNN4 on g (fitted where the survey has them)
+    # beyond the paper: CNN4 on the g image and g - i map in place of CNN4 on g (fitted where the survey has them)
     ModelSpec("gi_images", "gbm", groups=COLOUR_IMAGE_MODEL_GROUPS, bands="gi", select_top=50),
 )
 NAMED = {spec.name: spec for spec in NAMED_MODELS}

@@ -244,7 +244,7 @@ def test_the_cnn_stage_trains_and_stores_all_five_networks(cnn_media):
     assert -1 <= models["cnn4"].metrics["best_feature_spearman"] <= 1
     # CNN4 on colour: CNN1's network on g and i, trained on the train galaxies with both images.
     colour = models["cnn4gi"]
-    assert colour.hyperparameters["channels"] == ["g", "i"] and colour.hyperparameters["from"] == "cnn1"
+    assert colour.hyperparameters["channels"] == ["g", "g-i"] and colour.hyperparameters["from"] == "cnn1"
     assert colour.hyperparameters["options"] == models["cnn1"].hyperparameters["options"]
     assert 0.9 * models["cnn4"].metrics["n_train"] <= colour.metrics["n_train"] <= models["cnn4"].metrics["n_train"]
     assert colour.metrics["val_weighted_l1"] > 0 and colour.metrics["n_val"] == models["cnn4"].metrics["n_val"]
@@ -280,15 +280,17 @@ def test_features_are_stored_for_every_galaxy_and_read_back_as_one_matrix(cnn_me
     missing = Galaxy.objects.filter(survey=survey, status="rejected").first().pk
     both, _ = feature_matrix([sets["cnn3.gz2"]], [missing, int(with_images[0])])
     assert np.isnan(both[0]).all() and np.isfinite(both[1]).all()
-    # CNN4 on colour's features: every galaxy with g and i images, read through one stacked reader.
-    stores, coloured, rows = stacked_rows(survey, 48, with_images, ("g", "i"))
+    # CNN4 on colour's features: every galaxy with a g image and a g - i map, read through one stacked reader
+    # (the map's NaN, where a band has no signal, read as 0).
+    stores, coloured, rows = stacked_rows(survey, 48, with_images, ("g", "g-i"))
     assert len(coloured) >= 0.95 * len(with_images) and rows.shape == (len(coloured), 2)
     assert FeatureVector.objects.filter(feature_set=colour).count() == len(coloured)
     assert colour.feature_names[0] == "cnn4gi_custom.penultimate_00" and colour.symmetries == 8
     stacked = stacked_reader(stores)(rows[:5])
     np.testing.assert_array_equal(stacked[..., 0], row_reader(stores[0])(rows[:5, 0]))
-    _, _, map_rows = stacked_rows(survey, 48, coloured[:5], ("g", "g-i"))
-    assert np.isfinite(stacked_reader(stacked_rows(survey, 48, coloured[:5], ("g", "g-i"))[0])(map_rows)).all()
+    maps = row_reader(stores[1])(rows[:5, 1])
+    assert np.isnan(maps).any() and np.isfinite(stacked).all()
+    np.testing.assert_array_equal(stacked[..., 1], np.nan_to_num(maps, nan=0.0))
 
 
 @pytest.mark.django_db

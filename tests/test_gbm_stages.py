@@ -215,9 +215,9 @@ def test_the_experiments_stage_stores_every_table(stages):
     tested = {name: e for name, e in per_class.items() if e["n"] >= experiments.MIN_CLASS_PAIRED}
     assert tested and all(0 <= e["ks_pvalue"] <= 1 and 0 <= e["bootstrap_pvalue"] <= 1 for e in tested.values())
     images = {r.method: r for r in rows.filter(experiment="colour_images")}
-    assert list(images) == ["CNN4 on g (gi_morph)", "CNN4 on g and i (gi_images)", "both CNN4s"]
+    assert list(images) == ["CNN4 on g (gi_morph)", "CNN4 on g and g - i (gi_images)", "both CNN4s"]
     assert len({r.n for r in images.values()}) == 1  # all on the same test galaxies: those with i images
-    assert images["CNN4 on g and i (gi_images)"].l1 == pytest.approx(
+    assert images["CNN4 on g and g - i (gi_images)"].l1 == pytest.approx(
         TrainedModel.objects.get(run=stage_runs["gbm"], name="gi_images").metrics["test"]["l1"]
     )
     assert rows.get(experiment="band_sets", method="gi_images").details["colour_images"] is True

@@ -139,7 +139,7 @@ def test_every_experiment_runs_and_reproduces_the_findings(synth, named):
     assert 0 < without_i < len(test) and score(named["gi_images"], data, test)[0]["n_unpredicted"] == without_i
     assert named["gi_images"].n_train == int(data.covered(("cnn4gi",), data.rows("train")).sum())
     images = tables["colour_images"]
-    assert [r.method for r in images] == ["CNN4 on g (gi_morph)", "CNN4 on g and i (gi_images)", "both CNN4s"]
+    assert [r.method for r in images] == ["CNN4 on g (gi_morph)", "CNN4 on g and g - i (gi_images)", "both CNN4s"]
     assert {r.metrics["n"] for r in images} == {len(test) - without_i}  # the same galaxies: those with i
     gi_gain = tables["significance"][0]
     assert gi_gain.method == "gi_morph over gi" and gi_gain.details["ks_pvalue"] < 0.01

@@ -222,7 +222,7 @@ def band_set_bars(rows: list[dict], div_id: str = "band-sets") -> str:
     series = (
         (False, False, "#777", "photometry only"),
         (True, False, "#1a5fb4", "with morphology"),
-        (True, True, "#c64600", "with morphology, CNN4 on g and i images"),
+        (True, True, "#c64600", "with morphology, CNN4 on the g image and g - i map"),
     )
     for morphology, colour_images, colour, label in series:
         chosen = [r for r in rows if bool(r["morphology"]) == morphology and bool(r.get("colour_images")) == colour_images]

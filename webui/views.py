@@ -435,7 +435,7 @@ EXPERIMENT_TITLES = {
     "band_sets": "Fig. 8: sets of bands with and without morphology",
     "significance": "Significance of the gain from morphology (test split, and out-of-fold over train + validation)",
     "half_data": "Training on half the data",
-    "colour_images": "Beyond the paper: CNN4 on the g and i images (g + i + morphology, test galaxies with i images)",
+    "colour_images": "Beyond the paper: CNN4 on the g image and g - i map (g + i + morphology, test galaxies with i images)",
 }
 
 
