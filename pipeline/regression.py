@@ -13,6 +13,7 @@ training galaxies, hundreds of CNN features can otherwise make a model worse).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -69,7 +70,7 @@ NAMED_MODEL_NAMES = tuple(NAMED)
 REQUIRED_MODEL_NAMES = tuple(spec.name for spec in NAMED_MODELS if not set(spec.groups) & set(OPTIONAL_GROUPS))
 
 
-def fittable(specs, absent_groups) -> list:
+def fittable(specs: Iterable[ModelSpec], absent_groups: Iterable[str]) -> list[ModelSpec]:
     """The specs that read none of ``absent_groups`` (a survey without i images has no
     CNN4-on-colour features, so ``gi_images`` is not fitted on it)."""
     return [spec for spec in specs if not set(spec.groups) & set(absent_groups)]

@@ -6,9 +6,9 @@ One run on the gpu queue with one chunk whose items are the roles to train
 CNN1-3 learn from the galaxies with GZ2 votes in the train split and are validated on the
 validation split; CNN4 starts from CNN1's trained weights and learns from every train
 galaxy with an M/L target. CNN4 on colour does the same on the galaxies with images in
-every channel it reads (the g image and the g - i map), starting from its ``from`` network's weights. Each
-trained network is saved (atomically, through storage)
-with its hyper-parameters, curves and validation metrics before the next one starts, so
+every channel it reads (the g image and the g - i map), starting from its ``from``
+network's weights. Each trained network is saved (atomically, through storage) with its
+hyper-parameters, curves and validation metrics before the next one starts, so
 a run that is delivered again after a crash continues with the networks still missing.
 Progress (network, epoch, batch, loss) goes to the run; cancellation is honoured between
 batches.
