@@ -300,8 +300,7 @@ def stacked_reader(stores: list[ImageStore]):
     """(N, channels) rows -> (N, res, res, channels) float32, a colour map's NaN (no signal) as 0:
     what a network on several channels reads through. One store reads as :func:`row_reader`."""
     if len(stores) == 1:
-        single = row_reader(stores[0])
-        return lambda rows: single(np.asarray(rows)[:, 0] if np.ndim(rows) == 2 else rows)
+        return lambda rows: read_rows(stores[0], np.asarray(rows)[:, 0])
 
     def read(rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)

@@ -124,7 +124,6 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
     from pipeline.cnn.training import predict_layers
 
     run = claim.run
-    config = preset(run.preset)
     sets = run.config["feature_sets"]
     vectors: dict[int, list[FeatureVector]] = {}
     complete = set(claim.items)
@@ -132,7 +131,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         context.check(force=True)
         faults.before_step("features", role)
         model = TrainedModel.objects.get(pk=model_id)
-        size = int(model.hyperparameters.get("size") or cnn_network(config, role)["size"])
+        size = int(model.hyperparameters["size"])  # recorded at training, as the upload path reads it
         channels = tuple(model.hyperparameters.get("channels", ("g",)))
         stores, ids, rows = stacked_rows(run.survey, size, claim.items, channels)
         if role in CNN_ROLES:  # the colour network's features are optional: a galaxy without i keeps its g ones
