@@ -49,7 +49,7 @@ def main() -> None:
     from pipeline.cnn import networks
     from pipeline.cnn.data import ImageBatches
     from pipeline.cnn.training import TrainingConfig, predict_layers, train_ml
-    from pipeline.presets import COLOUR_ROLE, cnn_network, preset
+    from pipeline.presets import COLOUR_ROLE, cnn_network, preset, role_training
     from pipeline.regression import NAMED, fit_model, score
 
     survey = Survey.objects.get(name=args.survey)
@@ -62,9 +62,7 @@ def main() -> None:
     test = test[data.covered((COLOUR_ROLE,), test)]
     network = cnn_network(config, COLOUR_ROLE)
     source = TrainedModel.objects.get(run=cnn_run, name=network["from"])
-    training = TrainingConfig(
-        **{k: v for k, v in config["training"].items() if k in TrainingConfig.__dataclass_fields__}, seed=cnn_run.pk
-    )
+    training = TrainingConfig.from_settings(role_training(config, COLOUR_ROLE), seed=cnn_run.pk)
     ids = list(
         Galaxy.objects.filter(survey=survey).exclude(status=GalaxyStatus.REJECTED).order_by("id").values_list("id", flat=True)
     )

@@ -20,7 +20,7 @@ from pipeline.cnn.data import ImageBatches, augment, symmetry
 from pipeline.cnn.gz2_layer import GZ2Normalisation
 from pipeline.cnn.losses import weighted_l1
 from pipeline.cnn.training import predict_layers
-from pipeline.presets import FEATURE_LAYERS
+from pipeline.presets import FEATURE_LAYERS, preset, role_training
 
 # --- the pieces --------------------------------------------------------------------
 
@@ -147,6 +147,15 @@ def test_training_stops_early_when_the_validation_loss_stops_improving():
     assert len(everything.history["val_loss"]) == 4  # 0: no early stopping (the paper's 30 epochs)
 
 
+def test_a_role_trains_with_the_presets_settings_and_what_its_role_training_changes():
+    config = {"training": {"epochs": 20, "stop_patience": 6, "batch_size": 32}, "role_training": {"cnn4gi": {"epochs": 12}}}
+    assert role_training(config, "cnn4gi") == {"epochs": 12, "stop_patience": 6, "batch_size": 32}
+    assert role_training(config, "cnn1") == config["training"]
+    assert role_training({"training": {"epochs": 3}}, "cnn2") == {"epochs": 3}  # no role_training at all
+    fast = preset("fast")
+    assert role_training(fast, "cnn4gi")["epochs"] < role_training(fast, "cnn1")["epochs"]
+
+
 def test_weighted_l1_uses_the_error_floor():
     y_true = np.array([[2.0, 0.5], [4.0, 0.01]], np.float32)  # the second error is below 5% of 4.0 = 0.2
     y_pred = np.array([[3.0], [3.0]], np.float32)
@@ -235,9 +244,11 @@ def test_the_cnn_stage_trains_and_stores_all_five_networks(cnn_media):
     assert set(models) == {"cnn1", "cnn2", "cnn3", "cnn4", "cnn4gi"}
     for role, model in models.items():
         assert model.preset == "test" and model.survey == survey and model.artifact.name.endswith(".keras")
-        assert model.hyperparameters["training"]["epochs"] == 2 and model.hyperparameters["size"] == 48
-        assert len(model.curves["loss"]) == len(model.curves["val_loss"]) == 2
-        assert model.metrics["n_train"] > 50 and model.metrics["best_epoch"] in (1, 2)
+        # the test preset's role_training gives CNN2 one epoch, the others the preset's two
+        epochs = 1 if role == "cnn2" else 2
+        assert model.hyperparameters["training"]["epochs"] == epochs and model.hyperparameters["size"] == 48
+        assert len(model.curves["loss"]) == len(model.curves["val_loss"]) == epochs
+        assert model.metrics["n_train"] > 50 and 1 <= model.metrics["best_epoch"] <= epochs
         assert set(model.hyperparameters["feature_widths"]) == set(FEATURE_LAYERS[role])
         if role not in ("cnn4", "cnn4gi"):
             assert 0 < model.metrics["rmse"] < 0.5 and set(model.metrics["per_task"]) == {t.id for t in gz2.TASKS}

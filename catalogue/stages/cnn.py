@@ -38,6 +38,7 @@ from pipeline.presets import (
     input_channels,
     network_roles,
     preset,
+    role_training,
 )
 
 PROGRESS_INTERVAL_S = 1.0
@@ -81,6 +82,7 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
             "cnn": config["cnn"],
             "colour_network": config.get("colour_network"),
             "training": config["training"],
+            "role_training": config.get("role_training", {}),
             **({"skipped": skipped} if skipped else {}),
         },
     )
@@ -137,9 +139,7 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
     from pipeline.cnn.training import TrainingConfig, train_gz2, train_ml
 
     network = cnn_network(run.config, role)
-    config = TrainingConfig(
-        **{k: v for k, v in run.config["training"].items() if k in TrainingConfig.__dataclass_fields__}, seed=run.pk
-    )
+    config = TrainingConfig.from_settings(role_training(run.config, role), seed=run.pk)
     train_data, train_ids, train_targets = _dataset(run, role, Split.TRAIN, network, config.batch_size, True)
     val_data, _, val_targets = _dataset(run, role, Split.VAL, network, config.batch_size, False)
     if role == "cnn4":

@@ -39,6 +39,12 @@ class TrainingConfig:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_settings(cls, settings: dict, seed: int = 0) -> TrainingConfig:
+        """The config of a preset's training settings (:func:`pipeline.presets.role_training`);
+        keys that are not training hyper-parameters are left out."""
+        return cls(**{k: v for k, v in settings.items() if k in cls.__dataclass_fields__ and k != "seed"}, seed=seed)
+
 
 @dataclass
 class TrainingResult:
