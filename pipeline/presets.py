@@ -11,15 +11,16 @@ On the demo survey (``fast``, about 1,200 training galaxies) ``num_leaves`` neve
 the cross-validated L1 (150 galaxies per leaf allow fewer than 15 leaves) and 20% of the
 features per tree lost on every model with colour (gi_morph needed 3,000 trees to lose), so
 ``fast`` searches only the galaxies per leaf, at a learning rate of 0.1: the gbm stage took
-76 s instead of 384 s, with the same test L1 within the spread between seeds.
+66-87 s instead of 384 s, with the same test L1 within the spread between seeds.
 
 ``training`` holds every network's training settings; ``role_training`` changes some of
 them for one role. On ``fast`` CNN1 (and so CNN4 and CNN4 on colour) is the custom network
 at half width, CNN3 trains 12 epochs and CNN4 on colour at most 12, stopping after 4 without
-a better validation loss: the cnn stage took 240-270 s instead of 370 s on the demo survey,
-and with the 8 symmetries g_morph's test L1 was the full-width networks' (2.37 against 2.37,
-three GBM seeds each; gi_morph 1.64 against 1.61). gi_images barely moves with CNN4 on
-colour's quality (test L1 1.47-1.55 over validation L1s from 1.8 to 2.5).
+a better validation loss: the cnn stage took 183-270 s (CNN4 stops anywhere from its 9th
+to its 20th epoch) instead of 370 s on the demo survey. With the 8 symmetries g_morph's
+test L1 matched what the full-width networks gave without them (2.37 against 2.37, three
+GBM seeds each; gi_morph 1.64 against 1.61). gi_images barely moves with CNN4 on colour's
+quality (test L1 1.47-1.55 over validation L1s from 1.8 to 2.5).
 
 ``feature_symmetries`` is how many of the square's 8 symmetries (quarter turns, then their
 mirror images) each CNN feature is averaged over at extraction (test-time augmentation):

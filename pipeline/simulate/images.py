@@ -3,9 +3,9 @@
 The galaxy is drawn noise-free on a grid oversampled by 2: a Sersic bulge (GalSim), an
 inclined exponential disk whose light carries the spiral arms and the bar (numpy, in the
 disk plane, then projected), star-forming clumps (GalSim ``RandomKnots`` positions, each a
-Gaussian), a dust lane for edge-on disks, and for mergers a companion with a tidal tail. That light is convolved with
-a Moffat PSF and drawn at 0.396 arcsec/pixel; Poisson noise with a deep-mosaic sky
-(GalSim ``CCDNoise``) and foreground stars are added last. Spiral arms thinner than the
+Gaussian), a dust lane for edge-on disks, and for mergers a companion with a tidal tail.
+That light is convolved with a Moffat PSF and drawn at 0.396 arcsec/pixel; Poisson noise
+with a deep-mosaic sky (GalSim ``CCDNoise``) and foreground stars are added last. Spiral arms thinner than the
 PSF vanish on distant galaxies, as in real data.
 """
 

@@ -138,8 +138,8 @@ def render_and_write(args: tuple[dict, str]) -> list[tuple[float, float, float]]
 
 def _one_thread_per_worker() -> None:
     """Pool initializer: a rendering process runs GalSim's OpenMP and numpy's BLAS on one
-    thread. With a process per core their threads would contend with the other processes'
-    (2,000 galaxies rendered 28% slower on 2 cores)."""
+    thread. With a process per core their threads contend with the other processes' (on 2
+    cores, 0.081 s a galaxy instead of 0.056 for a 200-galaxy survey)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
