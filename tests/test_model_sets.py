@@ -9,6 +9,7 @@ redshift far beyond the training range.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import shutil
 from pathlib import Path
@@ -497,3 +498,22 @@ def test_staff_apply_a_set_through_the_api_and_the_admin(sets, django_user_model
     assert applied.config["model_set"] == model_set.pk and answer["Location"].endswith(f"/runs/{applied.pk}/")
     refused = browser.post("/admin/catalogue/run/start/", {"survey": g.pk, "preset": "test"})
     assert "tick at least one stage, or choose a model set" in refused.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_transfer_benchmark_reports_stored_intervals_and_the_split_conformal_ones_on_the_same_galaxies(sets):
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "transfer.py"
+    spec = importlib.util.spec_from_file_location("transfer", path)
+    transfer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(transfer)
+    stored = transfer.stored_report(sets["b"], sets["set"])
+    before = transfer.split_conformal_report(sets["b"], sets["set"])
+    assert set(stored) == set(before) == set(NAMES)
+    learning = Galaxy.objects.filter(survey=sets["b"], status="ok", ml_g__isnull=False).count()
+    for name in NAMES:
+        assert 250 < stored[name]["n"] == before[name]["n"] <= learning, name
+        assert before[name]["method"] == ("cqr" if name not in ("constant", "powerlaw_gi") else "residual"), name
+        for report in (stored[name], before[name]):
+            assert len(report["by_redshift"]) == len(report["by_luminosity"]) == 4
+            assert sum(entry["n"] for entry in report["by_class"].values()) == report["n"]
+            assert 0 < report["width_68_dex"] < report["width_95_dex"]
