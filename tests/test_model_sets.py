@@ -351,10 +351,17 @@ def test_uploads_are_throttled_per_user(sets, django_user_model, monkeypatch):
 
 
 def tolerance(level: float, n_test: int, n_calibration: int) -> float:
-    """Three standard deviations of a coverage measured on ``n_test`` galaxies with intervals
+    """Four standard deviations of a coverage measured on ``n_test`` galaxies with intervals
     calibrated on ``n_calibration``: binomial noise of both (at B's 290 and A's 170
-    out-of-fold galaxies, 0.14 at 68% and 0.07 at 95%)."""
-    return 3 * np.sqrt(level * (1 - level) * (1 / n_test + 1 / n_calibration))
+    out-of-fold galaxies, 0.18 at 68% and 0.08 at 95%).
+
+    Four, not three: the test below makes about 28 such checks (7 models, 2 levels, the
+    classes with 50 galaxies), and the test preset's networks do not train bit for bit the
+    same twice on 2 threads (two runs: gi_morph's 68% coverage 0.65 and 0.60, CNN1 calling
+    29 galaxies elliptical in one and none in the other), so at three sigma a check failed
+    by chance (once in nine runs on 2026-12-06); at four the chance of any is about 0.2%.
+    """
+    return 4 * np.sqrt(level * (1 - level) * (1 / n_test + 1 / n_calibration))
 
 
 @pytest.mark.django_db
