@@ -385,6 +385,11 @@ def test_intervals_hold_on_a_survey_of_another_seed_and_size_and_the_survey_page
         assert len(report["by_redshift"]) == len(report["by_luminosity"]) == 4
     page = APIClient().get("/surveys/setsB/").content.decode()
     assert 'id="applied-coverage"' in page and 'id="survey-calibration"' in page
+    assert f"Interval calibration of g_morph on this survey ({reports['g_morph']['n']} galaxies with targets)" in page
+    by_class = page[page.index('id="applied-coverage-by-class"') :].split("</table>")[0]
+    disks = max(report["by_class"]["disk"]["n"] for report in reports.values())
+    assert f"<th>disk ({disks})</th>" in by_class
+    assert f"<td>{reports['gi_morph']['by_class']['disk']['coverage_68']:.3f}</td>" in by_class
     assert f"<td>{reports['g_morph']['coverage_68']:.3f}</td>" in page
 
 

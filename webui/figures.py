@@ -233,8 +233,9 @@ def band_set_bars(rows: list[dict], div_id: str = "band-sets") -> str:
     return to_div(figure, div_id)
 
 
-def calibration_plot(report: dict, div_id: str = "calibration") -> str:
-    """Nominal against empirical coverage of the 68% and 95% intervals, overall and per class."""
+def calibration_plot(report: dict, div_id: str = "calibration", title: str = "Interval calibration (test split)") -> str:
+    """Nominal against empirical coverage of the 68% and 95% intervals, overall and per class;
+    ``title`` says whose intervals and on which galaxies."""
     figure = go.Figure()
     figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "#999"}, name="ideal")
     levels = [0.68, 0.95]
@@ -255,7 +256,7 @@ def calibration_plot(report: dict, div_id: str = "calibration") -> str:
                 line={"color": COLOURS.get(name)},
             )
     figure.update_layout(
-        title="Interval calibration (test split)",
+        title=title,
         xaxis_title="nominal coverage",
         yaxis_title="empirical coverage",
         xaxis_range=[0.5, 1],

@@ -109,13 +109,24 @@ def _application(survey: Survey, model_set: ModelSet, run: Run) -> dict:
     )
     predicted = [name for name in run.config.get("models", {}) if name not in run.result.get("skipped", {})]
     coverage = run.result.get("calibration") or {}
+    classes = list(dict.fromkeys(c for report in coverage.values() if report for c in report.get("by_class", {}) if c))
     return {
+        "classes": [(c, max(r.get("by_class", {}).get(c, {}).get("n", 0) for r in coverage.values() if r)) for c in classes],
+        "coverage_by_class": [
+            (name, [report.get("by_class", {}).get(c, {}).get("coverage_68") for c in classes])
+            for name, report in coverage.items()
+            if report
+        ],
         "coverage": [
             (name, report.get("n"), report.get("coverage_68"), report.get("coverage_95"), report.get("width_68_dex"))
             for name, report in coverage.items()
             if report
         ],
-        "coverage_figure": figures.calibration_plot(coverage["g_morph"], div_id="survey-calibration")
+        "coverage_figure": figures.calibration_plot(
+            coverage["g_morph"],
+            div_id="survey-calibration",
+            title=f"Interval calibration of g_morph on this survey ({coverage['g_morph'].get('n')} galaxies with targets)",
+        )
         if coverage.get("g_morph")
         else "",
         "model_set": model_set,
