@@ -371,6 +371,10 @@ def test_intervals_hold_on_a_survey_of_another_seed_and_size_and_the_survey_page
     predict = Run.objects.filter(survey=b, stage="predict").latest("created")
     reports = predict.result["calibration"]
     assert set(reports) == set(NAMES)
+    # measured on B's learning sample only: its excluded galaxies' targets are the unreliable ones
+    excluded = Galaxy.objects.filter(survey=b, status="excluded", ml_g__isnull=False).count()
+    learning = Galaxy.objects.filter(survey=b, status="ok", ml_g__isnull=False).count()
+    assert excluded > 0 and reports["g_morph"]["n"] == learning
     for name, report in reports.items():
         model = TrainedModel.objects.get(model_set=model_set, name=name)
         n_calibration = model.metrics["calibration"]["calibrated_on"]["galaxies"]
@@ -385,7 +389,7 @@ def test_intervals_hold_on_a_survey_of_another_seed_and_size_and_the_survey_page
         assert len(report["by_redshift"]) == len(report["by_luminosity"]) == 4
     page = APIClient().get("/surveys/setsB/").content.decode()
     assert 'id="applied-coverage"' in page and 'id="survey-calibration"' in page
-    assert f"Interval calibration of g_morph on this survey ({reports['g_morph']['n']} galaxies with targets)" in page
+    assert f"Interval calibration of g_morph on this survey ({reports['g_morph']['n']} learning-sample galaxies)" in page
     by_class = page[page.index('id="applied-coverage-by-class"') :].split("</table>")[0]
     disks = max(report["by_class"]["disk"]["n"] for report in reports.values())
     assert f"<th>disk ({disks})</th>" in by_class

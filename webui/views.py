@@ -125,7 +125,7 @@ def _application(survey: Survey, model_set: ModelSet, run: Run) -> dict:
         "coverage_figure": figures.calibration_plot(
             coverage["g_morph"],
             div_id="survey-calibration",
-            title=f"Interval calibration of g_morph on this survey ({coverage['g_morph'].get('n')} galaxies with targets)",
+            title=f"Interval calibration of g_morph on this survey ({coverage['g_morph'].get('n')} learning-sample galaxies)",
         )
         if coverage.get("g_morph")
         else "",

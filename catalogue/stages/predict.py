@@ -164,9 +164,16 @@ def store_predictions(model: TrainedModel, fitted, data, context: runs.ChunkCont
 
 def coverage_on_targets(fitted, data) -> dict:
     """On a survey a set was applied to, the intervals' coverage where its galaxies have targets
-    (every galaxy with one: none of them trained the model); empty without targets."""
+    (none of them trained the model); empty without targets.
+
+    Only the survey's learning sample counts: the galaxies its selection excluded keep their
+    targets, but those are the ones it judged unreliable (an SED fit with chi2_r >= 5), and
+    measuring intervals against them moved a 95% coverage from 0.946 to 0.926 (gi_morph,
+    4,000 simulated galaxies, 162 excluded).
+    """
     with np.errstate(invalid="ignore"):
-        rows = np.flatnonzero(np.isfinite(data.target) & (data.target > 0) & np.isfinite(data.error))
+        usable = np.isfinite(data.target) & (data.target > 0) & np.isfinite(data.error)
+    rows = np.flatnonzero(usable & (data.split != ""))
     return calibration_report(fitted, data, rows) if len(rows) >= MIN_COVERAGE_GALAXIES else {}
 
 
