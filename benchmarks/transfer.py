@@ -110,10 +110,14 @@ def split_conformal_report(survey: Survey, model_set: ModelSet) -> dict:
     applied = Run.objects.filter(survey=survey, stage="predict", status="succeeded").latest("pk").config["feature_sets"]
     new, _ = load_learning_data(survey, applied)
     rows = np.flatnonzero((new.split != "") & np.isfinite(new.target))
-    report = {}
+    report, training_data = {}, {}  # the training survey's data, loaded once per group of feature sets
     for model in model_set.named_models.order_by("name"):
         fitted = load_pickle(model.artifact.name)
-        old, _ = load_learning_data(model_set.survey, model.hyperparameters["feature_sets"])
+        sets = model.hyperparameters["feature_sets"]
+        key = tuple(sorted(sets.items()))
+        if key not in training_data:
+            training_data[key] = load_learning_data(model_set.survey, sets)[0]
+        old = training_data[key]
         train, val = old.rows("train"), old.rows("val")
         before = IntervalModel(method="cqr" if fitted.spec.method == "gbm" else "residual").fit(
             old.matrix(fitted.features, train),
