@@ -36,6 +36,7 @@ from django.test import Client  # noqa: E402
 from benchmarks.generated_survey import SURVEY, survey_of  # noqa: E402
 from catalogue.models import Galaxy  # noqa: E402
 from catalogue.serving import prepare_for_requests  # noqa: E402
+from pipeline.learning.named_models import CATALOGUE_MODEL  # noqa: E402
 
 
 def timed(client: Client, url: str, repeat: int) -> tuple[float, bytes]:
@@ -66,15 +67,17 @@ def main() -> None:
     prepare_for_requests()  # as catalogue/wsgi.py does in each web worker
     client = Client(HTTP_HOST="127.0.0.1")
     try:
-        page_s, _ = timed(client, f"/api/galaxies/?survey={SURVEY}&model=g_morph&page_size=1000", args.repeat)
+        page_s, _ = timed(client, f"/api/galaxies/?survey={SURVEY}&model={CATALOGUE_MODEL}&page_size=1000", args.repeat)
         deep_s, _ = timed(
-            client, f"/api/galaxies/?survey={SURVEY}&model=g_morph&ml_pred_min=5&ordering=-ml_g&page_size=100", args.repeat
+            client,
+            f"/api/galaxies/?survey={SURVEY}&model={CATALOGUE_MODEL}&ml_pred_min=5&ordering=-ml_g&page_size=100",
+            args.repeat,
         )
         objid = Galaxy.objects.filter(survey=survey).values_list("objid", flat=True).first()
         detail_s, _ = timed(client, f"/api/galaxies/{objid}/?survey={SURVEY}", args.repeat)
         cone_s, cone_body = timed(client, "/scs/?RA=150&DEC=0&SR=0.5&VERB=2", args.repeat)
-        csv_s, csv_body = timed(client, f"/api/catalogue.csv?survey={SURVEY}&model=g_morph", args.download_repeat)
-        fits_s, _ = timed(client, f"/api/catalogue.fits?survey={SURVEY}&model=g_morph", args.download_repeat)
+        csv_s, csv_body = timed(client, f"/api/catalogue.csv?survey={SURVEY}&model={CATALOGUE_MODEL}", args.download_repeat)
+        fits_s, _ = timed(client, f"/api/catalogue.fits?survey={SURVEY}&model={CATALOGUE_MODEL}", args.download_repeat)
         rows = csv_body.count(b"\n") - 1
         print(
             json.dumps(

@@ -49,8 +49,9 @@ def main() -> None:
     from pipeline.cnn import networks
     from pipeline.cnn.data import ImageBatches
     from pipeline.cnn.training import TrainingConfig, predict_layers, train_ml
+    from pipeline.learning.named_models import NAMED
+    from pipeline.learning.regression import fit_model, score
     from pipeline.presets import COLOUR_ROLE, cnn_network, preset, role_training
-    from pipeline.regression import NAMED, fit_model, score
 
     survey = Survey.objects.get(name=args.survey)
     cnn_run = latest_succeeded_run(survey, RunStage.CNN)

@@ -1,7 +1,7 @@
 """The M/L GBM at the paper's scale: 59,637 galaxies x 2,195 float32 features with a known signal.
 
 The paper trains its main model in about 5 minutes on a dual-core CPU and its top-50
-retrain in 40 CPU seconds. This times ``pipeline.gbm.GBMRegressor`` (weighted L1, early
+retrain in 40 CPU seconds. This times ``pipeline.learning.gbm.GBMRegressor`` (weighted L1, early
 stopping on a validation split) with the paper's tree settings under several training
 configurations, and reports the validation L1 each reaches, so a faster configuration is
 only taken when it learns as well. Then the top-50 retrain (permutation importance on the
@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.gbm import GBMRegressor  # noqa: E402
-from pipeline.metrics import ml_metrics  # noqa: E402
-from pipeline.model_selection import permutation_l1_importance, top_features  # noqa: E402
+from pipeline.learning.gbm import GBMRegressor  # noqa: E402
+from pipeline.learning.metrics import ml_metrics  # noqa: E402
+from pipeline.learning.model_selection import permutation_l1_importance, top_features  # noqa: E402
 
 #: Training configurations around the paper's trees (40 leaves, 150 per leaf, 40% features, 80% bagging).
 CONFIGS = {

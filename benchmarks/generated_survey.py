@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from catalogue.models import Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from pipeline.learning.named_models import CATALOGUE_MODEL
 from pipeline.sky import healpix_index, unit_vector
 
 SURVEY = "bench-api"
@@ -67,7 +68,9 @@ def make_survey(n: int, seed: int = 0) -> tuple[Survey, TrainedModel]:
     columns = _generated_rows(n, seed)
     run = Run.objects.create(stage="gbm", survey=survey, status="succeeded", preset="test")
     model_set = ModelSet.objects.create(name=f"{SURVEY}@{run.pk}", survey=survey, run=run, preset="test", is_current=True)
-    model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run, preset="test", model_set=model_set)
+    model = TrainedModel.objects.create(
+        kind="gbm", name=CATALOGUE_MODEL, survey=survey, run=run, preset="test", model_set=model_set
+    )
     # the set applied to the survey: what the cone search and TAP's catalogue table show
     Run.objects.create(
         stage="predict",

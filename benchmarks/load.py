@@ -40,6 +40,7 @@ from django.core.management import call_command  # noqa: E402
 
 from benchmarks.generated_survey import SURVEY, survey_of  # noqa: E402
 from catalogue.models import Galaxy  # noqa: E402
+from pipeline.learning.named_models import CATALOGUE_MODEL  # noqa: E402
 
 HOST = "127.0.0.1"
 #: What the production settings need (docs/deployment.md), for a throwaway server.
@@ -55,7 +56,7 @@ PRODUCTION = {
 
 def endpoints(objid: int) -> dict[str, str]:
     return {
-        "list_page_100": f"/api/galaxies/?survey={SURVEY}&model=g_morph&page_size=100",
+        "list_page_100": f"/api/galaxies/?survey={SURVEY}&model={CATALOGUE_MODEL}&page_size=100",
         "galaxy_detail": f"/api/galaxies/{objid}/?survey={SURVEY}",
         "cone_search_0.5deg": "/scs/?RA=150&DEC=0&SR=0.5&VERB=2",
     }

@@ -38,7 +38,8 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from catalogue.models import Galaxy, Prediction  # noqa: E402
-from catalogue.services.model_sets import resolve_model_set  # noqa: E402
+from catalogue.selectors import resolve_model_set  # noqa: E402
+from pipeline.learning.named_models import CATALOGUE_MODEL  # noqa: E402
 
 
 def main() -> None:
@@ -71,8 +72,8 @@ def main() -> None:
         assert response.status_code == 200, response.content[:300]
         if attempt:
             times.append(elapsed)
-        stored = Prediction.objects.filter(galaxy=galaxy, model__model_set=model_set, model__name="g_morph").first()
-        answer = response.json()["predictions"].get("g_morph")
+        stored = Prediction.objects.filter(galaxy=galaxy, model__model_set=model_set, model__name=CATALOGUE_MODEL).first()
+        answer = response.json()["predictions"].get(CATALOGUE_MODEL)
         # The survey's star removal used its star catalogue (where it has one); an upload detects blindly.
         kind = "catalogue stars in the field" if galaxy.extra.get("stars") else "no catalogue star in the field"
         equal[kind][0] += bool(stored and answer and abs(answer["ml"] / stored.ml_pred - 1) < 1e-6)

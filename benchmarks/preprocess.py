@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.colour import colour_channels  # noqa: E402
-from pipeline.preprocess import ImageMeta, preprocess, preprocess_cutout, remove_stars  # noqa: E402
+from pipeline.images.colour import colour_channels  # noqa: E402
+from pipeline.images.preprocess import ImageMeta, preprocess, preprocess_cutout, remove_stars  # noqa: E402
 
 PIXSCALE, FWHM = 0.396, 1.4
 

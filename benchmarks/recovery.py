@@ -39,9 +39,8 @@ from django.core.management import call_command  # noqa: E402
 from catalogue import limits, registry  # noqa: E402
 from catalogue.celery import app  # noqa: E402
 from catalogue.models import Run, RunChunk, Survey  # noqa: E402
+from catalogue.orchestration.start import start  # noqa: E402
 from catalogue.services.ingest import ingest_bundle  # noqa: E402
-from catalogue.services.start import start_stage  # noqa: E402
-from catalogue.services.workflow import start_workflow  # noqa: E402
 from pipeline.simulate.survey import simulate_survey  # noqa: E402
 
 SURVEY = "bench-recovery"
@@ -63,7 +62,7 @@ def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", default="gbm", choices=list(registry.STAGE_NAMES))
+    parser.add_argument("--stage", default="gbm", choices=list(registry.stage_names()))
     parser.add_argument("--n", type=int, default=150, help="galaxies of the simulated survey")
     args = parser.parse_args()
     if not settings.CELERY_BROKER_URL.startswith("redis"):
@@ -75,10 +74,11 @@ def main() -> None:
     simulate_survey(bundle, n=args.n, seed=11)
     ingest_bundle(bundle, SURVEY)
     survey = Survey.objects.get(name=SURVEY)
-    before = list(registry.STAGE_NAMES[: registry.STAGE_NAMES.index(args.stage)])
+    names = registry.stage_names()
+    before = list(names[: names.index(args.stage)])
     if before:  # the stages it needs, done in this process
         app.conf.task_always_eager = True
-        start_workflow(survey, before, preset_name="test")
+        start(survey, before, preset_name="test")
     app.conf.task_always_eager = False  # the stage itself goes to the worker
     app.control.purge()
 
@@ -92,7 +92,7 @@ def main() -> None:
     beat = _process("beat", "--loglevel", "WARNING", "--schedule", str(beat_dir / "schedule"), env=env)
     reaper = None if queue == registry.CPU_QUEUE else _process("worker", "-Q", "cpu", "--pool", "solo", env=env)
     try:
-        run = start_stage(args.stage, survey, preset_name="test")
+        run = start(survey, [args.stage], preset_name="test")
         while not RunChunk.objects.filter(run=run, state="running").exists():
             time.sleep(0.2)
         time.sleep(2.0)

@@ -20,9 +20,9 @@ from astropy.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.preprocess import ImageMeta, NoScalingValue, preprocess_cutout  # noqa: E402
+from pipeline.images.preprocess import ImageMeta, NoScalingValue, preprocess_cutout  # noqa: E402
+from pipeline.images.stars import prior_pixels  # noqa: E402
 from pipeline.simulate.survey import simulate_survey  # noqa: E402
-from pipeline.stars import prior_pixels  # noqa: E402
 
 
 def median_scaling_value(bundle: Path) -> tuple[float, int, int]:

@@ -36,13 +36,21 @@ import django  # noqa: E402
 
 django.setup()
 
-from catalogue.models import ModelSet, Prediction, Run, Survey  # noqa: E402
+from catalogue.models import ModelSet, Prediction, Survey  # noqa: E402
+from catalogue.selectors import applications, resolve_model_set  # noqa: E402
 from catalogue.services.artifacts import load_pickle  # noqa: E402
 from catalogue.services.learning_data import load_learning_data  # noqa: E402
-from catalogue.services.model_sets import resolve_model_set  # noqa: E402
-from pipeline.intervals import IntervalModel, calibration, quantile_bins  # noqa: E402
-from pipeline.metrics import l1_per_galaxy, ml_metrics  # noqa: E402
-from pipeline.regression import calibration_report  # noqa: E402
+from pipeline.learning.intervals import (  # noqa: E402
+    MIN_GROUP_CALIBRATION,
+    QUANTILE_PARAMS,
+    QUANTILE_ROUNDS,
+    IntervalModel,
+    calibration,
+    conformal_quantile,
+    quantile_bins,
+)
+from pipeline.learning.metrics import l1_per_galaxy, ml_metrics  # noqa: E402
+from pipeline.learning.regression import calibration_report  # noqa: E402
 
 STORED = (
     "ml_pred",
@@ -104,10 +112,44 @@ def stored_report(survey: Survey, model_set: ModelSet) -> dict:
     return report
 
 
+def split_conformal(method: str, X_train, y_train, X_val, y_val, point_val, groups_val=None, seed: int = 0) -> IntervalModel:
+    """Intervals calibrated as models were before cross-conformal ones: split-conformal on the validation split.
+
+    ``cqr``: quantile models of log10 M/L fitted on train, then the conformal correction per
+    level (and per class with :data:`MIN_GROUP_CALIBRATION` validation galaxies) on val;
+    ``residual``: the quantile of |log10(p / t)| on val. Classes without their own correction
+    share one calibrated on them alone.
+    """
+    import lightgbm as lgb
+
+    model = IntervalModel(method=method)
+    log_train, log_val = np.log10(y_train), np.log10(y_val)
+    if method == "cqr":
+        for level in model.levels:
+            for side, alpha in (("lo", (1 - level) / 2), ("hi", 1 - (1 - level) / 2)):
+                data = lgb.Dataset(np.asarray(X_train, dtype=np.float32), log_train, params={"verbosity": -1})
+                params = {**QUANTILE_PARAMS, "objective": "quantile", "alpha": alpha, "seed": seed}
+                model.boosters[(level, side)] = lgb.train(params, data, num_boost_round=QUANTILE_ROUNDS)
+    elif method != "residual":
+        raise ValueError(f"unknown interval method {method!r}; choose cqr or residual")
+    groups_val = np.full(len(log_val), "", dtype=object) if groups_val is None else np.asarray(groups_val, dtype=object)
+    for level in model.levels:
+        lo, hi = model._raw(X_val, point_val, level)
+        scores = np.maximum(lo - log_val, log_val - hi)
+        rest = np.ones(len(scores), bool)
+        for group in dict.fromkeys(groups_val):
+            hit = groups_val == group
+            if hit.sum() >= MIN_GROUP_CALIBRATION:
+                model.corrections[(level, group)] = conformal_quantile(scores[hit], level)
+                rest &= ~hit
+        model.corrections[level] = conformal_quantile(scores[rest] if rest.any() else scores, level)
+    return model
+
+
 def split_conformal_report(survey: Survey, model_set: ModelSet) -> dict:
     """Per named model, the coverage on ``survey`` of the same point model with split-conformal
     intervals calibrated on its training survey's validation split (the method before)."""
-    applied = Run.objects.filter(survey=survey, stage="predict", status="succeeded").latest("pk").config["feature_sets"]
+    applied = applications(survey, model_set).first().config["feature_sets"]
     new, _ = load_learning_data(survey, applied)
     rows = np.flatnonzero((new.split != "") & np.isfinite(new.target))
     report, training_data = {}, {}  # the training survey's data, loaded once per group of feature sets
@@ -119,7 +161,8 @@ def split_conformal_report(survey: Survey, model_set: ModelSet) -> dict:
             training_data[key] = load_learning_data(model_set.survey, sets)[0]
         old = training_data[key]
         train, val = old.rows("train"), old.rows("val")
-        before = IntervalModel(method="cqr" if fitted.spec.method == "gbm" else "residual").fit(
+        before = split_conformal(
+            "cqr" if fitted.spec.method == "gbm" else "residual",
             old.matrix(fitted.features, train),
             old.target[train],
             old.matrix(fitted.features, val),

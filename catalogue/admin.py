@@ -7,21 +7,24 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from catalogue import models, registry
-from catalogue.services.model_sets import APPLY_STAGES, mark_current
+from catalogue.orchestration.start import start
+from catalogue.services.model_sets import mark_current
 from catalogue.services.runs import RunConflict, cancel_run
-from catalogue.services.start import start_stage
-from catalogue.services.workflow import start_workflow
 from pipeline.presets import PRESETS
+
+
+def _stage_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in registry.stage_names()]
 
 
 class StartRunForm(forms.Form):
     survey = forms.ModelChoiceField(queryset=models.Survey.objects.order_by("name"))
     stages = forms.MultipleChoiceField(
-        choices=[(s.name, s.name) for s in registry.STAGES],
+        choices=_stage_choices,
         widget=forms.CheckboxSelectMultiple,
         required=False,
-        help_text="run in this order, each starting when the one before it succeeds "
-        f"(with a model set: some of {', '.join(APPLY_STAGES)}, all of them when none is ticked)",
+        help_text="one stage runs alone; several run in this order, each starting when the one before it succeeds "
+        "(with a model set: those that run when a set is applied, all of them when none is ticked)",
     )
     models = forms.ModelChoiceField(
         queryset=models.ModelSet.objects.select_related("survey"),
@@ -50,21 +53,11 @@ class StartRunForm(forms.Form):
 class SurveyAdmin(admin.ModelAdmin):
     list_display = ("name", "source_path", "has_star_catalogue", "created", "updated")
     search_fields = ("name",)
-    actions = ["preprocess", "apply_models"]
+    actions = ["start_run"]
 
-    @admin.action(description="Preprocess images (fast preset: 48 and 69 px)")
-    def preprocess(self, request, queryset):
-        for survey in queryset:
-            try:
-                run = start_stage("preprocess", survey, preset_name="fast", user=request.user)
-            except (RunConflict, ValueError) as exc:
-                self.message_user(request, f"{survey.name}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, f"{survey.name}: run #{run.pk} {run.status} - {run.message}", messages.INFO)
-
-    @admin.action(description="Apply models: predict with a model set trained on another survey")
-    def apply_models(self, request, queryset):  # noqa: ARG002 - Django's signature
-        """To the start form with the survey chosen and the model set field to fill in."""
+    @admin.action(description="Start a run, or apply a model set (on the start form)")
+    def start_run(self, request, queryset):  # noqa: ARG002 - Django's signature
+        """To the start form with the survey chosen: the stages, or a model set to apply, are chosen there."""
         survey = queryset.order_by("name").first()
         return redirect(f"{reverse('admin:catalogue_run_start')}?survey={survey.pk}")
 
@@ -185,15 +178,15 @@ class RunAdmin(admin.ModelAdmin):
         form = StartRunForm(request.POST or None, initial={"survey": request.GET.get("survey")})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            options = {"preset_name": data["preset"], "force": data["force"], "user": request.user}
             try:
-                if data["models"] is not None:
-                    stages = data["stages"] or list(APPLY_STAGES)
-                    run = start_workflow(data["survey"], stages, model_set=data["models"], **options)
-                elif len(data["stages"]) == 1:
-                    run = start_stage(data["stages"][0], data["survey"], **options)
-                else:
-                    run = start_workflow(data["survey"], data["stages"], **options)
+                run = start(
+                    data["survey"],
+                    data["stages"],
+                    model_set=data["models"],
+                    preset_name=data["preset"],
+                    force=data["force"],
+                    user=request.user,
+                )
             except (RunConflict, ValueError) as exc:
                 form.add_error(None, str(exc))
             else:

@@ -15,7 +15,8 @@ class CatalogueConfig(AppConfig):
         """
         from catalogue import tasks  # noqa: F401 - registers the stage tasks with Celery
         from catalogue.models import ImageStore
-        from catalogue.services import runs, workflow
+        from catalogue.orchestration import workflow
+        from catalogue.services import runs
         from catalogue.services.image_store import delete_store_files
         from catalogue.tap import signals as tap_signals
 

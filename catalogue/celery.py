@@ -17,13 +17,21 @@ from catalogue.registry import CPU_QUEUE, GPU_QUEUE
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "catalogue.settings")
 
-# Task name (or glob) -> queue: each stage's chunk task to its registry queue; anything not
-# listed (starting runs, the reaper, health checks) goes to the cpu queue.
-TASK_ROUTES = {
-    **{stage.task_name: {"queue": stage.queue} for stage in registry.STAGES},
-    "catalogue.tasks.gpu_*": {"queue": GPU_QUEUE},
-    "catalogue.tasks.*": {"queue": CPU_QUEUE},
-}
+
+def route_stage_task(name: str, *_args, **_kwargs) -> dict | None:
+    """A stage's chunk task goes to its registry queue (read when sent, so a stage added later is routed too)."""
+    prefix, _, stage = name.rpartition(".")
+    if prefix == "catalogue.tasks" and stage in registry.stage_names():
+        return {"queue": registry.stage(stage).queue}
+    return None
+
+
+# Each stage's chunk task to its registry queue; anything else (starting runs, the reaper,
+# health checks) by name: gpu_* to the gpu queue, the rest to the cpu queue.
+TASK_ROUTES = (
+    route_stage_task,
+    {"catalogue.tasks.gpu_*": {"queue": GPU_QUEUE}, "catalogue.tasks.*": {"queue": CPU_QUEUE}},
+)
 
 app = Celery("catalogue")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline import units
+from pipeline.learning.named_models import NAMED_MODEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,7 @@ TAP_COLUMNS: tuple[Column, ...] = (
     Column("survey_id", None, "id of the survey (surveys.survey_id)", "meta.id", "int"),
     Column("model_id", None, "id of the model (models.model_id)", "meta.id", "int"),
     Column("model_set_id", None, "id of the model set (model_sets.model_set_id)", "meta.id", "int"),
-    Column(
-        "model_name", None, "the named M/L model: constant, lgz, powerlaw_gi, gi, g_morph, gi_morph, gi_images", "meta.id", "str"
-    ),
+    Column("model_name", None, f"the named M/L model: {', '.join(NAMED_MODEL_NAMES)}", "meta.id", "str"),
     Column("name", None, "name", "meta.id;meta.main", "str"),
     Column("kind", None, "cnn, gbm or baseline", "meta.code.class", "str"),
     Column("preset", None, "named configuration the model or set was trained with (test, fast, paper)", "meta.code", "str"),

@@ -18,8 +18,7 @@ from tqdm import tqdm
 
 from catalogue import registry
 from catalogue.models import Run
-from catalogue.services.runs import chunk_failures
-from catalogue.services.workflow import stage_runs
+from catalogue.selectors import chunk_failures, workflow_stages
 
 #: Seconds between two progress lines of one stage when the output is not a terminal.
 PLAIN_PROGRESS_INTERVAL_S = 30.0
@@ -62,7 +61,7 @@ class RunWatcher:
         if self.root_id is None:
             return None
         root = Run.objects.get(pk=self.root_id)
-        for stage, run, reused in stage_runs(root):
+        for stage, run, reused in workflow_stages(root):
             view = self.views.setdefault(stage, _StageView(stage))
             if run is not None and view.run_id != run.pk:  # a first run, or a stage started again
                 self._close(view)
@@ -140,7 +139,7 @@ def stage_outcome(run: Run) -> str:
 def summary(root: Run) -> dict:
     """The run and its stages as JSON-ready data."""
     stages = {}
-    for stage, run, reused in stage_runs(root):
+    for stage, run, reused in workflow_stages(root):
         if run is None:
             stages[stage] = {"status": "not started"}
             continue
@@ -202,4 +201,4 @@ def progress_bar(total: int, desc: str, unit: str, out: TextIO, *, leave: bool =
 
 def _unit(stage: str) -> str:
     """What a run's items are (the registry's unit; "stages" for a workflow)."""
-    return registry.stage(stage).unit if stage in registry.STAGE_NAMES else "stages"
+    return registry.stage(stage).unit if stage in registry.stage_names() else "stages"

@@ -18,6 +18,7 @@ from catalogue import registry
 from catalogue.columns import ORDERABLE_COLUMNS, help_text
 from catalogue.fields import Float32ArrayField
 from pipeline.gz2 import N_ANSWERS
+from pipeline.learning.named_models import CATALOGUE_MODEL
 
 BANDS = "ugriz"
 
@@ -209,7 +210,7 @@ class TrainedModel(models.Model):
         BASELINE = "baseline", "baseline"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    name = models.CharField(max_length=100, help_text="role or model name, e.g. cnn1, g_morph")
+    name = models.CharField(max_length=100, help_text=f"role or model name, e.g. cnn1, {CATALOGUE_MODEL}")
     survey = models.ForeignKey(Survey, null=True, blank=True, on_delete=models.CASCADE, related_name="trained_models")
     run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="trained_models")
     preset = models.CharField(max_length=20, blank=True)

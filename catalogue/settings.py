@@ -186,7 +186,7 @@ SPECTACULAR_SETTINGS = {
     # One name per choice set: a run's kind (the stages and the workflow) and the stages one can start.
     "ENUM_NAME_OVERRIDES": {
         "RunKindEnum": "catalogue.models.RunStage",
-        "PipelineStageEnum": "catalogue.registry.STAGE_NAMES",
+        "PipelineStageEnum": "catalogue.registry.stage_names",
         "RunStatusEnum": "catalogue.models.Run.Status",
         "GalaxyStatusEnum": "catalogue.models.GalaxyStatus",
         "SplitEnum": "catalogue.models.Split",

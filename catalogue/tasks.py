@@ -20,9 +20,11 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
 from catalogue import limits, registry, stages
-from catalogue.models import RunChunk, Survey
-from catalogue.services import reaper, runs
-from catalogue.services.start import start_stage
+from catalogue.models import RunChunk
+from catalogue.orchestration import reaper
+from catalogue.orchestration.start import start
+from catalogue.selectors import survey_named
+from catalogue.services import runs
 
 #: Errors worth retrying: the database or the broker went away for a moment.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
@@ -60,8 +62,8 @@ class ChunkTask(Task):
             runs.fail_run(run_id, exc, where=f"task {self.name}")
 
 
-def _chunk_task(stage: registry.Stage):
-    """The task that runs one chunk of ``stage``'s runs."""
+def chunk_task(stage: registry.Stage):
+    """The task that runs one chunk of ``stage``'s runs (made for every registry entry, and for one added later)."""
     stage_limits = limits.limits(stage.limit)
 
     def run_chunk(self, chunk_id: int) -> dict:
@@ -80,8 +82,10 @@ def _chunk_task(stage: registry.Stage):
     )(run_chunk)
 
 
-#: stage name -> its chunk task.
-STAGE_TASKS = {stage.name: _chunk_task(stage) for stage in registry.STAGES}
+stages.check_bodies()
+#: stage name -> its chunk task; a stage added to the registry later gets one too.
+STAGE_TASKS = {stage.name: chunk_task(stage) for stage in registry.stages()}
+registry.added_listeners.append(lambda stage: STAGE_TASKS.setdefault(stage.name, chunk_task(stage)))
 
 
 @shared_task(bind=True, name="catalogue.tasks.worker_info")
@@ -105,9 +109,10 @@ def gpu_worker_info(self) -> dict:
 )
 def start_stage_task(self, stage: str, survey: str, preset: str = "fast", force: bool = False, **options) -> int:
     """Start a stage on a survey from a worker (through the one start path); returns the run id."""
-    run = start_stage(
-        stage, Survey.objects.get(name=survey), preset_name=preset, force=force, task_id=self.request.id or "", **options
-    )
+    found = survey_named(survey)
+    if found is None:
+        raise ValueError(f"no survey named {survey!r}")
+    run = start(found, [stage], preset_name=preset, force=force, task_id=self.request.id or "", **options)
     return run.pk
 
 

@@ -1,49 +1,20 @@
 """Run presets: configuration as data, not branches in code.
 
-``test`` is sized for CI (tiny images, networks and epochs: seconds); ``fast`` for a laptop
-demo (the four CNN roles as small networks that train on 2,000 galaxies in minutes on two
-CPU cores); ``paper`` is the paper's setup (ResNet50 at 197 px, Xception at 128 px, the
-custom network at 69 px, 30 epochs: for GPU workers).
+``test`` is sized for CI (tiny images, networks and epochs: seconds), ``fast`` for a laptop
+(small networks that train on 2,000 galaxies in minutes on two CPU cores), ``paper`` is the
+paper's setup for GPU workers (ResNet50 at 197 px, Xception at 128 px, the custom network at
+69 px, 30 epochs). Each key is described where it is read; ``benchmarks/README.md`` holds the
+measurements that chose the values (the GBM grid of ``fast``, its shorter trainings, the
+symmetries, CNN4 on colour's channels).
 
-``gbm`` holds the M/L regressor's fixed ``params`` and the ``grid`` cross-validated
-around them (``"paper"``: :data:`pipeline.model_selection.PAPER_GRID`; None: no search).
-On the demo survey (``fast``, about 1,200 training galaxies) ``num_leaves`` never changed
-the cross-validated L1 (150 galaxies per leaf allow fewer than 15 leaves) and 20% of the
-features per tree lost on every model with colour (gi_morph needed 3,000 trees to lose), so
-``fast`` searches only the galaxies per leaf, at a learning rate of 0.1: the gbm stage took
-66-87 s instead of 384 s, with the same test L1 within the spread between seeds.
-
-``training`` holds every network's training settings; ``role_training`` changes some of
-them for one role. On ``fast`` CNN1 (and so CNN4 and CNN4 on colour) is the custom network
-at half width, CNN3 trains 12 epochs and CNN4 on colour at most 12, stopping after 4 without
-a better validation loss: the cnn stage took 183-270 s (CNN4 stops anywhere from its 9th
-to its 20th epoch) instead of 370 s on the demo survey. With the 8 symmetries g_morph's
-test L1 matched what the full-width networks gave without them (2.37 against 2.37, three
-GBM seeds each; gi_morph 1.64 against 1.61). gi_images barely moves with CNN4 on colour's
-quality (test L1 1.47-1.55 over validation L1s from 1.8 to 2.5).
-
-``feature_symmetries`` is how many of the square's 8 symmetries (quarter turns, then their
-mirror images) each CNN feature is averaged over at extraction (test-time augmentation):
-a galaxy's features then do not depend on how the survey happened to orient it. ``test``
-and ``fast`` average over all 8: on the demo survey (``fast``, the mean of three GBM seeds)
-it lowered g_morph's validation L1 from 3.07 to 2.97 and its test L1 from 2.49 to 2.37
-(gi_morph: 1.83 to 1.80 and 1.67 to 1.64), for 50 s more of feature extraction; the 4
-quarter turns alone gave nothing (3.09). ``paper`` keeps 1 until it is measured at that scale.
-
-``image_bands`` are the bands the preprocess stage stores images of: ``g`` always, and with
-``i`` each galaxy's i image and g - i colour map beside it (:mod:`pipeline.colour`).
-
-``cnn`` maps each role to its network: ``arch`` (a builder of ``pipeline.cnn.networks``),
-``size`` (input pixels, a preprocessing resolution) and builder ``options``. CNN4 (``ml``)
-is always CNN1's network retrained on M/L, so it has no entry of its own.
-
-``colour_network`` is CNN4 on colour (:data:`COLOUR_ROLE`, trained where ``image_bands``
-holds i): the network of the role named by ``from`` (a custom network, whose trained
-weights it starts from) with one input channel per entry of ``channels``, retrained on M/L
-as CNN4 is. Every preset gives it the g log image and the ``g-i`` colour map: on the
-demo survey (``fast``) that network's validation L1 was 1.85 against 3.16 with the i log
-image as the second channel, and gi_images' test L1 1.39 against 1.62
-(``benchmarks/colour_channels.py``).
+* ``gbm``: the M/L regressor's fixed ``params`` and the ``grid`` cross-validated around them.
+* ``training`` / ``role_training``: every network's training settings, and changes for one role.
+* ``feature_symmetries``: how many of the square's 8 symmetries each CNN feature is averaged over.
+* ``image_bands``: the bands whose images the preprocess stage stores (``g``, and ``i`` with its
+  g - i colour map).
+* ``cnn``: each role's network (``arch``, input ``size``, builder ``options``); CNN4 is always
+  CNN1's network retrained on M/L. ``colour_network``: CNN4 on colour, the network of the role
+  named by ``from`` with one input channel per entry of ``channels``.
 """
 
 from __future__ import annotations
@@ -89,7 +60,7 @@ PRESETS = MappingProxyType(
                     "cnn3": {"arch": "custom", "size": 48, "options": {"width": 0.125, "dense_units": 16, "dropout": 0.0}},
                 },
                 "colour_network": {"from": "cnn1", "channels": ("g", "g-i")},
-                "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4},
+                "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4, "run_eagerly": True},
                 "role_training": {"cnn2": {"epochs": 1}},
                 "feature_chunk_size": 100,
                 "feature_symmetries": 8,
@@ -195,7 +166,7 @@ def image_bands(config: dict) -> tuple[str, ...]:
 
 def gbm_grid(config: dict) -> dict | None:
     """The preset's cross-validation grid (None: keep the fixed parameters)."""
-    from pipeline.model_selection import PAPER_GRID
+    from pipeline.learning.model_selection import PAPER_GRID
 
     grid = config["gbm"]["grid"]
     return dict(PAPER_GRID) if grid == "paper" else grid

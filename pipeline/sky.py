@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import angular_separation
 from astropy_healpix import HEALPix
 
 INDEX_ORDER = 16  # nside 65536, pixels of about 3.2 arcsec
@@ -71,11 +70,6 @@ def cone_index_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[
         else:
             ranges.append((lo, hi))
     return ranges
-
-
-def angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
-    """Great-circle distance in degrees (Vincenty formula, exact at all separations)."""
-    return np.rad2deg(angular_separation(np.deg2rad(ra1), np.deg2rad(dec1), np.deg2rad(ra2), np.deg2rad(dec2)))
 
 
 #: HEALPix order of a survey's footprint MOC: 3.4 arcmin cells, a few times a galaxy's cutout.

@@ -197,3 +197,16 @@ def synthetic_truth(synthetic_bundle):
     from astropy.table import Table
 
     return Table.read(synthetic_bundle / "truth.csv", format="ascii.csv")
+
+
+SMALL_N = 60
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory) -> Path:
+    """A synthetic survey of 60 galaxies, no faults: for tests that need a whole training, not its quality."""
+    from pipeline.simulate.survey import simulate_survey
+
+    out = tmp_path_factory.mktemp("small") / "bundle"
+    simulate_survey(out, n=SMALL_N, seed=SYNTHETIC_SEED, workers=2)
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import gz2
-from pipeline.learning import IMAGE, LUMINOSITY, LearningData, assemble
+from pipeline.learning.data import IMAGE, LUMINOSITY, LearningData, assemble
 
 #: Rows of each experiment's table (pipeline.experiments), whatever the data.
 EXPERIMENT_TABLE_ROWS = {

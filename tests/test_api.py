@@ -211,13 +211,17 @@ def test_runs_are_started_and_cancelled_by_staff_only(catalogue, client, staff_c
     assert detail["status"] == "cancelled" and "log_tail" in detail and detail["failures"] == []
 
 
-def test_staff_start_a_workflow_of_several_stages(catalogue, staff_client):
+def test_staff_start_one_stage_alone_or_several_as_a_workflow(catalogue, staff_client):
     survey, _ = catalogue
-    started = staff_client.post("/api/runs/", {"survey": "api", "stages": ["preprocess"], "preset": "test"}, format="json")
+    alone = staff_client.post("/api/runs/", {"survey": "api", "stages": ["preprocess"], "preset": "test"}, format="json")
+    assert alone.status_code == 201, alone.json()
+    assert alone.json()["stage"] == "preprocess" and alone.json()["status"] == "succeeded"  # no images: nothing to do
+    started = staff_client.post("/api/runs/", {"survey": "api", "stages": ["cnn", "preprocess"], "preset": "test"}, format="json")
     assert started.status_code == 201, started.json()
     workflow = started.json()
-    assert workflow["stage"] == "workflow" and workflow["status"] == "succeeded"  # no images here: nothing to preprocess
-    assert Run.objects.get(pk=workflow["id"]).children.get().stage == "preprocess"
+    assert workflow["stage"] == "workflow" and workflow["status"] == "failed"
+    assert workflow["message"].startswith("stage cnn") and "preprocess the survey first" in workflow["message"]
+    assert Run.objects.get(pk=workflow["id"]).config["reused"] == {"preprocess": alone.json()["id"]}
     refused = staff_client.post("/api/runs/", {"survey": "api", "stages": ["predict", "experiments"]}, format="json")
     assert refused.status_code == 400 and "run the gbm stage first" in refused.json()["detail"]
     both = staff_client.post("/api/runs/", {"survey": "api", "stage": "gbm", "stages": ["gbm"]}, format="json")

@@ -1,16 +1,27 @@
-"""benchmarks/run_all.py's projections: worker-hours are galaxies over the measured rates,
-training is paid once, and what was not measured says so instead of a number."""
+"""The benchmarks' own logic: run_all.py's projections (worker-hours are galaxies over the measured
+rates, training is paid once, what was not measured says so instead of a number) and transfer.py's
+split-conformal calibration of the models stored before cross-conformal intervals."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-SPEC = importlib.util.spec_from_file_location("run_all", Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py")
-run_all = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(run_all)
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_all = _load("run_all")
+transfer = _load("transfer")
 
 MEASURED = {
     "ingest": {"rows_per_second": 20_000, "database": "postgresql"},
@@ -102,7 +113,7 @@ def test_a_gpu_report_is_added_to_a_saved_report_without_running_anything_again(
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
     command = [
         sys.executable,
-        SPEC.origin,
+        str(BENCHMARKS / "run_all.py"),
         "--from-report",
         str(tmp_path / "report.json"),
         "--gpu-cnn",
@@ -117,3 +128,22 @@ def test_a_gpu_report_is_added_to_a_saved_report_without_running_anything_again(
     gpu_train = by_stage(report["stages"])["cnn (train, GPU)"]["fixed_hours"]
     assert gpu_train == pytest.approx(by_stage(report["stages"])["cnn (train, CPU)"]["fixed_hours"] / 10)
     assert "GPU path" in (tmp_path / "new" / "report.md").read_text()
+
+
+def test_the_split_conformal_calibration_of_stored_models_corrects_per_class_with_enough_validation_galaxies():
+    rng = np.random.default_rng(0)
+    n = 400
+    groups = np.where(np.arange(n) < 300, "calm", "wild")
+    y = 10 ** np.where(groups == "calm", rng.normal(0, 0.05, n), rng.normal(0, 0.3, n))
+    model = transfer.split_conformal("residual", np.zeros((n, 0)), y, np.zeros((n, 0)), y, np.ones(n), groups_val=groups)
+    assert model.corrections[(0.68, "wild")] > 3 * model.corrections[(0.68, "calm")]
+    lo, hi = model.intervals(np.zeros((2, 0)), np.ones(2), np.array(["calm", "unknown"], dtype=object))[0.68]
+    assert hi[0] < hi[1] and hi[1] == pytest.approx(10 ** model.corrections[0.68])  # unknown class: the shared width
+    # A class too small for its own correction shares one calibrated on the small classes only,
+    # not a pooled one that the big quiet class would set.
+    groups = np.where(np.arange(n) < 350, "calm", "rare")
+    y = 10 ** np.where(groups == "calm", rng.normal(0, 0.05, n), rng.normal(0, 0.3, n))
+    model = transfer.split_conformal("residual", np.zeros((n, 0)), y, np.zeros((n, 0)), y, np.ones(n), groups_val=groups)
+    lo, hi = model.intervals(np.zeros((n, 0)), np.ones(n), groups)[0.68]
+    rare = groups == "rare"
+    assert (0.68, "rare") not in model.corrections and np.mean((lo[rare] <= y[rare]) & (y[rare] <= hi[rare])) >= 0.68

@@ -75,13 +75,13 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     from django.contrib.auth.models import User
 
     from catalogue.models import Galaxy, Run, Survey, TrainedModel
-    from catalogue.registry import STAGE_NAMES
+    from catalogue.orchestration.stage import start_stage
+    from catalogue.registry import stage_names
     from catalogue.services.ingest import ingest_bundle
-    from catalogue.services.start import start_stage
 
     ingest_bundle(synthetic_bundle, "web")
     survey = Survey.objects.get(name="web")
-    for stage in STAGE_NAMES:
+    for stage in stage_names():
         assert start_stage(stage, survey, preset_name="test").status == "succeeded", stage
     User.objects.create_superuser("staff", "staff@example.org", "secret-pass")
     page = Watched(browser.new_page(viewport={"width": 1280, "height": 900}), live_server.url)

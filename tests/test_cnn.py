@@ -9,11 +9,11 @@ import pytest
 from django.core.management import call_command
 
 from catalogue.models import FeatureSet, FeatureVector, Galaxy, Run, Survey, TrainedModel
+from catalogue.orchestration.stage import start_stage
 from catalogue.selectors import feature_matrix
 from catalogue.services.artifacts import load_keras_model
 from catalogue.services.image_store import row_reader, stacked_reader, stacked_rows, written_rows
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import start_stage
 from pipeline import gz2
 from pipeline.cnn import networks
 from pipeline.cnn.data import ImageBatches, augment, symmetry

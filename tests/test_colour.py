@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.colour import colour_channels, colour_map
-from pipeline.preprocess import ImageMeta, preprocess, remove_stars
+from pipeline.images.colour import colour_channels, colour_map
+from pipeline.images.preprocess import ImageMeta, preprocess, remove_stars
 from tests.test_preprocess import PIXSCALE, PSF_FWHM_ARCSEC, galaxy_image, star_image
 
 PSF_PX = PSF_FWHM_ARCSEC / PIXSCALE

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from pipeline.gbm import ConstantML, GBMRegressor, weighted_median
-from pipeline.metrics import ml_metrics
-from pipeline.powerlaw import PowerLawGI
+from pipeline.learning.gbm import ConstantML, GBMRegressor, weighted_median
+from pipeline.learning.metrics import ml_metrics
+from pipeline.learning.powerlaw import PowerLawGI
 
 pytestmark = pytest.mark.smoke
 
@@ -74,7 +74,7 @@ def test_power_law_recovers_its_parameters_and_reports_unusable_colours():
 
 
 def test_cross_validation_prefers_leaves_the_data_can_fill():
-    from pipeline.model_selection import cross_validate_grid
+    from pipeline.learning.model_selection import cross_validate_grid
 
     X, y, e = known_signal(2000, 5)
     base = GBMRegressor(learning_rate=0.2, n_estimators=400, early_stopping_rounds=20)
@@ -84,7 +84,7 @@ def test_cross_validation_prefers_leaves_the_data_can_fill():
 
 
 def test_permutation_importance_finds_the_features_that_matter():
-    from pipeline.model_selection import permutation_l1_importance, top_features
+    from pipeline.learning.model_selection import permutation_l1_importance, top_features
 
     X, y, e = known_signal(3000, 6)
     Xv, yv, ev = known_signal(800, 7)

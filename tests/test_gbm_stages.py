@@ -15,16 +15,17 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count
 
 from catalogue.models import ExperimentResult, FeatureSet, Galaxy, Prediction, Run, Survey, TrainedModel
+from catalogue.orchestration.stage import start_stage
+from catalogue.orchestration.workflow import start_workflow
 from catalogue.services import runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.ingest import ingest_bundle
 from catalogue.services.learning_data import load_learning_data
-from catalogue.services.start import start_stage
-from catalogue.services.workflow import start_workflow
 from catalogue.stages import predict
-from pipeline import experiments, regression, units
-from pipeline.experiments import EXPERIMENTS
-from pipeline.regression import NAMED_MODELS, ModelSpec
+from pipeline import units
+from pipeline.learning import experiments, named_models
+from pipeline.learning.experiments import EXPERIMENTS
+from pipeline.learning.named_models import NAMED_MODELS, ModelSpec
 from tests.learning_synth import EXPERIMENT_TABLE_ROWS
 
 NAMES = {spec.name for spec in NAMED_MODELS}
@@ -189,12 +190,12 @@ def test_a_survey_without_colour_features_fits_the_paper_models_and_skips_gi_ima
     survey, stage_runs, *_ = stages
     FeatureSet.objects.filter(run=stage_runs["features"], name="cnn4gi.gz2_logits").delete()  # undone after the test
     plan = gbm.plan(survey, "test")
-    assert plan.chunks == [[n for n in regression.NAMED_MODEL_NAMES if n != "gi_images"]]
+    assert plan.chunks == [[n for n in named_models.NAMED_MODEL_NAMES if n != "gi_images"]]
     assert "no cnn4gi features" in plan.config["skipped"]["gi_images"]
-    assert regression.fittable(NAMED_MODELS, ["cnn4gi"]) == [s for s in NAMED_MODELS if s.name != "gi_images"]
+    assert named_models.fittable(NAMED_MODELS, ["cnn4gi"]) == [s for s in NAMED_MODELS if s.name != "gi_images"]
     TrainedModel.objects.filter(run=stage_runs["gbm"], name="gi_images").delete()
     assert set(latest_named_models(survey)) == NAMES - {"gi_images"}  # six named models are a complete set
-    assert predict.plan(survey, "test").chunks == [[n for n in regression.NAMED_MODEL_NAMES if n != "gi_images"]]
+    assert predict.plan(survey, "test").chunks == [[n for n in named_models.NAMED_MODEL_NAMES if n != "gi_images"]]
 
 
 @pytest.mark.django_db
@@ -424,7 +425,7 @@ def test_changing_an_experiment_redoes_experiments_and_adding_a_named_model_redo
     assert list(changed.children.values_list("stage", flat=True)) == ["experiments"]
 
     extra = ModelSpec("lgz_again", "gbm", bands="g")
-    monkeypatch.setattr(regression, "NAMED_MODELS", (*regression.NAMED_MODELS, extra))  # a seventh named model
+    monkeypatch.setattr(named_models, "NAMED_MODELS", (*named_models.NAMED_MODELS, extra))  # a seventh named model
     added = run_pipeline()
     assert added.status == "succeeded", added.message
     assert added.config["reused"] == {}

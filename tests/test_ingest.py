@@ -14,8 +14,8 @@ from django.core.management import CommandError, call_command
 
 from catalogue.models import Galaxy, GZ2Votes, Image, Survey
 from catalogue.services.ingest import ingest_bundle
-from pipeline import bundle as bundle_io
-from pipeline import sample
+from pipeline.bundles import reader as bundle_io
+from pipeline.bundles import sample
 from pipeline.simulate.survey import FAULT_KINDS, LATE_FAULTS
 
 pytestmark = pytest.mark.django_db

@@ -14,12 +14,12 @@ from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
 from catalogue.models import Galaxy, Image, Preprocessed, Survey
+from catalogue.orchestration.stage import start_stage
 from catalogue.services import ingest as ingest_service
 from catalogue.services.image_store import load_log_images
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import start_stage
-from pipeline import preprocess as pp
-from pipeline.sample import ASSUMED_MAGERR_G
+from pipeline.bundles.sample import ASSUMED_MAGERR_G
+from pipeline.images import preprocess as pp
 from pipeline.simulate.starcheck import compare_star_removal, ratio_table
 
 pytestmark = pytest.mark.django_db

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.intervals import IntervalModel, calibration, conformal_quantile, quantile_bins, stellar_mass_interval
-from pipeline.regression import NAMED, fit_model
-from pipeline.support import SupportModel
+from pipeline.learning.intervals import calibration, conformal_quantile, quantile_bins, stellar_mass_interval
+from pipeline.learning.named_models import NAMED
+from pipeline.learning.regression import fit_model
+from pipeline.learning.support import SupportModel
 from tests.learning_synth import GBM_TEST_PARAMS, synthetic_learning_data
 
 pytestmark = pytest.mark.smoke
@@ -101,25 +102,6 @@ def test_galaxy_dependent_intervals_are_sharper_than_a_constant_width(big, fitte
     constant = fitted["constant"].uncertainty(big, test)
     assert np.median(widths) < 0.5 * np.median(np.log10(constant["ml_hi68"] / constant["ml_lo68"]))
     assert np.ptp(widths) > 0  # not one width for all
-
-
-def test_class_conditional_corrections_with_enough_validation_galaxies():
-    rng = np.random.default_rng(0)
-    n = 400
-    groups = np.where(np.arange(n) < 300, "calm", "wild")
-    y = 10 ** np.where(groups == "calm", rng.normal(0, 0.05, n), rng.normal(0, 0.3, n))
-    model = IntervalModel(method="residual").fit(np.zeros((n, 0)), y, np.zeros((n, 0)), y, np.ones(n), groups_val=groups)
-    assert model.corrections[(0.68, "wild")] > 3 * model.corrections[(0.68, "calm")]
-    lo, hi = model.intervals(np.zeros((2, 0)), np.ones(2), np.array(["calm", "unknown"], dtype=object))[0.68]
-    assert hi[0] < hi[1] and hi[1] == pytest.approx(10 ** model.corrections[0.68])  # unknown class: the shared width
-    # A class too small for its own correction shares one calibrated on the small classes only,
-    # not a pooled one that the big quiet class would set.
-    groups = np.where(np.arange(n) < 350, "calm", "rare")
-    y = 10 ** np.where(groups == "calm", rng.normal(0, 0.05, n), rng.normal(0, 0.3, n))
-    model = IntervalModel(method="residual").fit(np.zeros((n, 0)), y, np.zeros((n, 0)), y, np.ones(n), groups_val=groups)
-    lo, hi = model.intervals(np.zeros((n, 0)), np.ones(n), groups)[0.68]
-    rare = groups == "rare"
-    assert (0.68, "rare") not in model.corrections and np.mean((lo[rare] <= y[rare]) & (y[rare] <= hi[rare])) >= 0.68
 
 
 def test_stellar_mass_interval_adds_the_magnitude_error():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import gz2
-from pipeline.metrics import l1_per_galaxy, metrics_by_class, ml_metrics, morphology_class
+from pipeline.learning.metrics import l1_per_galaxy, metrics_by_class, ml_metrics, morphology_class
 
 pytestmark = pytest.mark.smoke
 

@@ -22,13 +22,15 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from catalogue.models import FeatureVector, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from catalogue.orchestration.stage import start_stage
+from catalogue.orchestration.workflow import start_workflow
+from catalogue.registry import apply_stages
+from catalogue.selectors import resolve_model_set
 from catalogue.services import predict_one
 from catalogue.services.export import export_catalogue
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.model_sets import APPLY_STAGES, mark_current, resolve_model_set
-from catalogue.services.start import start_stage
-from catalogue.services.workflow import start_workflow
-from pipeline.regression import NAMED_MODELS
+from catalogue.services.model_sets import mark_current
+from pipeline.learning.named_models import NAMED_MODELS
 from pipeline.simulate.survey import simulate_survey
 
 NAMES = [spec.name for spec in NAMED_MODELS]
@@ -80,14 +82,14 @@ def travelled(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_fac
         model_set = ModelSet.objects.get(survey=a)
         ingest_bundle(bundle, "setsC")
         c = Survey.objects.get(name="setsC")
-        applied_c = start_workflow(c, list(APPLY_STAGES), model_set=model_set)
+        applied_c = start_workflow(c, list(apply_stages()), model_set=model_set)
         ingest_bundle(g_bundle, "setsG")
         g = Survey.objects.get(name="setsG")
         other = tmp_path_factory.mktemp("other") / "bundle"
         simulate_survey(other, n=OTHER_N, seed=OTHER_SEED, workers=2)
         ingest_bundle(other, "setsB")
         b = Survey.objects.get(name="setsB")
-        applied_b = start_workflow(b, list(APPLY_STAGES), model_set=model_set)
+        applied_b = start_workflow(b, list(apply_stages()), model_set=model_set)
         yield {
             "a": a,
             "b": b,
@@ -125,7 +127,7 @@ def test_training_records_a_model_set_with_its_lineage_and_metrics(sets):
     assert set(lineage_networks := model_set.lineage["networks"]) == {"cnn1", "cnn2", "cnn3", "cnn4", "cnn4gi"}, lineage_networks
     assert model_set.resolutions == sorted({n.hyperparameters["size"] for n in model_set.networks.all()})
     lineage = model_set.lineage
-    assert lineage["training_survey"] == "setsA" and lineage["runs"]["gbm"] == gbm.pk
+    assert lineage["training_survey"] == "setsA" and lineage["runs"]["gbm"] == [gbm.pk]
     assert lineage["runs"]["cnn"] == [Run.objects.get(survey=a, stage="cnn").pk]
     assert lineage["runs"]["preprocess"] == [Run.objects.get(survey=a, stage="preprocess").pk]
     n_learning = Galaxy.objects.filter(survey=a, status="ok", ml_g__isnull=False).exclude(split="").count()
@@ -141,7 +143,7 @@ def test_training_records_a_model_set_with_its_lineage_and_metrics(sets):
 def test_applying_a_set_to_the_same_bundle_reproduces_every_prediction(sets):
     assert sets["applied_c"].status == "succeeded", sets["applied_c"].message
     children = {r.stage: r for r in sets["applied_c"].children.all()}
-    assert set(children) == set(APPLY_STAGES)  # nothing trained on C
+    assert set(children) == set(apply_stages())  # nothing trained on C
     assert not TrainedModel.objects.filter(survey=sets["c"]).exists()
     own, applied = predictions_by_objid(sets["a"]), predictions_by_objid(sets["c"])
     assert len(applied) == len(own) > 150 * len(NAMES)
@@ -497,7 +499,7 @@ def test_staff_apply_a_set_through_the_api_and_the_admin(sets, django_user_model
     assert started.status_code == 201, started.content
     workflow = Run.objects.get(pk=started.json()["id"])
     assert workflow.stage == "workflow" and workflow.config["model_set"] == model_set.pk
-    assert workflow.config["stages"] == list(APPLY_STAGES) and workflow.preset == model_set.preset
+    assert workflow.config["stages"] == list(apply_stages()) and workflow.preset == model_set.preset
     trains = client.post("/api/runs/", {"survey": "setsG", "models": model_set.name, "stages": ["gbm"]}, format="json")
     assert trains.status_code == 400 and "trains nothing" in trains.json()["detail"]
     unknown = client.post("/api/runs/", {"survey": "setsG", "models": "nope@1"}, format="json")

@@ -7,7 +7,7 @@ import pytest
 from astropy.table import Table
 
 from pipeline import units
-from pipeline.photometry import luminosity_lsun, ml_from_stellar_mass, nanomaggies_to_lsun
+from pipeline.images.photometry import luminosity_lsun, ml_from_stellar_mass, nanomaggies_to_lsun
 
 
 def test_the_sun_at_10_pc_is_one_g_band_solar_luminosity():

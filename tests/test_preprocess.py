@@ -6,9 +6,9 @@ import galsim
 import numpy as np
 import pytest
 
-from pipeline import preprocess as pp
-from pipeline.photometry import luminosity_distance_mpc
-from pipeline.stars import find_point_sources, remove_point_sources, subtract_stars
+from pipeline.images import preprocess as pp
+from pipeline.images.photometry import luminosity_distance_mpc
+from pipeline.images.stars import find_point_sources, remove_point_sources, subtract_stars
 
 PIXSCALE = 0.396
 PSF_FWHM_ARCSEC = 1.4
@@ -185,7 +185,7 @@ def test_preprocess_returns_every_named_feature_with_units():
 
 
 def test_catalogue_stars_are_matched_to_the_cutouts_they_fall_in():
-    from pipeline.stars import stars_in_fields
+    from pipeline.images.stars import stars_in_fields
 
     ra, dec, d25 = np.array([10.0, 10.0, 200.0, np.nan]), np.array([0.0, 0.5, -30.0, 0.0]), np.array([1.0, 2.0, 1.0, 1.0])
     # half diagonal of a 1.125 x D25 square: 0.795 arcmin for D25 = 1 arcmin, 1.59 for 2

@@ -11,12 +11,12 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 
 from catalogue.models import Galaxy, Image, ImageStore, Preprocessed, Run, StoredImage, Survey
+from catalogue.orchestration.stage import start_stage
 from catalogue.services.image_store import load_log_images, stored_resolutions
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import start_stage
 from catalogue.tasks import start_stage_task
 from pipeline import presets
-from pipeline.preprocess import FEATURE_NAMES
+from pipeline.images.preprocess import FEATURE_NAMES
 
 pytestmark = pytest.mark.django_db
 
@@ -219,7 +219,7 @@ def test_galaxy_page_shows_every_stage_with_units(survey, client):
 
 def test_staff_start_preprocessing_from_the_admin(survey, admin_client):
     response = admin_client.post(
-        "/admin/catalogue/survey/", {"action": "preprocess", "_selected_action": [survey.pk]}, follow=True
+        "/admin/catalogue/run/start/", {"survey": survey.pk, "stages": ["preprocess"], "preset": "fast"}, follow=True
     )
     assert response.status_code == 200
     run = Run.objects.get(stage="preprocess", survey=survey)

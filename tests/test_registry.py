@@ -6,6 +6,7 @@ beating and is not taken for lost, and a killed worker's chunk goes to another w
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import timedelta
@@ -18,22 +19,22 @@ from catalogue.api.serializers import RunStartSerializer
 from catalogue.celery import app
 from catalogue.console import _unit
 from catalogue.models import Run, RunStage, Survey, TrainedModel
-from catalogue.services import reaper
+from catalogue.orchestration import reaper
+from catalogue.orchestration.stage import start_stage
+from catalogue.orchestration.workflow import start_workflow
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import start_stage
-from catalogue.services.workflow import start_workflow
 from catalogue.tasks import STAGE_TASKS
-from pipeline.regression import NAMED_MODEL_NAMES
+from pipeline.learning.named_models import NAMED_MODEL_NAMES
 from tests.run_helpers import finished, wait_for
 
 
 def test_every_stage_has_a_task_a_queue_a_limit_a_unit_a_body_and_every_choice():
-    names = list(registry.STAGE_NAMES)
+    names = list(registry.stage_names())
     assert set(RunStage.values) == {*names, registry.WORKFLOW}
     assert [value for value, _ in StartRunForm.base_fields["stages"].choices] == names
     assert list(RunStartSerializer().fields["stage"].choices) == names
     router = app.amqp.router
-    for stage in registry.STAGES:
+    for stage in registry.stages():
         task = app.tasks[stage.task_name]
         assert STAGE_TASKS[stage.name].name == task.name == stage.task_name
         assert router.route({}, stage.task_name)["queue"].name == stage.queue
@@ -42,7 +43,7 @@ def test_every_stage_has_a_task_a_queue_a_limit_a_unit_a_body_and_every_choice()
         body = stages.body(stage.name)
         assert callable(body.plan) and callable(body.inputs) and callable(body.HOOKS.body)
         assert set(stage.reads) <= set(names[: names.index(stage.name)])  # reads only what runs before it
-    assert {s.name: s.limit for s in registry.STAGES if s.limit == "train"} == {
+    assert {s.name: s.limit for s in registry.stages() if s.limit == "train"} == {
         "cnn": "train",
         "gbm": "train",
         "experiments": "train",
@@ -107,3 +108,73 @@ def test_a_gbm_model_fitting_longer_than_a_chunk_limit_beats_and_a_killed_worker
     names = list(TrainedModel.objects.filter(run=run).values_list("name", flat=True))
     assert sorted(names) == sorted(chunk.items) == sorted(NAMED_MODEL_NAMES)  # the seven, gi_images too
     assert Run.objects.filter(survey=survey, stage="gbm").count() == 1
+
+
+@pytest.fixture
+def toy_stage():
+    """A stage that trains and belongs to the model set, added to the registry between features and gbm."""
+    entry = registry.Stage(
+        "toy",
+        "toy training",
+        registry.CPU_QUEUE,
+        reads=("preprocess",),
+        limit="train",
+        unit="toys",
+        trains=True,
+        in_model_set=True,
+        body="tests.toy_stage",
+    )
+    registry.register(entry, after="features")
+    yield entry
+    registry.unregister(entry.name)
+
+
+@pytest.mark.django_db
+def test_a_stage_added_to_the_registry_is_started_recorded_skipped_and_offered_with_no_other_edit(
+    toy_stage, small_bundle, admin_client
+):
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+
+    from catalogue.management.commands.run_pipeline import Command
+    from catalogue.models import ModelSet
+    from catalogue.orchestration.start import start
+    from tests import toy_stage as body
+
+    # offered by the CLI, the admin and the API, with its task on its queue
+    assert "toy" in Command().create_parser("manage.py", "run_pipeline").format_help()
+    assert "toy" in [value for value, _ in StartRunForm().fields["stages"].choices]
+    assert "toy" in RunStartSerializer().fields["stage"].choices
+    assert app.tasks[toy_stage.task_name].name == "catalogue.tasks.toy"
+    assert app.amqp.router.route({}, toy_stage.task_name)["queue"].name == registry.CPU_QUEUE
+    assert registry.stage_names().index("toy") == registry.stage_names().index("features") + 1
+
+    # started by the one start path inside a training workflow (the CLI's: every stage)
+    ingest_bundle(small_bundle, "toyed")
+    survey = Survey.objects.get(name="toyed")
+    call_command("run_pipeline", survey="toyed", preset="test", stdout=io.StringIO(), stderr=io.StringIO())
+    workflow = Run.objects.get(survey=survey, stage=registry.WORKFLOW)
+    assert workflow.status == "succeeded" and workflow.config["stages"] == list(registry.stage_names())
+    toy_run = workflow.children.get(stage="toy")
+    assert toy_run.status == "succeeded" and toy_run.pk in body.RAN
+    # recorded in the lineage of the model set the training made
+    model_set = ModelSet.objects.get(survey=survey)
+    assert model_set.lineage["runs"]["toy"] == [toy_run.pk]
+
+    # started alone from the API and from the admin's start form
+    staff = APIClient()
+    staff.force_authenticate(user=User.objects.get(is_superuser=True))
+    alone = staff.post("/api/runs/", {"survey": "toyed", "stage": "toy", "preset": "test"}, format="json")
+    assert alone.status_code == 201 and alone.json()["stage"] == "toy" and alone.json()["status"] == "succeeded"
+    form = admin_client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stages": ["toy"], "preset": "test"})
+    assert form.status_code == 302 and Run.objects.filter(survey=survey, stage="toy").count() == 3
+
+    # skipped when a set is applied, and refused if asked for by name
+    ingest_bundle(small_bundle, "toyapplied")
+    other = Survey.objects.get(name="toyapplied")
+    applied = start(other, model_set=model_set)
+    assert applied.status == "succeeded" and "toy" not in applied.config["stages"]
+    assert applied.config["stages"] == list(registry.apply_stages())
+    with pytest.raises(ValueError, match="trains nothing: leave out toy"):
+        start(other, ["toy"], model_set=model_set)

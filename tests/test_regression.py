@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.experiments import EXPERIMENTS, ExperimentContext, run_experiment
+from pipeline.images.photometry import nanomaggies_to_lsun
 from pipeline.jsonsafe import json_safe
-from pipeline.learning import band_set_names, flux_name
-from pipeline.photometry import nanomaggies_to_lsun
-from pipeline.powerlaw import PowerLawGI
-from pipeline.regression import NAMED, NAMED_MODELS, fit_model, score
-from pipeline.significance import compare_l1
+from pipeline.learning.data import band_set_names, flux_name
+from pipeline.learning.experiments import EXPERIMENTS, ExperimentContext, run_experiment
+from pipeline.learning.named_models import NAMED, NAMED_MODELS
+from pipeline.learning.powerlaw import PowerLawGI
+from pipeline.learning.regression import fit_model, score
+from pipeline.learning.significance import compare_l1
 from tests.learning_synth import EXPERIMENT_TABLE_ROWS, GBM_TEST_PARAMS, synthetic_learning_data
 
 pytestmark = pytest.mark.smoke

@@ -14,9 +14,10 @@ from django.utils import timezone
 from catalogue import limits
 from catalogue.celery import app
 from catalogue.models import Galaxy, Preprocessed, Run, RunChunk, Survey
-from catalogue.services import reaper, runs
+from catalogue.orchestration import reaper
+from catalogue.orchestration.stage import start_stage
+from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import start_stage
 from catalogue.stages import preprocess
 from catalogue.stages.preprocess import galaxies_to_preprocess
 from tests.run_helpers import FAST_REDELIVERY, assert_every_galaxy_accounted_once, finished, running_chunk, wait_for

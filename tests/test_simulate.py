@@ -11,13 +11,14 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from pipeline import bundle, gz2
-from pipeline.photometry import luminosity_distance_mpc, luminosity_lsun
-from pipeline.preprocess import ImageMeta, NoScalingValue, preprocess_cutout
+from pipeline import gz2
+from pipeline.bundles import reader as bundle
+from pipeline.images.photometry import luminosity_distance_mpc, luminosity_lsun
+from pipeline.images.preprocess import ImageMeta, NoScalingValue, preprocess_cutout
+from pipeline.images.stars import prior_pixels
 from pipeline.simulate.montage import write_montage
 from pipeline.simulate.population import CLASSES, draw_population
 from pipeline.simulate.survey import FAULT_KINDS, simulate_survey
-from pipeline.stars import prior_pixels
 
 
 @pytest.fixture(scope="module")

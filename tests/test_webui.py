@@ -10,13 +10,13 @@ import pytest
 from django.contrib.auth.models import User
 
 from catalogue.models import ExperimentResult, Galaxy, Run, Survey
+from catalogue.orchestration.stage import start_stage
+from catalogue.orchestration.workflow import start_workflow
 from catalogue.services.cutouts import cutout_for_preprocessing
 from catalogue.services.image_store import IMAGE_DTYPE, load_log_images
 from catalogue.services.ingest import ingest_bundle
-from catalogue.services.start import start_stage
-from catalogue.services.workflow import start_workflow
-from pipeline.display import asinh_display, mark_points, png_bytes
-from pipeline.preprocess import ImageMeta, preprocess, remove_stars
+from pipeline.images.display import asinh_display, mark_points, png_bytes
+from pipeline.images.preprocess import ImageMeta, preprocess, remove_stars
 from pipeline.presets import preset
 from tests.test_api import catalogue  # noqa: F401 - the shared fixture
 
@@ -129,7 +129,9 @@ def test_a_preprocess_run_started_from_the_admin_is_reused_by_a_later_workflow(c
     ingest_bundle(synthetic_bundle, "adminpre")
     survey = Survey.objects.get(name="adminpre")
     _staff(client)
-    response = client.post("/admin/catalogue/survey/", {"action": "preprocess", "_selected_action": [survey.pk]})
+    chosen = client.post("/admin/catalogue/survey/", {"action": "start_run", "_selected_action": [survey.pk]})
+    assert chosen.status_code == 302 and chosen["Location"] == f"/admin/catalogue/run/start/?survey={survey.pk}"
+    response = client.post("/admin/catalogue/run/start/", {"survey": survey.pk, "stages": ["preprocess"], "preset": "fast"})
     assert response.status_code == 302
     run = Run.objects.get(survey=survey, stage="preprocess")
     assert run.status == "succeeded" and run.items_done > 100 and run.config["inputs"]["preset"] == "fast"

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pipeline import gz2, units
-from pipeline.metrics import MORPHOLOGY_CLASSES, WITHIN_DEX
+from pipeline.learning.metrics import MORPHOLOGY_CLASSES, WITHIN_DEX
 
 ML_AXIS = f"M/L_g [{units.MASS_TO_LIGHT}]"
 COLOURS = {

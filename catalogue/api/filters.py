@@ -5,16 +5,16 @@ from __future__ import annotations
 from functools import cached_property
 
 import django_filters as filters
-from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 
 from catalogue.api.strict_filters import IdFilter, StrictBooleanFilter, StrictFilterSet
-from catalogue.columns import ORDERABLE_COLUMNS, PREDICTION_FIELDS, column
+from catalogue.columns import ORDERABLE_COLUMNS, column
 from catalogue.models import ExperimentResult, Galaxy, GalaxyStatus, ModelSet, Run, Split, Survey, TrainedModel
-from catalogue.selectors import galaxies_in_cone, prediction_model
-from catalogue.services.model_sets import resolve_model_set
-from pipeline.metrics import MORPHOLOGY_CLASSES
+from catalogue.selectors import galaxies_in_cone, prediction_model, resolve_model_set, survey_named, with_prediction
+from pipeline.learning.metrics import MORPHOLOGY_CLASSES
+from pipeline.learning.named_models import CATALOGUE_MODEL
 
 MAX_CONE_RADIUS_DEG = 30.0
 ML_UNIT = column("ml_g").unit
@@ -126,7 +126,7 @@ class GalaxyFilter(StrictFilterSet):
     @cached_property
     def survey_object(self) -> Survey | None:
         name = self.form.cleaned_data.get("survey")
-        return Survey.objects.filter(name=name).first() if name else None
+        return survey_named(name) if name else None
 
     @cached_property
     def prediction_model(self) -> TrainedModel | None:
@@ -134,7 +134,8 @@ class GalaxyFilter(StrictFilterSet):
         value, set_name = self.form.cleaned_data.get("model"), self.form.cleaned_data.get("models")
         if not value:
             if set_name:
-                raise ValidationError({"models": ["a model set chooses predictions: give model as well (?model=g_morph)"]})
+                hint = f"a model set chooses predictions: give model as well (?model={CATALOGUE_MODEL})"
+                raise ValidationError({"models": [hint]})
             return None
         try:
             model_set = resolve_model_set(set_name) if set_name else None
@@ -150,15 +151,13 @@ class GalaxyFilter(StrictFilterSet):
         data = self.form.cleaned_data
         model = self.prediction_model
         if model is not None:
-            queryset = queryset.annotate(
-                prediction=FilteredRelation("predictions", condition=Q(predictions__model=model))
-            ).annotate(**{name: F(f"prediction__{name}") for name in PREDICTION_FIELDS})
+            queryset = with_prediction(queryset, model)
             if data.get("ml_pred_min") is not None:
                 queryset = queryset.filter(ml_pred__gte=data["ml_pred_min"])
             if data.get("ml_pred_max") is not None:
                 queryset = queryset.filter(ml_pred__lte=data["ml_pred_max"])
         elif data.get("ml_pred_min") is not None or data.get("ml_pred_max") is not None:
-            raise ValidationError({"model": ["a predicted M/L range needs a model (?model=g_morph&survey=...)"]})
+            raise ValidationError({"model": [f"a predicted M/L range needs a model (?model={CATALOGUE_MODEL}&survey=...)"]})
         cone = [data.get(k) for k in ("ra", "dec", "radius")]
         if any(v is not None for v in cone):
             if any(v is None for v in cone):

@@ -2,8 +2,8 @@
 
 Answers a VOTable whose first three columns carry the UCDs the standard requires
 (ID_MAIN, POS_EQ_RA_MAIN, POS_EQ_DEC_MAIN), then the galaxy's survey (one objid can be in
-several); VERB chooses how many columns follow: from VERB=2 on, the current predictions
-(g_morph of the model set applied to the galaxy's survey last: M/L, its 68% interval, M*
+several); VERB chooses how many columns follow: from VERB=2 on, the catalogue's prediction
+(its main model, of the model set applied to the galaxy's survey last: M/L, its 68% interval, M*
 and the out-of-selection flag, with units and UCDs) and links to the galaxy's page and g
 cutout. A bad request is answered, as the standard says, with HTTP 200 and a VOTable
 holding one INFO named "Error" that says what was wrong; the API's throttles apply, and a
@@ -13,12 +13,11 @@ throttled request gets 429 with Retry-After and the same kind of VOTable.
 from __future__ import annotations
 
 import io
-from functools import lru_cache, reduce
-from operator import or_
+from functools import lru_cache
 
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
 from django.conf import settings
-from django.db.models import Case, CharField, F, FilteredRelation, FloatField, IntegerField, Q, Value, When
+from django.db.models import Case, CharField, F, FilteredRelation, Q, Value, When
 from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema
@@ -26,24 +25,22 @@ from rest_framework.permissions import AllowAny
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from catalogue import selectors
 from catalogue.api.vo_refusals import refusal
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS
-from catalogue.models import Galaxy, Image, Survey
-from catalogue.selectors import galaxies_in_cone, prediction_model
-from catalogue.services import export, export_sql
+from catalogue.models import Image, Survey
+from catalogue.services import export, export_sql, writers
 
 MAX_SR_DEG = 10.0
 MAX_RECORDS = 100_000
 #: Columns per verbosity; the first three carry the standard's UCDs.
 #: The current predictions and links a row carries from VERB=2 on.
-PREDICTED = ["model_set", "ml_pred", "ml_lo68", "ml_hi68", "mstar_pred", "out_of_support", "galaxy_url", "cutout_g_url"]
+PREDICTED = [*selectors.CATALOGUE_PREDICTED, "galaxy_url", "cutout_g_url"]
 VERB_COLUMNS = {
     1: ["objid", "ra", "dec", "survey"],
     2: ["objid", "ra", "dec", "survey", "z", "mag_g", "mag_i", "lum_g", "ml_g", "ml_g_err", "split", "morphology", *PREDICTED],
     3: ["objid", "ra", "dec", "survey", *(c.name for c in GALAXY_COLUMNS[3:]), *PREDICTED],
 }
-#: The model whose predictions a row carries: the paper's main model.
-CURRENT_MODEL = "g_morph"
 #: The UCD1 words SCS 1.03 requires of its main columns.
 UCDS = {"objid": "ID_MAIN", "ra": "POS_EQ_RA_MAIN", "dec": "POS_EQ_DEC_MAIN", "z": "REDSHIFT_HC"}
 COLUMNS = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS + SERVICE_COLUMNS}
@@ -101,23 +98,20 @@ def cone_search(request: HttpRequest) -> HttpResponse:
         if raw_verb not in {str(v) for v in VERB_COLUMNS}:
             raise ValueError(f"VERB={raw_verb!r} must be 1, 2 or 3")
         verb = int(raw_verb)
-        surveys = Survey.objects.all()
+        surveys = None
         if request.GET.get("SURVEY"):
-            surveys = surveys.filter(name=request.GET["SURVEY"])
+            surveys = selectors.surveys_named(request.GET["SURVEY"])
             if not surveys.exists():
                 raise ValueError(f"SURVEY={request.GET['SURVEY']!r}: no survey of that name")
     except ValueError as exc:
         return error(str(exc))
-    queryset = Galaxy.objects.exclude(status="rejected")
-    if request.GET.get("SURVEY"):
-        queryset = queryset.filter(survey__in=surveys)
     names = VERB_COLUMNS[verb]
     count, body = 0, b""
     if sr > 0:
-        cone = galaxies_in_cone(ra % 360.0, dec, sr, queryset)
-        # the current model of the surveys the cone reaches only, not of every survey
-        reached = Survey.objects.filter(pk__in=cone.values("survey_id").distinct())
-        expressions = row_expressions(request, list(reached) if set(PREDICTED) & set(names) else [], names)
+        cone = selectors.galaxies_in_cone(ra % 360.0, dec, sr, selectors.searchable_galaxies(surveys))
+        # the catalogue model of the surveys the cone reaches only, not of every survey
+        reached = selectors.surveys_reached(cone) if set(PREDICTED) & set(names) else []
+        expressions = row_expressions(request, reached, names)
         hits = cone.annotate(**expressions["annotations"]).order_by("objid")
         columns = tuple(COLUMNS[n] for n in names)
         if export.database_formats_rows():
@@ -125,48 +119,22 @@ def cone_search(request: HttpRequest) -> HttpResponse:
             body = text.encode()
         else:
             rows = list(hits.values_list(*(expressions["cells"].get(n, F(n)) for n in names))[: MAX_RECORDS + 1])
-            count, body = len(rows), export.tabledata_rows(rows[:MAX_RECORDS])
+            count, body = len(rows), writers.tabledata_rows(rows[:MAX_RECORDS])
     header, footer = _frame(verb, count > MAX_RECORDS)
     return HttpResponse(header + body + footer, content_type=CONTENT_TYPE)
 
 
 def row_expressions(request: HttpRequest, surveys: list[Survey], names: list[str]) -> dict:
-    """SQL for the columns a galaxy row does not hold itself: its survey, its current predictions, its links.
+    """SQL for the columns a galaxy row does not hold itself: its survey, its catalogue prediction, its links.
 
-    Each survey's current predictions are those of its :data:`CURRENT_MODEL` in the model set
-    applied to it last (a survey not predicted yet has none): one LEFT JOIN on the
-    (galaxy, model) index, in the same statement as the cone, and one to its g image.
+    The prediction is :func:`catalogue.selectors.catalogue_prediction_cells`'s: one LEFT JOIN
+    on the (galaxy, model) index, in the same statement as the cone, and one to its g image.
     """
-    annotations: dict = {}
     cells: dict = {"survey": F("survey__name")}
     if not set(PREDICTED) & set(names):
-        return {"annotations": annotations, "cells": cells}
-    current = {}
-    for survey in surveys:
-        try:
-            model = prediction_model(survey, CURRENT_MODEL)
-        except ValueError:
-            continue
-        current[survey.pk] = (model.pk, model.model_set.name if model.model_set_id else f"{survey.name} (model #{model.pk})")
-    cells["model_set"] = Case(
-        *(When(survey_id=s, then=Value(name)) for s, (_, name) in current.items()), default=None, output_field=CharField()
-    )
-    if current:
-        # One LEFT JOIN to each galaxy's prediction by its survey's current model.
-        condition = reduce(or_, (Q(survey_id=s) & Q(predictions__model_id=m) for s, (m, _) in current.items()))
-        annotations["scs_prediction"] = FilteredRelation("predictions", condition=condition)
-        for name in ("ml_pred", "ml_lo68", "ml_hi68", "mstar_pred"):
-            cells[name] = F(f"scs_prediction__{name}")
-        cells["out_of_support"] = Case(
-            When(scs_prediction__out_of_support=True, then=Value(1)),
-            When(scs_prediction__out_of_support=False, then=Value(0)),
-            default=None,
-            output_field=IntegerField(),
-        )
-    else:
-        for name in ("ml_pred", "ml_lo68", "ml_hi68", "mstar_pred"):
-            cells[name] = Value(None, output_field=FloatField())
-        cells["out_of_support"] = Value(None, output_field=IntegerField())
+        return {"annotations": {}, "cells": cells}
+    annotations, predicted = selectors.catalogue_prediction_cells(surveys)
+    cells.update(predicted)
     base = request.build_absolute_uri("/").rstrip("/")
     cells["galaxy_url"] = Concat(Value(f"{base}/galaxies/"), Cast("pk", CharField()), Value("/"), output_field=CharField())
     annotations["scs_cutout"] = FilteredRelation("images", condition=Q(images__band="g", images__status=Image.Status.OK))
@@ -208,4 +176,4 @@ def _frame(verb: int, overflow: bool) -> tuple[bytes, bytes]:
         field.description = column.description
         table.fields.append(field)
     table.create_arrays(0)
-    return export.votable_frame(document)
+    return writers.votable_frame(document)

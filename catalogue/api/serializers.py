@@ -9,11 +9,10 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from catalogue import selectors
+from catalogue import registry, selectors
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, PREDICTION_FIELDS
 from catalogue.models import ExperimentResult, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
-from catalogue.registry import STAGE_NAMES
-from catalogue.services.model_sets import APPLY_STAGES, resolve_model_set
+from catalogue.services.image_store import stored_resolutions
 from pipeline import gz2
 from pipeline.presets import PRESETS
 
@@ -83,7 +82,7 @@ class GalaxySerializer(serializers.ModelSerializer):
         """The survey's name without joining the survey to every row (a page holds one or a few)."""
         names = self.root.__dict__.setdefault("_survey_names", {})
         if galaxy.survey_id not in names:
-            names[galaxy.survey_id] = Survey.objects.values_list("name", flat=True).get(pk=galaxy.survey_id)
+            names[galaxy.survey_id] = selectors.survey_name(galaxy.survey_id)
         return names[galaxy.survey_id]
 
     def to_representation(self, galaxy: Galaxy) -> dict:
@@ -145,9 +144,7 @@ class GalaxyDetailSerializer(GalaxySerializer):
         return GALAXY_UNITS
 
     def get_images(self, galaxy: Galaxy) -> dict:
-        from catalogue.services.image_store import stored_resolutions
-
-        fits_files = {image.band: self._absolute(image.file.url) for image in galaxy.images.filter(status="ok") if image.file}
+        fits_files = {image.band: self._absolute(image.file.url) for image in selectors.usable_images(galaxy)}
         previews = {"g": reverse("webui:galaxy-image", args=[galaxy.pk, "g"])} if "g" in fits_files else {}
         previews |= {f"log{r}": reverse("webui:galaxy-image", args=[galaxy.pk, f"log{r}"]) for r in stored_resolutions(galaxy)}
         return {"fits": fits_files, "png": {k: self._absolute(v) for k, v in previews.items()}}
@@ -242,11 +239,7 @@ class ModelSetSerializer(serializers.ModelSerializer):
         return {m.name: m.pk for m in sorted(model_set.networks.all(), key=lambda m: m.name)}
 
     def get_applied_to(self, model_set: ModelSet) -> list[dict]:
-        runs = Run.objects.filter(stage="predict", status="succeeded", config__model_set=model_set.pk).order_by("-finished")
-        latest: dict[str, dict] = {}
-        for run in runs.select_related("survey")[:200]:
-            latest.setdefault(run.survey.name, {"survey": run.survey.name, "run": run.pk, "finished": run.finished})
-        return list(latest.values())
+        return selectors.applied_to(model_set)
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -287,18 +280,17 @@ class RunSerializer(serializers.ModelSerializer):
         return "\n".join(run.log.splitlines()[-40:])
 
     def get_failures(self, run: Run) -> list[dict]:
-        from catalogue.services.runs import chunk_failures
-
-        return chunk_failures(run)
+        return selectors.chunk_failures(run)
 
 
 class RunStartSerializer(serializers.Serializer):
-    """One stage (``stage``) or a workflow of several (``stages``, run in pipeline order)."""
+    """What to start: one stage (``stage``), several as a workflow (``stages``, run in pipeline order), or a
+    model set to apply (``models``); the one start path decides the rest."""
 
-    survey = serializers.SlugRelatedField(slug_field="name", queryset=Survey.objects.all())
-    stage = serializers.ChoiceField(choices=list(STAGE_NAMES), required=False)
+    survey = serializers.SlugRelatedField(slug_field="name", queryset=selectors.every_survey())
+    stage = serializers.ChoiceField(choices=[], required=False)
     stages = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(STAGE_NAMES)),
+        child=serializers.ChoiceField(choices=[]),
         required=False,
         allow_empty=False,
         help_text="several stages as one workflow; stages already done with the same inputs are reused",
@@ -309,20 +301,28 @@ class RunStartSerializer(serializers.Serializer):
         required=False,
         max_length=200,
         help_text="apply this model set instead of training (survey@run, or a training survey's name: its current "
-        f"set); stages default to {', '.join(APPLY_STAGES)} and the preset is the set's",
+        "set); stages default to those that run when a set is applied, and the preset is the set's",
     )
 
+    def get_fields(self) -> dict:
+        """The stage choices as the registry has them now (a stage may be added after import)."""
+        fields = super().get_fields()
+        fields["stage"].choices = fields["stages"].child.choices = list(registry.stage_names())
+        return fields
+
     def validate(self, attrs: dict) -> dict:
+        """The inputs of the one start path: ``stages`` (a list, maybe empty) and ``model_set`` (or None)."""
+        if "stage" in attrs and "stages" in attrs:
+            raise serializers.ValidationError("give either stage (one) or stages (a workflow), not both")
+        attrs["model_set"] = None
         if "models" in attrs:
             try:
-                attrs["model_set"] = resolve_model_set(attrs.pop("models"))
+                attrs["model_set"] = selectors.resolve_model_set(attrs.pop("models"))
             except ValueError as exc:
                 raise serializers.ValidationError({"models": [str(exc)]}) from exc
-            if "stage" in attrs and "stages" in attrs:
-                raise serializers.ValidationError("give stage (one) or stages (a workflow), not both")
-            attrs["stages"] = [attrs.pop("stage")] if "stage" in attrs else attrs.get("stages", list(APPLY_STAGES))
-        elif ("stage" in attrs) == ("stages" in attrs):
+        elif "stage" not in attrs and "stages" not in attrs:
             raise serializers.ValidationError("give either stage (one) or stages (a workflow)")
+        attrs["stages"] = [attrs.pop("stage")] if "stage" in attrs else attrs.get("stages", [])
         return attrs
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
 from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters import rest_framework as dj_filters
@@ -18,21 +17,21 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from catalogue import selectors
 from catalogue.api import serializers as s
 from catalogue.api.filters import ExperimentResultFilter, GalaxyFilter, ModelSetFilter, RunFilter, TrainedModelFilter
 from catalogue.api.pagination import CataloguePagination
 from catalogue.columns import ORDERABLE_COLUMNS
-from catalogue.models import ExperimentResult, Galaxy, ModelSet, Run, Survey, TrainedModel
+from catalogue.models import Galaxy
+from catalogue.orchestration.start import start
 from catalogue.services.export import CONTENT_TYPES, FORMATS, stream_catalogue
-from catalogue.services.model_sets import default_model_set, mark_current, resolve_model_set
+from catalogue.services.model_sets import mark_current
 from catalogue.services.predict_one import Upload, UploadError, predict_upload
 from catalogue.services.runs import RunConflict, cancel_run
-from catalogue.services.start import start_stage
-from catalogue.services.workflow import start_workflow
 
 
 class SurveyViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Survey.objects.annotate(n_galaxies=Count("galaxies")).order_by("name")
+    queryset = selectors.surveys_with_galaxy_counts()
     serializer_class = s.SurveySerializer
     lookup_field = "name"
 
@@ -41,7 +40,7 @@ class SurveyViewSet(viewsets.ReadOnlyModelViewSet):
 class GalaxyViewSet(viewsets.ReadOnlyModelViewSet):
     """The catalogue: filter, order, page by cursor; a galaxy by its objid."""
 
-    queryset = Galaxy.objects.all()  # the survey's name comes from one query per page, not a join per row
+    queryset = selectors.galaxies()  # the survey's name comes from one query per page, not a join per row
     serializer_class = s.GalaxySerializer
     filter_backends = [dj_filters.DjangoFilterBackend, OrderingFilter]
     filterset_class = GalaxyFilter
@@ -54,10 +53,7 @@ class GalaxyViewSet(viewsets.ReadOnlyModelViewSet):
         return s.GalaxyDetailSerializer if self.action == "retrieve" else s.GalaxySerializer
 
     def get_object(self) -> Galaxy:
-        matches = Galaxy.objects.select_related("survey", "preprocessed").filter(objid=self.kwargs["objid"])
-        if self.request.query_params.get("survey"):
-            matches = matches.filter(survey__name=self.request.query_params["survey"])
-        found = list(matches[:2])
+        found = selectors.galaxies_with_objid(self.kwargs["objid"], self.request.query_params.get("survey", ""))
         if not found:
             raise NotFound("no galaxy with that objid (and survey)")
         if len(found) > 1:
@@ -68,7 +64,7 @@ class GalaxyViewSet(viewsets.ReadOnlyModelViewSet):
 class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
     """Trained CNNs, GBMs and baselines with metrics, hyper-parameters and training curves."""
 
-    queryset = TrainedModel.objects.select_related("survey").annotate(n_predictions=Count("predictions")).order_by("-created")
+    queryset = selectors.models_with_prediction_counts()
     serializer_class = s.TrainedModelSerializer
     filterset_class = TrainedModelFilter
 
@@ -85,7 +81,7 @@ class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
 class ModelSetViewSet(viewsets.ReadOnlyModelViewSet):
     """Model sets (``<survey>@<run>``): what one training made, with lineage and metrics; staff mark one current."""
 
-    queryset = ModelSet.objects.select_related("survey").prefetch_related("named_models", "networks").order_by("-created", "-pk")
+    queryset = selectors.every_model_set()
     serializer_class = s.ModelSetSerializer
     filterset_class = ModelSetFilter
     lookup_field = "name"
@@ -103,7 +99,7 @@ class ModelSetViewSet(viewsets.ReadOnlyModelViewSet):
 class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Pipeline runs with progress and log tail; staff start and cancel them."""
 
-    queryset = Run.objects.select_related("survey").order_by("-created")
+    queryset = selectors.runs_newest_first()
     serializer_class = s.RunSerializer
     filterset_class = RunFilter
 
@@ -114,18 +110,20 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(request=s.RunStartSerializer, responses={201: s.RunSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:  # noqa: ARG002 - DRF's signature
-        """Start a stage (``stage``) or a workflow (``stages``) on a survey, through the same services as the CLI and admin."""
+        """Start a stage (``stage``), a workflow (``stages``) or a model set's application (``models``) on a survey,
+        through the one start path the CLI and the admin use."""
         form = s.RunStartSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        options = {"preset_name": data["preset"], "force": data["force"], "user": request.user}
         try:
-            if "model_set" in data:
-                run = start_workflow(data["survey"], data["stages"], model_set=data["model_set"], **options)
-            elif "stages" in data:
-                run = start_workflow(data["survey"], data["stages"], **options)
-            else:
-                run = start_stage(data["stage"], data["survey"], **options)
+            run = start(
+                data["survey"],
+                data["stages"],
+                model_set=data["model_set"],
+                preset_name=data["preset"],
+                force=data["force"],
+                user=request.user,
+            )
         except RunConflict as exc:
             return Response({"detail": str(exc), "active_run": exc.active.pk}, status=status.HTTP_409_CONFLICT)
         except ValueError as exc:
@@ -156,7 +154,7 @@ class PredictUpload(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            model_set = resolve_model_set(data["models"]) if data.get("models") else default_model_set()
+            model_set = selectors.resolve_model_set(data["models"]) if data.get("models") else selectors.default_model_set()
         except ValueError as exc:
             raise ValidationError({"models": [str(exc)]}) from exc
         upload = Upload(
@@ -178,7 +176,7 @@ class PredictUpload(APIView):
 class ExperimentResultViewSet(viewsets.ReadOnlyModelViewSet):
     """Rows of every ablation and comparison (Table 1, Table B.1, Fig. 8, significance)."""
 
-    queryset = ExperimentResult.objects.select_related("survey").order_by("experiment", "id")
+    queryset = selectors.experiment_results()
     serializer_class = s.ExperimentResultSerializer
     filterset_class = ExperimentResultFilter
 
@@ -196,7 +194,7 @@ class CatalogueDownload(APIView):
     def get(self, request: Request, fmt: str) -> StreamingHttpResponse:
         if fmt not in FORMATS:
             raise NotFound(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        filterset = GalaxyFilter(request.query_params, queryset=Galaxy.objects.all(), request=request)
+        filterset = GalaxyFilter(request.query_params, queryset=selectors.galaxies(), request=request)
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
         queryset = filterset.qs

@@ -16,6 +16,29 @@ from django.core.files.storage import default_storage
 
 _LOADED: dict[str, object] = {}
 
+#: Where the science modules a stored model names now live (pickles record a class by its module):
+#: the flat ``pipeline`` package was grouped into images, learning and bundles on 2026-12-06.
+MOVED_MODULES = {
+    "pipeline.gbm": "pipeline.learning.gbm",
+    "pipeline.powerlaw": "pipeline.learning.powerlaw",
+    "pipeline.intervals": "pipeline.learning.intervals",
+    "pipeline.support": "pipeline.learning.support",
+    "pipeline.regression": "pipeline.learning.regression",
+    "pipeline.learning": "pipeline.learning.data",
+    "pipeline.metrics": "pipeline.learning.metrics",
+    "pipeline.model_selection": "pipeline.learning.model_selection",
+}
+#: Classes that moved to another module than the rest of theirs.
+MOVED_CLASSES = {("pipeline.regression", "ModelSpec"): "pipeline.learning.named_models"}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads pickles written before a science module moved, finding each class where it lives now."""
+
+    def find_class(self, module: str, name: str):
+        module = MOVED_CLASSES.get((module, name)) or MOVED_MODULES.get(module, module)
+        return super().find_class(module, name)
+
 
 def _save_through_temporary_file(write, name: str, suffix: str) -> str:
     """``write(path)`` a local file, then hand it to storage under ``name``; returns the name used."""
@@ -74,6 +97,6 @@ def load_pickle(name: str):
     obj = _LOADED.get(name)
     if obj is None:
         with default_storage.open(name, "rb") as fh:
-            obj = pickle.load(fh)  # noqa: S301 - written by save_pickle on this service's storage only
+            obj = _Unpickler(fh).load()  # written by save_pickle on this service's storage only
         _LOADED[name] = obj
     return obj

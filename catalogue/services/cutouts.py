@@ -9,7 +9,7 @@ import numpy as np
 from astropy.io import fits
 
 from catalogue.models import Galaxy, Image
-from pipeline.stars import prior_pixels
+from pipeline.images.stars import prior_pixels
 
 
 def read_cutout(image: Image) -> tuple[fits.Header, np.ndarray]:

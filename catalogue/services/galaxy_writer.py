@@ -15,7 +15,7 @@ from django.db import connection
 from psycopg.types.json import Jsonb
 
 from catalogue.models import Galaxy, GalaxyStatus
-from pipeline.sample import ASSUMED_MAGERR_G
+from pipeline.bundles.sample import ASSUMED_MAGERR_G
 from pipeline.sky import unit_vector
 
 FLOAT_FIELDS = ("ra", "dec", "z", "d25_arcmin", *(f"{p}_{b}" for b in "ugriz" for p in ("mag", "magerr")))

@@ -207,12 +207,6 @@ def read_rows(store: ImageStore, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_galaxy_ids(store: ImageStore) -> np.ndarray:
-    """The galaxy id of every allocated row (0 where a row was never allocated)."""
-    with default_storage.open(store.ids_name, "rb") as fh:
-        return np.frombuffer(fh.read(), dtype=ID_DTYPE)[: store.capacity].copy()
-
-
 def rows_of(
     survey: Survey, resolution: int, galaxy_ids: Iterable[int], channel: str = ImageStore.Channel.G
 ) -> tuple[ImageStore, np.ndarray]:

@@ -23,9 +23,11 @@ from django.db import transaction
 
 from catalogue.models import Galaxy, GZ2Votes, Image, Survey
 from catalogue.services.galaxy_writer import galaxy_columns, upsert_galaxies
-from pipeline import bundle, gz2, sample
-from pipeline.bundle import BadImage, BundleError, Rejection
-from pipeline.stars import stars_in_fields
+from pipeline import gz2
+from pipeline.bundles import reader as bundle
+from pipeline.bundles import sample
+from pipeline.bundles.reader import BadImage, BundleError, Rejection
+from pipeline.images.stars import stars_in_fields
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Load a survey's GBM inputs (:class:`pipeline.learning.LearningData`) from the database.
+"""Load a survey's GBM inputs (:class:`pipeline.learning.data.LearningData`) from the database.
 
 Every galaxy that is not rejected is loaded (the catalogue predicts for all of them); only
 the learning sample keeps its train/val/test split. CNN features come from one features
@@ -12,7 +12,7 @@ import numpy as np
 
 from catalogue.models import FeatureSet, Galaxy, GalaxyStatus, Preprocessed, Survey
 from catalogue.selectors import feature_matrix, latest_feature_sets
-from pipeline.learning import LearningData, assemble
+from pipeline.learning.data import LearningData, assemble
 from pipeline.presets import CNN_GROUP_SETS
 
 PROBABILITY_SET = "cnn1.gz2"

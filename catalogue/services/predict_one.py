@@ -20,13 +20,13 @@ from astropy.io import fits
 
 from catalogue.columns import INTERVAL_COLUMNS
 from catalogue.models import FeatureSet, ModelSet
+from catalogue.selectors import named_models, set_networks
 from catalogue.services.artifacts import load_keras_model, load_pickle
 from catalogue.services.learning_data import PROBABILITY_SET
-from catalogue.services.model_sets import named_models, set_networks
-from pipeline.bundle import BadImage, inspect_image
-from pipeline.learning import absent_inputs
+from pipeline.bundles.reader import BadImage, inspect_image
+from pipeline.images.single_galaxy import PreparedGalaxy, galaxy_learning_data, prepare_galaxy
+from pipeline.learning.data import absent_inputs
 from pipeline.presets import CNN_GROUP_SETS, FEATURE_LAYERS
-from pipeline.single_galaxy import PreparedGalaxy, galaxy_learning_data, prepare_galaxy
 
 #: Largest upload accepted (a 1,000 x 1,000 float64 cutout is 8 MB).
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024

@@ -17,7 +17,7 @@ The engine owns everything else:
   :data:`MAX_CHUNK_ATTEMPTS` deliveries, so nothing loops forever.
 * **Cancellation** is checked between items. **Heartbeats**: a worker's chunk beats from
   a thread of its own (:class:`Heartbeat`) while its body works, however long one step
-  takes, and the periodic reaper (:mod:`catalogue.services.reaper`) hands a chunk whose
+  takes, and the periodic reaper (:mod:`catalogue.orchestration.reaper`) hands a chunk whose
   heartbeat stopped to another worker.
 * **Finish listeners**: whoever builds on runs (the workflow) registers a function in
   :data:`finish_listeners`, called whenever a run ends, so this module imports nothing
@@ -40,7 +40,8 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from catalogue.models import Run, RunChunk, RunStage, Survey
+from catalogue import registry
+from catalogue.models import Run, RunChunk, Survey
 from catalogue.services import faults
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ def active_root(survey: Survey | None) -> Run | None:
     """The workflow or lone stage active on the survey, if any (a workflow's stage: its workflow)."""
     run = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey", "parent").order_by("created").first()
     return None if run is None else run.parent or run
+
+
+def seed_of(run: Run) -> int:
+    """The run's random seed: recorded at its start from what it is (runs recorded before seeds: its id)."""
+    return int(run.config.get("seed", run.pk))
 
 
 #: A chunk item: a galaxy id, or the name of what the chunk holds (a network's role, a
@@ -518,7 +524,7 @@ def cancel_run(run: Run, user=None) -> bool:
     """
     who = f" by {user}" if user is not None else ""
     done = _finish(run.pk, Run.Status.CANCELLED, f"cancelled{who} after {run.items_done + run.items_failed} items")
-    if run.stage == RunStage.WORKFLOW:  # and the stage it is running
+    if run.stage == registry.WORKFLOW:  # and the stage it is running
         for child in Run.objects.filter(parent=run, status__in=Run.ACTIVE):
             cancel_run(child, user)
     if done:
@@ -539,12 +545,3 @@ def _revoke(task_ids: Iterable[str]) -> None:
         app.control.revoke(ids)
     except Exception as exc:  # the broker being down must not stop a cancellation
         log.warning("could not broadcast the revocation of %d tasks: %s", len(ids), exc)
-
-
-def chunk_failures(run: Run) -> list[dict]:
-    """The ledger's failed and cancelled chunks with their errors, for pages and summaries."""
-    return list(
-        RunChunk.objects.filter(run=run, state__in=[RunChunk.State.FAILED, RunChunk.State.CANCELLED])
-        .exclude(error="")
-        .values("index", "state", "attempts", "worker", "error")
-    )

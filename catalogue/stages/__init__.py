@@ -1,4 +1,5 @@
-"""The stages' body modules, one per registry entry, named by one rule: ``catalogue/stages/<stage>.py``.
+"""The stages' body modules, one per registry entry: ``catalogue/stages/<stage>.py`` unless the
+entry names another (:attr:`catalogue.registry.Stage.body`).
 
 Each module says what its stage does; :mod:`catalogue.registry` says how it is run. A
 module provides:
@@ -12,25 +13,39 @@ module provides:
   enters the stage's inputs, so a change redoes the stage;
 * ``HOOKS``: the :class:`~catalogue.services.runs.StageHooks` whose ``body`` does one chunk.
 
-Every start goes through :func:`catalogue.services.start.start_stage`, every chunk
+Every start goes through :func:`catalogue.orchestration.start.start`, every chunk
 through the task ``catalogue.tasks.<stage>``.
 """
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from catalogue import registry
-from catalogue.stages import cnn, experiments, features, gbm, predict, preprocess
 
-#: stage name -> its body module.
-BODIES: dict[str, ModuleType] = {
-    module.__name__.rpartition(".")[2]: module for module in (preprocess, cnn, features, gbm, experiments, predict)
-}
-if set(BODIES) != set(registry.STAGE_NAMES):  # a registry entry without a body module, or the reverse
-    raise ImportError(f"stage bodies {sorted(BODIES)} do not match the registry's stages {sorted(registry.STAGE_NAMES)}")
+#: What a body module must provide.
+BODY_ATTRIBUTES = ("plan", "inputs", "HOOKS")
 
 
 def body(stage: str) -> ModuleType:
-    """The body module of a stage (``ValueError`` for an unknown stage)."""
-    return BODIES[registry.stage(stage).name]
+    """The body module of a stage.
+
+    Raises
+    ------
+    ValueError
+        for an unknown stage.
+    ImportError
+        when its module lacks ``plan``, ``inputs`` or ``HOOKS``.
+    """
+    module = importlib.import_module(registry.stage(stage).body_module)
+    lacking = [name for name in BODY_ATTRIBUTES if not hasattr(module, name)]
+    if lacking:
+        raise ImportError(f"the body module {module.__name__} of stage {stage!r} lacks {', '.join(lacking)}")
+    return module
+
+
+def check_bodies() -> None:
+    """Import every stage's body module, so a registry entry without one fails at start-up."""
+    for name in registry.stage_names():
+        body(name)

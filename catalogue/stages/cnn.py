@@ -27,7 +27,7 @@ from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import stacked_reader, stacked_rows
 from pipeline import gz2
-from pipeline.metrics import l1_per_galaxy
+from pipeline.learning.metrics import l1_per_galaxy
 from pipeline.presets import (
     ALL_ROLES,
     CNN_ROLES,
@@ -130,16 +130,17 @@ def _dataset(run: Run, role: str, split: str, network: dict, batch_size: int, tr
         raise ValueError(f"{role}: no {split} galaxies {which} have {images}; preprocess the survey first")
     index = {g: i for i, g in enumerate(ids)}
     targets = targets[[index[g] for g in kept]]
-    data = ImageBatches(stacked_reader(stores), rows, targets, batch_size, shuffle=train, augment=train, seed=run.pk)
+    data = ImageBatches(stacked_reader(stores), rows, targets, batch_size, shuffle=train, augment=train, seed=runs.seed_of(run))
     return data, kept, targets
 
 
 def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.ChunkContext) -> None:
-    from pipeline.cnn import networks
+    from pipeline.cnn import keras, networks
     from pipeline.cnn.training import TrainingConfig, train_gz2, train_ml
 
     network = cnn_network(run.config, role)
-    config = TrainingConfig.from_settings(role_training(run.config, role), seed=run.pk)
+    config = TrainingConfig.from_settings(role_training(run.config, role), seed=runs.seed_of(run))
+    keras.utils.set_random_seed(config.seed)  # before building: the initial weights come from the seed too
     train_data, train_ids, train_targets = _dataset(run, role, Split.TRAIN, network, config.batch_size, True)
     val_data, _, val_targets = _dataset(run, role, Split.VAL, network, config.batch_size, False)
     if role == "cnn4":

@@ -19,9 +19,9 @@ from catalogue.selectors import latest_named_models
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
-from pipeline import experiments
-from pipeline.experiments import ExperimentContext, ExperimentRow
 from pipeline.jsonsafe import json_safe
+from pipeline.learning import experiments
+from pipeline.learning.experiments import ExperimentContext, ExperimentRow
 
 
 def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:  # noqa: ARG001 - every start redoes
@@ -75,7 +75,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
 
         step("starting")
         faults.before_step("experiments", name)
-        ctx = ExperimentContext(data, dict(named), seed=run.pk, on_step=step)
+        ctx = ExperimentContext(data, dict(named), seed=runs.seed_of(run), on_step=step)
         rows = experiments.run_experiment(name, ctx)
         with transaction.atomic():
             ExperimentResult.objects.filter(run=run, experiment=name).delete()

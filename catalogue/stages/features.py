@@ -24,11 +24,10 @@ from django.db import transaction
 from django.db.models import Max
 
 from catalogue.models import FeatureSet, FeatureVector, Galaxy, GalaxyStatus, ModelSet, Run, Split, Survey, TrainedModel
-from catalogue.selectors import feature_matrix, latest_cnn_models
+from catalogue.selectors import feature_matrix, latest_cnn_models, set_networks
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model
 from catalogue.services.image_store import stacked_reader, stacked_rows, written_rows
-from catalogue.services.model_sets import set_networks
 from pipeline import gz2
 from pipeline.presets import CNN_ROLES, FEATURE_LAYERS, PRESETS, cnn_network, preset
 

@@ -1,7 +1,7 @@
 """The gbm stage: fit the named M/L models on the survey's latest CNN features and store them.
 
 One run on the cpu queue with one chunk whose items are the names of the models to fit
-(:data:`pipeline.regression.NAMED_MODELS`, less ``gi_images`` on a survey without CNN4-on-colour
+(:data:`pipeline.learning.named_models.NAMED_MODELS`, less ``gi_images`` on a survey without CNN4-on-colour
 features, recorded in the run's config as skipped); the models' specifications enter the
 stage's inputs, so adding or changing a named model redoes the stage.
 
@@ -25,11 +25,11 @@ from catalogue.services import faults, runs
 from catalogue.services.artifacts import save_pickle
 from catalogue.services.learning_data import load_learning_data
 from catalogue.services.model_sets import record_model_set
-from pipeline import regression
 from pipeline.jsonsafe import json_safe
-from pipeline.learning import LearningData
+from pipeline.learning import named_models
+from pipeline.learning.data import LearningData
+from pipeline.learning.regression import FittedModel, calibration_report, fit_model, score
 from pipeline.presets import CNN_GROUP_SETS, OPTIONAL_GROUPS, gbm_grid, preset
-from pipeline.regression import FittedModel, calibration_report, fit_model, score
 
 #: Importances kept with a model (the largest), as [name, value] pairs in decreasing order
 #: (a list: PostgreSQL's jsonb does not keep a dict's key order).
@@ -48,10 +48,10 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
     require_targets(survey)
     sets = latest_feature_sets(survey)
     absent = [g for g in OPTIONAL_GROUPS if not all(name in sets for name in CNN_GROUP_SETS[g])]
-    specs = regression.fittable(regression.NAMED_MODELS, absent)
+    specs = named_models.fittable(named_models.NAMED_MODELS, absent)
     skipped = {
         spec.name: f"survey {survey.name} has no {', '.join(sorted(set(spec.groups) & set(absent)))} features (no i images)"
-        for spec in regression.NAMED_MODELS
+        for spec in named_models.NAMED_MODELS
         if spec not in specs
     }
     return runs.Plan(
@@ -66,12 +66,12 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False) -> runs.Plan:
 
 def inputs() -> dict:
     """The named models' specifications: what each learns from and how."""
-    return {"named_models": [asdict(spec) for spec in regression.NAMED_MODELS]}
+    return {"named_models": [asdict(spec) for spec in named_models.NAMED_MODELS]}
 
 
 def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkOutcome:
     run = claim.run
-    named = {spec.name: spec for spec in regression.NAMED_MODELS}
+    named = {spec.name: spec for spec in named_models.NAMED_MODELS}
     specs = [named[str(name)] for name in claim.items]
     todo = [s for s in specs if not TrainedModel.objects.filter(run=run, name=s.name).exists()]
     data, set_ids = load_learning_data(run.survey, run.config["feature_sets"]) if todo else (None, {})
@@ -83,7 +83,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         runs.report_progress(run.pk, position / len(specs), message, done=position)
         faults.before_step("gbm", spec.name)
         grid = run.config["gbm"]["grid"] if spec.method == "gbm" and spec.loss == "l1" else None
-        fitted = fit_model(spec, data, params=run.config["gbm"]["params"], grid=grid, seed=run.pk)
+        fitted = fit_model(spec, data, params=run.config["gbm"]["params"], grid=grid, seed=runs.seed_of(run))
         store_model(run, fitted, data, set_ids)
     with transaction.atomic():
         runs.complete_chunk(claim, runs.ChunkOutcome(done=len(specs)))

@@ -22,15 +22,15 @@ import numpy as np
 from django.db import transaction
 
 from catalogue.columns import INTERVAL_COLUMNS
-from catalogue.models import FeatureSet, Galaxy, ModelSet, Prediction, Run, RunStage, Survey, TrainedModel
-from catalogue.selectors import latest_named_models, succeeded_runs
+from catalogue.models import FeatureSet, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from catalogue.selectors import latest_named_models, named_models, product_runs, set_networks
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
-from catalogue.services.model_sets import named_models, set_networks
 from pipeline.jsonsafe import json_safe
-from pipeline.learning import absent_inputs
-from pipeline.regression import NAMED_MODEL_NAMES, calibration_report
+from pipeline.learning.data import absent_inputs
+from pipeline.learning.named_models import CATALOGUE_MODEL, NAMED_MODEL_NAMES
+from pipeline.learning.regression import calibration_report
 
 BATCH = 5_000
 #: Galaxies with targets needed to report the intervals' coverage on an applied survey.
@@ -52,7 +52,7 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: in
         config = {"model_set": chosen.pk, "feature_sets": features_from(survey, chosen)}
     else:
         models = latest_named_models(survey)
-        chosen = models["g_morph"].model_set
+        chosen = models[CATALOGUE_MODEL].model_set
         config = {"model_set": chosen.pk} if chosen is not None else {}
     names = [n for n in NAMED_MODEL_NAMES if n in models]  # gi_images only where the set has it
     return runs.Plan(chunks=[names], config={"models": {n: models[n].pk for n in names}, **config})
@@ -67,7 +67,7 @@ def features_from(survey: Survey, model_set: ModelSet) -> dict[str, int]:
         when there is none (run the features stage with the set first).
     """
     networks = {role: model.pk for role, model in set_networks(model_set).items()}
-    for run in succeeded_runs(survey, RunStage.FEATURES)[:50]:
+    for run in product_runs(survey, "feature_sets")[:50]:
         if run.config.get("models") == networks:
             return {fs.name: fs.pk for fs in FeatureSet.objects.filter(run=run)}
     raise ValueError(

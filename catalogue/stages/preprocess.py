@@ -2,7 +2,7 @@
 
 Where the preset's ``image_bands`` holds ``i``, a galaxy with an i cutout also gets its i
 image (star-removed with the g band's stars, scaled and resized the same way) and a g - i
-colour map at each resolution, in the i and g - i image stores (:mod:`pipeline.colour`);
+colour map at each resolution, in the i and g - i image stores (:mod:`pipeline.images.colour`);
 a galaxy without one, or whose i image cannot be used, keeps its g image and says why in
 ``Preprocessed.i_band``.
 
@@ -35,11 +35,11 @@ from catalogue.models import Galaxy, GalaxyStatus, Image, ImageStore, Preprocess
 from catalogue.services import faults, runs
 from catalogue.services.cutouts import cutout_for_preprocessing, usable_image
 from catalogue.services.image_store import allocate_rows, get_or_create_store, write_images
-from pipeline.colour import ColourChannels, colour_channels
-from pipeline.photometry import cosmology, pixel_size_kpc
-from pipeline.preprocess import ImageMeta, PreprocessedImage, preprocess, remove_stars
+from pipeline.bundles.sample import assign_splits
+from pipeline.images.colour import ColourChannels, colour_channels
+from pipeline.images.photometry import cosmology, pixel_size_kpc
+from pipeline.images.preprocess import ImageMeta, PreprocessedImage, preprocess, remove_stars
 from pipeline.presets import image_bands, preset
-from pipeline.sample import assign_splits
 
 log = logging.getLogger(__name__)
 

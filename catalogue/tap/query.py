@@ -22,7 +22,7 @@ import numpy as np
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
 from django.db import DatabaseError, connection, transaction
 
-from catalogue.services import export
+from catalogue.services import writers
 from catalogue.tap import schema
 from catalogue.tap.adql import AdqlError, translate
 
@@ -189,7 +189,7 @@ def _frame(prepared: Prepared) -> tuple[bytes, bytes]:
         item.description = column.description or None
         table.fields.append(item)
     table.create_arrays(0)
-    header, footer = export.votable_frame(document)
+    header, footer = writers.votable_frame(document)
     return _declared_units(header, prepared.columns), footer
 
 

@@ -11,9 +11,12 @@ that migrations may alter the columns they read. PostgreSQL only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS, TAP_COLUMNS, Column
+from catalogue.selectors import applied_sets_sql
+from pipeline.learning.named_models import CATALOGUE_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,6 @@ SCHEMA = "morphomass"
 TAP_SCHEMA = "tap_schema"
 #: The role queries run as where it could be made: SELECT on the TAP tables and nothing else.
 READER_ROLE = "morphomass_tap"
-CURRENT_MODEL = "g_morph"
 
 _COLUMNS = {c.name: c for c in (*GALAXY_COLUMNS, *PREDICTION_COLUMNS, *SERVICE_COLUMNS, *TAP_COLUMNS)}
 #: Every catalogue column is a column of TAP's galaxies (a new one in columns.py appears here too);
@@ -70,7 +72,7 @@ class TapTable:
 
     name: str
     description: str
-    select: str
+    select: str | Callable[[], str]  # a callable when the SQL comes from a selector's query, made at install
     columns: tuple[str, ...]
     keys: tuple[tuple[str, str, str], ...] = ()  # (from column, target table, target column)
     overrides: dict[str, str] = field(default_factory=dict)  # column -> description here
@@ -79,6 +81,10 @@ class TapTable:
     @property
     def qualified(self) -> str:
         return f"{SCHEMA}.{self.name}"
+
+    def select_sql(self) -> str:
+        """The view's SELECT."""
+        return self.select() if callable(self.select) else self.select
 
     def column(self, name: str) -> Column:
         column = _COLUMNS[name]
@@ -101,12 +107,20 @@ _GALAXY_COLUMNS = ("galaxy_id", "survey_id", "survey", *_GALAXY_FIELDS, *_EMPTY_
 _PREDICTED = tuple(c.name for c in PREDICTION_COLUMNS)
 _REASONS = "NULLIF((SELECT string_agg(r, '; ') FROM jsonb_array_elements_text(p.support_reasons) AS r), '')"
 _VALUES = ", ".join(f"p.{n}" for n in _PREDICTED if n not in ("out_of_support", "support_reasons"))
-#: Each survey's model set applied last (its newest successful predict run that recorded one).
-_APPLIED = (
-    "SELECT DISTINCT ON (r.survey_id) r.survey_id, (r.config->>'model_set')::bigint AS model_set_id FROM catalogue_run r"
-    " WHERE r.stage = 'predict' AND r.status = 'succeeded' AND r.config->>'model_set' IS NOT NULL"
-    " ORDER BY r.survey_id, r.finished DESC NULLS LAST, r.id DESC"
-)
+
+
+def _catalogue_select() -> str:
+    """Each galaxy joined to its catalogue prediction: the main model of the set applied to its survey
+    (:func:`catalogue.selectors.applied_sets_sql`, the selectors' own answer, as SQL)."""
+    return (
+        f"SELECT g.*, ms.id AS model_set_id, ms.name AS model_set, {_VALUES},"
+        f" p.out_of_support::int AS out_of_support, {_REASONS} AS support_reasons"
+        f" FROM {SCHEMA}.galaxies g LEFT JOIN ({applied_sets_sql()}) a ON a.survey_id = g.survey_id"
+        " LEFT JOIN catalogue_modelset ms ON ms.id = a.model_set_id"
+        f" LEFT JOIN catalogue_trainedmodel m ON m.model_set_id = a.model_set_id AND m.name = '{CATALOGUE_MODEL}'"
+        " LEFT JOIN catalogue_prediction p ON p.galaxy_id = g.galaxy_id AND p.model_id = m.id"
+    )
+
 
 TABLES: tuple[TapTable, ...] = (
     TapTable(
@@ -145,7 +159,7 @@ TABLES: tuple[TapTable, ...] = (
         ("model_id", "name", "kind", "survey_id", "model_set_id", "preset", "created"),
         keys=(("survey_id", "surveys", "survey_id"), ("model_set_id", "model_sets", "model_set_id")),
         overrides={
-            "name": "model name: a network role (cnn1..cnn4) or a named model (g_morph, ...)",
+            "name": f"model name: a network role (cnn1..cnn4) or a named model ({CATALOGUE_MODEL}, ...)",
             "survey_id": "id of the training survey",
         },
     ),
@@ -165,14 +179,9 @@ TABLES: tuple[TapTable, ...] = (
     ),
     TapTable(
         "catalogue",
-        f"Each galaxy with its current prediction: {CURRENT_MODEL} of the model set applied to its survey last "
+        f"Each galaxy with its current prediction: {CATALOGUE_MODEL} of the model set applied to its survey last "
         "(empty where the survey has not been predicted). What the cone search serves, for ADQL.",
-        f"SELECT g.*, ms.id AS model_set_id, ms.name AS model_set, {_VALUES},"
-        f" p.out_of_support::int AS out_of_support, {_REASONS} AS support_reasons"
-        f" FROM {SCHEMA}.galaxies g LEFT JOIN ({_APPLIED}) a ON a.survey_id = g.survey_id"
-        " LEFT JOIN catalogue_modelset ms ON ms.id = a.model_set_id"
-        f" LEFT JOIN catalogue_trainedmodel m ON m.model_set_id = a.model_set_id AND m.name = '{CURRENT_MODEL}'"
-        " LEFT JOIN catalogue_prediction p ON p.galaxy_id = g.galaxy_id AND p.model_id = m.id",
+        _catalogue_select,
         (*_GALAXY_COLUMNS, "model_set_id", "model_set", *_PREDICTED),
         keys=(
             ("galaxy_id", "galaxies", "galaxy_id"),
@@ -288,7 +297,7 @@ def install(cursor) -> None:
     uninstall(cursor)
     cursor.execute(f"CREATE SCHEMA {SCHEMA}")
     for table in TABLES:
-        cursor.execute(f"CREATE VIEW {table.qualified} ({', '.join(table.columns)}) AS {table.select}")
+        cursor.execute(f"CREATE VIEW {table.qualified} ({', '.join(table.columns)}) AS {table.select_sql()}")
     cursor.execute(f"CREATE SCHEMA {TAP_SCHEMA}")
     for name, (_, columns) in TAP_SCHEMA_TABLES.items():
         cursor.execute(f"CREATE TABLE {TAP_SCHEMA}.{name} ({', '.join(f'{c} {t}' for c, t, _ in columns)})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from pipeline.metrics import ERROR_FLOOR
+from pipeline.learning.metrics import ERROR_FLOOR
 
 
 @keras.saving.register_keras_serializable(package="morphomass")

@@ -34,6 +34,9 @@ class TrainingConfig:
     lr_patience: int = 4
     #: Stop after this many epochs without a better validation loss (0: train every epoch).
     stop_patience: int = 0
+    #: Run each step eagerly instead of tracing it into a graph: for networks so small that tracing
+    #: costs more than the steps (the ``test`` preset's), never for real training.
+    run_eagerly: bool = False
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -92,7 +95,7 @@ def train(
 ) -> TrainingResult:
     """Fit ``model`` in place; returns the per-epoch curves and the best epoch (whose weights it keeps)."""
     keras.utils.set_random_seed(config.seed)
-    model.compile(optimizer=keras.optimizers.Nadam(learning_rate=config.learning_rate), loss=loss)
+    model.compile(optimizer=keras.optimizers.Nadam(learning_rate=config.learning_rate), loss=loss, run_eagerly=config.run_eagerly)
     keep = _KeepBest()
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor, patience=config.lr_patience),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
-from pipeline.photometry import NANOMAGGY_ZERO_POINT
+from pipeline.images.photometry import NANOMAGGY_ZERO_POINT
 from pipeline.simulate.population import DUST_REDDENING_GI, intrinsic_gi
 
 #: Sky noise of a deep SDSS g mosaic, nanomaggies per 0.396" pixel (1 sigma), and i.

@@ -8,7 +8,7 @@ from pathlib import Path
 from astropy.io import fits
 from PIL import Image, ImageDraw
 
-from pipeline.display import asinh_display
+from pipeline.images.display import asinh_display
 
 THUMB_PX = 128
 

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.photometry import M_SUN_AB, angular_diameter_distance_mpc, cosmology, distance_modulus, luminosity_distance_mpc
+from pipeline.images.photometry import (
+    M_SUN_AB,
+    angular_diameter_distance_mpc,
+    cosmology,
+    distance_modulus,
+    luminosity_distance_mpc,
+)
 
 CLASSES = ("elliptical", "lenticular", "spiral", "irregular", "merger")
 CLASS_FRACTIONS = (0.30, 0.17, 0.41, 0.08, 0.04)

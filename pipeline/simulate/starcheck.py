@@ -16,9 +16,9 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from pipeline.preprocess import ImageMeta, preprocess
+from pipeline.images.preprocess import ImageMeta, preprocess
+from pipeline.images.stars import find_point_sources, subtract_stars
 from pipeline.simulate.survey import starfree_dir
-from pipeline.stars import find_point_sources, subtract_stars
 
 #: Pixels within this fraction of the image size from the centre are the galaxy core.
 CORE_FRACTION = 0.15

@@ -21,8 +21,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from pipeline import gz2
-from pipeline.bundle import GSWLC_COLUMNS, GSWLC_MISSING
-from pipeline.photometry import LN10
+from pipeline.bundles.reader import GSWLC_COLUMNS, GSWLC_MISSING
+from pipeline.images.photometry import LN10
 from pipeline.simulate import images
 from pipeline.simulate.population import PIXSCALE_ARCSEC, Population, draw_population
 from pipeline.simulate.votes import simulate_votes
@@ -267,7 +267,7 @@ def write_tables(out: Path, pop: Population, rows: list[dict], stars, rng, fault
                 writer.writerow([values[c] for c in CATALOGUE_COLUMNS])
 
     # GSWLC-2: stellar mass consistent with the target M/L and the catalogue g magnitude.
-    from pipeline.photometry import luminosity_distance_mpc, luminosity_lsun
+    from pipeline.images.photometry import luminosity_distance_mpc, luminosity_lsun
 
     lum_g = luminosity_lsun(pop["mag_g"], luminosity_distance_mpc(pop["z"]), "g")
     log_mstar = np.log10(pop["ml_g"] * lum_g)

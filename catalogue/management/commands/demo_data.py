@@ -16,8 +16,7 @@ from pathlib import Path
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from catalogue.models import Survey
-from catalogue.registry import STAGE_NAMES
+from catalogue.selectors import survey_named
 from pipeline.simulate.survey import FAULT_KINDS
 
 DEMO_SURVEY = "demo"
@@ -32,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--preset", default="fast")
-        parser.add_argument("--stages", default=",".join(STAGE_NAMES), help="stages to take the survey through")
+        parser.add_argument("--stages", default=None, help="stages to take the survey through (default: every stage)")
         parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the demo will be served (for the login line)")
 
     def handle(self, *_args, **opts):
@@ -53,7 +52,7 @@ class Command(BaseCommand):
                 montage=str(out / "montage.png"),
                 stdout=io.StringIO(),
             )
-        if not Survey.objects.filter(name=DEMO_SURVEY).exists():
+        if survey_named(DEMO_SURVEY) is None:
             call_command("ingest_survey", str(out), name=DEMO_SURVEY)
         # One workflow; stages already done with the same inputs are reused, so a second demo starts at once.
         call_command("run_pipeline", survey=DEMO_SURVEY, preset=opts["preset"], stages=opts["stages"])

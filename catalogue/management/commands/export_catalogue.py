@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalogue.models import Survey
 from catalogue.services.export import FORMATS, export_catalogue
+from pipeline.learning.named_models import CATALOGUE_MODEL
 
 
 class Command(BaseCommand):
@@ -16,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=sorted(FORMATS), required=True)
         parser.add_argument("--survey", help="only this survey (default: all)")
         parser.add_argument(
-            "--model", help="add the predictions of the model of this name, e.g. g_morph (of the set applied last)"
+            "--model", help=f"add the predictions of the model of this name, e.g. {CATALOGUE_MODEL} (of the set applied last)"
         )
         parser.add_argument(
             "--models",

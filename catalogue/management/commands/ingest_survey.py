@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalogue.console import progress_bar
 from catalogue.services.ingest import ingest_bundle, write_report
-from pipeline.bundle import BundleError
+from pipeline.bundles.reader import BundleError
 
 
 class Command(BaseCommand):

@@ -1,8 +1,10 @@
 """python manage.py run_pipeline --survey NAME --preset test|fast|paper [--stages preprocess,cnn,...] [--models FROM]
 
-The one CLI entry to the pipeline. The stages run as one workflow (a parent run whose
-stages the workers start one after another); this command only starts it and shows it:
-a progress bar per stage on a terminal (a line per stage elsewhere), then a summary.
+The one CLI entry to the pipeline. It hands the survey, stages, model set, preset and
+``--force`` to the one start path (:func:`catalogue.orchestration.start.start`): several
+stages run as one workflow (a parent run whose stages the workers start one after another),
+one stage alone. This command only starts the work and shows it: a progress bar per stage
+on a terminal (a line per stage elsewhere), then a summary.
 
 * ``--no-wait`` starts the workflow and returns; ``--attach RUN`` shows a running (or
   finished) run again, and Ctrl-C while attached detaches without stopping the work.
@@ -25,13 +27,12 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalogue import registry, selectors
 from catalogue.celery import app
 from catalogue.console import RunWatcher, stage_outcome, summary
-from catalogue.models import ModelSet, Run, RunStage, Survey
-from catalogue.registry import STAGE_NAMES
+from catalogue.models import Run, Survey
+from catalogue.orchestration.start import start
 from catalogue.services import runs
-from catalogue.services.model_sets import APPLY_STAGES, resolve_model_set
-from catalogue.services.workflow import stage_runs, start_workflow
 from pipeline.presets import PRESETS
 
 
@@ -43,7 +44,8 @@ class Command(BaseCommand):
         parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
         parser.add_argument(
             "--stages",
-            help=f"comma-separated, of: {', '.join(STAGE_NAMES)} (default: all; with --models: {', '.join(APPLY_STAGES)})",
+            help=f"comma-separated, of: {', '.join(registry.stage_names())} "
+            f"(default: all; with --models: {', '.join(registry.apply_stages())})",
         )
         parser.add_argument(
             "--models",
@@ -70,14 +72,15 @@ class Command(BaseCommand):
         model_set = None
         if opts["models"] is not None:
             try:
-                model_set = resolve_model_set(opts["models"])
+                model_set = selectors.resolve_model_set(opts["models"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-        default = APPLY_STAGES if model_set is not None else STAGE_NAMES
-        stages = [s.strip() for s in (opts["stages"] or ",".join(default)).split(",") if s.strip()]
-        unknown = [s for s in stages if s not in STAGE_NAMES]
-        if unknown or not stages:
-            raise CommandError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(STAGE_NAMES)}")
+        stages = [s.strip() for s in (opts["stages"] or "").split(",") if s.strip()]
+        unknown = [s for s in stages if s not in registry.stage_names()]
+        if unknown or (opts["stages"] is not None and not stages):
+            raise CommandError(
+                f"unknown stage(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(registry.stage_names())}"
+            )
         eager = app.conf.task_always_eager
         if opts["no_wait"] and eager:
             raise CommandError(
@@ -88,7 +91,7 @@ class Command(BaseCommand):
         if eager:
             runs.progress_listeners.append(watcher.follow)
         try:
-            workflow = start_workflow(survey, stages, preset_name=opts["preset"], force=opts["force"], model_set=model_set)
+            workflow = start(survey, stages, model_set=model_set, preset_name=opts["preset"], force=opts["force"])
         except runs.RunConflict as exc:
             raise CommandError(f"{exc} (follow it with --attach {exc.active.pk})") from exc
         except ValueError as exc:
@@ -98,13 +101,14 @@ class Command(BaseCommand):
         except Exception:  # in-process: the stage's error has already failed the workflow; show it
             if watcher.root_id is None:
                 raise
-            workflow = Run.objects.get(pk=watcher.root_id)
+            workflow = selectors.run_by_id(watcher.root_id)
         finally:
             if eager:
                 runs.progress_listeners.remove(watcher.follow)
         if opts["no_wait"]:
+            what = ", ".join(workflow.config.get("stages", [workflow.stage]))
             self.stdout.write(
-                f"workflow run #{workflow.pk} started on the workers: {', '.join(workflow.config['stages'])}\n"
+                f"{workflow.stage} run #{workflow.pk} started on the workers: {what}\n"
                 f"follow it:  python manage.py run_pipeline --attach {workflow.pk}\n"
                 f"cancel it:  python manage.py run_pipeline --cancel {workflow.pk}"
             )
@@ -128,16 +132,16 @@ class Command(BaseCommand):
         else:
             self._print_summary(run)
         if run.status != Run.Status.SUCCEEDED:
-            hint = " Run the same command again to continue from there." if run.stage == RunStage.WORKFLOW else ""
+            hint = " Run the same command again to continue from there." if run.stage == registry.WORKFLOW else ""
             raise CommandError(f"run #{run.pk} {run.status}: {run.message}.{hint}")
 
     def _print_summary(self, root: Run) -> None:
         title = f"{root.stage} #{root.pk} on survey {root.survey.name if root.survey else '-'} ({root.preset}): {root.status}"
         self.stdout.write(title)
         if root.config.get("model_set"):
-            applied = ModelSet.objects.filter(pk=root.config["model_set"]).values_list("name", flat=True).first()
-            self.stdout.write(f"  applying model set {applied or '#' + str(root.config['model_set'])}")
-        for stage, run, reused in stage_runs(root):
+            applied = selectors.model_set_by_id(root.config["model_set"])
+            self.stdout.write(f"  applying model set {applied.name if applied else '#' + str(root.config['model_set'])}")
+        for stage, run, reused in selectors.workflow_stages(root):
             if run is None:
                 self.stdout.write(f"  {stage:<12}not started")
             elif reused:
@@ -148,8 +152,8 @@ class Command(BaseCommand):
             self.stderr.write("error:\n" + root.error[-3000:])
 
     def _interrupted_in_process(self, watcher: RunWatcher, survey: Survey) -> None:
-        workflow = Run.objects.filter(pk=watcher.root_id).first() if watcher.root_id else None
-        workflow = workflow or Run.objects.filter(survey=survey, stage=RunStage.WORKFLOW, status__in=Run.ACTIVE).first()
+        workflow = selectors.run_by_id(watcher.root_id) if watcher.root_id else None
+        workflow = workflow or runs.active_root(survey)
         if workflow is not None:
             runs.cancel_run(workflow)
         raise CommandError(
@@ -163,7 +167,7 @@ class Command(BaseCommand):
         self.stdout.write(f"run #{run.pk} cancelled")
 
     def _run(self, run_id: int) -> Run:
-        run = Run.objects.filter(pk=run_id).select_related("survey").first()
+        run = selectors.run_by_id(run_id)
         if run is None:
             raise CommandError(f"no run #{run_id}")
         return run
@@ -171,8 +175,8 @@ class Command(BaseCommand):
     def _survey(self, name: str | None) -> Survey:
         if not name:
             raise CommandError("--survey is required (or --attach RUN / --cancel RUN)")
-        survey = Survey.objects.filter(name=name).first()
+        survey = selectors.survey_named(name)
         if survey is None:
-            known = ", ".join(Survey.objects.values_list("name", flat=True)) or "none yet"
+            known = ", ".join(selectors.survey_names()) or "none yet"
             raise CommandError(f"no survey named {name!r} (surveys: {known}); ingest it first with ingest_survey")
         return survey

@@ -8,16 +8,18 @@ the stage named and its traceback; cancelling the parent (``runs.cancel_run``) c
 the stage in progress.
 
 The run engine knows nothing of workflows: ``CatalogueConfig.ready`` registers
-:func:`on_run_finished` among :data:`catalogue.services.runs.finish_listeners`.
+:func:`on_run_finished` among :data:`catalogue.services.runs.finish_listeners`. Workflows are
+started by :func:`catalogue.orchestration.start.start`, the one start path.
 
 A workflow is resumable: a stage that already succeeded with the same inputs (see
-:func:`catalogue.services.start.stage_inputs`) is reused, not run again, unless
+:func:`catalogue.orchestration.stage.stage_inputs`) is reused, not run again, unless
 ``force`` is set. Running the same workflow again after a failure or a cancellation
 therefore continues from the first stage that did not succeed.
 
-A workflow with a model set (``model_set``) applies a set trained on another survey:
-preprocess with the set's preset, features through the set's networks, predict with its
-models. It trains nothing, so its stages are some of :data:`APPLY_STAGES`.
+A workflow with a model set (``model_set``) applies a set trained on another survey: its
+stages are those the registry says run when a set is applied, with the set's preset, and a
+stage that reads a training stage's products takes the set's instead
+(:attr:`catalogue.registry.Stage.uses_model_set`). It trains nothing.
 """
 
 from __future__ import annotations
@@ -25,16 +27,10 @@ from __future__ import annotations
 from django.utils import timezone
 
 from catalogue import registry
-from catalogue.models import ModelSet, Run, RunStage, Survey
+from catalogue.models import ModelSet, Run, Survey
+from catalogue.orchestration.stage import reusable_run, start_stage
 from catalogue.selectors import require_targets
 from catalogue.services import runs
-from catalogue.services.model_sets import APPLY_STAGES
-from catalogue.services.start import reusable_run, start_stage
-
-#: Stages that train, so need M/L targets on the survey.
-TRAINING_STAGES = ("cnn", "gbm", "experiments")
-#: Stages that take the applied set's id when a workflow applies one.
-SET_STAGES = ("features", "predict")
 
 
 def start_workflow(
@@ -62,21 +58,21 @@ def start_workflow(
     """
     ordered = registry.in_pipeline_order(list(stages))
     if model_set is not None:
-        training = [s for s in ordered if s not in APPLY_STAGES]
+        training = [s for s in ordered if not registry.stage(s).applies]
         if training:
             raise ValueError(
                 f"applying model set {model_set.name} trains nothing: leave out {', '.join(training)} "
-                f"(its stages are {', '.join(APPLY_STAGES)})"
+                f"(its stages are {', '.join(registry.apply_stages())})"
             )
         preset_name = model_set.preset or preset_name
-    elif any(s in TRAINING_STAGES for s in ordered):
+    elif any(registry.stage(s).trains for s in ordered):
         require_targets(survey)
     existing = runs.active_root(survey)
     if existing is not None:
         raise runs.RunConflict(existing)
     # two starts at once: the database lets one workflow per survey be active (RunConflict for the other)
     parent = runs.create_run(
-        RunStage.WORKFLOW,
+        registry.WORKFLOW,
         survey,
         [],
         preset=preset_name,
@@ -117,7 +113,8 @@ def start_next(parent_id: int) -> None:
             runs.succeed_run(parent.pk, message)
             return
         stage, force = remaining[0], parent.config.get("force", False)
-        options = {"model_set": parent.config["model_set"]} if stage in SET_STAGES and parent.config.get("model_set") else {}
+        applying = parent.config.get("model_set")
+        options = {"model_set": applying} if applying and registry.stage(stage).uses_model_set else {}
         previous = None if force else reusable_run(stage, parent.survey, parent.preset, **options)
         if previous is not None:
             parent.config = {**parent.config, "reused": {**reused, stage: previous.pk}}
@@ -136,7 +133,7 @@ def start_next(parent_id: int) -> None:
 def on_run_finished(run_id: int) -> None:
     """Called whenever a run ends: a workflow's stage moves the workflow on, or ends it."""
     run = Run.objects.filter(pk=run_id).select_related("parent").first()
-    if run is None or run.parent is None or run.parent.stage != RunStage.WORKFLOW:
+    if run is None or run.parent is None or run.parent.stage != registry.WORKFLOW:
         return
     if run.status == Run.Status.SUCCEEDED:
         try:
@@ -146,19 +143,3 @@ def on_run_finished(run_id: int) -> None:
     else:
         detail = f": {run.message}" if run.message else ""
         runs.fail_run(run.parent_id, f"stage {run.stage} (run #{run.pk}) {run.status}{detail}", details=run.error)
-
-
-def stage_runs(root: Run) -> list[tuple[str, Run | None, bool]]:
-    """(stage, its newest run or None, whether that run was reused) for a workflow's stages, or the run itself."""
-    if root.stage != RunStage.WORKFLOW:
-        return [(root.stage, root, False)]
-    reused = root.config.get("reused", {})
-    children = {run.stage: run for run in root.children.order_by("created")}  # the newest of a stage wins
-    by_pk = {run.pk: run for run in Run.objects.filter(pk__in=reused.values())}
-    rows = []
-    for stage in root.config["stages"]:
-        if stage in reused:
-            rows.append((stage, by_pk.get(reused[stage]), True))
-        else:
-            rows.append((stage, children.get(stage), False))
-    return rows

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.photometry import luminosity_lsun, nanomaggies_to_lsun
+from pipeline.images.photometry import luminosity_lsun, nanomaggies_to_lsun
 from pipeline.presets import OPTIONAL_GROUPS
 
 LUMINOSITY = ("lum_sum", "lum_mean", "lum_max", "lum_min", "lum_std", "lum_center", "lum_center5")
@@ -174,7 +174,7 @@ def assemble(
     ``cnn4gi`` where made) to (matrix, column names); ``cnn1_probabilities`` is CNN1's
     (N, 37) GZ2 output.
     """
-    from pipeline.metrics import morphology_class
+    from pipeline.learning.metrics import morphology_class
 
     n = len(galaxy_ids)
     lum_dist_mpc = np.asarray(lum_dist_mpc, dtype=float)

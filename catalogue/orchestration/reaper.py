@@ -19,7 +19,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalogue import limits, registry
-from catalogue.models import Run, RunChunk, RunStage
+from catalogue.models import Run, RunChunk
 from catalogue.services import runs
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def reap_stale_runs(now: datetime | None = None) -> list[int]:
     cutoff = now - timedelta(seconds=silence_s)
     failed = []
     # A workflow has no chunks of its own: its stages are reaped, and it follows them.
-    active = Run.objects.filter(status__in=Run.ACTIVE).exclude(stage=RunStage.WORKFLOW)
+    active = Run.objects.filter(status__in=Run.ACTIVE).exclude(stage=registry.WORKFLOW)
     for run in active.annotate(last_chunk=Max("chunks__heartbeat")):
         stage = registry.stage(run.stage)
         running = list(RunChunk.objects.filter(run=run, state=RunChunk.State.RUNNING))

@@ -1,9 +1,5 @@
-"""The named M/L models: which features and method each uses, and how it is fitted and scored.
-
-Every full run stores the models of :data:`NAMED_MODELS` under these names (the paper's
-baselines, its two morphology models and ``gi_images``, which reads CNN4 on colour's
-features where the survey has i images: :func:`fittable`); experiments fit further
-:class:`ModelSpec` s freely. Fitting follows the paper's Sect. 3.4: GBM hyper-parameters by
+"""Fitting and scoring M/L models: the named ones (:mod:`pipeline.learning.named_models`) and any
+:class:`ModelSpec` an experiment makes. Fitting follows the paper's Sect. 3.4: GBM hyper-parameters by
 5-fold cross-validation on the training split (when a grid is given), early stopping on
 the validation split and, for the morphology models, a retrain on the top-k features by
 permutation importance, kept only when it lowers the validation L1 (with a few thousand
@@ -13,67 +9,31 @@ training galaxies, hundreds of CNN features can otherwise make a model worse).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
-from pipeline.gbm import ConstantML, GBMRegressor
-from pipeline.intervals import CV_FOLDS, LEVELS, Difficulty, IntervalModel, calibration, quantile_bins, stellar_mass_interval
-from pipeline.learning import COLOUR_IMAGE_MODEL_GROUPS, MORPHOLOGY_MODEL_GROUPS, LearningData
-from pipeline.metrics import MORPHOLOGY_CLASSES, l1_per_galaxy, metrics_by_class, ml_metrics
-from pipeline.model_selection import cross_validate_grid, permutation_l1_importance, top_features
-from pipeline.powerlaw import PowerLawGI
-from pipeline.presets import OPTIONAL_GROUPS
-from pipeline.support import SupportModel
+from pipeline.learning.data import LearningData
+from pipeline.learning.gbm import ConstantML, GBMRegressor
+from pipeline.learning.intervals import (
+    CV_FOLDS,
+    LEVELS,
+    Difficulty,
+    IntervalModel,
+    calibration,
+    quantile_bins,
+    stellar_mass_interval,
+)
+from pipeline.learning.metrics import MORPHOLOGY_CLASSES, l1_per_galaxy, metrics_by_class, ml_metrics
+from pipeline.learning.model_selection import cross_validate_grid, permutation_l1_importance, top_features
+from pipeline.learning.named_models import ModelSpec
+from pipeline.learning.powerlaw import PowerLawGI
+from pipeline.learning.support import SupportModel
 
-METHODS = ("constant", "gbm", "powerlaw")
 #: Features whose permutation importance is measured: those with the most split gain.
 IMPORTANCE_CANDIDATES = 200
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model learns from and how: ``groups`` of :class:`LearningData` plus a band set."""
-
-    name: str
-    method: str
-    groups: tuple[str, ...] = ()
-    bands: str = ""
-    loss: str = "l1"
-    select_top: int = 0  # > 0: also try the top-k features by permutation importance
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-
-    def label(self) -> list[str]:
-        """The feature groups, with the band set spelled out (for tables)."""
-        return [*self.groups, *([f"bands:{self.bands}"] if self.bands else [])]
-
-
-NAMED_MODELS = (
-    ModelSpec("constant", "constant"),
-    ModelSpec("lgz", "gbm", bands="g"),
-    ModelSpec("powerlaw_gi", "powerlaw", groups=("magnitudes",)),
-    ModelSpec("gi", "gbm", bands="gi"),
-    ModelSpec("g_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, select_top=50),
-    ModelSpec("gi_morph", "gbm", groups=MORPHOLOGY_MODEL_GROUPS, bands="gi", select_top=50),
-    # beyond the paper: CNN4 on the g image and g - i map in place of CNN4 on g (fitted where the survey has them)
-    ModelSpec("gi_images", "gbm", groups=COLOUR_IMAGE_MODEL_GROUPS, bands="gi", select_top=50),
-)
-NAMED = {spec.name: spec for spec in NAMED_MODELS}
-NAMED_MODEL_NAMES = tuple(NAMED)
-#: The named models every full run stores, whatever the survey's bands: those reading no optional group.
-REQUIRED_MODEL_NAMES = tuple(spec.name for spec in NAMED_MODELS if not set(spec.groups) & set(OPTIONAL_GROUPS))
-
-
-def fittable(specs: Iterable[ModelSpec], absent_groups: Iterable[str]) -> list[ModelSpec]:
-    """The specs that read none of ``absent_groups`` (a survey without i images has no
-    CNN4-on-colour features, so ``gi_images`` is not fitted on it)."""
-    return [spec for spec in specs if not set(spec.groups) & set(absent_groups)]
 
 
 @dataclass

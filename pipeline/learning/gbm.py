@@ -1,6 +1,6 @@
 """The M/L regressor of the paper's second stage: LightGBM behind the scikit-learn interface.
 
-Three losses, each matching one of the paper's metrics (``pipeline.metrics``):
+Three losses, each matching one of the paper's metrics (``pipeline.learning.metrics``):
 
 * ``l1`` (the default and the paper's choice): LightGBM's L1 objective with sample weights
   1 / max(e, 0.05 t), which minimises exactly the weighted L1 (docs/stages.md);
@@ -19,7 +19,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from pipeline.metrics import floored_error
+from pipeline.learning.metrics import floored_error
 
 LOSSES = ("l1", "l2", "rmsle")
 

@@ -1,30 +1,13 @@
 """Calibrated per-galaxy M/L intervals, and how well they are calibrated.
 
-Intervals are in log10 M/L (a factor, never a negative M/L). Models fitted now use
-``cross-conformal`` (:meth:`IntervalModel.fit_cross_conformal`): the calibration residuals
-are out-of-fold, from K refits of the point model over train + validation (cross-conformal
-calibration, as CV+ of Barber et al. 2021), so no galaxy's residual comes from a model
-that was fitted on it. The validation split also chose the point model (early stopping,
-the top-50 selection), so its own residuals are smaller than an unseen galaxy's: an
-interval calibrated on them under-covers new data. Each residual is scaled by how far the
-M/L may lie on its side of the point, and the quantile q of those scores is calibrated by
-crepes' conformal regressor, separately per morphology class with enough galaxies
-(Mondrian: coverage holds per class), the other classes sharing one calibrated on them
-alone. For the GBMs the interval is [p - q down, p + q up] in log10, with down and up the
-distances from the point p to the 16% and 84% quantiles of two LightGBM quantile models of
-log10 M/L on the model's own features (out-of-fold too, for the calibration): galaxy-dependent,
-asymmetric where the features say the M/L distribution is (as conformalised quantile
-regression, Romano et al. 2019, is), and holding the point by construction. Measured on a
-simulated survey, that is sharper than a symmetric width (g_morph 0.314 against 0.362 dex
-at the same coverage) and than centring on the quantiles' middle. The baselines (constant,
-power law) have one width per class.
-
-Models stored before keep the two split-conformal methods they were fitted with, both
-calibrated on the validation split: ``cqr`` (conformalised quantile regression, Romano et
-al. 2019) and ``residual`` (the quantile of |log10(p / t)|).
-
-:func:`calibration` measures coverage on held-out galaxies, overall and per group
-(morphology class, redshift and luminosity bins), with the median width in dex.
+Intervals are in log10 M/L (a factor, never a negative M/L), cross-conformal (CV+, Barber et
+al. 2021): the calibration residuals are out-of-fold, from K refits of the point model over
+train + validation, because the validation split also chose the point model and its own
+residuals would under-cover new data. Each residual is scaled by how far the M/L may lie on
+its side of the point (two LightGBM quantile models of log10 M/L, as conformalised quantile
+regression does) and crepes calibrates the quantile of those scores per morphology class with
+enough galaxies (Mondrian), so coverage holds per class. :func:`calibration` measures coverage
+on held-out galaxies. Measurements of the choices: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -111,8 +94,9 @@ class IntervalModel:
     """Intervals of log10 M/L around a point prediction.
 
     :meth:`fit_cross_conformal` calibrates on out-of-fold residuals (the method of every
-    model fitted now); :meth:`fit` is the split-conformal calibration on the validation
-    split of models stored before (``cqr``, ``residual``).
+    model fitted now). Models stored before it hold a split-conformal calibration on the
+    validation split (``cqr``: quantile ``boosters`` and ``corrections``; ``residual``:
+    ``corrections`` only), which :meth:`intervals` still applies.
     """
 
     method: str = "cqr"
@@ -169,32 +153,6 @@ class IntervalModel:
             "own_calibration": {g: counts[g] for g in self.classes},
             "shared_calibration": int(rest.sum()),
         }
-        return self
-
-    def fit(self, X_train, y_train, X_val, y_val, point_val, groups_val=None, seed: int = 0) -> IntervalModel:
-        """Quantile models on train (cqr), then the conformal correction per level (and group) on val."""
-        log_train, log_val = np.log10(y_train), np.log10(y_val)
-        if self.method == "cqr":
-            for level in self.levels:
-                for side, alpha in (("lo", (1 - level) / 2), ("hi", 1 - (1 - level) / 2)):
-                    data = lgb.Dataset(np.asarray(X_train, dtype=np.float32), log_train, params={"verbosity": -1})
-                    params = {**QUANTILE_PARAMS, "objective": "quantile", "alpha": alpha, "seed": seed}
-                    self.boosters[(level, side)] = lgb.train(params, data, num_boost_round=QUANTILE_ROUNDS)
-        elif self.method != "residual":
-            raise ValueError(f"unknown interval method {self.method!r}; choose cqr or residual")
-        groups_val = np.full(len(log_val), "", dtype=object) if groups_val is None else np.asarray(groups_val, dtype=object)
-        for level in self.levels:
-            lo, hi = self._raw(X_val, point_val, level)
-            scores = np.maximum(lo - log_val, log_val - hi)
-            rest = np.ones(len(scores), bool)
-            for group in dict.fromkeys(groups_val):
-                hit = groups_val == group
-                if hit.sum() >= MIN_GROUP_CALIBRATION:
-                    self.corrections[(level, group)] = conformal_quantile(scores[hit], level)
-                    rest &= ~hit
-            # Classes without their own correction share one calibrated on them alone (all
-            # galaxies when every class has its own): a pooled one would be set by the others.
-            self.corrections[level] = conformal_quantile(scores[rest] if rest.any() else scores, level)
         return self
 
     def _raw(self, X, point, level: float) -> tuple[np.ndarray, np.ndarray]:

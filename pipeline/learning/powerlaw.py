@@ -12,8 +12,8 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from pipeline.gbm import LOSSES
-from pipeline.metrics import floored_error
+from pipeline.learning.gbm import LOSSES
+from pipeline.learning.metrics import floored_error
 
 
 class PowerLawGI(RegressorMixin, BaseEstimator):

@@ -1,6 +1,6 @@
 """The learning sample (docs/bundles.md): M/L targets, sample cuts and the split.
 
-Given parsed catalogue rows (``pipeline.bundle``) and optionally GSWLC, this derives the
+Given parsed catalogue rows (``pipeline.bundles.reader``) and optionally GSWLC, this derives the
 distances, L_g and the M/L target, says why a galaxy stays outside the learning sample
 (D25 <= 0.4 arcmin, no target, chi2_r >= 5), and assigns the seeded train/val/test split.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
-from pipeline.bundle import CatalogueRows
-from pipeline.photometry import cosmology, luminosity_distance_mpc, luminosity_lsun, ml_from_stellar_mass
+from pipeline.bundles.reader import CatalogueRows
+from pipeline.images.photometry import cosmology, luminosity_distance_mpc, luminosity_lsun, ml_from_stellar_mass
 from pipeline.sky import healpix_index
 
 # Sample cuts (docs/bundles.md).

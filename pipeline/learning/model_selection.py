@@ -18,8 +18,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.inspection import permutation_importance
 
-from pipeline.gbm import GBMRegressor, sample_weights
-from pipeline.metrics import l1_per_galaxy
+from pipeline.learning.gbm import GBMRegressor, sample_weights
+from pipeline.learning.metrics import l1_per_galaxy
 
 #: Around the paper's 40 leaves, 150 galaxies per leaf, 40% features per tree, 80% bagging.
 PAPER_GRID = {"num_leaves": (20, 40, 80), "min_child_samples": (50, 150, 400), "colsample_bytree": (0.2, 0.4, 0.7)}

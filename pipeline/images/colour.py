@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 
-from pipeline.preprocess import StarRemoval, central_square, log_scaled_image, resize_keep_fov
-from pipeline.stars import PointSource, fitted_width_ratio, remove_point_sources
+from pipeline.images.preprocess import StarRemoval, central_square, log_scaled_image, resize_keep_fov
+from pipeline.images.stars import PointSource, fitted_width_ratio, remove_point_sources
 
 #: A pixel's colour is kept where both bands exceed this many times their resized sky noise.
 MIN_COLOUR_SNR = 3.0

@@ -1,13 +1,15 @@
-"""The one way to start a stage (the CLI, the admin, the API, tasks and workflows all call
-:func:`start_stage`), and what each stage's result depends on.
+"""Starting one stage, and what its result depends on.
 
 A stage's *inputs* are the preset's settings, the options it was started with, its code
-(the registry's version and what its body module's ``inputs()`` says: the named models,
-the experiments, the feature layers), the survey's galaxies and the runs of the stages
-before it that it reads. Every started run records them in ``config["inputs"]``, so a
-workflow run again after a failure or a cancellation reuses a stage that already
-succeeded with the same inputs and redoes one whose inputs changed (another preset, new
-galaxies, a named model added, a stage upstream redone).
+(the registry's version and what its body module's ``inputs()`` says), the survey's galaxies
+and the runs of the stages before it that it reads. Every started run records them in
+``config["inputs"]``, so a workflow run again after a failure or a cancellation reuses a
+stage that already succeeded with the same inputs and redoes one whose inputs changed.
+
+Every run also records its ``seed``, derived from what the run is (its stage, settings,
+code and options, the survey's galaxies by value, the seeds of the runs it reads), never
+from a database id: the same inputs give the same numbers, whichever runs came before.
+Only :mod:`catalogue.orchestration.start` and workflows call :func:`start_stage`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.db.models import Count, Max
 
 from catalogue import registry, stages
 from catalogue.models import Galaxy, Run, Survey
-from catalogue.selectors import latest_succeeded_run, succeeded_runs
+from catalogue.selectors import galaxy_digest, latest_succeeded_run, succeeded_runs
 from catalogue.services import runs
 from pipeline.presets import preset
 
@@ -38,7 +40,7 @@ def start_stage(
     task_id: str = "",
     **options,
 ) -> Run:
-    """Start one stage on a survey: check, record its inputs, plan, create the run, enqueue its chunks.
+    """Start one stage on a survey: check, record its inputs and seed, plan, create the run, enqueue its chunks.
 
     ``options`` go to the stage's ``plan`` (preprocess: ``resolutions``, ``chunk_size``)
     and enter its inputs. ``task_id`` is the Celery task that asked for the run, when a
@@ -65,7 +67,7 @@ def start_stage(
         plan.chunks,
         preset=preset_name,
         resolutions=plan.resolutions,
-        config={**plan.config, "force": force, "inputs": inputs},
+        config={**plan.config, "force": force, "inputs": inputs, "seed": run_seed(entry.name, survey, inputs)},
         user=user,
         parent=parent,
         prepare=plan.prepare,
@@ -108,6 +110,31 @@ def stage_inputs(stage: str, survey: Survey, preset_name: str, **options) -> dic
     if options:
         inputs["options"] = json.loads(json.dumps(options, sort_keys=True, default=str))
     return inputs
+
+
+def run_seed(stage: str, survey: Survey, inputs: dict) -> int:
+    """The seed of a run with these inputs: a 31-bit number from what the run is, never from a row id.
+
+    The upstream runs enter by their own seeds, and the galaxies by value, so two runs on the
+    same data with the same settings and code get the same seed on any database.
+    """
+    upstream = {name: _seed_of(pk) for name, pk in sorted(inputs["upstream"].items())}
+    identity = {
+        "stage": stage,
+        "settings": inputs["settings"],
+        "code": inputs["code"],
+        "options": inputs.get("options", {}),
+        "galaxies": galaxy_digest(survey),
+        "upstream": upstream,
+    }
+    return int(_digest(identity), 16) % (2**31 - 1)
+
+
+def _seed_of(run_id: int | None) -> int | None:
+    if run_id is None:
+        return None
+    config = Run.objects.filter(pk=run_id).values_list("config", flat=True).first() or {}
+    return config.get("seed")
 
 
 def _digest(value: object) -> str:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.learning import BANDS, LearningData, assemble
-from pipeline.photometry import cosmology, luminosity_distance_mpc, pixel_size_kpc
-from pipeline.preprocess import ImageMeta, PreprocessedImage, StarRemoval, preprocess, remove_stars
+from pipeline.images.photometry import cosmology, luminosity_distance_mpc, pixel_size_kpc
+from pipeline.images.preprocess import ImageMeta, PreprocessedImage, StarRemoval, preprocess, remove_stars
+from pipeline.learning.data import BANDS, LearningData, assemble
 
 #: The dtype of the image store: the networks read their inputs at this precision.
 STORED_DTYPE = np.float16

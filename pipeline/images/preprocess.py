@@ -1,6 +1,6 @@
 """Image preprocessing of Dobbels et al. 2019 (Sect. 2.2 and 3.2), as small pure functions.
 
-A g-band cutout goes through: star removal (``pipeline.stars``), luminosity features in
+A g-band cutout goes through: star removal (``pipeline.images.stars``), luminosity features in
 physical units, a linear rescale to [0, 1], the automatic scaling value that puts the
 log-scaled noise level at 0.2, the log scaling of Eq. 1, log-image statistics, and a
 resize per network that keeps the field of view.
@@ -17,7 +17,7 @@ from astropy.stats import SigmaClip
 from scipy.optimize import brentq
 
 from pipeline import units
-from pipeline.photometry import nanomaggies_to_lsun
+from pipeline.images.photometry import nanomaggies_to_lsun
 
 TARGET_NOISE_LEVEL = 0.2
 #: Pixels used for the noise estimate; larger images are subsampled on a regular grid.
@@ -324,7 +324,7 @@ def remove_stars(image_nmgy: np.ndarray, psf_fwhm_px: float, prior_xy: np.ndarra
     stage and the galaxy page's star-subtracted image both call this, so they agree pixel
     for pixel.
     """
-    from pipeline.stars import subtract_stars
+    from pipeline.images.stars import subtract_stars
 
     square, (x0, y0) = central_square(image_nmgy)
     if prior_xy is not None and (x0 or y0):

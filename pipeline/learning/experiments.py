@@ -26,10 +26,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pipeline.learning import BAND_SETS, COLOUR_IMAGE_MODEL_GROUPS, MORPHOLOGY_MODEL_GROUPS, LearningData
-from pipeline.metrics import l1_per_galaxy
-from pipeline.regression import NAMED, FittedModel, ModelSpec, fit_model, score
-from pipeline.significance import compare_l1
+from pipeline.learning.data import BAND_SETS, COLOUR_IMAGE_MODEL_GROUPS, MORPHOLOGY_MODEL_GROUPS, LearningData
+from pipeline.learning.metrics import l1_per_galaxy
+from pipeline.learning.named_models import CONSTANT, G_MORPH, GI, GI_IMAGES, GI_MORPH, LGZ, NAMED, POWERLAW_GI, ModelSpec
+from pipeline.learning.regression import FittedModel, fit_model, score
+from pipeline.learning.significance import compare_l1
 
 EXPERIMENTS = ("single_band", "ablation", "colour", "losses", "band_sets", "significance", "half_data", "colour_images")
 #: The feature group CNN4 on colour's features form (absent on a survey without i images).
@@ -64,7 +65,7 @@ class ExperimentContext:
 
     def fit(self, spec: ModelSpec, train_rows: np.ndarray | None = None) -> FittedModel:
         self.on_step(f"fitting {spec.name}")
-        base = self.named.get("gi_morph" if spec.bands and spec.groups else "g_morph" if spec.groups else "gi")
+        base = self.named.get(GI_MORPH if spec.bands and spec.groups else G_MORPH if spec.groups else GI)
         params = base.params if base is not None and spec.method == "gbm" else {}
         return fit_model(
             spec, self.data, params=params, train_rows=train_rows, importance=False, uncertainty=False, seed=self.seed
@@ -107,7 +108,7 @@ class ExperimentContext:
 
 
 def single_band(ctx: ExperimentContext) -> list[ExperimentRow]:
-    return [ctx.row("single_band", ctx.named_model(name)) for name in ("constant", "lgz", "g_morph")]
+    return [ctx.row("single_band", ctx.named_model(name)) for name in (CONSTANT, LGZ, G_MORPH)]
 
 
 #: Table 1's rows: the groups kept (the distance-free image statistics are always kept).
@@ -128,7 +129,7 @@ def ablation(ctx: ExperimentContext) -> list[ExperimentRow]:
         if "distance" not in kept and "luminosity" in kept:
             groups[groups.index("luminosity")] = "flux"  # a luminosity is a flux times the distance squared
         if set(groups) == set(MORPHOLOGY_MODEL_GROUPS):
-            fitted = ctx.named_model("g_morph")
+            fitted = ctx.named_model(G_MORPH)
         else:
             fitted = ctx.fit(ModelSpec(f"ablation: {label}", "gbm", tuple(groups), select_top=50))
         rows.append(ctx.row("ablation", fitted, method=label, kept=list(kept)))
@@ -136,12 +137,12 @@ def ablation(ctx: ExperimentContext) -> list[ExperimentRow]:
 
 
 def colour(ctx: ExperimentContext) -> list[ExperimentRow]:
-    return [ctx.row("colour", ctx.named_model(name)) for name in ("powerlaw_gi", "gi", "gi_morph")]
+    return [ctx.row("colour", ctx.named_model(name)) for name in (POWERLAW_GI, GI, GI_MORPH)]
 
 
 def losses(ctx: ExperimentContext) -> list[ExperimentRow]:
     rows = []
-    for name in ("g_morph", "powerlaw_gi", "gi_morph"):
+    for name in (G_MORPH, POWERLAW_GI, GI_MORPH):
         for loss in ("l1", "l2", "rmsle"):
             if loss == "l1":
                 fitted = ctx.named_model(name)
@@ -160,12 +161,12 @@ def band_sets(ctx: ExperimentContext) -> list[ExperimentRow]:
             spec = ModelSpec(name, "gbm", groups, bands=bands, select_top=50 if morphology else 0)
             rows.append(ctx.row("band_sets", ctx.fit(spec), bands=bands, morphology=morphology))
         if bands == "gi" and ctx.has_colour_images:
-            rows.append(ctx.row("band_sets", ctx.named_model("gi_images"), bands=bands, morphology=True, colour_images=True))
+            rows.append(ctx.row("band_sets", ctx.named_model(GI_IMAGES), bands=bands, morphology=True, colour_images=True))
     return rows
 
 
 #: (better, worse): the comparisons whose significance the paper reports, and CNN4 on colour's.
-SIGNIFICANCE_PAIRS = (("gi_morph", "gi"), ("g_morph", "lgz"), ("gi_images", "gi_morph"))
+SIGNIFICANCE_PAIRS = ((GI_MORPH, GI), (G_MORPH, LGZ), (GI_IMAGES, GI_MORPH))
 
 
 def significance(ctx: ExperimentContext) -> list[ExperimentRow]:
@@ -223,8 +224,8 @@ def out_of_fold_comparison(ctx: ExperimentContext, better: str, worse: str) -> d
 def half_data(ctx: ExperimentContext) -> list[ExperimentRow]:
     train = ctx.data.rows("train")
     half = np.sort(np.random.default_rng(ctx.seed).permutation(train)[: len(train) // 2])
-    fitted = ctx.fit(replace(NAMED["g_morph"], name="g_morph (half train)"), train_rows=half)
-    return [ctx.row("half_data", ctx.named_model("g_morph"), fraction=1.0), ctx.row("half_data", fitted, fraction=0.5)]
+    fitted = ctx.fit(replace(NAMED[G_MORPH], name=f"{G_MORPH} (half train)"), train_rows=half)
+    return [ctx.row("half_data", ctx.named_model(G_MORPH), fraction=1.0), ctx.row("half_data", fitted, fraction=0.5)]
 
 
 def colour_images(ctx: ExperimentContext) -> list[ExperimentRow]:
@@ -235,8 +236,8 @@ def colour_images(ctx: ExperimentContext) -> list[ExperimentRow]:
     test = test[ctx.data.covered((COLOUR_GROUP,), test)]
     both = ModelSpec("gi + both CNN4s", "gbm", (*COLOUR_IMAGE_MODEL_GROUPS, "cnn4"), bands="gi", select_top=50)
     models = (
-        ("CNN4 on g (gi_morph)", ctx.named_model("gi_morph"), ["cnn4"]),
-        ("CNN4 on g and g - i (gi_images)", ctx.named_model("gi_images"), [COLOUR_GROUP]),
+        (f"CNN4 on g ({GI_MORPH})", ctx.named_model(GI_MORPH), ["cnn4"]),
+        (f"CNN4 on g and g - i ({GI_IMAGES})", ctx.named_model(GI_IMAGES), [COLOUR_GROUP]),
         ("both CNN4s", ctx.fit(both), ["cnn4", COLOUR_GROUP]),
     )
     return [ctx.row("colour_images", fitted, method=label, test_rows=test, cnn4=kept) for label, fitted, kept in models]

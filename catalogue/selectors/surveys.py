@@ -1,0 +1,182 @@
+"""Surveys and their galaxies: counts, targets, the learning sample, positions on the sky."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import reduce
+from operator import or_
+
+import numpy as np
+from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
+
+from catalogue.models import Galaxy, GalaxyStatus, Split, Survey
+from pipeline.sky import cone_index_ranges, unit_vector
+
+
+def survey_named(name: str) -> Survey | None:
+    """The survey of that name, or None."""
+    return Survey.objects.filter(name=name).first()
+
+
+def survey_names() -> list[str]:
+    """Every survey's name, in order."""
+    return list(Survey.objects.order_by("name").values_list("name", flat=True))
+
+
+def require_targets(survey: Survey) -> None:
+    """Training needs M/L targets in the training split; a survey without them can only be predicted.
+
+    Raises
+    ------
+    ValueError
+        saying how to get predictions for it instead.
+    """
+    training = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, split=Split.TRAIN, ml_g__isnull=False)
+    if not training.exists():
+        raise ValueError(
+            f"survey {survey.name} has no M/L targets in a training split (no ml_g column and no gswlc.dat match), "
+            f"so it cannot be trained on; apply a trained model set to it instead: "
+            f"run_pipeline --survey {survey.name} --models <training survey>"
+        )
+
+
+def learning_sample(survey: Survey) -> list[tuple]:
+    """The learning sample's (objid, split, ml_g, ml_g_err, z, mag_g, mag_i), by objid: what training learns from."""
+    rows = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, ml_g__isnull=False).exclude(split="")
+    return list(rows.order_by("objid").values_list("objid", "split", "ml_g", "ml_g_err", "z", "mag_g", "mag_i"))
+
+
+def digest(rows: list[tuple]) -> str:
+    """A SHA-256 of rows of values: the same rows give the same digest on any database."""
+    return hashlib.sha256(json.dumps(rows, default=repr).encode()).hexdigest()
+
+
+def galaxy_digest(survey: Survey) -> str:
+    """What the survey's galaxies are, by value (objids, statuses, splits, targets, photometry), never by row ids."""
+    rows = Galaxy.objects.filter(survey=survey).order_by("objid")
+    return digest(list(rows.values_list("objid", "status", "split", "ml_g", "ml_g_err", "z", "mag_g", "mag_i")))
+
+
+def surveys_with_counts() -> QuerySet[Survey]:
+    """Every survey, by name, with its galaxies counted: in all, per status and per split of the learning sample."""
+    ok = Q(galaxies__status=GalaxyStatus.OK)
+    return Survey.objects.annotate(
+        n_galaxies=Count("galaxies"),
+        n_ok=Count("galaxies", filter=ok),
+        n_excluded=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.EXCLUDED)),
+        n_rejected=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.REJECTED)),
+        n_train=Count("galaxies", filter=ok & Q(galaxies__split=Split.TRAIN)),
+        n_val=Count("galaxies", filter=ok & Q(galaxies__split=Split.VAL)),
+        n_test=Count("galaxies", filter=ok & Q(galaxies__split=Split.TEST)),
+    ).order_by("name")
+
+
+def survey_count(survey: Survey) -> int:
+    """The survey's galaxies, every status."""
+    return Galaxy.objects.filter(survey=survey).count()
+
+
+def split_counts(survey: Survey) -> dict[str, int]:
+    """Galaxies of the learning sample per split ("none" for those without one)."""
+    rows = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK).values_list("split").annotate(n=Count("id"))
+    return {split or "none": n for split, n in rows}
+
+
+def targets_by_split(survey: Survey) -> dict[str, np.ndarray]:
+    """The target M/L (Msun/Lsun_g) of the learning sample per split, for the Fig. 2 histograms."""
+    rows = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, ml_g__isnull=False).values_list("split", "ml_g")
+    by_split: dict[str, list[float]] = {Split.TRAIN: [], Split.VAL: [], Split.TEST: []}
+    for split, ml in rows:
+        by_split.setdefault(split, []).append(ml)
+    return {str(k): np.asarray(v) for k, v in by_split.items() if v}
+
+
+def positions(survey: Survey) -> np.ndarray:
+    """(n, 2) RA and Dec in degrees of the survey's galaxies that were not rejected; NaN where one has none."""
+    rows = Galaxy.objects.filter(survey=survey).exclude(status=GalaxyStatus.REJECTED).values_list("ra", "dec")
+    return np.array(list(rows), dtype=float).reshape(-1, 2)
+
+
+def galaxies_in_cone(ra: float, dec: float, radius_deg: float, queryset: QuerySet[Galaxy] | None = None) -> QuerySet[Galaxy]:
+    """Galaxies within ``radius_deg`` of (ra, dec), all in degrees, as one SQL query.
+
+    The HEALPix ranges narrow the candidates through the (survey, healpix) index; the
+    exact test is a dot product of unit vectors against cos(radius), evaluated by the
+    database, so the result is correct across RA = 0/360 and at the poles, and nothing
+    goes back to the database as a list of ids.
+    """
+    queryset = Galaxy.objects.all() if queryset is None else queryset
+    ranges = cone_index_ranges(float(ra) % 360.0, float(dec), float(radius_deg))
+    covering = reduce(or_, (Q(healpix__gte=lo, healpix__lt=hi) for lo, hi in ranges))
+    cx, cy, cz = (float(v) for v in unit_vector(float(ra), float(dec)))
+    # cos(r) loses precision near r = 0 (1 - r^2/2); compare the chord length instead:
+    # |x - c|^2 = 2 - 2 x.c <= (2 sin(r/2))^2, exact at every radius.
+    chord2 = (2.0 * np.sin(np.deg2rad(float(radius_deg)) / 2.0)) ** 2
+    dx, dy, dz = F("sky_x") - cx, F("sky_y") - cy, F("sky_z") - cz
+    distance2 = ExpressionWrapper(dx * dx + dy * dy + dz * dz, output_field=FloatField())
+    return queryset.filter(covering).alias(cone_chord2=distance2).filter(cone_chord2__lte=chord2)
+
+
+def surveys_with_galaxy_counts() -> QuerySet[Survey]:
+    """Every survey by name, with its galaxies counted (the API's list)."""
+    return Survey.objects.annotate(n_galaxies=Count("galaxies")).order_by("name")
+
+
+def galaxies(survey: Survey | None = None) -> QuerySet[Galaxy]:
+    """The catalogue's galaxies (of one survey, or all)."""
+    return Galaxy.objects.all() if survey is None else Galaxy.objects.filter(survey=survey)
+
+
+def searchable_galaxies(surveys: QuerySet[Survey] | None = None) -> QuerySet[Galaxy]:
+    """The galaxies a search may return: all but those rejected at ingest (of some surveys, or all)."""
+    found = Galaxy.objects.exclude(status=GalaxyStatus.REJECTED)
+    return found if surveys is None else found.filter(survey__in=surveys)
+
+
+def surveys_named(name: str) -> QuerySet[Survey]:
+    """The surveys called ``name`` (none or one)."""
+    return Survey.objects.filter(name=name)
+
+
+def surveys_reached(queryset: QuerySet[Galaxy]) -> list[Survey]:
+    """The surveys the galaxies of ``queryset`` belong to."""
+    return list(Survey.objects.filter(pk__in=queryset.values("survey_id").distinct()))
+
+
+def galaxies_with_objid(objid: int, survey_name: str = "") -> list[Galaxy]:
+    """At most two galaxies with that objid (of that survey, if named), with survey and preprocessing joined."""
+    matches = Galaxy.objects.select_related("survey", "preprocessed").filter(objid=objid)
+    if survey_name:
+        matches = matches.filter(survey__name=survey_name)
+    return list(matches[:2])
+
+
+def galaxy_by_id(pk: int) -> Galaxy | None:
+    """A galaxy with its survey, or None."""
+    return Galaxy.objects.select_related("survey").filter(pk=pk).first()
+
+
+def survey_name(survey_id: int) -> str:
+    """A survey's name from its id."""
+    return Survey.objects.values_list("name", flat=True).get(pk=survey_id)
+
+
+def usable_images(galaxy: Galaxy) -> list:
+    """The galaxy's images that passed the ingest checks and have a file."""
+    return [image for image in galaxy.images.filter(status="ok") if image.file]
+
+
+def every_survey() -> QuerySet[Survey]:
+    """Every survey, by name."""
+    return Survey.objects.order_by("name")
+
+
+def galaxies_with_survey() -> QuerySet[Galaxy]:
+    """Every galaxy with its survey joined (pages that show each row's survey)."""
+    return Galaxy.objects.select_related("survey")
+
+
+def has_usable_image(galaxy: Galaxy, band: str = "g") -> bool:
+    """Whether the galaxy has a cutout in ``band`` that passed the ingest checks."""
+    return galaxy.images.filter(band=band, status="ok").exists()

@@ -1,0 +1,1 @@
+"""The survey bundle, the one ingest format: reading and checking it, and the sample cuts and splits."""
