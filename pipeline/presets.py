@@ -61,7 +61,7 @@ PRESETS = MappingProxyType(
                 },
                 "colour_network": {"from": "cnn1", "channels": ("g", "g-i")},
                 "training": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-3, "lr_patience": 4, "run_eagerly": True},
-                "role_training": {"cnn2": {"epochs": 1}},
+                "role_training": {"cnn2": {"epochs": 1}, "cnn4gi": {"epochs": 8}},
                 "feature_chunk_size": 100,
                 "feature_symmetries": 8,
                 "image_bands": ("g", "i"),

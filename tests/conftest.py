@@ -10,13 +10,45 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 import pytest
 
 from tests.services import require_service, services_required, unreachable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
+
+
+def _worker_redis_url(url: str) -> str:
+    """The broker of this pytest process: under pytest-xdist each worker gets a Redis database of its own
+    (gw0 the next after the configured one, and so on), so its Celery workers never take another's tasks."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parsed = urlparse(url)
+    base = int(parsed.path.strip("/") or 0)
+    return urlunparse(parsed._replace(path=f"/{base + 1 + int(worker[2:])}"))
+
+
+REDIS_URL = _worker_redis_url(os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0")
+
+#: Threads of the numeric libraries in each process of a parallel run (pytest-xdist workers, and the
+#: Celery workers and commands they start): with as many processes as cores, more threads per process
+#: only contend (OpenMP threads spin: a module's GBM fits took 18 times longer with three workers).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_variable, "1")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # the libraries Django's start-up loaded before this file
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--shuffle-targets",
+        action="store_true",
+        help="train the shared survey on shuffled M/L targets: tests/test_learning.py must then fail",
+    )
 
 
 def pytest_configure():
@@ -41,7 +73,7 @@ def _eager_celery():
 
     # Point the app at the test broker before anything opens a connection: an empty URL
     # would silently mean amqp://localhost, where RabbitMQ listens and no worker does.
-    app.conf.broker_url = REDIS_URL
+    app.conf.broker_url = app.conf.broker_read_url = app.conf.broker_write_url = REDIS_URL
     app.conf.result_backend = REDIS_URL
     app.conf.task_always_eager = True
     yield app
@@ -210,3 +242,86 @@ def small_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small") / "bundle"
     simulate_survey(out, n=SMALL_N, seed=SYNTHETIC_SEED, workers=2)
     return out
+
+
+#: The shared trained survey while it lives (tests/trained.py): made when a test first asks for it,
+#: deleted after the last test that uses it (they run one after another: see below).
+_SHARED: dict = {}
+
+
+def shared_trained_survey(config, django_db_blocker, synthetic_bundle, tmp_path_factory):
+    """The survey of :mod:`tests.trained` through every stage of the ``test`` preset, made once."""
+    if "trained" in _SHARED:
+        return _SHARED["trained"]
+    from django.conf import settings
+
+    from catalogue.models import Survey
+    from catalogue.orchestration.start import start
+    from catalogue.selectors import workflow_stages
+    from catalogue.services.ingest import ingest_bundle
+    from tests.trained import TRAINED_SURVEY, Trained, shuffle_targets, trained_bundle
+
+    media = tmp_path_factory.mktemp("trained-media")
+    bundle, no_i = trained_bundle(synthetic_bundle, tmp_path_factory.mktemp("trained"))
+    old_media, settings.MEDIA_ROOT = settings.MEDIA_ROOT, media
+    try:
+        with django_db_blocker.unblock():
+            ingest_bundle(bundle, TRAINED_SURVEY)
+            survey = Survey.objects.get(name=TRAINED_SURVEY)
+            if config.getoption("--shuffle-targets"):
+                shuffle_targets(survey)
+            workflow = start(survey, preset_name="test")  # every stage, through the one start path
+            assert workflow.status == "succeeded", workflow.error or workflow.message
+            stage_runs = {stage: run for stage, run, _ in workflow_stages(workflow)}
+    finally:
+        settings.MEDIA_ROOT = old_media
+    _SHARED["trained"] = Trained(survey=survey, runs=stage_runs, media=media, bundle=bundle, no_i=no_i)
+    _SHARED["blocker"] = django_db_blocker
+    return _SHARED["trained"]
+
+
+@pytest.fixture(scope="session")
+def trained_survey(request, django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_factory):  # noqa: ARG001
+    """The shared trained survey, made outside every test's transaction (a test's would roll it back)."""
+    return shared_trained_survey(request.config, django_db_blocker, synthetic_bundle, tmp_path_factory)
+
+
+@pytest.fixture
+def trained(trained_survey, settings):
+    """The shared trained survey with its media in place, for a ``django_db`` test that only reads it
+    (each such test rolls back what it changes)."""
+    from catalogue.models import Survey
+
+    shared = trained_survey
+    settings.MEDIA_ROOT = shared.media
+    if not Survey.objects.filter(pk=shared.survey.pk).exists():
+        pytest.fail("the shared trained survey is gone: a transactional test emptied the tables before this one")
+    return shared
+
+
+def _uses_trained(item) -> bool:
+    return "trained" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items):
+    """The tests of the shared trained survey first and one after another (pytest-django's stable sort
+    keeps them first among the database tests). Under pytest-xdist (--dist loadgroup) they run in one
+    worker, so the survey is trained once and no other test sees it, and every other test runs in the
+    worker of its module, so a module's fixtures are made once."""
+    users = [item for item in items if _uses_trained(item)]
+    items[:] = users + [item for item in items if not _uses_trained(item)]
+    for item in items:
+        group = "trained" if _uses_trained(item) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test of the shared trained survey (and its module fixtures), the survey goes."""
+    if not _uses_trained(item) or (nextitem is not None and _uses_trained(nextitem)) or "trained" not in _SHARED:
+        return
+    from catalogue.models import Survey
+
+    with _SHARED["blocker"].unblock():
+        Survey.objects.filter(pk=_SHARED["trained"].survey.pk).delete()
+    _SHARED.clear()

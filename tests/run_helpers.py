@@ -27,6 +27,16 @@ def wait_for(predicate, timeout: float, message: str, interval: float = 0.3):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {message}")
 
 
+def workers_idle(app, timeout: float) -> None:
+    """Wait until every worker answers that it runs no task (a busy solo worker answers nothing)."""
+
+    def idle() -> bool:
+        replies = app.control.inspect(timeout=1.0).active()
+        return bool(replies) and not any(replies.values())
+
+    wait_for(idle, timeout, "the workers to finish what they run")
+
+
 def finished(run: Run, timeout: float) -> Run:
     def over():
         run.refresh_from_db()

@@ -346,3 +346,17 @@ def test_simple_cone_search_through_pyvo(live_server):
         assert reply.status == 200
         document = parse(io.BytesIO(reply.read()))
     assert [(i.name, i.value) for i in document.resources[0].infos] == [("Error", "RA='abc' is not a number (decimal degrees)")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_schema_is_served_to_requests_that_arrive_together(live_server):
+    """A threaded server generating the schema for several requests at once answers each (it raced: a 500)."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def status(_: int) -> int:
+        with urllib.request.urlopen(f"{live_server.url}/api/schema/?format=json", timeout=60) as reply:
+            return reply.status
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(status, range(12))) == [200] * 12

@@ -71,18 +71,16 @@ class Watched:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser, synthetic_bundle):
+def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser, small_bundle):
     from django.contrib.auth.models import User
 
     from catalogue.models import Galaxy, Run, Survey, TrainedModel
-    from catalogue.orchestration.stage import start_stage
-    from catalogue.registry import stage_names
+    from catalogue.orchestration.start import start
     from catalogue.services.ingest import ingest_bundle
 
-    ingest_bundle(synthetic_bundle, "web")
+    ingest_bundle(small_bundle, "web")
     survey = Survey.objects.get(name="web")
-    for stage in stage_names():
-        assert start_stage(stage, survey, preset_name="test").status == "succeeded", stage
+    assert start(survey, preset_name="test").status == "succeeded"  # every stage
     User.objects.create_superuser("staff", "staff@example.org", "secret-pass")
     page = Watched(browser.new_page(viewport={"width": 1280, "height": 900}), live_server.url)
 
@@ -141,7 +139,7 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     assert page.page.locator("#model-sets th", has_text=model_set.name).count() == 1
     upload = Galaxy.objects.filter(survey=survey, split="test", preprocessed__status="ok").order_by("objid").first()
     page.open("/predict/", "predict-form")
-    page.page.set_input_files("input[name=image]", str(synthetic_bundle / "images" / f"{upload.objid}_g.fits"))
+    page.page.set_input_files("input[name=image]", str(small_bundle / "images" / f"{upload.objid}_g.fits"))
     page.page.fill("input[name=z]", str(upload.z))
     page.page.fill("input[name=mag_g]", str(upload.mag_g))
     page.page.select_option("select[name=models]", model_set.name)

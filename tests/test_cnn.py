@@ -210,29 +210,10 @@ def test_features_averaged_over_the_symmetries_do_not_change_when_the_galaxy_tur
 # --- the stages, through the Celery tasks --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(django_db_setup, django_db_blocker, synthetic_bundle, tmp_path_factory):  # noqa: ARG001 - ordering
-    """A synthetic survey ingested, preprocessed and through the cnn and features stages (test preset)."""
-    from django.conf import settings
-
-    media = tmp_path_factory.mktemp("cnn-media")
-    old_media = settings.MEDIA_ROOT
-    settings.MEDIA_ROOT = media
-    with django_db_blocker.unblock():
-        ingest_bundle(synthetic_bundle, "cnn")
-        survey = Survey.objects.get(name="cnn")
-        start_stage("preprocess", survey, preset_name="test")
-        cnn_run = start_stage("cnn", survey, preset_name="test")
-        features_run = start_stage("features", survey, preset_name="test")
-        yield survey, cnn_run, features_run, media
-        Survey.objects.filter(pk=survey.pk).delete()
-    settings.MEDIA_ROOT = old_media
-
-
 @pytest.fixture
-def cnn_media(trained, settings):
-    settings.MEDIA_ROOT = trained[3]
-    return trained
+def cnn_media(trained):
+    """The shared trained survey: (survey, its cnn run, its features run, its media)."""
+    return trained.survey, trained.runs["cnn"], trained.runs["features"], trained.media
 
 
 @pytest.mark.django_db
@@ -244,21 +225,22 @@ def test_the_cnn_stage_trains_and_stores_all_five_networks(cnn_media):
     assert set(models) == {"cnn1", "cnn2", "cnn3", "cnn4", "cnn4gi"}
     for role, model in models.items():
         assert model.preset == "test" and model.survey == survey and model.artifact.name.endswith(".keras")
-        # the test preset's role_training gives CNN2 one epoch, the others the preset's two
-        epochs = 1 if role == "cnn2" else 2
+        # the test preset's role_training gives CNN2 one epoch and CNN4 on colour eight, the others the preset's two
+        epochs = {"cnn2": 1, "cnn4gi": 8}.get(role, 2)
         assert model.hyperparameters["training"]["epochs"] == epochs and model.hyperparameters["size"] == 48
         assert len(model.curves["loss"]) == len(model.curves["val_loss"]) == epochs
         assert model.metrics["n_train"] > 50 and 1 <= model.metrics["best_epoch"] <= epochs
         assert set(model.hyperparameters["feature_widths"]) == set(FEATURE_LAYERS[role])
         if role not in ("cnn4", "cnn4gi"):
             assert 0 < model.metrics["rmse"] < 0.5 and set(model.metrics["per_task"]) == {t.id for t in gz2.TASKS}
-    assert -1 <= models["cnn4"].metrics["best_feature_spearman"] <= 1
+    # a working CNN4's features follow M/L (|Spearman| 0.53-0.81 over six simulated surveys)
+    assert abs(models["cnn4"].metrics["best_feature_spearman"]) > 0.4
     # CNN4 on colour: CNN1's network on g and i, trained on the train galaxies with both images.
     colour = models["cnn4gi"]
     assert colour.hyperparameters["channels"] == ["g", "g-i"] and colour.hyperparameters["from"] == "cnn1"
     assert colour.hyperparameters["options"] == models["cnn1"].hyperparameters["options"]
     assert 0.9 * models["cnn4"].metrics["n_train"] <= colour.metrics["n_train"] <= models["cnn4"].metrics["n_train"]
-    assert colour.metrics["val_weighted_l1"] > 0 and colour.metrics["n_val"] == models["cnn4"].metrics["n_val"]
+    assert 0.8 * models["cnn4"].metrics["n_val"] <= colour.metrics["n_val"] <= models["cnn4"].metrics["n_val"]
     # CNN1-3 saw only galaxies with GZ2 votes; CNN4 every train galaxy with a target.
     with_votes = Galaxy.objects.filter(survey=survey, status="ok", split="train", gz2__isnull=False).count()
     assert models["cnn1"].metrics["n_train"] <= with_votes < models["cnn4"].metrics["n_train"]
@@ -294,7 +276,8 @@ def test_features_are_stored_for_every_galaxy_and_read_back_as_one_matrix(cnn_me
     # CNN4 on colour's features: every galaxy with a g image and a g - i map, read through one stacked reader
     # (the map's NaN, where a band has no signal, read as 0).
     stores, coloured, rows = stacked_rows(survey, 48, with_images, ("g", "g-i"))
-    assert len(coloured) >= 0.95 * len(with_images) and rows.shape == (len(coloured), 2)
+    with_i = set(Galaxy.objects.filter(pk__in=with_images, images__band="i", images__status="ok").values_list("pk", flat=True))
+    assert set(coloured) <= with_i and len(coloured) >= 0.95 * len(with_i) and rows.shape == (len(coloured), 2)
     assert FeatureVector.objects.filter(feature_set=colour).count() == len(coloured)
     assert colour.feature_names[0] == "cnn4gi_custom.penultimate_00" and colour.symmetries == 8
     stacked = stacked_reader(stores)(rows[:5])

@@ -38,9 +38,9 @@ def _stage_run(workflow: Run, stage: str) -> Run | None:
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_in_each_of_the_six_stages_is_replaced_and_the_workflow_finishes_once(
-    synthetic_bundle, start_worker, monkeypatch
+    small_bundle, start_worker, monkeypatch
 ):
-    ingest_bundle(synthetic_bundle, "killed")
+    ingest_bundle(small_bundle, "killed")
     survey = Survey.objects.get(name="killed")
     for name, value in BEATS.items():
         monkeypatch.setenv(name, value)  # the reaper runs in this process

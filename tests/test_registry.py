@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from catalogue import limits, registry, stages
 from catalogue.admin import StartRunForm
@@ -61,9 +61,9 @@ def test_an_unknown_stage_is_refused_with_the_list_of_stages():
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
 def test_a_gbm_model_fitting_longer_than_a_chunk_limit_beats_and_a_killed_workers_chunk_goes_to_another(
-    synthetic_bundle, start_worker, monkeypatch
+    small_bundle, start_worker, monkeypatch
 ):
-    ingest_bundle(synthetic_bundle, "slowfit")
+    ingest_bundle(small_bundle, "slowfit")
     survey = Survey.objects.get(name="slowfit")
     app.conf.task_always_eager = True  # the stages before gbm, in this process
     start_workflow(survey, ["preprocess", "cnn", "features"], preset_name="test")
@@ -85,17 +85,20 @@ def test_a_gbm_model_fitting_longer_than_a_chunk_limit_beats_and_a_killed_worker
 
     wait_for(fitting_lgz, 60, "the gbm run to start fitting lgz", interval=0.1)
     reported = run.heartbeat
-    time.sleep(4)  # longer than a chunk's hard limit and the heartbeat silence, while lgz fits reporting nothing
+
+    def beat_on() -> bool:  # past a chunk's hard limit and the heartbeat silence, while lgz fits reporting nothing
+        return run.chunks.get().heartbeat > reported + timedelta(seconds=3.5)
+
+    wait_for(beat_on, 30, "the chunk's heartbeat to go on while lgz fits", interval=0.2)
     assert reaper.reap_stale_runs() == []
     chunk = run.chunks.get()
     assert chunk.state == "running" and chunk.attempts == 1  # not handed out: its heartbeat goes on
-    assert chunk.heartbeat > reported + timedelta(seconds=3)
     run.refresh_from_db()
     assert run.items_done == 1 and run.message.startswith("fitting lgz")  # constant stored, and counted
 
     worker.kill()  # mid-fit: the heartbeat stops with it
-    time.sleep(limits.heartbeat_silence_s() + 0.5)
-    assert reaper.reap_stale_runs() == []  # handed to another worker, not failed
+    later = timezone.now() + timedelta(seconds=limits.heartbeat_silence_s() + 0.5)  # the reaper's next look
+    assert reaper.reap_stale_runs(now=later) == []  # handed to another worker, not failed
     chunk.refresh_from_db()
     assert chunk.state == "queued" and "handed out again: no heartbeat" in chunk.error
     # Prefork: its main process answers the start-up ping while its child fits the chunk handed

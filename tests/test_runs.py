@@ -4,7 +4,6 @@ poison galaxies bounded, cancellation, the reaper, and recovery from killed work
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -20,7 +19,14 @@ from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
 from catalogue.stages import preprocess
 from catalogue.stages.preprocess import galaxies_to_preprocess
-from tests.run_helpers import FAST_REDELIVERY, assert_every_galaxy_accounted_once, finished, running_chunk, wait_for
+from tests.run_helpers import (
+    FAST_REDELIVERY,
+    assert_every_galaxy_accounted_once,
+    finished,
+    running_chunk,
+    wait_for,
+    workers_idle,
+)
 
 
 @pytest.fixture
@@ -232,9 +238,9 @@ def test_cancelling_a_running_run_stops_its_worker_between_galaxies(synthetic_bu
     run = start_stage("preprocess", survey, resolutions=[32], preset_name="test", chunk_size=40)
     wait_for(lambda: Run.objects.get(pk=run.pk).items_done >= 40, 60, "the first chunk")
     assert runs.cancel_run(run)
-    time.sleep(2.5)  # the chunk in hand sees the cancellation within a second
+    wait_for(lambda: not running_chunk(run), 10, "the chunk in hand to see the cancellation")
     written = Preprocessed.objects.filter(galaxy__survey=survey).count()
-    time.sleep(2.0)
+    workers_idle(app, 30)  # the worker has left the chunk: nothing more can be written
     assert Preprocessed.objects.filter(galaxy__survey=survey).count() == written
     run.refresh_from_db()
     assert run.status == "cancelled" and written < run.items_total
@@ -256,8 +262,8 @@ def test_a_killed_workers_chunk_goes_to_a_new_worker_once_its_heartbeat_stops(sy
     worker.kill()
     assert reaper.reap_stale_runs() == []  # silent for less than the heartbeat silence: not yet
     assert RunChunk.objects.get(pk=lost.pk).state == "running"
-    time.sleep(limits.heartbeat_silence_s() + 0.5)
-    assert reaper.reap_stale_runs() == []  # handed out again, the run goes on
+    later = timezone.now() + timedelta(seconds=limits.heartbeat_silence_s() + 0.5)  # the reaper's next look
+    assert reaper.reap_stale_runs(now=later) == []  # handed out again, the run goes on
     lost.refresh_from_db()
     assert lost.state == "queued" and "handed out again: no heartbeat" in lost.error
     start_worker("cpu", env=beats)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import time
 import urllib.parse
 import warnings
 
@@ -19,9 +18,11 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connection
 
+from catalogue.celery import app as celery_app
 from catalogue.models import Galaxy, Survey, TapJob
 from catalogue.tap.adql import AdqlError, translate
 from pipeline.sky import healpix_index, unit_vector
+from tests.run_helpers import wait_for, workers_idle
 from tests.services import services_required
 
 TABLES = {"morphomass.galaxies": True, "morphomass.predictions": False, "tap_schema.tables": False}
@@ -359,17 +360,11 @@ def test_pyvo_sync_async_overflow_and_errors(live_catalogue, start_worker):
             cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()", [pattern])
             return cursor.fetchone()[0] > 0
 
-    deadline = time.monotonic() + 20
-    while not still_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert still_running()
+    wait_for(still_running, 20, "the slow query to run", interval=0.1)
     slow.abort()
     assert slow.phase == "ABORTED"
-    deadline = time.monotonic() + 20
-    while still_running() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not still_running()
-    time.sleep(1)
+    wait_for(lambda: not still_running(), 20, "PostgreSQL to cancel the query", interval=0.2)
+    workers_idle(celery_app, 30)  # the job's task has ended: it kept nothing
     assert slow.phase == "ABORTED" and not TapJob.objects.get(pk=slow.job_id).result
     slow.delete()
     with pytest.raises(pyvo.dal.DALServiceError):

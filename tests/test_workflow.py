@@ -191,8 +191,8 @@ def test_a_model_file_is_written_whole_or_not_at_all():
 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
-def test_a_stage_that_raises_fails_the_workflow_naming_it_and_a_rerun_continues_from_it(synthetic_bundle, start_worker):
-    survey = ingested(synthetic_bundle, "raises")
+def test_a_stage_that_raises_fails_the_workflow_naming_it_and_a_rerun_continues_from_it(small_bundle, start_worker):
+    survey = ingested(small_bundle, "raises")
     start_worker("cpu")
     broken_gpu = start_worker("gpu", env={"MORPHOMASS_FAULTS": json.dumps({"fail_stages": ["features"]})})
     with pytest.raises(CommandError, match=r"failed: stage features \(run #\d+\) failed.*Run the same command again"):
@@ -266,3 +266,27 @@ def test_cancelling_the_workflow_stops_its_stage_and_a_rerun_does_only_what_is_l
     assert rerun.config["reused"] == {}  # a cancelled stage is not reused
     assert rerun.children.get().items_total == len(left) == stage.items_total - done  # only what is left
     assert runs.cancel_run(rerun)
+
+
+@pytest.mark.django_db
+def test_the_same_inputs_give_the_same_seeds_and_metrics_whatever_ran_before(trained, small_bundle):
+    """The shared survey's bundle trained again under another name, after other runs: every stage gets
+    the same seed and every model the same metrics, though every database id differs."""
+    from catalogue.models import TrainedModel
+    from catalogue.orchestration.start import start
+    from catalogue.selectors import workflow_stages
+
+    between = ingested(small_bundle, "between")
+    assert start(between, ["preprocess", "cnn"], preset_name="test").status == "succeeded"  # other runs in between
+    again = start(ingested(trained.bundle, "again"), preset_name="test")
+    assert again.status == "succeeded", again.message
+    repeated = {stage: run for stage, run, _ in workflow_stages(again)}
+    assert {s: r.config["seed"] for s, r in repeated.items()} == {s: r.config["seed"] for s, r in trained.runs.items()}
+    assert {s: r.pk for s, r in repeated.items()} != {s: r.pk for s, r in trained.runs.items()}
+
+    def metrics(runs: dict) -> dict:
+        models = TrainedModel.objects.filter(run__in=[runs["cnn"], runs["gbm"]])
+        return {m.name: json.dumps(m.metrics, sort_keys=True) for m in models}
+
+    first, second = metrics(trained.runs), metrics(repeated)
+    assert len(first) == 12 and first == second

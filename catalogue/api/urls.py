@@ -1,10 +1,11 @@
 """/api/ (REST, schema, docs, downloads) and /scs/ (IVOA Simple Cone Search)."""
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from catalogue.api import views
+from catalogue.api.schema import SchemaView
 
 router = DefaultRouter()
 router.register("surveys", views.SurveyViewSet)
@@ -18,7 +19,7 @@ app_name = "api"
 urlpatterns = [
     path("catalogue.<str:fmt>", views.CatalogueDownload.as_view(), name="catalogue-download"),
     path("predict/", views.PredictUpload.as_view(), name="predict"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     path("", include(router.urls)),

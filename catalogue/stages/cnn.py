@@ -27,6 +27,7 @@ from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
 from catalogue.services.image_store import stacked_reader, stacked_rows
 from pipeline import gz2
+from pipeline.learning.gbm import ConstantML
 from pipeline.learning.metrics import l1_per_galaxy
 from pipeline.presets import (
     ALL_ROLES,
@@ -197,7 +198,8 @@ def _train_role(run: Run, role: str, position: int, n_roles: int, context: runs.
 
 def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, train_targets: np.ndarray) -> dict:
     """CNN1-3: RMSE over all 37 answers and per task, against predicting the training mean.
-    CNN4: weighted L1 of its M/L and the best Spearman correlation of its 37 features with M/L."""
+    CNN4: weighted L1 of its M/L against predicting the training galaxies' weighted median (the
+    constant model), and the best Spearman correlation of its 37 features with M/L."""
     from scipy.stats import spearmanr
 
     from pipeline.cnn.training import predict_layers
@@ -214,9 +216,16 @@ def _validation_metrics(model, role: str, val_data, val_targets: np.ndarray, tra
     outputs = predict_layers(model, ["ml", "gz2_logits"], val_data)
     target, error = val_targets[:, 0], val_targets[:, 1]
     l1 = float(np.mean(l1_per_galaxy(outputs["ml"][:, 0], target, error)))
+    constant = ConstantML().fit(np.zeros((len(train_targets), 0)), train_targets[:, 0], error=train_targets[:, 1])
+    l1_constant = float(np.mean(l1_per_galaxy(constant.predict(np.zeros((len(target), 0))), target, error)))
     correlations = [spearmanr(column, target).statistic for column in outputs["gz2_logits"].T if np.ptp(column) > 0]
     best = max(correlations, key=abs) if correlations else float("nan")
-    return {"val_weighted_l1": l1, "best_feature_spearman": float(best), "features_alive": len(correlations)}
+    return {
+        "val_weighted_l1": l1,
+        "val_weighted_l1_constant": l1_constant,
+        "best_feature_spearman": float(best),
+        "features_alive": len(correlations),
+    }
 
 
 def _rmse(predicted: np.ndarray, target: np.ndarray) -> float:

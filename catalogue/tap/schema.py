@@ -375,7 +375,8 @@ def _grant_reader(cursor) -> None:
         log.warning("TAP: no role %s and no right to create it; queries run as the service's user", READER_ROLE)
         return
     if not exists:  # roles belong to the cluster: another database may make it at the same moment
-        cursor.execute(f"DO $$ BEGIN CREATE ROLE {READER_ROLE} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        taken = "duplicate_object OR unique_violation"
+        cursor.execute(f"DO $$ BEGIN CREATE ROLE {READER_ROLE} NOLOGIN; EXCEPTION WHEN {taken} THEN NULL; END $$")
     for schema in (SCHEMA, TAP_SCHEMA):
         cursor.execute(f"GRANT USAGE ON SCHEMA {schema} TO {READER_ROLE}")
         cursor.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {READER_ROLE}")
