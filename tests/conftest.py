@@ -303,16 +303,37 @@ def _uses_trained(item) -> bool:
     return "trained" in getattr(item, "fixturenames", ())
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     """The tests of the shared trained survey first and one after another (pytest-django's stable sort
-    keeps them first among the database tests). Under pytest-xdist (--dist loadgroup) they run in one
-    worker, so the survey is trained once and no other test sees it, and every other test runs in the
-    worker of its module, so a module's fixtures are made once."""
+    keeps them first among the database tests), then those that name a group of their own. Under
+    pytest-xdist (--dist loadgroup) the survey's tests run in one worker, so the survey is trained once
+    and no other test sees it, and every other test runs in the worker of its module (or its group),
+    so a module's fixtures are made once."""
     users = [item for item in items if _uses_trained(item)]
-    items[:] = users + [item for item in items if not _uses_trained(item)]
+    # Then the tests in groups of their own (the outage tests, which mostly wait on timers), so
+    # that their waits overlap the work of other modules instead of ending the run.
+    grouped = [item for item in items if not _uses_trained(item) and item.get_closest_marker("xdist_group")]
+    items[:] = users + grouped + [item for item in items if not _uses_trained(item) and item not in grouped]
     for item in items:
-        group = "trained" if _uses_trained(item) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        marker = item.get_closest_marker("xdist_group")  # a test may name a group of its own
+        group = marker.args[0] if marker else "trained" if _uses_trained(item) else item.module.__name__
+        if marker is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        _in_group(item, group)
+
+
+def _in_group(item, group: str) -> None:
+    """Give the test's id the ``@group`` suffix by which pytest-xdist's loadgroup schedules it.
+
+    pytest-xdist 3.8 writes the suffix into ``item._nodeid``, which pytest 9 no longer reads
+    (``nodeid`` comes from ``item._id``): without this every test would go its own way.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER") or item.nodeid.endswith(f"@{group}"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.hookimpl(trylast=True)
