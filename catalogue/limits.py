@@ -10,7 +10,8 @@ the reaper hands a chunk whose heartbeat stopped for :func:`heartbeat_silence_s`
 another worker, long before any visibility timeout.
 
 The defaults suit production; ``MORPHOMASS_TASK_HARD_LIMITS`` (JSON, kind -> seconds),
-``MORPHOMASS_HEARTBEAT_S`` and ``MORPHOMASS_HEARTBEAT_SILENCE_S`` override them, which is
+``MORPHOMASS_HEARTBEAT_S``, ``MORPHOMASS_HEARTBEAT_SILENCE_S``, ``MORPHOMASS_RESEND_AFTER_S`` and
+``MORPHOMASS_WORKFLOW_STALL_S`` override them, which is
 how the crash-recovery tests shrink a recovery to seconds. Which kind a stage's chunks are
 is said once, in its registry entry (:attr:`catalogue.registry.Stage.limit`).
 """
@@ -36,6 +37,13 @@ DEFAULT_HEARTBEAT_SILENCE_S = 180.0
 #: A run none of whose chunks a worker has taken for this long is failed: no worker is
 #: listening on its queue. Long, because a busy queue may hold a run back for hours.
 DEFAULT_QUEUE_WAIT_S = 24 * 3600.0
+#: A queued chunk that no worker claimed this long after its message was sent is sent again
+#: (its message may have been lost with the broker), then after twice as long, and so on up
+#: to 64 times (``MORPHOMASS_RESEND_AFTER_S`` overrides). Duplicates are harmless: one claims.
+DEFAULT_RESEND_AFTER_S = 60.0
+#: An active workflow with no active stage for this long lost its boundary to an outage: the
+#: reaper moves it on (``MORPHOMASS_WORKFLOW_STALL_S`` overrides).
+DEFAULT_WORKFLOW_STALL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -87,3 +95,15 @@ def heartbeat_s() -> float:
 def heartbeat_silence_s() -> float:
     """Seconds without a heartbeat after which a chunk's worker is taken for lost (``MORPHOMASS_HEARTBEAT_SILENCE_S``)."""
     return float(os.environ.get("MORPHOMASS_HEARTBEAT_SILENCE_S", DEFAULT_HEARTBEAT_SILENCE_S))
+
+
+def resend_after_s(sends: int = 1) -> float:
+    """How long a queued chunk sent ``sends`` times waits for a worker before it is sent again:
+    ``MORPHOMASS_RESEND_AFTER_S`` (default a minute), doubled for each earlier send up to 64 times."""
+    base = float(os.environ.get("MORPHOMASS_RESEND_AFTER_S", DEFAULT_RESEND_AFTER_S))
+    return base * 2 ** min(max(sends - 1, 0), 6)
+
+
+def workflow_stall_s() -> float:
+    """Seconds an active workflow may go with no active stage before the reaper moves it on."""
+    return float(os.environ.get("MORPHOMASS_WORKFLOW_STALL_S", DEFAULT_WORKFLOW_STALL_S))

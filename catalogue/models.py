@@ -426,6 +426,10 @@ class RunChunk(models.Model):
     finished = models.DateTimeField(null=True, blank=True)
     heartbeat = models.DateTimeField(null=True, blank=True)
     duration_s = models.FloatField(null=True, blank=True, help_text="s, of the attempt that finished it")
+    sent = models.DateTimeField(
+        null=True, blank=True, help_text="when its message last reached the broker (empty: never, or the broker was down)"
+    )
+    sends = models.PositiveIntegerField(default=0, help_text="messages sent for it so far (the reaper sends lost ones again)")
 
     class Meta:
         constraints = [

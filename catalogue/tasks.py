@@ -10,14 +10,13 @@ a chunk fails for good. Services never import this module; they send tasks by na
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
 
 from celery import Task, shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
-from kombu.exceptions import OperationalError as BrokerError
 
 from catalogue import limits, registry, stages
 from catalogue.models import RunChunk
@@ -27,7 +26,7 @@ from catalogue.selectors import survey_named
 from catalogue.services import runs
 
 #: Errors worth retrying: the database or the broker went away for a moment.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
+TRANSIENT_ERRORS = runs.TRANSIENT_ERRORS
 RETRY_POLICY = {
     "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": 2,
@@ -35,7 +34,12 @@ RETRY_POLICY = {
     "retry_jitter": True,
     "max_retries": 5,
 }
+#: A chunk task waits out a longer outage: backing off 2, 4, ... 60 s, about eight minutes in all
+#: (less with jitter). After that its chunk is left queued (or, if it had begun, silent) in the
+#: ledger, and the reaper sends it again once the services are back (docs/deployment.md).
+CHUNK_RETRY_POLICY = {**RETRY_POLICY, "max_retries": 12}
 CONTROL_LIMITS = limits.limits("control")
+log = logging.getLogger(__name__)
 
 
 def _worker_report(task) -> dict:
@@ -54,12 +58,22 @@ def _worker_name(task) -> str:
 
 
 class ChunkTask(Task):
-    """A chunk task whose run fails when the chunk fails for good (retries spent, hard limit)."""
+    """A chunk task whose run fails when the chunk fails for good (a bug, the hard limit).
+
+    Not when the database or the broker stayed away longer than the retries: the chunk is still
+    owed in the ledger, and the reaper sends it again once they are back.
+    """
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ARG002 - Celery's signature
-        run_id = RunChunk.objects.filter(pk=args[0]).values_list("run_id", flat=True).first() if args else None
-        if run_id is not None:
-            runs.fail_run(run_id, exc, where=f"task {self.name}")
+        if isinstance(exc, TRANSIENT_ERRORS):
+            log.warning("%s gave up on chunk %s for now (%s): the reaper sends it again", self.name, args, exc)
+            return
+        try:
+            run_id = RunChunk.objects.filter(pk=args[0]).values_list("run_id", flat=True).first() if args else None
+            if run_id is not None:
+                runs.fail_run(run_id, exc, where=f"task {self.name}")
+        except TRANSIENT_ERRORS as lost:  # the database went away meanwhile: the reaper finds the silent chunk
+            log.warning("could not record the failure of %s on chunk %s: %s", self.name, args, lost)
 
 
 def chunk_task(stage: registry.Stage):
@@ -68,7 +82,8 @@ def chunk_task(stage: registry.Stage):
 
     def run_chunk(self, chunk_id: int) -> dict:
         heartbeat = None if self.request.is_eager else limits.heartbeat_s()  # in-process: no worker to lose
-        return runs.execute_chunk(chunk_id, _worker_name(self), stages.body(stage.name).HOOKS, heartbeat_s=heartbeat)
+        hooks = stages.body(stage.name).HOOKS
+        return runs.execute_chunk(chunk_id, _worker_name(self), hooks, heartbeat_s=heartbeat, task_id=self.request.id or "")
 
     run_chunk.__name__ = run_chunk.__qualname__ = stage.name
     run_chunk.__doc__ = f"Run one chunk of a {stage.name} run ({stage.label}); {stage.queue} queue, {stage.limit} limits."
@@ -78,7 +93,8 @@ def chunk_task(stage: registry.Stage):
         name=stage.task_name,
         soft_time_limit=stage_limits.soft_s,
         time_limit=stage_limits.hard_s,
-        **RETRY_POLICY,
+        ignore_result=True,  # the ledger holds the outcome; a result backend gone away must not fail the chunk
+        **CHUNK_RETRY_POLICY,
     )(run_chunk)
 
 
@@ -117,17 +133,20 @@ def start_stage_task(self, stage: str, survey: str, preset: str = "fast", force:
 
 
 @shared_task(
+    bind=True,
     name="catalogue.tasks.reap_stale_runs",
     soft_time_limit=CONTROL_LIMITS.soft_s,
     time_limit=CONTROL_LIMITS.hard_s,
     **RETRY_POLICY,
 )
-def reap_stale_runs() -> list[int]:
-    """Fail runs whose workers went silent, and TAP jobs too (scheduled by celery beat every minute)."""
+def reap_stale_runs(self) -> list[int]:
+    """Hand out lost chunks, send unclaimed ones again, move stalled workflows on, fail runs no worker
+    can take, and reap TAP jobs too (scheduled by celery beat every minute)."""
     from catalogue.tap import jobs
 
     jobs.reap()
-    return reaper.reap_stale_runs()
+    here = (self.request.delivery_info or {}).get("routing_key", "")
+    return reaper.reap_stale_runs(consumed_here=(here,) if here else ())
 
 
 #: An async TAP query is bounded by its execution duration (its statement timeout); the task

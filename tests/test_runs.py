@@ -305,3 +305,82 @@ def test_a_transient_database_error_is_retried_and_the_chunk_still_counts_once(s
     assert chunk.attempts == 2  # retried with backoff, claimed again, processed one galaxy at a time
     assert Preprocessed.objects.get(galaxy=victim).status == "ok"
     assert_every_galaxy_accounted_once(run)
+
+
+# --- the ledger is the truth, the broker only the doorbell -----------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_a_chunk_sent_twice_is_claimed_once_whichever_message_arrives_first(survey):
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
+    chunk = run.chunks.order_by("index").first()
+    first_id = chunk.task_id
+    # The message sent again arrives first: it takes the queued chunk, and the ledger names it ...
+    assert runs.claim_chunk(chunk.pk, "w1", task_id="sent-again") is not None
+    chunk.refresh_from_db()
+    assert chunk.state == "running" and chunk.task_id == "sent-again" and chunk.attempts == 1
+    # ... so the original, arriving late, finds the chunk in another message's hands and does nothing.
+    assert runs.execute_chunk(chunk.pk, "w2", preprocess.HOOKS, task_id=first_id) == {"chunk": chunk.pk, "skipped": True}
+    chunk.refresh_from_db()
+    assert chunk.worker == "w1" and chunk.attempts == 1
+    # The same message again (the worker died, the broker redelivered it) is a redelivery: careful mode.
+    again = runs.claim_chunk(chunk.pk, "w3", task_id="sent-again")
+    assert again is not None and again.careful and again.chunk.attempts == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("deferred")
+def test_the_reaper_sends_again_a_queued_chunk_no_worker_claimed_waiting_longer_each_time(survey, redis_url):
+    import redis
+
+    broker = redis.Redis.from_url(redis_url)
+    app.control.purge()
+    run = start_stage("preprocess", survey, resolutions=[32], preset_name="test")  # its messages never went out
+    n = run.chunks.count()
+    old_ids = set(run.chunks.values_list("task_id", flat=True))
+    start = timezone.now()
+
+    def sends() -> set[int]:
+        return set(run.chunks.values_list("sends", flat=True))
+
+    try:
+        assert reaper.reap_stale_runs(now=start) == [] and sends() == {0}  # a minute's grace
+        assert reaper.reap_stale_runs(now=start + timedelta(seconds=61)) == []
+        assert sends() == {1} and broker.llen("cpu") == n  # sent, each under a fresh task id
+        assert not old_ids & set(run.chunks.values_list("task_id", flat=True))
+        assert all(c.sent is not None and c.state == "queued" for c in run.chunks.all())
+        sent = run.chunks.first().sent
+        reaper.reap_stale_runs(now=sent + timedelta(seconds=61))
+        assert sends() == {2}  # a minute after the first send ...
+        sent = run.chunks.first().sent
+        reaper.reap_stale_runs(now=sent + timedelta(seconds=61))
+        assert sends() == {2}  # ... two minutes after the second
+        reaper.reap_stale_runs(now=sent + timedelta(seconds=121))
+        assert sends() == {3} and broker.llen("cpu") == 3 * n
+        run.refresh_from_db()
+        assert run.status in Run.ACTIVE
+    finally:
+        app.control.purge()
+
+
+@pytest.mark.services
+def test_the_queue_wait_fails_only_runs_whose_queue_no_worker_consumes(start_worker):
+    start_worker("cpu")
+    listening = reaper._QueuesListenedTo()
+    assert listening("cpu") and not listening("gpu")
+    # A solo worker busy reaping cannot answer for itself: the queue it took the reaper from counts.
+    assert reaper._QueuesListenedTo(consumed_here=("gpu",))("gpu")
+
+
+@pytest.mark.django_db
+def test_a_refusal_names_the_stage_still_active_when_its_workflow_has_ended(survey):
+    parent = runs.create_run("workflow", survey, [], preset="test", config={"stages": ["preprocess"]}, status="running")
+    child = runs.create_run("preprocess", survey, [[1]], preset="test", parent=parent)
+    Run.objects.filter(pk=parent.pk).update(status="failed")  # its end recorded, its stage's not
+    assert runs.active_root(survey) == child
+    with pytest.raises(runs.RunConflict, match=f"run #{child.pk} \\(preprocess, queued\\)"):
+        start_stage("preprocess", survey, resolutions=[32], preset_name="test")
+    reaper.reap_stale_runs()  # a stage that outlived its workflow is cancelled
+    child.refresh_from_db()
+    assert child.status == "cancelled" and runs.active_root(survey) is None

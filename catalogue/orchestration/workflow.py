@@ -16,6 +16,11 @@ A workflow is resumable: a stage that already succeeded with the same inputs (se
 ``force`` is set. Running the same workflow again after a failure or a cancellation
 therefore continues from the first stage that did not succeed.
 
+Boundaries survive outages: should the database or the broker be away when a stage ends,
+the stage's end is recorded and the next start is left to the reaper, which watches
+workflows (:func:`resume`): one with no active stage for a while moves on, or ends as
+its last stage did. A refused message is sent again from the ledger (``services/runs.py``).
+
 A workflow with a model set (``model_set``) applies a set trained on another survey: its
 stages are those the registry says run when a set is applied, with the set's preset, and a
 stage that reads a training stage's products takes the set's instead
@@ -24,13 +29,17 @@ stage that reads a training stage's products takes the set's instead
 
 from __future__ import annotations
 
+import logging
+
 from django.utils import timezone
 
 from catalogue import registry
 from catalogue.models import ModelSet, Run, Survey
 from catalogue.orchestration.stage import reusable_run, start_stage
 from catalogue.selectors import require_targets
-from catalogue.services import runs
+from catalogue.services import faults, runs
+
+log = logging.getLogger(__name__)
 
 
 def start_workflow(
@@ -125,21 +134,64 @@ def start_next(parent_id: int) -> None:
             start_stage(
                 stage, parent.survey, preset_name=parent.preset, force=force, user=parent.started_by, parent=parent, **options
             )
-        except (ValueError, runs.RunConflict) as exc:
+        except runs.RunConflict as exc:
+            if exc.active.parent_id == parent.pk:
+                return  # started meanwhile by the reaper's watch, or by the listener it stood in for
+            runs.fail_run(parent.pk, f"stage {stage} could not start: {exc}")
+        except ValueError as exc:
             runs.fail_run(parent.pk, f"stage {stage} could not start: {exc}")
         return
 
 
 def on_run_finished(run_id: int) -> None:
-    """Called whenever a run ends: a workflow's stage moves the workflow on, or ends it."""
-    run = Run.objects.filter(pk=run_id).select_related("parent").first()
-    if run is None or run.parent is None or run.parent.stage != registry.WORKFLOW:
-        return
+    """Called whenever a run ends: a workflow's stage moves the workflow on, or ends it; a workflow
+    that ended otherwise than in success takes its stage in progress with it.
+
+    Should the database or the broker be away meanwhile, nothing is lost: the stage's end is
+    recorded, and the reaper's watch (:func:`resume`) moves the workflow on once they are back.
+    """
+    try:
+        run = Run.objects.filter(pk=run_id).select_related("parent").first()
+        if run is not None and run.stage == registry.WORKFLOW and run.status != Run.Status.SUCCEEDED:
+            _end_stages_of(run)
+        if run is None or run.parent is None or run.parent.stage != registry.WORKFLOW:
+            return
+        faults.at_boundary(run.stage)
+        _follow(run)
+    except runs.TRANSIENT_ERRORS as exc:
+        log.warning("run %s ended while a service was away (%s): the reaper moves its workflow on", run_id, exc)
+
+
+def _follow(run: Run) -> None:
+    """Move the workflow of a stage's run that ended on, or end it as the stage ended."""
     if run.status == Run.Status.SUCCEEDED:
         try:
             start_next(run.parent_id)
+        except runs.TRANSIENT_ERRORS:
+            raise
         except Exception as exc:  # the stage that just ended is done; the workflow must not hang on
             runs.fail_run(run.parent_id, exc, where=f"starting the stage after {run.stage}")
     else:
         detail = f": {run.message}" if run.message else ""
         runs.fail_run(run.parent_id, f"stage {run.stage} (run #{run.pk}) {run.status}{detail}", details=run.error)
+
+
+def _end_stages_of(workflow: Run) -> None:
+    """Cancel the stages still active under a workflow that ended (a stage must not outlive it)."""
+    for child in Run.objects.filter(parent=workflow, status__in=Run.ACTIVE):
+        runs.cancel_run(child)
+
+
+def resume(workflow: Run) -> None:
+    """Do for an active workflow with no active stage what its last stage's end should have done:
+    start the next stage (or succeed), or fail as that stage ended. Called by the reaper's watch."""
+    last = workflow.children.order_by("-created").first()
+    if last is None:
+        start_next(workflow.pk)
+    else:
+        _follow(last)
+
+
+def orphaned_stages() -> list[Run]:
+    """Active stages whose workflow has ended: what :func:`_end_stages_of` would have cancelled."""
+    return list(Run.objects.filter(status__in=Run.ACTIVE, parent__stage=registry.WORKFLOW).exclude(parent__status__in=Run.ACTIVE))

@@ -9,7 +9,9 @@ connection would), and ``{"fail_stages": ["features"]}`` makes every chunk of th
 stages raise (a bug in a stage, for the workflow's failure tests), and
 ``{"slow_steps": {"gbm:lgz": 8}}`` sleeps that many seconds before that step of that
 stage, reporting nothing (a model fit longer than a chunk's time limit), and
-``{"slow_steps": {"cnn": 2}}`` before each of its steps. Unset (always, outside tests) it
+``{"slow_steps": {"cnn": 2}}`` before each of its steps, and ``{"boundary_pause_s": {"cnn": 10}}``
+pauses that long when a run of that stage has ended, before its workflow moves on (so an
+outage test stops a service exactly at the boundary). Unset (always, outside tests) it
 does nothing.
 """
 
@@ -65,3 +67,10 @@ def before_step(stage: str, name: str) -> None:
     delay = slow.get(f"{stage}:{name}", slow.get(stage))
     if delay:
         time.sleep(float(delay))
+
+
+def at_boundary(stage: str) -> None:
+    """Called when a workflow's stage has ended (recorded), before the workflow moves on."""
+    pause = _faults().get("boundary_pause_s", {}).get(stage)
+    if pause:
+        time.sleep(float(pause))

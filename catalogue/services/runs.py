@@ -8,6 +8,11 @@ The engine owns everything else:
   second request raises :class:`RunConflict` naming the active run.
 * **Enqueued after commit**: chunk tasks are sent only once the transaction that created
   their rows has committed (in-process at once when Celery is eager).
+* **The ledger is the truth, the broker only the doorbell**: a chunk records when its
+  message reached the broker (``sent``); a send the broker refuses is left unsent, and the
+  reaper sends again a queued chunk that no worker claimed for a while (a message lost
+  with a broker that kept nothing on disk). Claiming stays at most once: a duplicate
+  message finds its chunk taken under another task id and does nothing.
 * **Exactly once**: a chunk's results and its ``done`` state are written in one
   transaction, and progress is summed from the ledger, so a redelivered or duplicated
   chunk can never count twice.
@@ -36,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -52,6 +57,11 @@ MAX_CHUNK_ATTEMPTS = 5
 MAX_ITEM_CRASHES = 2
 #: Seconds between a chunk's heartbeat / cancellation checks.
 CHECK_INTERVAL_S = 1.0
+
+
+#: Errors of a service gone away for a while (the database, the broker): worth waiting out, never a
+#: reason to fail a run, whose ledger says what is still owed once the service is back.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, BrokerError)
 
 
 #: Called with a run's id whenever this process changes the run's progress or state: how
@@ -93,9 +103,12 @@ def active_run(survey: Survey | None, stage: str) -> Run | None:
 
 
 def active_root(survey: Survey | None) -> Run | None:
-    """The workflow or lone stage active on the survey, if any (a workflow's stage: its workflow)."""
+    """The workflow or lone stage active on the survey, if any (a workflow's stage: its workflow, while
+    that is active; a stage whose workflow has ended is named itself, so a refusal names what is active)."""
     run = Run.objects.filter(survey=survey, status__in=Run.ACTIVE).select_related("survey", "parent").order_by("created").first()
-    return None if run is None else run.parent or run
+    if run is None:
+        return None
+    return run.parent if run.parent is not None and run.parent.status in Run.ACTIVE else run
 
 
 def seed_of(run: Run) -> int:
@@ -179,11 +192,11 @@ def enqueue_chunks(run: Run, task_name: str) -> None:
 
     Tasks are named, not imported, so services and task modules never import each other
     (``CatalogueConfig.ready`` registers the tasks in every process). With eager Celery
-    (the embedded demo, most tests) the chunks run here, in-process.
+    (the embedded demo, most tests) the chunks run here, in-process. The run is marked
+    running first: should the broker refuse the messages, the reaper sends them later.
     """
     from catalogue.celery import app
 
-    task = app.tasks[task_name]
     chunk_ids = list(RunChunk.objects.filter(run=run, state=RunChunk.State.QUEUED).values_list("pk", "task_id"))
     if not chunk_ids:
         return
@@ -192,13 +205,39 @@ def enqueue_chunks(run: Run, task_name: str) -> None:
         Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
             status=Run.Status.RUNNING, started=timezone.now(), heartbeat=timezone.now()
         )
-        for pk, task_id in chunk_ids:
-            task.apply_async(args=[pk], task_id=task_id)
+        send_chunks(task_name, chunk_ids)
 
     if app.conf.task_always_eager:
         send()
     else:
         transaction.on_commit(send)
+
+
+def send_chunks(task_name: str, chunks: Sequence[tuple[int, str]]) -> int:
+    """Send ``task_name(chunk_id)`` under each chunk's task id and record the sends; returns how many went.
+
+    Stops at the first message the broker refuses (it is down: the rest would fail too) and
+    leaves the unsent chunks queued in the ledger, for the reaper to send once it is back.
+    """
+    from catalogue.celery import app
+
+    task = app.tasks[task_name]
+    sent: list[int] = []
+    try:
+        for pk, task_id in chunks:
+            task.apply_async(args=[pk], task_id=task_id)
+            sent.append(pk)
+    except BrokerError as exc:
+        log.warning(
+            "the broker refused %d chunk message(s) of %s (%s): the reaper sends them later",
+            len(chunks) - len(sent),
+            task_name,
+            exc,
+        )
+    finally:
+        if sent:
+            RunChunk.objects.filter(pk__in=sent).update(sent=timezone.now(), sends=F("sends") + 1)
+    return len(sent)
 
 
 @dataclass
@@ -215,12 +254,14 @@ class ChunkClaim:
         return _items(self.chunk.items)
 
 
-def claim_chunk(chunk_id: int, worker: str) -> ChunkClaim | None:
-    """Take a chunk for processing; None when there is nothing to do (run over, chunk finished).
+def claim_chunk(chunk_id: int, worker: str, task_id: str = "") -> ChunkClaim | None:
+    """Take a chunk for processing; None when there is nothing to do (run over, chunk finished, taken).
 
-    Each claim counts an attempt. A chunk claimed while the ledger says it is running was
-    lost by a worker that died: if the ledger names the item in hand, that item's crash
-    count goes up.
+    Each claim counts an attempt. A chunk claimed under its own task id while the ledger
+    says it is running was lost by a worker that died (the broker redelivered it, or the
+    task retried): if the ledger names the item in hand, that item's crash count goes up.
+    A message under another task id is a duplicate of one sent again (:func:`send_chunks`):
+    the first to arrive takes a queued chunk, and any other finds it taken and does nothing.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -228,6 +269,10 @@ def claim_chunk(chunk_id: int, worker: str) -> ChunkClaim | None:
         run = Run.objects.select_for_update(of=("self",)).select_related("survey").get(pk=chunk.run_id)
         if chunk.state in RunChunk.TERMINAL:
             return None
+        if task_id and task_id != chunk.task_id:
+            if chunk.state != RunChunk.State.QUEUED:
+                return None  # a duplicate: the chunk is in another message's hands
+            chunk.task_id = task_id
         if run.status not in Run.ACTIVE:
             chunk.state, chunk.finished = RunChunk.State.CANCELLED, now
             chunk.error = chunk.error or f"run ended ({run.status}) before this chunk ran"
@@ -372,14 +417,15 @@ class Plan:
     idle_message: str = ""
 
 
-def execute_chunk(chunk_id: int, worker: str, stage: StageHooks, heartbeat_s: float | None = None) -> dict:
+def execute_chunk(chunk_id: int, worker: str, stage: StageHooks, heartbeat_s: float | None = None, task_id: str = "") -> dict:
     """Claim a chunk, run the stage's body on it and settle the ledger; returns a summary for logs.
 
     ``heartbeat_s``: beat from a :class:`Heartbeat` thread this often while the body works
-    (a worker's tasks; None in-process, where no worker can be lost). Exceptions other
-    than cancellation fail the run with the traceback.
+    (a worker's tasks; None in-process, where no worker can be lost). ``task_id``: the
+    message's, so a duplicate finds its chunk taken (:func:`claim_chunk`). Exceptions other
+    than cancellation and lost services fail the run with the traceback.
     """
-    claim = claim_chunk(chunk_id, worker)
+    claim = claim_chunk(chunk_id, worker, task_id)
     if claim is None:
         return {"chunk": chunk_id, "skipped": True}
     if claim.chunk.attempts > MAX_CHUNK_ATTEMPTS:
@@ -394,7 +440,7 @@ def execute_chunk(chunk_id: int, worker: str, stage: StageHooks, heartbeat_s: fl
     except RunCancelled as exc:
         _settle(claim, RunChunk.State.CANCELLED, str(exc), stage)
         return {"chunk": chunk_id, "cancelled": True}
-    except (OperationalError, InterfaceError, BrokerError):
+    except TRANSIENT_ERRORS:
         raise  # transient: the task retries with backoff and claims the chunk again
     except Exception as exc:
         fail_run(claim.run.pk, exc, where=f"chunk {claim.chunk.index}")
