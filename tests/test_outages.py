@@ -16,6 +16,8 @@ import pytest
 
 from tests.outage_rig import OutageRig
 
+# One pytest-xdist group for the three: they mostly wait on timers (the outage, the reaper's minute), so
+# one worker takes them early while the others do the suite's work (tests/conftest.py orders them first).
 pytestmark = [pytest.mark.services]
 
 #: Ten minutes from the service's return to the workflow's success (the issue's bound).
@@ -45,7 +47,7 @@ def _finishes_whole(rig: OutageRig, workflow: int, back: float) -> None:
     assert rig.scalar("SELECT count(*) FROM catalogue_run WHERE status IN ('queued', 'running')") == 0
 
 
-@pytest.mark.xdist_group("outage-redis")
+@pytest.mark.xdist_group("outages")
 def test_a_broker_killed_mid_stage_loses_its_queued_messages_and_the_ledger_sends_them_again(rig_for):
     rig = rig_for(faults={"delay_s": 0.3})  # 50 galaxies a chunk: 15 s in a worker's hands
     workflow = rig.start_workflow(SURVEY, ["preprocess"])
@@ -60,7 +62,7 @@ def test_a_broker_killed_mid_stage_loses_its_queued_messages_and_the_ledger_send
     assert rig.scalar("SELECT max(sends) FROM catalogue_runchunk") >= 2  # the lost message was sent again
 
 
-@pytest.mark.xdist_group("outage-postgres-stage")
+@pytest.mark.xdist_group("outages")
 def test_a_database_stopped_for_a_minute_mid_stage_leaves_nothing_stuck(rig_for):
     rig = rig_for(faults={"delay_s": 0.3})
     workflow = rig.start_workflow(SURVEY, ["preprocess"])
@@ -72,7 +74,7 @@ def test_a_database_stopped_for_a_minute_mid_stage_leaves_nothing_stuck(rig_for)
     _finishes_whole(rig, workflow, back)
 
 
-@pytest.mark.xdist_group("outage-postgres-boundary")
+@pytest.mark.xdist_group("outages")
 def test_a_database_stopped_for_a_minute_at_a_stage_boundary_moves_the_workflow_on_once_back(rig_for):
     # The worker that ends cnn pauses 15 s before starting features: the database goes in that pause.
     rig = rig_for(faults={"boundary_pause_s": {"cnn": 15}})
