@@ -11,8 +11,6 @@ from pipeline.learning.regression import fit_model
 from pipeline.learning.support import SupportModel
 from tests.learning_synth import GBM_TEST_PARAMS, synthetic_learning_data
 
-pytestmark = pytest.mark.smoke
-
 
 @pytest.fixture(scope="module")
 def big():

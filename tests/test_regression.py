@@ -15,8 +15,6 @@ from pipeline.learning.regression import fit_model, score
 from pipeline.learning.significance import compare_l1
 from tests.learning_synth import EXPERIMENT_TABLE_ROWS, GBM_TEST_PARAMS, synthetic_learning_data
 
-pytestmark = pytest.mark.smoke
-
 
 @pytest.fixture(scope="module")
 def synth():
