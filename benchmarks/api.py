@@ -1,6 +1,6 @@
 """API throughput: catalogue pages, one galaxy, cone searches and streamed downloads.
 
-Creates a survey of ``--n`` galaxies with one model's predictions (catalogue rows only, no
+Creates a survey of ``--n`` galaxies with a model set's predictions (catalogue rows only, no
 images; by COPY on PostgreSQL) in the configured database, then times requests through
 Django's test client, in this process: the server's own cost, without a network or a WSGI
 server in front (``benchmarks/load.py`` adds those). Prints one JSON object, each time the
@@ -52,6 +52,13 @@ def timed(client: Client, url: str, repeat: int) -> tuple[float, bytes]:
     return float(np.percentile(times, 95)), body
 
 
+def catalogue_ml_served() -> bool:
+    """Whether this checkout's list carries the catalogue's M/L (the same script times the code before it)."""
+    from catalogue.api import serializers
+
+    return hasattr(serializers, "catalogue_ml_object")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100_000)
@@ -67,6 +74,10 @@ def main() -> None:
     prepare_for_requests()  # as catalogue/wsgi.py does in each web worker
     client = Client(HTTP_HOST="127.0.0.1")
     try:
+        # The default list: each row with the catalogue's M/L (the best-validated model it has the inputs of).
+        default_100_s, body = timed(client, f"/api/galaxies/?survey={SURVEY}&page_size=100", args.repeat)
+        assert b'"catalogue_ml"' in body or not catalogue_ml_served(), "the default page carries no catalogue_ml"
+        default_1000_s, _ = timed(client, f"/api/galaxies/?survey={SURVEY}&page_size=1000", args.repeat)
         page_s, _ = timed(client, f"/api/galaxies/?survey={SURVEY}&model={CATALOGUE_MODEL}&page_size=1000", args.repeat)
         deep_s, _ = timed(
             client,
@@ -86,6 +97,8 @@ def main() -> None:
                     "database": connection.vendor,
                     "galaxies": args.n,
                     "setup_s": round(setup_s, 1),
+                    "default_page_100_ms": round(default_100_s * 1e3, 1),
+                    "default_page_1000_ms": round(default_1000_s * 1e3, 1),
                     "list_page_1000_ms": round(page_s * 1e3, 1),
                     "filtered_sorted_page_100_ms": round(deep_s * 1e3, 1),
                     "galaxy_detail_ms": round(detail_s * 1e3, 1),
@@ -96,8 +109,8 @@ def main() -> None:
                     "csv_download_s": round(csv_s, 1),
                     "fits_download_s": round(fits_s, 1),
                     "statistic": f"p95 of {args.repeat} requests ({args.download_repeat} per download), after a warm-up",
-                    "goal": "at 700,000: a filtered sorted 100-row page and a 0.5 deg cone < 50 ms, "
-                    "a 1,000-row page < 200 ms, the whole catalogue as CSV or FITS < 15 s",
+                    "goal": "at 700,000: the default 100-row page (with the catalogue's M/L), a filtered sorted 100-row "
+                    "page and a 0.5 deg cone < 50 ms, a 1,000-row page < 200 ms, the whole catalogue as CSV or FITS < 15 s",
                 },
                 indent=2,
             )

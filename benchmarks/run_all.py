@@ -4,7 +4,7 @@ the measured rates to the GSWLC (700,000 galaxies) and Euclid (1.5 billion) scal
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test .venv/bin/python benchmarks/run_all.py
     ... run_all.py --scale full                # the sizes benchmarks/README.md documents (about an hour on 2 cores)
     ... run_all.py --gpu-cnn gpu-cnn.json      # add a GPU column from `benchmarks/cnn.py` run on a GPU worker
-    ... run_all.py --update-readme             # put the table into README.md's performance section
+    ... run_all.py --update-docs               # put the table into docs/performance.md
 
 Each benchmark runs in its own process (as ``python benchmarks/<name>.py``) and prints one
 JSON object; this script keeps them whole under ``benchmarks`` in the report and derives,
@@ -29,11 +29,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.learning.named_models import NAMED_MODELS as NAMED_MODEL_SPECS  # noqa: E402 - after the path
+from pipeline.presets import ALL_ROLES  # noqa: E402
+
 SURVEYS = {"GSWLC (700 k)": 700_000, "Euclid (1.5 G)": 1_500_000_000}
 #: The labelled training sample the networks and GBMs learn from (the paper's train split).
 TRAIN_GALAXIES = 59_637
 EPOCHS = 30  # the paper preset
-NAMED_MODELS = 6
+NAMED_MODELS = len(NAMED_MODEL_SPECS)  # every named model, gi_images included (the survey has i images)
+NETWORKS = len(ALL_ROLES)  # the paper's four and CNN4 on colour
 FEATURE_SETS = 5
 PAPER_RESOLUTIONS = (69, 128, 197)
 FEATURES_PER_GALAXY = 37 + 2048 + 37 + 37 + 37
@@ -87,9 +93,10 @@ def cnn_hours(rates: dict | None) -> tuple[float | None, float | None]:
     """(training hours, which do not grow with the catalogue; inference seconds per galaxy)."""
     if not rates or not {"resnet50", "xception", "custom"} <= set(rates):
         return None, None
-    # CNN1 (ResNet50), CNN2 (Xception), CNN3 (custom) and CNN4 (CNN1's network again).
-    train_s_per_image = 2 / rates["resnet50"]["train"] + 1 / rates["xception"]["train"] + 1 / rates["custom"]["train"]
-    infer_s_per_galaxy = 2 / rates["resnet50"]["infer"] + 1 / rates["xception"]["infer"] + 1 / rates["custom"]["infer"]
+    # CNN1 (ResNet50), CNN2 (Xception), CNN3 (custom), CNN4 and CNN4 on colour (CNN1's network again, twice).
+    resnets = NETWORKS - 2
+    train_s_per_image = resnets / rates["resnet50"]["train"] + 1 / rates["xception"]["train"] + 1 / rates["custom"]["train"]
+    infer_s_per_galaxy = resnets / rates["resnet50"]["infer"] + 1 / rates["xception"]["infer"] + 1 / rates["custom"]["infer"]
     return EPOCHS * TRAIN_GALAXIES * train_s_per_image / 3600, infer_s_per_galaxy
 
 
@@ -135,12 +142,12 @@ def stage_rows(results: dict, gpu_rates: dict | None) -> list[dict]:
     per_galaxy("image store writes", what, len(PAPER_RESOLUTIONS) / rate if rate else None, "disk")
     cpu_train_h, cpu_infer_s = cnn_hours(cnn_rates(results.get("cnn")))
     gpu_train_h, gpu_infer_s = cnn_hours(gpu_rates)
-    fixed("cnn (train, CPU)", f"4 networks x {EPOCHS} epochs x {TRAIN_GALAXIES:,} galaxies", cpu_train_h, "cpu worker")
+    fixed("cnn (train, CPU)", f"{NETWORKS} networks x {EPOCHS} epochs x {TRAIN_GALAXIES:,} galaxies", cpu_train_h, "cpu worker")
     fixed("cnn (train, GPU)", "the same" if gpu_train_h else "not measured: no GPU report (--gpu-cnn)", gpu_train_h, "gpu worker")
-    per_galaxy("features (infer, CPU)", "4 networks per galaxy", cpu_infer_s, "cpu worker")
+    per_galaxy("features (infer, CPU)", f"{NETWORKS} networks per galaxy", cpu_infer_s, "cpu worker")
     per_galaxy(
         "features (infer, GPU)",
-        "4 networks per galaxy" if gpu_infer_s else "not measured: no GPU report",
+        f"{NETWORKS} networks per galaxy" if gpu_infer_s else "not measured: no GPU report",
         gpu_infer_s,
         "gpu worker",
     )
@@ -242,14 +249,17 @@ def where_the_time_goes(rows: list[dict], device: str) -> dict[str, float]:
     return {k: v / total for k, v in sorted(chosen.items(), key=lambda kv: -kv[1])}
 
 
-def update_readme(table: str) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+#: The document whose performance table the report replaces (between the markers).
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+
+
+def update_docs(table: str) -> None:
+    text = PERFORMANCE_DOC.read_text()
     start, end = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} section to update")
+        raise SystemExit(f"{PERFORMANCE_DOC} has no {start} ... {end} section to update")
     head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
+    PERFORMANCE_DOC.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:
@@ -263,7 +273,7 @@ def main() -> None:
         help="re-derive the tables from an earlier report.json instead of running the benchmarks again (to add --gpu-cnn, say)",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true", help="put the table into docs/performance.md")
     args = parser.parse_args()
     postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
     earlier = json.loads(args.from_report.read_text()) if args.from_report else {}
@@ -295,8 +305,8 @@ def main() -> None:
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (args.out / "report.md").write_text(table)
-    if args.update_readme:
-        update_readme(table)
+    if args.update_docs:
+        update_docs(table)
     print(table)
 
 

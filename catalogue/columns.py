@@ -172,6 +172,34 @@ PREDICTION_COLUMNS: tuple[Column, ...] = (
     Column("support_reasons", None, "why it lies outside the training support", "meta.note", "str", 300, label="reasons"),
 )
 
+#: The catalogue's M/L of a galaxy: the prediction of the best-validated named model of its survey's
+#: model set among those whose inputs the galaxy has (catalogue.selectors.catalogue_ml), with the
+#: model named. The interval and flag columns are a prediction's own.
+CATALOGUE_ML_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "ml",
+        units.MASS_TO_LIGHT,
+        f"the catalogue's predicted g-band mass-to-light ratio, by ml_model ({units.BAND_NOTE})",
+        "phys.composition.massLightRatio;em.opt.B;meta.main",
+        label="M/L",
+    ),
+    *(c for c in PREDICTION_COLUMNS if c.name.startswith("ml_") and c.name[-2:].isdigit()),
+    Column("mstar", units.STELLAR_MASS, "stellar mass implied by ml and lum_g", "phys.mass;meta.main", label="M*"),
+    *(c for c in PREDICTION_COLUMNS if c.name.startswith("mstar_") and c.name[-2:].isdigit()),
+    Column(
+        "ml_model",
+        None,
+        "the named model of ml: the best-validated (lowest validation L1) whose inputs the galaxy has",
+        "meta.id",
+        "str",
+        20,
+        label="model",
+    ),
+    Column("ml_model_set", None, "the model set of ml_model (training survey@run)", "meta.id", "str", 200, label="model set"),
+    *(c for c in PREDICTION_COLUMNS if c.name in ("out_of_support", "support_reasons")),
+)
+CATALOGUE_ML_FIELDS: tuple[str, ...] = tuple(c.name for c in CATALOGUE_ML_COLUMNS)
+
 #: The interval columns of a prediction: ml_lo68, ml_hi68, ..., mstar_hi95.
 INTERVAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS if c.name[-2:].isdigit())
 PREDICTION_FIELDS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS)
@@ -179,7 +207,7 @@ PREDICTION_FIELDS: tuple[str, ...] = tuple(c.name for c in PREDICTION_COLUMNS)
 #: The catalogue columns a list can be sorted by (API ``ordering``, the web UI's headings);
 #: each has a (survey, column) index, so a sorted page is an index walk, not a sort of the survey.
 ORDERABLE_COLUMNS: tuple[str, ...] = ("objid", "ra", "dec", "z", "ml_g", "lum_g", "d25_arcmin")
-_BY_NAME = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS}
+_BY_NAME = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS + CATALOGUE_ML_COLUMNS}
 
 
 def column(name: str) -> Column:

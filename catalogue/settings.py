@@ -139,6 +139,10 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 # ``manage.py drf_create_token USER``), browsers with their session. Basic auth hashes the
 # password on every request (about 350 ms): off unless MORPHOMASS_BASIC_AUTH=1.
 # The token first: a request without credentials is answered 401 with "WWW-Authenticate: Token".
+#: People sign in on the site's own page (it says what signing in gives), not the admin's.
+LOGIN_URL = "webui:sign-in"
+LOGIN_REDIRECT_URL = "webui:home"
+
 API_AUTHENTICATION = [
     "rest_framework.authentication.TokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",

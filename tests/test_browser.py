@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from tests.bundle_helpers import g_only
 from tests.services import services_required
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -69,9 +70,32 @@ class Watched:
         """How many plotly figures were drawn (plotly marks each figure's div and fills it with SVG)."""
         return self.page.locator("div.js-plotly-plot:has(svg.main-svg)").count()
 
+    def points_per_figure(self) -> dict[str, int]:
+        """Each drawn figure's data points (by its div's id): an empty figure counts none."""
+        script = """() => Object.fromEntries([...document.querySelectorAll('div.js-plotly-plot')].map(
+            d => [d.id, (d.data || []).reduce((n, t) => n + ((t.x || t.z || t.values || []).length || 0), 0)]))"""
+        return self.page.evaluate(script)
+
+    def first_row(self) -> dict[str, str]:
+        """The catalogue browser's first row, cell text by column."""
+        cells = self.page.locator("table tr:nth-child(2) td[data-column]")
+        return {cells.nth(i).get_attribute("data-column"): cells.nth(i).inner_text() for i in range(cells.count())}
+
+
+def same_as_the_api(row: dict[str, str], survey: str) -> None:
+    """The browser's first row shows the catalogue M/L, interval and model the API gives for that galaxy."""
+    from rest_framework.test import APIClient
+
+    from webui.cells import format_cell, interval
+
+    answer = APIClient().get(f"/api/galaxies/{row['objid']}/?survey={survey}").json()["catalogue_ml"]
+    assert answer is not None, row
+    assert row["ml"] == format_cell(answer["ml"]) and row["ml_model"] == answer["ml_model"], (row, answer)
+    assert row["ml_lo68"] == interval(answer["ml_lo68"], answer["ml_hi68"]), (row, answer)
+
 
 @pytest.mark.django_db(transaction=True)
-def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser, small_bundle):
+def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser, small_bundle, tmp_path):
     from django.contrib.auth.models import User
 
     from catalogue.models import Galaxy, Run, Survey, TrainedModel
@@ -84,17 +108,45 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     User.objects.create_superuser("staff", "staff@example.org", "secret-pass")
     page = Watched(browser.new_page(viewport={"width": 1280, "height": 900}), live_server.url)
 
-    # The catalogue, filtered to the test split and sorted by M/L.
+    # An anonymous visitor of /predict/ is told to sign in, on the site's own page.
+    anonymous = Watched(browser.new_page(viewport={"width": 1280, "height": 900}), live_server.url)
+    anonymous.open("/predict/", "predict-anonymous")
+    assert "/accounts/sign-in/?next=/predict/" in anonymous.page.url
+    assert "What signing in gives" in anonymous.page.content() and anonymous.page.locator("#id_username").count() == 1
+
+    # The home page and the survey page: predicted M/L and M* first, no empty figure.
+    page.open("/", "home")
+    assert page.points_per_figure() and all(page.points_per_figure().values()), page.points_per_figure()
+    page.open(f"/surveys/{survey.name}/", "survey")
+    figures = page.points_per_figure()
+    assert figures["predicted-ml"] > 0 and figures["predicted-relations"] > 0 and all(figures.values()), figures
+
+    # The catalogue leads with each galaxy's predicted M/L, as the API gives it; filtered, then sorted by M/L.
     page.open("/catalogue/?survey=web", "catalogue")
-    page.page.select_option("#id_split", "test")
+    same_as_the_api(page.first_row(), "web")
+    page.page.fill("#id_z_max", "0.1")
     page.page.click("button[type=submit]")
     page.page.wait_for_load_state("networkidle")
-    page.page.click("a[aria-label='sort by M/L_g']")
+    page.page.click("a[aria-label='sort by M/L']")
     page.page.wait_for_load_state("networkidle")
     page.check("catalogue-filtered")
-    n_test = Galaxy.objects.filter(survey=survey, split="test").count()
-    assert f"{n_test} galaxies" in page.page.content()
-    assert page.page.locator("table tr").count() == min(n_test, 50) + 1
+    n_near = Galaxy.objects.filter(survey=survey, z__lte=0.1).count()
+    assert f"{n_near} galaxies" in page.page.content()
+    assert page.page.locator("table tr").count() == min(n_near, 50) + 1
+    assert "residual" in page.page.content()  # the survey has targets: beside the predictions
+
+    # A g-only survey without targets, the set applied to it: the same, with no target column.
+    g_bundle, _ = g_only(small_bundle, tmp_path / "g-only", n=30)
+    ingest_bundle(g_bundle, "web-g")
+    g_survey = Survey.objects.get(name="web-g")
+    assert start(g_survey, model_set=survey.model_sets.get()).status == "succeeded"
+    page.open("/catalogue/?survey=web-g", "catalogue-g-only")
+    same_as_the_api(page.first_row(), "web-g")
+    assert "residual" not in page.page.content() and "excluded" not in page.page.inner_text("table")
+    page.open("/surveys/web-g/", "survey-g-only")
+    figures = page.points_per_figure()
+    assert figures["predicted-ml"] > 0 and figures["predicted-relations"] > 0 and all(figures.values()), figures
+    assert "ml-histogram" not in figures  # no targets, no target plot
 
     # A galaxy: three image stages, its g - i map (the test preset makes one), the GZ2 and prediction figures.
     galaxy = Galaxy.objects.filter(survey=survey, split="test", preprocessed__status="ok", preprocessed__i_band="ok").first()
@@ -132,6 +184,13 @@ def test_a_user_browses_the_catalogue_and_staff_start_a_run(live_server, browser
     assert page.page.url.endswith(f"/runs/{workflow.pk}/") and workflow.status == "succeeded"
     assert sorted(workflow.children.values_list("stage", flat=True)) == ["experiments", "predict"]
     assert page.page.locator("#run-stages li").count() == 2
+
+    # A signed-in user makes an API token and sees it.
+    page.open("/accounts/token/", "token-none")
+    page.page.click("button[value=make]")
+    page.page.wait_for_load_state("networkidle")
+    page.check("token")
+    assert page.page.locator("#api-token").inner_text() == User.objects.get(username="staff").auth_token.key
 
     # The model sets side by side, and one galaxy's M/L from an uploaded cutout (logged in).
     model_set = survey.model_sets.get()

@@ -14,6 +14,7 @@ import pytest
 from astropy.table import Table
 from django.core.management import CommandError, call_command
 
+from catalogue.columns import CATALOGUE_ML_COLUMNS
 from catalogue.models import Galaxy, Survey
 from catalogue.services.export import EXPORT_COLUMNS
 
@@ -67,7 +68,10 @@ def test_export_round_trips_values_and_units(tmp_path, fmt, read_format):
         warnings.simplefilter("error")  # no reader may warn: every unit is one VOUnit, FITS and CDS know
         table = Table.read(out, format=read_format)
     assert len(table) == 2
-    assert [c.name for c in EXPORT_COLUMNS] == table.colnames
+    # The catalogue's M/L columns follow the galaxy's (empty: no set was applied to this survey).
+    assert [c.name for c in EXPORT_COLUMNS + CATALOGUE_ML_COLUMNS] == table.colnames
+    assert table["ml"].unit.to_string() == "solMass / solLum" and str(table["mstar"].unit) == "solMass"
+    assert "best-validated" in " ".join(table["ml_model"].description.split())
     first = table[table["objid"] == 1237648720693755918][0]
     assert first["ra"] == pytest.approx(359.9) and first["ml_g"] == pytest.approx(2.7)
     assert first["split"] == "train" and first["status"] == "ok"
@@ -175,6 +179,7 @@ def test_database_formatted_downloads_equal_the_python_writers(survey, fmt, monk
     from django.db import connection
 
     from catalogue.models import Prediction, Run, TrainedModel
+    from catalogue.selectors import one_model_columns
     from catalogue.services import export
 
     if connection.vendor != "postgresql":
@@ -187,11 +192,12 @@ def test_database_formatted_downloads_equal_the_python_writers(survey, fmt, monk
     model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey, run=run)
     Prediction.objects.create(galaxy=odd, model=model, ml_pred=1e16, out_of_support=True, support_reasons=["z", "far, away"])
     Prediction.objects.create(galaxy=survey.galaxies.get(objid=2), model=model, ml_pred=0.1, ml_lo68=float("inf"))
-    queryset = Galaxy.objects.filter(survey=survey)
+    predicted = one_model_columns(model)
+    queryset = predicted.annotate(Galaxy.objects.filter(survey=survey))
 
     def read(in_database: bool) -> tuple[bytes, Table]:
         monkeypatch.setattr(export, "database_formats_rows", lambda: in_database)
-        data = b"".join(export.stream_catalogue(fmt, queryset, survey, model))
+        data = b"".join(export.stream_catalogue(fmt, queryset, survey, predicted))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return data, Table.read(io.BytesIO(data), format={"csv": "ascii.csv", "ecsv": "ascii.ecsv"}.get(fmt, fmt))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +33,14 @@ from catalogue.services.ingest import ingest_bundle
 from catalogue.services.model_sets import mark_current
 from pipeline.learning.named_models import NAMED_MODELS
 from pipeline.simulate.survey import simulate_survey
+from tests.bundle_helpers import g_only
 from tests.trained import INJECTED, coverage_tolerance
 
 NAMES = [spec.name for spec in NAMED_MODELS]
 I_BAND_MODELS = {"gi", "gi_morph", "powerlaw_gi", "gi_images"}
-FAR_Z = 0.6  # the synthetic survey's redshifts stay below 0.2
 #: Survey B: another draw of the simulator (seed) and another size than A's 200 galaxies.
 OTHER_N, OTHER_SEED = 300, 23
 COMPARED = ("ml_pred", "mstar_pred", "ml_lo68", "ml_hi68", "ml_lo95", "ml_hi95", "mstar_lo68", "mstar_hi95")
-
-
-def g_only(bundle: Path, out: Path, n: int = 60) -> tuple[Path, int]:
-    """The first ``n`` good galaxies with only the columns a g-only user has, their g images, nothing else;
-    the first of them moved to z = FAR_Z. Returns the bundle and that galaxy's objid."""
-    truth = Table.read(bundle / "truth.csv", format="ascii.csv")
-    faulty = {int(o) for o, f, m in zip(truth["objid"], truth["fault"], np.ma.getmaskarray(truth["fault"]), strict=True) if not m}
-    catalogue = Table.read(bundle / "catalogue.csv", format="ascii.csv")
-    keep = [i for i, objid in enumerate(catalogue["objid"]) if int(objid) not in faulty][:n]
-    small = catalogue[keep]["objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "magerr_g"]
-    small["z"] = small["z"].astype(float)
-    small["z"][0] = FAR_Z
-    (out / "images").mkdir(parents=True)
-    small.write(out / "catalogue.csv", format="ascii.csv")
-    for objid in small["objid"]:
-        shutil.copy(bundle / "images" / f"{objid}_g.fits", out / "images" / f"{objid}_g.fits")
-    return out, int(small["objid"][0])
 
 
 @pytest.fixture(scope="module")
@@ -409,7 +391,6 @@ def test_the_cone_search_names_each_rows_survey_and_carries_its_current_predicti
         ra__in=[ra for ra, _ in clones]
     )
     galaxy = predicted.order_by("objid").first()
-    stored = Prediction.objects.get(galaxy=galaxy, model__name="g_morph")
 
     def rows(query: str):
         reply = Client().get(f"/scs/?RA={galaxy.ra}&DEC={galaxy.dec}&SR=0.0001&{query}")
@@ -423,15 +404,19 @@ def test_the_cone_search_names_each_rows_survey_and_carries_its_current_predicti
     # the same objid in several surveys (A, its copy C, perhaps G), one row each, told apart
     assert len(here) == len(set(here["survey"])) and {"trained", "setsC"} <= set(here["survey"])
     document, mine = rows("VERB=2&SURVEY=setsC")
-    assert list(mine["survey"]) == ["setsC"] and mine["model_set"][0] == sets["set"].name
-    assert mine["ml_pred"][0] == pytest.approx(stored.ml_pred) and mine["ml_hi68"][0] == pytest.approx(stored.ml_hi68)
-    assert mine["mstar_pred"][0] == pytest.approx(stored.mstar_pred) and mine["out_of_support"][0] == int(stored.out_of_support)
+    assert list(mine["survey"]) == ["setsC"] and mine["ml_model_set"][0] == sets["set"].name
+    # The catalogue's M/L: the galaxy's best-validated model of the set applied to its survey, as the API's.
+    api = APIClient().get(f"/api/galaxies/{galaxy.objid}/?survey=setsC").json()["catalogue_ml"]
+    assert mine["ml_model"][0] == api["ml_model"]
+    stored = Prediction.objects.get(galaxy=galaxy, model__name=api["ml_model"], model__model_set=sets["set"])
+    assert mine["ml"][0] == pytest.approx(stored.ml_pred) and mine["ml_hi68"][0] == pytest.approx(stored.ml_hi68)
+    assert mine["mstar"][0] == pytest.approx(stored.mstar_pred) and mine["out_of_support"][0] == int(stored.out_of_support)
     assert mine["galaxy_url"][0].endswith(f"/galaxies/{galaxy.pk}/")
     assert mine["cutout_g_url"][0].endswith(".fits") and "/media/" in mine["cutout_g_url"][0]
     fields = {f.name: f for f in document.get_first_table().fields}
-    assert fields["ml_pred"].ucd == "phys.composition.massLightRatio;em.opt.B" and fields["mstar_pred"].unit == "solMass"
+    assert fields["ml"].ucd == "phys.composition.massLightRatio;em.opt.B;meta.main" and fields["mstar"].unit == "solMass"
     assert fields["survey"].ucd == "meta.dataset" and fields["galaxy_url"].ucd == "meta.ref.url"
-    assert "applied to the survey last" in " ".join(fields["model_set"].description.split())
+    assert "best-validated" in " ".join(fields["ml_model"].description.split())
     assert Client().get(f"/galaxies/{galaxy.pk}/").status_code == 200
     error, _ = rows("SURVEY=nowhere")
     assert [(i.name, i.value) for i in error.resources[0].infos] == [("Error", "SURVEY='nowhere': no survey of that name")]

@@ -263,3 +263,73 @@ def calibration_plot(report: dict, div_id: str = "calibration", title: str = "In
         yaxis_range=[0.4, 1.02],
     )
     return to_div(figure, div_id)
+
+
+def predicted_distributions(ml, mstar, flagged, div_id: str = "predicted-ml") -> str:
+    """The catalogue's predicted M/L and stellar masses (the stellar mass function's shape), with the
+    galaxies flagged outside the training selection shown apart."""
+    ml, mstar, flagged = np.asarray(ml, dtype=float), np.asarray(mstar, dtype=float), np.asarray(flagged, dtype=bool)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("predicted M/L", "stellar mass"), horizontal_spacing=0.1)
+    for label, chosen, colour in (("in selection", ~flagged, "#1a5fb4"), ("flagged", flagged, "#c01c28")):
+        for col, values in ((1, ml), (2, mstar)):
+            values = values[chosen & np.isfinite(values) & (values > 0)]
+            if len(values):
+                figure.add_histogram(
+                    x=np.log10(values),
+                    name=f"{label} ({len(values)})",
+                    legendgroup=label,
+                    showlegend=col == 1,
+                    marker_color=colour,
+                    opacity=0.65,
+                    nbinsx=40,
+                    row=1,
+                    col=col,
+                )
+    figure.update_xaxes(title_text=f"log10 predicted {ML_AXIS}", row=1, col=1)
+    figure.update_xaxes(title_text=f"log10 M* [{units.STELLAR_MASS}]", row=1, col=2)
+    figure.update_yaxes(title_text="galaxies")
+    figure.update_layout(barmode="overlay")
+    return to_div(figure, div_id)
+
+
+def predicted_relations(luminosity, ml, g_minus_i, classes, div_id: str = "predicted-relations") -> str:
+    """The catalogue's predicted M/L against g luminosity, and against g - i where the galaxies have it, by morphology."""
+    luminosity, ml, colour = (np.asarray(v, dtype=float) for v in (luminosity, ml, g_minus_i))
+    classes = np.asarray(classes, dtype=object)
+    with_colour = bool(np.isfinite(colour).any())
+    titles = ("against g luminosity", "against g - i") if with_colour else ("against g luminosity",)
+    figure = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.08)
+    for name in (*MORPHOLOGY_CLASSES, ""):
+        hit = classes == name
+        if not hit.any():
+            continue
+        style = {"size": 4, "color": COLOURS.get(name, "#777")}
+        label = name or "no class"
+        common = {"mode": "markers", "name": label, "legendgroup": label, "marker": style}
+        figure.add_scatter(x=luminosity[hit], y=ml[hit], **common, row=1, col=1)
+        if with_colour:
+            figure.add_scatter(x=colour[hit], y=ml[hit], **common, showlegend=False, row=1, col=2)
+    figure.update_xaxes(type="log", title_text=f"L_g [{units.LUMINOSITY}]", row=1, col=1)
+    if with_colour:
+        figure.update_xaxes(title_text="g - i [mag]", row=1, col=2)
+    figure.update_yaxes(type="log", dtick="D2", title_text=f"predicted {ML_AXIS}", row=1, col=1)
+    figure.update_layout(legend={"orientation": "h", "y": -0.25})
+    return to_div(figure, div_id, height=440)
+
+
+def model_share(models, div_id: str = "model-share") -> str:
+    """Which named model gives the catalogue's M/L, as a share of the predicted galaxies."""
+    names, counts = np.unique(np.asarray(models, dtype=str), return_counts=True)
+    order = np.argsort(-counts)
+    total = max(int(counts.sum()), 1)
+    figure = go.Figure(
+        go.Bar(
+            x=[names[i] for i in order],
+            y=[100.0 * counts[i] / total for i in order],
+            text=[f"{counts[i]}" for i in order],
+            textposition="outside",
+            marker_color="#26a269",
+        )
+    )
+    figure.update_layout(title="Model of each galaxy's M/L", xaxis_title="named model", yaxis_title="galaxies [%]")
+    return to_div(figure, div_id, height=340)

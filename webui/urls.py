@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webui.views import adql, galaxies, models, predict, runs, service, surveys
+from webui.views import accounts, adql, galaxies, models, predict, runs, service, surveys
 
 app_name = "webui"
 urlpatterns = [
@@ -14,6 +14,9 @@ urlpatterns = [
     path("models/<int:pk>/", models.model_detail, name="model"),
     path("models/sets/", models.model_sets, name="model-sets"),
     path("predict/", predict.predict, name="predict"),
+    path("accounts/sign-in/", accounts.SignIn.as_view(), name="sign-in"),
+    path("accounts/sign-out/", accounts.SignOut.as_view(), name="sign-out"),
+    path("accounts/token/", accounts.token, name="token"),
     path("adql/", adql.adql, name="adql"),
     path("surveys/<str:name>/experiments/", surveys.experiments, name="experiments"),
     path("surveys/<str:name>/experiments.csv", surveys.experiments_csv, name="experiments-csv"),

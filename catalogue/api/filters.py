@@ -12,12 +12,22 @@ from rest_framework.exceptions import ValidationError
 from catalogue.api.strict_filters import IdFilter, StrictBooleanFilter, StrictFilterSet
 from catalogue.columns import ORDERABLE_COLUMNS, column
 from catalogue.models import ExperimentResult, Galaxy, GalaxyStatus, ModelSet, Run, Split, Survey, TrainedModel
-from catalogue.selectors import galaxies_in_cone, prediction_model, resolve_model_set, survey_named, with_prediction
+from catalogue.selectors import (
+    PredictionColumns,
+    catalogue_ml_columns,
+    every_survey,
+    galaxies_in_cone,
+    one_model_columns,
+    prediction_model,
+    resolve_model_set,
+    survey_named,
+)
 from pipeline.learning.metrics import MORPHOLOGY_CLASSES
 from pipeline.learning.named_models import CATALOGUE_MODEL
 
 MAX_CONE_RADIUS_DEG = 30.0
 ML_UNIT = column("ml_g").unit
+MSTAR_UNIT = column("mstar").unit
 
 
 @extend_schema_field({"type": "number", "minimum": -90, "maximum": 90})
@@ -96,11 +106,36 @@ class GalaxyFilter(StrictFilterSet):
         help_text="the model set whose predictions to show (survey@run, or a training survey's name); "
         "default: the set applied to the survey last",
     )
+    catalogue_ml = StrictBooleanFilter(
+        label="catalogue M/L",
+        method="no_filter",
+        help_text="each row's catalogue_ml: the predicted M/L of the best-validated model whose inputs the galaxy has "
+        "(default true; false leaves the predictions out)",
+    )
     ml_pred_min = filters.NumberFilter(
-        label="predicted M/L from", method="no_filter", help_text=f"{ML_UNIT}, lowest predicted M/L (needs model)"
+        label=f"predicted M/L from [{ML_UNIT}]",
+        method="no_filter",
+        help_text=f"{ML_UNIT}, lowest predicted M/L (the catalogue's, or with model that model's)",
     )
     ml_pred_max = filters.NumberFilter(
-        label="predicted M/L to", method="no_filter", help_text=f"{ML_UNIT}, highest predicted M/L (needs model)"
+        label=f"predicted M/L to [{ML_UNIT}]",
+        method="no_filter",
+        help_text=f"{ML_UNIT}, highest predicted M/L (the catalogue's, or with model that model's)",
+    )
+    mstar_min = filters.NumberFilter(
+        label=f"M* from [{MSTAR_UNIT}]",
+        method="no_filter",
+        help_text=f"{MSTAR_UNIT}, lowest predicted stellar mass (the catalogue's, or with model that model's)",
+    )
+    mstar_max = filters.NumberFilter(
+        label=f"M* to [{MSTAR_UNIT}]",
+        method="no_filter",
+        help_text=f"{MSTAR_UNIT}, highest predicted stellar mass (the catalogue's, or with model that model's)",
+    )
+    flagged = StrictBooleanFilter(
+        label="out of selection",
+        method="no_filter",
+        help_text="only galaxies whose prediction is (true) or is not (false) flagged out of the training selection",
     )
     ra = filters.NumberFilter(
         label="cone RA [deg]", method="no_filter", help_text="deg, cone centre right ascension (with dec and radius)"
@@ -146,18 +181,42 @@ class GalaxyFilter(StrictFilterSet):
         except ValueError as exc:
             raise ValidationError({"model": [str(exc)]}) from exc
 
+    @cached_property
+    def prediction_columns(self) -> list[PredictionColumns]:
+        """What each row carries: the catalogue's M/L (unless ``catalogue_ml=false``) and, with ``model``, that model's."""
+        found = []
+        if self.form.cleaned_data.get("catalogue_ml") is not False:
+            survey = self.survey_object
+            found.append(catalogue_ml_columns([survey] if survey else every_survey()))
+        if self.prediction_model is not None:
+            found.append(one_model_columns(self.prediction_model))
+        return found
+
     def filter_queryset(self, queryset: QuerySet[Galaxy]) -> QuerySet[Galaxy]:
         queryset = super().filter_queryset(queryset)
         data = self.form.cleaned_data
-        model = self.prediction_model
-        if model is not None:
-            queryset = with_prediction(queryset, model)
-            if data.get("ml_pred_min") is not None:
-                queryset = queryset.filter(ml_pred__gte=data["ml_pred_min"])
-            if data.get("ml_pred_max") is not None:
-                queryset = queryset.filter(ml_pred__lte=data["ml_pred_max"])
-        elif data.get("ml_pred_min") is not None or data.get("ml_pred_max") is not None:
-            raise ValidationError({"model": [f"a predicted M/L range needs a model (?model={CATALOGUE_MODEL}&survey=...)"]})
+        for columns in self.prediction_columns:
+            queryset = columns.annotate(queryset)
+        ranges = {"ml_pred_min": ("ml", "gte"), "ml_pred_max": ("ml", "lte"), "mstar_min": ("mstar", "gte")}
+        ranges.update(mstar_max=("mstar", "lte"), flagged=("out_of_support", "exact"))
+        asked = {name: data[name] for name in ranges if data.get(name) is not None}
+        if asked and not self.prediction_columns:
+            hint = f"{', '.join(asked)} filter predictions: leave catalogue_ml on, or give model"
+            raise ValidationError({"catalogue_ml": [hint]})
+        for name, value in asked.items():
+            queryset = queryset.filter(**{f"{self._predicted(ranges[name][0])}__{ranges[name][1]}": value})
+        return self._cone(queryset)
+
+    def _predicted(self, name: str) -> str:
+        """The attribute a predicted-value filter reads: the named model's column with ``model``, else the catalogue's."""
+        columns = self.prediction_columns[-1]
+        if columns.prefix:  # the catalogue's columns
+            return columns.attribute(name)
+        return columns.attribute({"ml": "ml_pred", "mstar": "mstar_pred"}.get(name, name))
+
+    def _cone(self, queryset: QuerySet[Galaxy]) -> QuerySet[Galaxy]:
+        """The galaxies within the cone of ``ra``, ``dec`` and ``radius`` (all or none of them)."""
+        data = self.form.cleaned_data
         cone = [data.get(k) for k in ("ra", "dec", "radius")]
         if any(v is not None for v in cone):
             if any(v is None for v in cone):

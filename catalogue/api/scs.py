@@ -27,15 +27,16 @@ from rest_framework.views import APIView
 
 from catalogue import selectors
 from catalogue.api.vo_refusals import refusal
-from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS
+from catalogue.columns import CATALOGUE_ML_COLUMNS, GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS
 from catalogue.models import Image, Survey
 from catalogue.services import export, export_sql, writers
 
 MAX_SR_DEG = 10.0
 MAX_RECORDS = 100_000
 #: Columns per verbosity; the first three carry the standard's UCDs.
-#: The current predictions and links a row carries from VERB=2 on.
-PREDICTED = [*selectors.CATALOGUE_PREDICTED, "galaxy_url", "cutout_g_url"]
+#: The catalogue's M/L (catalogue.selectors.catalogue_ml) and the links a row carries from VERB=2 on.
+CATALOGUE_ML = ["ml", "ml_lo68", "ml_hi68", "mstar", "ml_model", "ml_model_set", "out_of_support"]
+PREDICTED = [*CATALOGUE_ML, "galaxy_url", "cutout_g_url"]
 VERB_COLUMNS = {
     1: ["objid", "ra", "dec", "survey"],
     2: ["objid", "ra", "dec", "survey", "z", "mag_g", "mag_i", "lum_g", "ml_g", "ml_g_err", "split", "morphology", *PREDICTED],
@@ -43,7 +44,7 @@ VERB_COLUMNS = {
 }
 #: The UCD1 words SCS 1.03 requires of its main columns.
 UCDS = {"objid": "ID_MAIN", "ra": "POS_EQ_RA_MAIN", "dec": "POS_EQ_DEC_MAIN", "z": "REDSHIFT_HC"}
-COLUMNS = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS + SERVICE_COLUMNS}
+COLUMNS = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS + SERVICE_COLUMNS + CATALOGUE_ML_COLUMNS}
 DATATYPES = {"int": "long", "float": "double", "str": "char"}
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -127,14 +128,16 @@ def cone_search(request: HttpRequest) -> HttpResponse:
 def row_expressions(request: HttpRequest, surveys: list[Survey], names: list[str]) -> dict:
     """SQL for the columns a galaxy row does not hold itself: its survey, its catalogue prediction, its links.
 
-    The prediction is :func:`catalogue.selectors.catalogue_prediction_cells`'s: one LEFT JOIN
-    on the (galaxy, model) index, in the same statement as the cone, and one to its g image.
+    The prediction is the catalogue's M/L (:func:`catalogue.selectors.catalogue_ml_columns`): a LEFT
+    JOIN per candidate model on the (galaxy, model) index, in the same statement as the cone, and
+    one to its g image.
     """
     cells: dict = {"survey": F("survey__name")}
     if not set(PREDICTED) & set(names):
         return {"annotations": {}, "cells": cells}
-    annotations, predicted = selectors.catalogue_prediction_cells(surveys)
-    cells.update(predicted)
+    predicted = selectors.catalogue_ml_columns(surveys)
+    annotations = dict(predicted.relations)
+    cells.update({name: predicted.cells[name] for name in CATALOGUE_ML})
     base = request.build_absolute_uri("/").rstrip("/")
     cells["galaxy_url"] = Concat(Value(f"{base}/galaxies/"), Cast("pk", CharField()), Value("/"), output_field=CharField())
     annotations["scs_cutout"] = FilteredRelation("images", condition=Q(images__band="g", images__status=Image.Status.OK))

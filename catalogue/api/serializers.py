@@ -10,23 +10,73 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalogue import registry, selectors
-from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, PREDICTION_FIELDS
+from catalogue.columns import CATALOGUE_ML_COLUMNS, GALAXY_COLUMNS, PREDICTION_COLUMNS, PREDICTION_FIELDS
 from catalogue.models import ExperimentResult, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
 from catalogue.services.image_store import stored_resolutions
 from pipeline import gz2
 from pipeline.presets import PRESETS
 
 #: Field name -> unit, for clients that want units as data (the schema has them as text).
-GALAXY_UNITS = {c.name: c.unit for c in GALAXY_COLUMNS + PREDICTION_COLUMNS if c.unit}
+GALAXY_UNITS = {c.name: c.unit for c in GALAXY_COLUMNS + PREDICTION_COLUMNS + CATALOGUE_ML_COLUMNS if c.unit}
+#: JSON types of the catalogue M/L object's members, by column kind.
+_JSON_TYPES = {"float": "number", "int": "boolean", "str": "string"}
+CATALOGUE_ML_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "the catalogue's M/L: the prediction of the best-validated named model of the survey's model set "
+    "whose inputs the galaxy has (null where no set predicted the galaxy; absent with catalogue_ml=false)",
+    "properties": {
+        c.name: (
+            {"type": "array", "items": {"type": "string"}, "description": c.description}
+            if c.name == "support_reasons"
+            else {"type": _JSON_TYPES[c.kind], "nullable": True, "description": c.help_text}
+        )
+        for c in CATALOGUE_ML_COLUMNS
+    },
+}
+
+
+def catalogue_ml_object(galaxy: Galaxy) -> dict | None:
+    """The catalogue's M/L members of an annotated galaxy (see catalogue.selectors.catalogue_ml), or None unpredicted."""
+    values = galaxy.__dict__
+    found = {c.name: values[selectors.CATALOGUE_PREFIX + c.name] for c in CATALOGUE_ML_COLUMNS}
+    if found["ml"] is None:
+        return None
+    found["out_of_support"] = bool(found["out_of_support"])
+    found["support_reasons"] = found["support_reasons"] or []
+    return found
 
 
 class SurveySerializer(serializers.ModelSerializer):
     n_galaxies = serializers.IntegerField(read_only=True, help_text="galaxies in the catalogue")
     n_by_split = serializers.SerializerMethodField(help_text="learning-sample galaxies per split (train, val, test)")
+    model_set = serializers.SerializerMethodField(
+        help_text="the model set applied to the survey last, whose predictions the catalogue's M/L comes from (null: none yet)"
+    )
+    n_predicted = serializers.SerializerMethodField(help_text="galaxies with a catalogue M/L (0 before a set was applied)")
 
     class Meta:
         model = Survey
-        fields = ["id", "name", "h0", "om0", "split_seed", "has_star_catalogue", "n_galaxies", "n_by_split", "created"]
+        fields = [
+            "id",
+            "name",
+            "h0",
+            "om0",
+            "split_seed",
+            "has_star_catalogue",
+            "n_galaxies",
+            "n_by_split",
+            "model_set",
+            "n_predicted",
+            "created",
+        ]
+
+    def get_model_set(self, survey: Survey) -> str | None:
+        applied = selectors.applied_model_set(survey)
+        return applied[0].name if applied else None
+
+    def get_n_predicted(self, survey: Survey) -> int:
+        return selectors.predicted_count(survey)
 
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
     def get_n_by_split(self, survey: Survey) -> dict:
@@ -40,6 +90,17 @@ def prediction_serializer_field(name: str) -> serializers.Field:
         field.get_internal_type(), serializers.FloatField
     )
     return kind(read_only=True, required=False, allow_null=True, help_text=f"{field.help_text} (with ?model=)")
+
+
+@extend_schema_field(CATALOGUE_ML_SCHEMA)
+class CatalogueMLField(serializers.Field):
+    """The catalogue M/L object of a row (read from the galaxy's annotations)."""
+
+    def get_attribute(self, instance: Galaxy) -> Galaxy:
+        return instance
+
+    def to_representation(self, galaxy: Galaxy) -> dict | None:
+        return catalogue_ml_object(galaxy) if selectors.CATALOGUE_PREFIX + "ml" in galaxy.__dict__ else None
 
 
 class GalaxySerializer(serializers.ModelSerializer):
@@ -63,7 +124,8 @@ class GalaxySerializer(serializers.ModelSerializer):
     stored_columns = tuple(c.name for c in GALAXY_COLUMNS)
 
     def get_fields(self):
-        return {**super().get_fields(), **{name: prediction_serializer_field(name) for name in self.prediction_fields}}
+        fields = {**super().get_fields(), **{name: prediction_serializer_field(name) for name in self.prediction_fields}}
+        return {**fields, "catalogue_ml": CatalogueMLField(read_only=True, required=False, allow_null=True)}
 
     def get_url(self, galaxy: Galaxy) -> str:
         prefix, suffix = self._url_template
@@ -89,6 +151,8 @@ class GalaxySerializer(serializers.ModelSerializer):
         row = {"id": galaxy.pk, "url": self.get_url(galaxy), "survey": self.survey_name(galaxy)}
         values = galaxy.__dict__
         row.update({name: values[name] for name in self.stored_columns})
+        if selectors.CATALOGUE_PREFIX + "ml" in values:
+            row["catalogue_ml"] = catalogue_ml_object(galaxy)
         if self.prediction_fields and "ml_pred" in values:
             row.update({name: values[name] for name in self.prediction_fields})
         return row

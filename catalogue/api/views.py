@@ -58,7 +58,7 @@ class GalaxyViewSet(viewsets.ReadOnlyModelViewSet):
             raise NotFound("no galaxy with that objid (and survey)")
         if len(found) > 1:
             raise ValidationError({"survey": ["this objid is in several surveys: add ?survey=NAME"]})
-        return found[0]
+        return selectors.galaxy_with_catalogue_ml(found[0])
 
 
 class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
@@ -200,7 +200,9 @@ class CatalogueDownload(APIView):
         queryset = filterset.qs
         survey = filterset.survey_object
         model = filterset.prediction_model
-        response = StreamingHttpResponse(stream_catalogue(fmt, queryset, survey, model), content_type=CONTENT_TYPES[fmt])
+        # One set of prediction columns per file: the named model's with model=, else the catalogue's M/L.
+        predicted = filterset.prediction_columns[-1] if filterset.prediction_columns else None
+        response = StreamingHttpResponse(stream_catalogue(fmt, queryset, survey, predicted), content_type=CONTENT_TYPES[fmt])
         name = f"morphomass-{survey.name if survey else 'all'}{'-' + model.name if model else ''}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response

@@ -5,6 +5,19 @@ models and predictions); every name is importable from here too. Selectors read 
 import the data model and the registry, never the services that write.
 """
 
+from catalogue.selectors.catalogue_ml import (
+    CATALOGUE_PREFIX,
+    Candidate,
+    CatalogueSample,
+    PredictionColumns,
+    catalogue_candidates,
+    catalogue_ml_columns,
+    catalogue_sample,
+    choose_model,
+    galaxy_with_catalogue_ml,
+    one_model_columns,
+    predicted_count,
+)
 from catalogue.selectors.features import feature_matrix, latest_cnn_models, latest_feature_sets, predicted_gz2
 from catalogue.selectors.model_sets import (
     applications,
@@ -20,11 +33,8 @@ from catalogue.selectors.model_sets import (
     set_networks,
 )
 from catalogue.selectors.predictions import (
-    CATALOGUE_PREDICTED,
     ApplicationReport,
     application_report,
-    catalogue_model,
-    catalogue_prediction_cells,
     experiment_results,
     experiment_rows,
     flagged_counts,
@@ -38,7 +48,6 @@ from catalogue.selectors.predictions import (
     recent_regressors,
     survey_models,
     test_split_predictions,
-    with_prediction,
 )
 from catalogue.selectors.runs import (
     active_runs,
@@ -81,6 +90,17 @@ from catalogue.selectors.surveys import (
 )
 
 __all__ = [
+    "CATALOGUE_PREFIX",
+    "Candidate",
+    "CatalogueSample",
+    "catalogue_sample",
+    "predicted_count",
+    "PredictionColumns",
+    "catalogue_candidates",
+    "catalogue_ml_columns",
+    "choose_model",
+    "galaxy_with_catalogue_ml",
+    "one_model_columns",
     "active_runs",
     "active_workflow",
     "application_report",
@@ -89,9 +109,6 @@ __all__ = [
     "applied_model_set",
     "applied_sets_sql",
     "applied_to",
-    "catalogue_model",
-    "CATALOGUE_PREDICTED",
-    "catalogue_prediction_cells",
     "chunk_failures",
     "default_model_set",
     "digest",
@@ -148,6 +165,5 @@ __all__ = [
     "targets_by_split",
     "test_split_predictions",
     "usable_images",
-    "with_prediction",
     "workflow_stages",
 ]

@@ -1,34 +1,22 @@
 """Trained models and their predictions: the latest named models, the model whose predictions
 a page or a download shows, a galaxy's predictions, a model's test split.
 
-The catalogue's main model (:data:`pipeline.learning.named_models.CATALOGUE_MODEL`) is the one shown
-where a single prediction per galaxy is shown: of the set applied to the galaxy's survey.
+The catalogue's M/L of each galaxy (which model's prediction a row leads with) is
+:mod:`catalogue.selectors.catalogue_ml`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import reduce
-from operator import or_
 
 import numpy as np
 from django.db.models import (
-    Case,
-    CharField,
     Count,
     Exists,
-    F,
-    FilteredRelation,
-    FloatField,
-    IntegerField,
     OuterRef,
-    Q,
     QuerySet,
-    Value,
-    When,
 )
 
-from catalogue.columns import PREDICTION_FIELDS
 from catalogue.models import ExperimentResult, FeatureSet, Galaxy, GalaxyStatus, Prediction, Split, Survey, TrainedModel
 from catalogue.selectors.features import feature_matrix
 from catalogue.selectors.model_sets import applications, applied_model_set
@@ -56,14 +44,6 @@ def latest_named_model(survey: Survey, name: str) -> TrainedModel | None:
     """The survey's model called ``name`` from its latest successful run of the stage that makes named models."""
     run = latest_product_run(survey, "named_models")
     return TrainedModel.objects.filter(run=run, name=name).first() if run else None
-
-
-def catalogue_model(survey: Survey) -> TrainedModel | None:
-    """The model whose predictions are the survey's catalogue: the main model of the set applied to it; None before any."""
-    try:
-        return prediction_model(survey, CATALOGUE_MODEL)
-    except ValueError:
-        return None
 
 
 def model_by_id(pk: int) -> TrainedModel | None:
@@ -194,51 +174,6 @@ def test_split_predictions(model: TrainedModel) -> dict[str, np.ndarray]:
         probabilities, _ = feature_matrix([feature_set], ids, drop=False)
         out["p_features"] = probabilities[:, gz2.ANSWER_INDEX["a02"]]
     return out
-
-
-def with_prediction(queryset: QuerySet[Galaxy], model: TrainedModel) -> QuerySet[Galaxy]:
-    """The galaxies with ``model``'s prediction columns (``PREDICTION_FIELDS``) joined; empty where it has none."""
-    joined = queryset.annotate(prediction=FilteredRelation("predictions", condition=Q(predictions__model=model)))
-    return joined.annotate(**{name: F(f"prediction__{name}") for name in PREDICTION_FIELDS})
-
-
-#: The catalogue prediction's columns that :func:`catalogue_prediction_cells` gives.
-CATALOGUE_PREDICTED = ("model_set", "ml_pred", "ml_lo68", "ml_hi68", "mstar_pred", "out_of_support")
-
-
-def catalogue_prediction_cells(surveys: list[Survey]) -> tuple[dict, dict]:
-    """(annotations, cells): SQL for each galaxy's catalogue prediction, for galaxies of ``surveys``.
-
-    A galaxy's catalogue prediction is its survey's :func:`catalogue_model`'s (a survey not
-    predicted yet has none): one LEFT JOIN on the (galaxy, model) index, in the statement that
-    selects the galaxies. ``cells`` maps :data:`CATALOGUE_PREDICTED` to expressions.
-    """
-    current = {}
-    for survey in surveys:
-        model = catalogue_model(survey)
-        if model is not None:
-            current[survey.pk] = (model.pk, model.model_set.name if model.model_set_id else f"{survey.name} (model #{model.pk})")
-    cells: dict = {
-        "model_set": Case(
-            *(When(survey_id=s, then=Value(name)) for s, (_, name) in current.items()), default=None, output_field=CharField()
-        )
-    }
-    annotations: dict = {}
-    values = ("ml_pred", "ml_lo68", "ml_hi68", "mstar_pred")
-    if current:
-        condition = reduce(or_, (Q(survey_id=s) & Q(predictions__model_id=m) for s, (m, _) in current.items()))
-        annotations["catalogue_prediction"] = FilteredRelation("predictions", condition=condition)
-        cells.update({name: F(f"catalogue_prediction__{name}") for name in values})
-        cells["out_of_support"] = Case(
-            When(catalogue_prediction__out_of_support=True, then=Value(1)),
-            When(catalogue_prediction__out_of_support=False, then=Value(0)),
-            default=None,
-            output_field=IntegerField(),
-        )
-    else:
-        cells.update({name: Value(None, output_field=FloatField()) for name in values})
-        cells["out_of_support"] = Value(None, output_field=IntegerField())
-    return annotations, cells
 
 
 @dataclass

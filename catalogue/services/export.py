@@ -4,8 +4,9 @@ Rows come from the database as a stream (:mod:`catalogue.services.writers` write
 a 700,000-row catalogue is never built in memory: the API streams it, ``export_catalogue``
 writes it to a file. On PostgreSQL the database formats the CSV body and the FITS records
 itself (:mod:`catalogue.services.export_sql`); elsewhere, and for VOTable and Parquet,
-Django's row iterator feeds the writers. With a model, ``ml_pred`` (solMass/solLum, in the g
-band) and ``mstar_pred`` (solMass) are joined in SQL.
+Django's row iterator feeds the writers. The rows carry prediction columns joined in SQL
+(:class:`catalogue.selectors.PredictionColumns`): the catalogue's M/L by default, one named
+model's with ``--model``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ from pathlib import Path
 
 from astropy.table import MaskedColumn, Table
 from django.db import connection, transaction
-from django.db.models import FilteredRelation, Q, QuerySet
+from django.db.models import QuerySet
 
-from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, Column
-from catalogue.models import Galaxy, Survey, TrainedModel
-from catalogue.selectors import galaxies, prediction_model, resolve_model_set
+from catalogue.columns import GALAXY_COLUMNS, Column
+from catalogue.models import Galaxy, Survey
+from catalogue.selectors import (
+    PredictionColumns,
+    catalogue_ml_columns,
+    every_survey,
+    galaxies,
+    one_model_columns,
+    prediction_model,
+    resolve_model_set,
+)
 from catalogue.services import export_sql, writers
-from catalogue.services.output_paths import write_file
+from catalogue.services.output_paths import export_target, write_file
 from pipeline.learning.named_models import CATALOGUE_MODEL
 
 #: The columns of a catalogue row, and those a model's predictions add (catalogue.columns).
@@ -31,29 +40,31 @@ FORMATS = writers.FORMATS
 CONTENT_TYPES = writers.CONTENT_TYPES
 
 
-def catalogue_columns(model: TrainedModel | None) -> tuple[Column, ...]:
-    return EXPORT_COLUMNS + (PREDICTION_COLUMNS if model is not None else ())
+def catalogue_columns(predicted: PredictionColumns | None) -> tuple[Column, ...]:
+    return EXPORT_COLUMNS + (predicted.columns if predicted is not None else ())
 
 
-def catalogue_meta(survey: Survey | None, model: TrainedModel | None) -> dict:
-    """Table metadata: the survey, its cosmology and the model of the predictions."""
+def catalogue_meta(survey: Survey | None, predicted: PredictionColumns | None) -> dict:
+    """Table metadata: the survey, its cosmology and whose predictions the rows carry."""
     meta = {
         "SURVEY": survey.name if survey else "all",
         "COSMO": f"FlatLambdaCDM H0={survey.h0} Om0={survey.om0}" if survey else "per survey (see each survey)",
     }
-    if model is not None:
-        meta["MODEL"] = f"{model.name} #{model.pk}, run #{model.run_id}"
+    if predicted is not None and predicted.columns:
+        meta["MODEL"] = predicted.label
     return meta
 
 
-def catalogue_rows(queryset: QuerySet[Galaxy], model: TrainedModel | None) -> Iterator[tuple]:
-    """Row tuples in :func:`catalogue_columns` order, from a database iterator (survey, objid order)."""
+def catalogue_rows(queryset: QuerySet[Galaxy], predicted: PredictionColumns | None) -> Iterator[tuple]:
+    """Row tuples in :func:`catalogue_columns` order, from a database iterator (survey, objid order).
+
+    ``queryset`` carries ``predicted``'s columns already (:meth:`PredictionColumns.annotate`).
+    """
     names = [c.name for c in EXPORT_COLUMNS]
     rows = queryset.order_by("survey_id", "objid")
-    if model is None:
+    if predicted is None:
         return rows.values_list(*names).iterator(chunk_size=writers.ROWS_PER_BATCH)
-    rows = rows.annotate(pred=FilteredRelation("predictions", condition=Q(predictions__model=model)))
-    names += [f"pred__{c.name}" for c in PREDICTION_COLUMNS]
+    names += [predicted.attribute(c.name) for c in predicted.columns]
     return (_flat_prediction(row) for row in rows.values_list(*names).iterator(chunk_size=writers.ROWS_PER_BATCH))
 
 
@@ -80,9 +91,10 @@ def database_formats_rows() -> bool:
 
 
 def stream_catalogue(
-    fmt: str, queryset: QuerySet[Galaxy], survey: Survey | None = None, model: TrainedModel | None = None
+    fmt: str, queryset: QuerySet[Galaxy], survey: Survey | None = None, predicted: PredictionColumns | None = None
 ) -> Iterator[bytes]:
-    """The catalogue of ``queryset`` in ``fmt`` as chunks of bytes.
+    """The catalogue of ``queryset`` in ``fmt`` as chunks of bytes, with ``predicted``'s columns
+    (which ``queryset`` carries already: :meth:`PredictionColumns.annotate`).
 
     On PostgreSQL the CSV and ECSV bodies come from COPY and the FITS records from a binary
     COPY (:mod:`catalogue.services.export_sql`); elsewhere, and for the other formats, from
@@ -90,26 +102,27 @@ def stream_catalogue(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    columns = catalogue_columns(model)
-    meta = catalogue_meta(survey, model)
+    columns = catalogue_columns(predicted)
+    meta = catalogue_meta(survey, predicted)
     in_database = database_formats_rows()
     with snapshot():
         if fmt in writers.TEXT_HEADERS:
             yield writers.TEXT_HEADERS[fmt](columns, meta)
             if in_database:
-                yield from export_sql.copy_csv_body(queryset, columns, model)
+                yield from export_sql.copy_csv_body(queryset, columns, predicted)
             else:
-                yield from writers.csv_body(catalogue_rows(queryset, model))
+                yield from writers.csv_body(catalogue_rows(queryset, predicted))
         elif fmt == "fits":
             count = queryset.count()
             if in_database:
-                records = export_sql.fits_records(queryset, columns, model, writers.fits_dtype(columns), writers.FITS_INT_NULL)
+                dtype = writers.fits_dtype(columns)
+                records = export_sql.fits_records(queryset, columns, predicted, dtype, writers.FITS_INT_NULL)
             else:
-                rows = catalogue_rows(queryset, model)
+                rows = catalogue_rows(queryset, predicted)
                 records = (writers.fits_records(writers.fits_values(batch, columns), columns) for batch in writers.batches(rows))
             yield from writers.write_fits(columns, meta, records, count)
         else:
-            yield from writers.WRITERS[fmt](columns, meta, catalogue_rows(queryset, model))
+            yield from writers.WRITERS[fmt](columns, meta, catalogue_rows(queryset, predicted))
 
 
 def export_catalogue(
@@ -117,11 +130,11 @@ def export_catalogue(
 ) -> int:
     """Write the catalogue (one survey or all) to ``out``; returns the number of galaxies.
 
-    ``model_name`` adds the predictions of the model of that name: of the model set
-    ``model_set`` (``survey@run`` or a training survey's name) when given, else of the set
-    applied to the survey last. The file is written next to its target (:func:`export_target`: through a symlink,
-    never over anything but a regular file) and moved into place when complete, with the
-    permissions the umask gives a new file.
+    The rows carry the catalogue's M/L (:mod:`catalogue.selectors.catalogue_ml`); ``model_name``
+    puts the predictions of the model of that name in their place: of the model set ``model_set``
+    (``survey@run`` or a training survey's name) when given, else of the set applied to the survey
+    last. The file is written next to its target (through a symlink, never over anything but a
+    regular file) and moved into place when complete, with the permissions the umask gives a new file.
 
     Raises
     ------
@@ -134,10 +147,13 @@ def export_catalogue(
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if model_set and not model_name:
         raise ValueError(f"a model set chooses predictions: give the model as well (--model {CATALOGUE_MODEL})")
-    chosen = resolve_model_set(model_set) if model_set else None
-    model = prediction_model(survey, model_name, chosen) if model_name else None
+    export_target(out)  # a path that cannot be written is refused before any query
+    if model_name:
+        predicted = one_model_columns(prediction_model(survey, model_name, resolve_model_set(model_set) if model_set else None))
+    else:
+        predicted = catalogue_ml_columns([survey] if survey else every_survey())
     queryset = galaxies(survey)
-    write_file(out, stream_catalogue(fmt, queryset, survey, model))
+    write_file(out, stream_catalogue(fmt, predicted.annotate(queryset), survey, predicted))
     return queryset.count()
 
 

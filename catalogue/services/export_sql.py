@@ -16,21 +16,24 @@ from collections.abc import Iterator
 
 import numpy as np
 from django.db import connection
-from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.db.models import F, QuerySet
 
-from catalogue.columns import PREDICTION_FIELDS, Column
-from catalogue.models import Galaxy, TrainedModel
+from catalogue.columns import Column
+from catalogue.models import Galaxy
+from catalogue.selectors import PredictionColumns
 
 
-def _inner(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], model: TrainedModel | None) -> tuple[str, tuple]:
-    """The queryset's SELECT of every column as c0, c1, ... in (survey, objid) order, with its parameters."""
-    rows = queryset
-    paths = {}
-    for i, column in enumerate(columns):
-        paths[f"c{i}"] = F(f"pred__{column.name}") if model is not None and column.name in PREDICTION_FIELDS else F(column.name)
-    if model is not None:
-        rows = rows.annotate(pred=FilteredRelation("predictions", condition=Q(predictions__model=model)))
-    rows = rows.order_by("survey_id", "objid").values(**paths, s_order=F("survey_id"), o_order=F("objid"))
+def _inner(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], predicted: PredictionColumns | None) -> tuple[str, tuple]:
+    """The queryset's SELECT of every column as c0, c1, ... in (survey, objid) order, with its parameters.
+
+    ``queryset`` carries ``predicted``'s columns already (:meth:`PredictionColumns.annotate`).
+    """
+    predicted_names = set(predicted.names) if predicted is not None else set()
+    paths = {
+        f"c{i}": F(predicted.attribute(column.name)) if column.name in predicted_names else F(column.name)
+        for i, column in enumerate(columns)
+    }
+    rows = queryset.order_by("survey_id", "objid").values(**paths, s_order=F("survey_id"), o_order=F("objid"))
     sql, params = rows.query.sql_with_params()
     return sql, tuple(params)
 
@@ -69,15 +72,17 @@ def _fits_value(name: str, column: Column, int_null: int) -> str:
     return f"substring(convert_to(COALESCE({text}, ''), 'UTF8') || '\\x{'00' * column.width}'::bytea from 1 for {column.width})"
 
 
-def _statement(queryset, columns, model, value) -> tuple[str, tuple]:
-    inner, params = _inner(queryset, columns, model)
+def _statement(queryset, columns, predicted, value) -> tuple[str, tuple]:
+    inner, params = _inner(queryset, columns, predicted)
     select = ", ".join(value(f"t.c{i}", c) for i, c in enumerate(columns))
     return f"SELECT {select} FROM ({inner}) AS t ORDER BY t.s_order, t.o_order", params
 
 
-def copy_csv_body(queryset: QuerySet[Galaxy], columns: tuple[Column, ...], model: TrainedModel | None) -> Iterator[bytes]:
+def copy_csv_body(
+    queryset: QuerySet[Galaxy], columns: tuple[Column, ...], predicted: PredictionColumns | None
+) -> Iterator[bytes]:
     """The CSV rows (no header) as PostgreSQL's COPY writes them, chunk by chunk."""
-    sql, params = _statement(queryset, columns, model, _csv_value)
+    sql, params = _statement(queryset, columns, predicted, _csv_value)
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own cursor: Django's wrapper has no COPY
         with raw.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
@@ -94,7 +99,11 @@ BATCH_BYTES = 4 << 20
 
 
 def fits_records(
-    queryset: QuerySet[Galaxy], columns: tuple[Column, ...], model: TrainedModel | None, dtype: np.dtype, int_null: int
+    queryset: QuerySet[Galaxy],
+    columns: tuple[Column, ...],
+    predicted: PredictionColumns | None,
+    dtype: np.dtype,
+    int_null: int,
 ) -> Iterator[bytes]:
     """The rows as FITS binary-table records of ``dtype``, from PostgreSQL's binary COPY.
 
@@ -102,7 +111,7 @@ def fits_records(
     number of bytes: a field count, then per field its length and its big-endian value, the
     same bytes FITS stores. numpy reads the rows in place and keeps only the values.
     """
-    sql, params = _statement(queryset, columns, model, lambda name, c: _fits_value(name, c, int_null))
+    sql, params = _statement(queryset, columns, predicted, lambda name, c: _fits_value(name, c, int_null))
     fields = [("count", ">i2")]
     for c in columns:
         fields += [(f"{c.name}__length", ">i4"), (c.name, dtype[c.name])]

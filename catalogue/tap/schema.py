@@ -179,8 +179,9 @@ TABLES: tuple[TapTable, ...] = (
     ),
     TapTable(
         "catalogue",
-        f"Each galaxy with its current prediction: {CATALOGUE_MODEL} of the model set applied to its survey last "
-        "(empty where the survey has not been predicted). What the cone search serves, for ADQL.",
+        f"Each galaxy with {CATALOGUE_MODEL}'s prediction by the model set applied to its survey last (empty where "
+        "the survey has not been predicted). The catalogue's M/L, which the pages, the API and the cone search give, "
+        "takes per galaxy the best-validated model it has the inputs of: join predictions for the others.",
         _catalogue_select,
         (*_GALAXY_COLUMNS, "model_set_id", "model_set", *_PREDICTED),
         keys=(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from django.core.paginator import Paginator
+from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import cache_control
@@ -11,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from catalogue import selectors
 from catalogue.api.filters import GalaxyFilter
-from catalogue.columns import ORDERABLE_COLUMNS, column
+from catalogue.columns import CATALOGUE_ML_FIELDS, ORDERABLE_COLUMNS, column
 from catalogue.services.export import FORMATS
 from catalogue.services.image_store import stored_resolutions
 from catalogue.services.pictures import colour_map, galaxy_png
@@ -20,13 +21,19 @@ from pipeline.images.preprocess import FEATURE_UNITS
 from webui import figures
 from webui.cells import DASH, described, format_cell, interval
 
-#: The catalogue browser's columns, and the galaxy page's fields.
-GALAXY_COLUMNS = described("objid", "ra", "dec", "z", "d25_arcmin", "mag_g", "lum_g", "ml_g", "ml_g_err", "split", "status")
+#: The catalogue browser's columns of the galaxy itself, the catalogue's M/L beside them, and the
+#: target columns shown where the rows have targets; the galaxy page's fields.
+GALAXY_COLUMNS = described("objid", "ra", "dec", "z", "mag_g", "lum_g")
+PREDICTED_COLUMNS = described("ml", "ml_lo68", "mstar", "ml_model", "out_of_support")
+TARGET_COLUMNS = described("ml_g", "ml_g_err")
 GALAXY_FIELDS = described("ra", "dec", "z", "d25_arcmin", "mag_g", "lum_g", "ml_g", "ml_g_err", "mag_i", "lum_dist_mpc", "chi2_r")
-#: The browser's sortable columns.
-SORTABLE = set(ORDERABLE_COLUMNS)
+#: The browser's sortable columns: the indexed ones and the catalogue's predictions.
+SORTABLE = {*ORDERABLE_COLUMNS, "ml", "mstar"}
 #: Rows per page of the browser.
 PAGE_ROWS = 50
+#: Filters the browser's form does not show: it always shows the catalogue's M/L, the headings sort, and
+#: the learning sample's split and status belong to the survey's training view (the URL still takes them).
+HIDDEN_FILTERS = ("ordering", "catalogue_ml", "split", "status")
 
 
 def galaxy_or_404(pk: int):
@@ -37,36 +44,48 @@ def galaxy_or_404(pk: int):
 
 
 def catalogue_browser(request: HttpRequest) -> HttpResponse:
-    """The catalogue table with the API's filters, a cone form, sorting, pages and downloads."""
+    """The catalogue table: each galaxy's predicted M/L first, with the API's filters, a cone form, sorting, pages
+    and downloads; the targets beside the predictions where the rows have them."""
     params = request.GET.copy()
     params.pop("page", None)
+    params.pop("catalogue_ml", None)  # the browser always shows the catalogue's M/L
     for name in [name for name, values in params.lists() if not any(values)]:
         params.pop(name)  # the form submits its empty fields; the filters want them left out
     ordering = params.get("ordering", "objid")
     if ordering.lstrip("-") not in SORTABLE:
         ordering = "objid"
-    filterset = GalaxyFilter(params, queryset=selectors.galaxies_with_survey())
-    error, rows, page, model = "", [], None, None
+    filters = params.copy()
+    filters.pop("ordering", None)  # the headings sort, by the predictions too (the API orders by indexed columns only)
+    filterset = GalaxyFilter(filters, queryset=selectors.galaxies_with_survey())
+    error, rows, page, model, columns, note = "", [], None, None, [], ""
     try:
         if not filterset.is_valid():
             raise ValueError("; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items()))
         model = filterset.prediction_model
-        page = Paginator(filterset.qs.order_by(ordering, "id"), PAGE_ROWS).get_page(request.GET.get("page"))
-        for galaxy in page:
-            cells = [format_cell(getattr(galaxy, c)) for c, _, _ in GALAXY_COLUMNS]
-            if model is not None:
-                cells.append(format_cell(getattr(galaxy, "ml_pred", None)))
-            rows.append((galaxy.pk, galaxy.survey.name, cells))
+        catalogue = filterset.prediction_columns[0]
+        by = _order(ordering, catalogue)
+        page = Paginator(filterset.qs.order_by(by, "id"), PAGE_ROWS).get_page(request.GET.get("page"))
+        galaxies = list(page)
+        with_targets = any(g.ml_g is not None for g in galaxies)
+        columns = GALAXY_COLUMNS + _predicted_columns(model) + (TARGET_COLUMNS + [RESIDUAL] if with_targets else [])
+        named = filterset.prediction_columns[-1] if model is not None else None
+        rows = [(g.pk, g.survey.name, _cells(g, catalogue, named, with_targets)) for g in galaxies]
+        survey = filterset.survey_object
+        if survey is not None and not selectors.catalogue_candidates(survey):
+            note = (
+                f"Survey {survey.name} has no predictions yet: apply a model set to it "
+                f"(run_pipeline --survey {survey.name} --models <training survey>)."
+            )
     except (ValueError, ValidationError) as exc:  # a bad filter is explained, not a 500
         error, model = _explain(exc), None
-    predicted = column("ml_pred")
-    columns = list(GALAXY_COLUMNS) + ([(predicted.name, f"{predicted.heading} ({model.name})", predicted.unit)] if model else [])
     context = {
         "form": filterset.form,
+        "hidden_filters": HIDDEN_FILTERS,
         "columns": columns,
         "rows": rows,
         "page": page,
         "error": error,
+        "note": note,
         "ordering": ordering,
         "query": params.urlencode(),
         "query_without_ordering": _without(params, "ordering"),
@@ -74,6 +93,60 @@ def catalogue_browser(request: HttpRequest) -> HttpResponse:
         "formats": FORMATS,
     }
     return render(request, "webui/catalogue.html", context)
+
+
+#: The residual column: how far the catalogue's M/L lies from the target.
+RESIDUAL = ("residual", "log(M/L / target)", "dex")
+
+
+def _order(ordering: str, catalogue):
+    """The ORDER BY of a heading: a galaxy column, or the catalogue's prediction (``ml``, ``mstar``;
+    galaxies without one last either way)."""
+    name = ordering.lstrip("-")
+    if name not in ("ml", "mstar"):
+        return ordering
+    value = F(catalogue.attribute(name))
+    return value.desc(nulls_last=True) if ordering.startswith("-") else value.asc(nulls_last=True)
+
+
+def _predicted_columns(model) -> list[tuple[str, str, str]]:
+    """The catalogue's M/L headings; with a named model, that model's prediction after them."""
+    headings = [(key, "M/L 68%" if key == "ml_lo68" else label, unit) for key, label, unit in PREDICTED_COLUMNS]
+    if model is None:
+        return headings
+    predicted = column("ml_pred")
+    return headings + [(predicted.name, f"{predicted.heading} ({model.name})", predicted.unit)]
+
+
+def _cells(galaxy, catalogue, named, with_targets: bool) -> list[tuple[str, str]]:
+    """A row's (column, text) cells in the order of the browser's headings."""
+    values = catalogue.values(galaxy)
+    cells = [(key, format_cell(getattr(galaxy, key))) for key, _, _ in GALAXY_COLUMNS]
+    flagged = values["out_of_support"]
+    cells += [
+        ("ml", format_cell(values["ml"])),
+        ("ml_lo68", interval(values["ml_lo68"], values["ml_hi68"])),
+        ("mstar", format_cell(values["mstar"])),
+        ("ml_model", values["ml_model"] or DASH),
+        (
+            "out_of_support",
+            DASH if flagged is None else ("flagged: " + "; ".join(values["support_reasons"] or []) if flagged else "no"),
+        ),
+    ]
+    if named is not None:
+        cells.append(("ml_pred", format_cell(named.values(galaxy)["ml_pred"])))
+    if with_targets:
+        target, ml = galaxy.ml_g, values["ml"]
+        cells += [("ml_g", format_cell(target)), ("ml_g_err", format_cell(galaxy.ml_g_err))]
+        cells.append(("residual", format_cell(float(np.log10(ml / target))) if ml and target else DASH))
+    return cells
+
+
+def _flag_text(flagged: int | None, reasons: list | None) -> str:
+    """'no', or 'flagged: <reasons>' for a galaxy outside its model's training selection; a dash unpredicted."""
+    if flagged is None:
+        return DASH
+    return "flagged: " + "; ".join(reasons or []) if flagged else "no"
 
 
 def _explain(exc: Exception) -> str:
@@ -91,7 +164,7 @@ def _without(params, key: str) -> str:
 
 
 def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    galaxy = galaxy_or_404(pk)
+    galaxy = selectors.galaxy_with_catalogue_ml(galaxy_or_404(pk))
     pre = getattr(galaxy, "preprocessed", None)
     features, resolutions = [], []
     if pre is not None and pre.status == "ok":
@@ -104,6 +177,7 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     colours = colour_map(galaxy)
     context = {
         "galaxy": galaxy,
+        "catalogue_ml": _catalogue_ml_line(galaxy),
         "fields": [(label, format_cell(getattr(galaxy, name)), unit) for name, label, unit in GALAXY_FIELDS],
         "pre": pre,
         "features": features,
@@ -118,6 +192,23 @@ def galaxy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "catalogue_colour": galaxy.mag_g - galaxy.mag_i if galaxy.mag_g is not None and galaxy.mag_i is not None else None,
     }
     return render(request, "webui/galaxy.html", context)
+
+
+def _catalogue_ml_line(galaxy) -> dict | None:
+    """The galaxy's catalogue M/L for the page's first line (None unpredicted)."""
+    values = {name: getattr(galaxy, f"{selectors.CATALOGUE_PREFIX}{name}") for name in CATALOGUE_ML_FIELDS}
+    if values["ml"] is None:
+        return None
+    return {
+        "ml": format_cell(values["ml"]),
+        "ml68": interval(values["ml_lo68"], values["ml_hi68"]),
+        "ml95": interval(values["ml_lo95"], values["ml_hi95"]),
+        "mstar": f"{values['mstar']:.3e}" if values["mstar"] else DASH,
+        "mstar68": interval(values["mstar_lo68"], values["mstar_hi68"]),
+        "model": values["ml_model"],
+        "model_set": values["ml_model_set"],
+        "flagged": "; ".join(values["support_reasons"] or []) or "yes" if values["out_of_support"] else "",
+    }
 
 
 def _top_answers(volunteers, predicted) -> list[tuple[str, str, str]]:

@@ -18,7 +18,7 @@ from webui.cells import DASH, format_cell, interval
 PREDICT_FIELDS = ("z", "mag_g", "magerr_g", "mag_i", "objid", "models")
 
 
-@login_required(login_url="/admin/login/")
+@login_required  # the site's sign-in page (settings.LOGIN_URL) says what signing in gives
 def predict(request: HttpRequest) -> HttpResponse:
     """One galaxy's M/L from an uploaded g cutout, with its images."""
     context: dict = {"sets": selectors.model_sets(limit=50), "values": {}, "errors": {}}

@@ -35,19 +35,34 @@ def survey_or_404(name: str):
 
 
 def home(request: HttpRequest) -> HttpResponse:
+    """Each survey with its galaxies, how many have a predicted M/L and from which set; the predicted M/L
+    of the survey touched last (its targets where it has no predictions)."""
     surveys = list(selectors.surveys_with_counts())
+    for survey in surveys:
+        applied = selectors.applied_model_set(survey)
+        survey.model_set = applied[0] if applied else None
+        survey.n_predicted = selectors.predicted_count(survey) if applied else 0
     shown = max(surveys, key=lambda s: s.updated) if surveys else None  # the survey touched last
     active = selectors.active_runs()
     context = {
         "surveys": surveys,
         "runs": selectors.recent_runs()[:12],
         "active_runs": active,
-        "histogram": figures.ml_histogram(selectors.targets_by_split(shown), div_id="ml-histogram") if shown else "",
         "shown_survey": shown,
+        "figure": _home_figure(shown) if shown else "",
         "models": selectors.recent_regressors(),
         "refresh_seconds": 10 if active else 0,
     }
     return render(request, "webui/home.html", context)
+
+
+def _home_figure(survey) -> tuple[str, str] | str:
+    """(title, figure) for the home page: the survey's predicted M/L, else its targets, else nothing."""
+    sample = selectors.catalogue_sample(survey, limit=5000)
+    if sample is not None and len(sample.ml):
+        return "Predicted M/L and M*", figures.predicted_distributions(sample.ml, sample.mstar, sample.flagged, "home-predicted")
+    targets = selectors.targets_by_split(survey)
+    return ("Target M/L per split", figures.ml_histogram(targets, div_id="ml-histogram")) if targets else ""
 
 
 def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
@@ -59,10 +74,20 @@ def survey_detail(request: HttpRequest, name: str) -> HttpResponse:
         applied.coverage_figure = figures.calibration_plot(
             applied.catalogue_calibration, div_id="survey-calibration", title=title
         )
+    targets = selectors.targets_by_split(survey)
+    sample = selectors.catalogue_sample(survey)
+    predicted = sample is not None and len(sample.ml) > 0
     context = {
         "survey": survey,
         "models": selectors.survey_models(survey),
-        "histogram": figures.ml_histogram(selectors.targets_by_split(survey)),
+        "histogram": figures.ml_histogram(targets) if targets else "",
+        "sample": sample if predicted else None,
+        "sampled": predicted and len(sample.ml) < sample.n_survey,
+        "distributions": figures.predicted_distributions(sample.ml, sample.mstar, sample.flagged) if predicted else "",
+        "relations": figures.predicted_relations(sample.lum_g, sample.ml, sample.g_minus_i, sample.morphology)
+        if predicted
+        else "",
+        "share": figures.model_share(sample.ml_model) if predicted else "",
         "n_experiments": len(selectors.experiment_rows(latest_experiments(survey))),
         "runs": selectors.recent_runs(survey)[:10],
         "model_sets": selectors.model_sets(survey, limit=10),
