@@ -86,10 +86,10 @@ class GalaxyFilter(StrictFilterSet):
     z_min = filters.NumberFilter(label="z from", field_name="z", lookup_expr="gte", help_text="lowest redshift")
     z_max = filters.NumberFilter(label="z to", field_name="z", lookup_expr="lte", help_text="highest redshift")
     ml_min = filters.NumberFilter(
-        label=f"M/L from [{ML_UNIT}]", field_name="ml_g", lookup_expr="gte", help_text=f"{ML_UNIT}, lowest target M/L"
+        label=f"target M/L from [{ML_UNIT}]", field_name="ml_g", lookup_expr="gte", help_text=f"{ML_UNIT}, lowest target M/L"
     )
     ml_max = filters.NumberFilter(
-        label=f"M/L to [{ML_UNIT}]", field_name="ml_g", lookup_expr="lte", help_text=f"{ML_UNIT}, highest target M/L"
+        label=f"target M/L to [{ML_UNIT}]", field_name="ml_g", lookup_expr="lte", help_text=f"{ML_UNIT}, highest target M/L"
     )
     morphology = filters.ChoiceFilter(
         label="morphology", choices=[(c, c) for c in MORPHOLOGY_CLASSES], help_text="class from CNN1's probabilities"
@@ -110,7 +110,7 @@ class GalaxyFilter(StrictFilterSet):
         label="catalogue M/L",
         method="no_filter",
         help_text="each row's catalogue_ml: the predicted M/L of the best-validated model whose inputs the galaxy has "
-        "(default true; false leaves the predictions out)",
+        "(default true; false leaves the predictions out; with model, that model's columns instead)",
     )
     ml_pred_min = filters.NumberFilter(
         label=f"predicted M/L from [{ML_UNIT}]",
@@ -183,14 +183,14 @@ class GalaxyFilter(StrictFilterSet):
 
     @cached_property
     def prediction_columns(self) -> list[PredictionColumns]:
-        """What each row carries: the catalogue's M/L (unless ``catalogue_ml=false``) and, with ``model``, that model's."""
-        found = []
-        if self.form.cleaned_data.get("catalogue_ml") is not False:
-            survey = self.survey_object
-            found.append(catalogue_ml_columns([survey] if survey else every_survey()))
+        """What each row carries: with ``model``, that model's predictions; else the catalogue's M/L
+        (unless ``catalogue_ml=false``). One set of joins either way, so a page stays an index walk."""
         if self.prediction_model is not None:
-            found.append(one_model_columns(self.prediction_model))
-        return found
+            return [one_model_columns(self.prediction_model)]
+        if self.form.cleaned_data.get("catalogue_ml") is False:
+            return []
+        survey = self.survey_object
+        return [catalogue_ml_columns([survey] if survey else every_survey())]
 
     def filter_queryset(self, queryset: QuerySet[Galaxy]) -> QuerySet[Galaxy]:
         queryset = super().filter_queryset(queryset)

@@ -59,12 +59,18 @@ def add_error_responses(result: dict, generator, request, public) -> dict:  # no
     return result
 
 
+#: A list row's members that a query can leave out: ``catalogue_ml`` (``catalogue_ml=false``).
+OPTIONAL_MEMBERS = ("catalogue_ml",)
+
+
 def _prediction_columns_optional(schemas: dict) -> None:
-    """A galaxy row carries ml_pred, the intervals and the flag only with ``?model=``, and null where unpredicted."""
+    """A galaxy row carries ml_pred, the intervals and the flag only with ``?model=``, and null where unpredicted;
+    its ``catalogue_ml`` unless ``catalogue_ml=false``."""
     galaxy = schemas.get("Galaxy")
     if not galaxy:
         return
-    galaxy["required"] = [name for name in galaxy.get("required", []) if name not in PREDICTION_FIELDS]
+    optional = {*PREDICTION_FIELDS, *OPTIONAL_MEMBERS}
+    galaxy["required"] = [name for name in galaxy.get("required", []) if name not in optional]
     for name in PREDICTION_FIELDS:
         if name in galaxy.get("properties", {}):
             galaxy["properties"][name]["nullable"] = True

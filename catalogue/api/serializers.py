@@ -8,6 +8,7 @@ from urllib.parse import quote
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from catalogue import registry, selectors
 from catalogue.columns import CATALOGUE_ML_COLUMNS, GALAXY_COLUMNS, PREDICTION_COLUMNS, PREDICTION_FIELDS
@@ -97,10 +98,12 @@ class CatalogueMLField(serializers.Field):
     """The catalogue M/L object of a row (read from the galaxy's annotations)."""
 
     def get_attribute(self, instance: Galaxy) -> Galaxy:
+        if selectors.CATALOGUE_PREFIX + "ml" not in instance.__dict__:
+            raise SkipField  # left out (catalogue_ml=false, or a named model's columns instead)
         return instance
 
     def to_representation(self, galaxy: Galaxy) -> dict | None:
-        return catalogue_ml_object(galaxy) if selectors.CATALOGUE_PREFIX + "ml" in galaxy.__dict__ else None
+        return catalogue_ml_object(galaxy)
 
 
 class GalaxySerializer(serializers.ModelSerializer):

@@ -200,8 +200,8 @@ class CatalogueDownload(APIView):
         queryset = filterset.qs
         survey = filterset.survey_object
         model = filterset.prediction_model
-        # One set of prediction columns per file: the named model's with model=, else the catalogue's M/L.
-        predicted = filterset.prediction_columns[-1] if filterset.prediction_columns else None
+        # The named model's prediction columns with model=, else the catalogue's M/L (none with catalogue_ml=false).
+        predicted = filterset.prediction_columns[0] if filterset.prediction_columns else None
         response = StreamingHttpResponse(stream_catalogue(fmt, queryset, survey, predicted), content_type=CONTENT_TYPES[fmt])
         name = f"morphomass-{survey.name if survey else 'all'}{'-' + model.name if model else ''}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{name}"'

@@ -61,16 +61,21 @@ def catalogue_browser(request: HttpRequest) -> HttpResponse:
     try:
         if not filterset.is_valid():
             raise ValueError("; ".join(f"{k}: {' '.join(v)}" for k, v in filterset.errors.items()))
-        model = filterset.prediction_model
-        catalogue = filterset.prediction_columns[0]
-        by = _order(ordering, catalogue)
-        page = Paginator(filterset.qs.order_by(by, "id"), PAGE_ROWS).get_page(request.GET.get("page"))
+        model, survey = filterset.prediction_model, filterset.survey_object
+        found = filterset.qs
+        if model is None:  # the filters joined the catalogue's M/L
+            catalogue, named = filterset.prediction_columns[0], None
+        else:  # they joined the named model's predictions: the catalogue's M/L still leads the row
+            catalogue, named = (
+                selectors.catalogue_ml_columns([survey] if survey else selectors.every_survey()),
+                filterset.prediction_columns[0],
+            )
+            found = catalogue.annotate(found)
+        page = Paginator(found.order_by(_order(ordering, catalogue), "id"), PAGE_ROWS).get_page(request.GET.get("page"))
         galaxies = list(page)
         with_targets = any(g.ml_g is not None for g in galaxies)
         columns = GALAXY_COLUMNS + _predicted_columns(model) + (TARGET_COLUMNS + [RESIDUAL] if with_targets else [])
-        named = filterset.prediction_columns[-1] if model is not None else None
         rows = [(g.pk, g.survey.name, _cells(g, catalogue, named, with_targets)) for g in galaxies]
-        survey = filterset.survey_object
         if survey is not None and not selectors.catalogue_candidates(survey):
             note = (
                 f"Survey {survey.name} has no predictions yet: apply a model set to it "
@@ -118,35 +123,32 @@ def _predicted_columns(model) -> list[tuple[str, str, str]]:
     return headings + [(predicted.name, f"{predicted.heading} ({model.name})", predicted.unit)]
 
 
-def _cells(galaxy, catalogue, named, with_targets: bool) -> list[tuple[str, str]]:
-    """A row's (column, text) cells in the order of the browser's headings."""
+def _cells(galaxy, catalogue, named, with_targets: bool) -> list[tuple[str, str, str]]:
+    """A row's (column, text, title) cells in the order of the browser's headings; a flagged galaxy's
+    reasons are its flag's title, so that a long reason does not stretch the row."""
     values = catalogue.values(galaxy)
-    cells = [(key, format_cell(getattr(galaxy, key))) for key, _, _ in GALAXY_COLUMNS]
-    flagged = values["out_of_support"]
+    cells = [(key, format_cell(getattr(galaxy, key)), "") for key, _, _ in GALAXY_COLUMNS]
     cells += [
-        ("ml", format_cell(values["ml"])),
-        ("ml_lo68", interval(values["ml_lo68"], values["ml_hi68"])),
-        ("mstar", format_cell(values["mstar"])),
-        ("ml_model", values["ml_model"] or DASH),
-        (
-            "out_of_support",
-            DASH if flagged is None else ("flagged: " + "; ".join(values["support_reasons"] or []) if flagged else "no"),
-        ),
+        ("ml", format_cell(values["ml"]), ""),
+        ("ml_lo68", interval(values["ml_lo68"], values["ml_hi68"]), ""),
+        ("mstar", format_cell(values["mstar"]), ""),
+        ("ml_model", values["ml_model"] or DASH, ""),
+        ("out_of_support", _flag_text(values["out_of_support"]), "; ".join(values["support_reasons"] or [])),
     ]
     if named is not None:
-        cells.append(("ml_pred", format_cell(named.values(galaxy)["ml_pred"])))
+        cells.append(("ml_pred", format_cell(named.values(galaxy)["ml_pred"]), ""))
     if with_targets:
         target, ml = galaxy.ml_g, values["ml"]
-        cells += [("ml_g", format_cell(target)), ("ml_g_err", format_cell(galaxy.ml_g_err))]
-        cells.append(("residual", format_cell(float(np.log10(ml / target))) if ml and target else DASH))
+        cells += [("ml_g", format_cell(target), ""), ("ml_g_err", format_cell(galaxy.ml_g_err), "")]
+        cells.append(("residual", format_cell(float(np.log10(ml / target))) if ml and target else DASH, ""))
     return cells
 
 
-def _flag_text(flagged: int | None, reasons: list | None) -> str:
-    """'no', or 'flagged: <reasons>' for a galaxy outside its model's training selection; a dash unpredicted."""
+def _flag_text(flagged: int | None) -> str:
+    """'flagged' for a galaxy outside its model's training selection, 'no' inside it, a dash unpredicted."""
     if flagged is None:
         return DASH
-    return "flagged: " + "; ".join(reasons or []) if flagged else "no"
+    return "flagged" if flagged else "no"
 
 
 def _explain(exc: Exception) -> str:
