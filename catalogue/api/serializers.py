@@ -25,7 +25,7 @@ CATALOGUE_ML_SCHEMA = {
     "type": "object",
     "nullable": True,
     "description": "the catalogue's M/L: the prediction of the best-validated named model of the survey's model set "
-    "whose inputs the galaxy has (null where no set predicted the galaxy; absent with catalogue_ml=false)",
+    "whose inputs the galaxy has (null where no set predicted the galaxy; absent with catalogue_ml=false or model=)",
     "properties": {
         c.name: (
             {"type": "array", "items": {"type": "string"}, "description": c.description}
@@ -107,7 +107,7 @@ class CatalogueMLField(serializers.Field):
 
 
 class GalaxySerializer(serializers.ModelSerializer):
-    """One catalogue row; with ``?model=`` the list also carries that model's prediction.
+    """One catalogue row with its catalogue M/L (``catalogue_ml``); with ``?model=``, that model's prediction instead.
 
     A row is built straight from the stored values (every column is a number or a string as
     stored, see catalogue.columns): field-by-field DRF serialisation cost 0.2 ms a row, most
