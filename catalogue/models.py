@@ -48,11 +48,23 @@ class Survey(models.Model):
         default=False, help_text="the bundle had stars.csv: star removal uses it as the prior"
     )
     report = models.JSONField(default=dict, blank=True, help_text="last ingest report")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="private_surveys",
+        help_text="set for a prediction job's sample: the survey is private to this user (and staff)",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_private(self) -> bool:
+        return self.owner_id is not None
 
 
 class Galaxy(models.Model):
@@ -592,3 +604,57 @@ class TapJob(models.Model):
 
     def __str__(self) -> str:
         return f"TAP job {self.id} ({self.phase})"
+
+
+class PredictionJob(models.Model):
+    """A signed-in user's sample predicted by a model set: its uploads, its private survey, its phase.
+
+    The phases are UWS's. QUEUED until a worker unpacks the sample; EXECUTING while it is
+    ingested into the job's private survey (:attr:`survey`, owned by the user) and while the
+    apply stages run on it as one workflow (:attr:`workflow`); then COMPLETED, ERROR or ABORTED.
+    Nothing of a job appears in the public catalogue; past :attr:`destruction` it is deleted
+    with its survey and files.
+    """
+
+    class Phase(models.TextChoices):
+        QUEUED = "QUEUED", "QUEUED"
+        EXECUTING = "EXECUTING", "EXECUTING"
+        COMPLETED = "COMPLETED", "COMPLETED"
+        ERROR = "ERROR", "ERROR"
+        ABORTED = "ABORTED", "ABORTED"
+
+    ACTIVE = (Phase.QUEUED, Phase.EXECUTING)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="prediction_jobs")
+    model_set = models.ForeignKey(ModelSet, null=True, on_delete=models.SET_NULL, related_name="+")
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.QUEUED, db_index=True)
+    message = models.CharField(max_length=300, blank=True, help_text="what the job is doing now")
+    uploads = models.JSONField(default=list, blank=True, help_text="storage names of the uploaded files, in order")
+    table_name = models.CharField(max_length=300, blank=True, help_text="storage name of the uploaded table, if any")
+    upload_bytes = models.BigIntegerField(default=0, help_text="bytes uploaded")
+    unpacked_bytes = models.BigIntegerField(default=0, help_text="bytes of the files the archive holds")
+    n_rows = models.PositiveIntegerField(default=0, help_text="galaxies in the table")
+    survey = models.OneToOneField(Survey, null=True, blank=True, on_delete=models.SET_NULL, related_name="prediction_job")
+    workflow = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    faults = models.JSONField(
+        default=list, blank=True, help_text="per archive entry, table row or galaxy: {kind, reason, objid, file}"
+    )
+    error = models.TextField(blank=True, help_text="why the job failed as a whole")
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    sent = models.DateTimeField(null=True, blank=True, help_text="when its preparation was last sent to the workers")
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the worker preparing it")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    destruction = models.DateTimeField(help_text="when the job, its galaxies and its files are deleted")
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"prediction job {self.id} ({self.phase})"
+
+    @property
+    def storage_prefix(self) -> str:
+        """Where the job's own files live in the media storage."""
+        return f"jobs/{self.id}/"

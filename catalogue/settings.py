@@ -176,6 +176,19 @@ TAP_ASYNC_DURATION_S = int(os.environ.get("TAP_ASYNC_DURATION_S", "600"))
 TAP_JOB_DAYS = float(os.environ.get("TAP_JOB_DAYS", "7"))
 TAP_REAP_GRACE_S = float(os.environ.get("TAP_REAP_GRACE_S", "300"))
 
+# --- Prediction jobs (/api/predict/jobs/): a signed-in user's own sample (docs/prediction_jobs.md) --
+# Checked when a job is submitted, before any work: galaxies in its table, bytes uploaded, bytes
+# and entries its archives unpack to, and jobs a user may have queued or running at once.
+PREDICTION_JOB_MAX_GALAXIES = int(os.environ.get("PREDICTION_JOB_MAX_GALAXIES", "50000"))
+PREDICTION_JOB_MAX_UPLOAD_BYTES = int(os.environ.get("PREDICTION_JOB_MAX_UPLOAD_BYTES", str(4 << 30)))
+PREDICTION_JOB_MAX_UNPACKED_BYTES = int(os.environ.get("PREDICTION_JOB_MAX_UNPACKED_BYTES", str(16 << 30)))
+PREDICTION_JOB_MAX_ENTRIES = int(os.environ.get("PREDICTION_JOB_MAX_ENTRIES", "200000"))
+PREDICTION_JOB_MAX_RUNNING = int(os.environ.get("PREDICTION_JOB_MAX_RUNNING", "2"))
+# Days a job, its galaxies, its predictions and its files are kept after it was submitted.
+PREDICTION_JOB_DAYS = float(os.environ.get("PREDICTION_JOB_DAYS", "14"))
+# The /predict/ page sends a sample as many loose FITS files at most (one part each).
+DATA_UPLOAD_MAX_NUMBER_FILES = int(os.environ.get("PREDICTION_JOB_MAX_FILES", "5000"))
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "MorphoMass API",
     "DESCRIPTION": "Galaxy mass-to-light ratios from images (Dobbels et al. 2019): catalogues, models, runs, experiments. "

@@ -19,7 +19,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from catalogue import limits, registry, stages
-from catalogue.models import RunChunk
+from catalogue.models import PredictionJob, RunChunk
 from catalogue.orchestration import reaper
 from catalogue.orchestration.start import start
 from catalogue.selectors import survey_named
@@ -141,10 +141,12 @@ def start_stage_task(self, stage: str, survey: str, preset: str = "fast", force:
 )
 def reap_stale_runs(self) -> list[int]:
     """Hand out lost chunks, send unclaimed ones again, move stalled workflows on, fail runs no worker
-    can take, and reap TAP jobs too (scheduled by celery beat every minute)."""
+    can take, and reap TAP jobs and prediction jobs too (scheduled by celery beat every minute)."""
+    from catalogue.orchestration import prediction_jobs
     from catalogue.tap import jobs
 
     jobs.reap()
+    prediction_jobs.reap()
     here = (self.request.delivery_info or {}).get("routing_key", "")
     return reaper.reap_stale_runs(consumed_here=(here,) if here else ())
 
@@ -166,3 +168,22 @@ def tap_job(job_id: str) -> str:
     from catalogue.tap import jobs
 
     return jobs.execute(job_id)
+
+
+PREPARE_LIMITS = limits.limits("chunk")
+
+
+@shared_task(
+    bind=True,
+    name="catalogue.tasks.prepare_prediction_job",
+    soft_time_limit=PREPARE_LIMITS.soft_s,
+    time_limit=PREPARE_LIMITS.hard_s,
+    ignore_result=True,  # the job's record holds the outcome
+    **CHUNK_RETRY_POLICY,
+)
+def prepare_prediction_job(self, job_id: str) -> str:
+    """Unpack and ingest a prediction job's sample and start its model set's stages (cpu queue)."""
+    from catalogue.orchestration import prediction_jobs
+
+    PredictionJob.objects.filter(pk=job_id).update(celery_task_id=self.request.id or "")
+    return prediction_jobs.prepare(job_id)

@@ -385,6 +385,9 @@ def pytest_runtest_teardown(item, nextitem):
     """After the last test of the shared trained survey (and its module fixtures), the survey goes."""
     if not _uses_trained(item) or (nextitem is not None and _uses_trained(nextitem)) or "trained" not in _SHARED:
         return
+    if nextitem is None:  # the session ends: its test database is already gone, and the survey with it
+        _SHARED.clear()
+        return
     from catalogue.models import Survey
 
     with _SHARED["blocker"].unblock():

@@ -34,7 +34,16 @@ COMMON_ERRORS = {
 }
 #: Operations that can meet an active run (one per survey) or a run that cannot be cancelled.
 CONFLICT = "another run is active on this survey (named in the body), or the run is not active"
-CONFLICT_OPERATIONS = {("/api/runs/", "post"), ("/api/runs/{id}/cancel/", "post")}
+CONFLICT_OPERATIONS = {
+    ("/api/runs/", "post"),
+    ("/api/runs/{id}/cancel/", "post"),
+    ("/api/predict/jobs/{job_id}/results.{fmt}", "get"),
+}
+#: A prediction job's results before it completed.
+JOB_NOT_DONE = "the job has not completed yet (its phase is in the body)"
+#: Operations that take a sample whose size the service limits.
+TOO_LARGE = "over a limit of the service: galaxies, bytes uploaded or unpacked, archive entries (the limit in the body)"
+TOO_LARGE_OPERATIONS = {("/api/predict/jobs/", "post")}
 
 #: PostgreSQL text cannot hold U+0000; the middleware answers such a value with a 400.
 NO_NUL = "^[^\\x00]*$"
@@ -48,7 +57,9 @@ def add_error_responses(result: dict, generator, request, public) -> dict:  # no
             responses = operation.setdefault("responses", {})
             errors = dict(COMMON_ERRORS)
             if (path, method) in CONFLICT_OPERATIONS:
-                errors["409"] = CONFLICT
+                errors["409"] = JOB_NOT_DONE if "/jobs/" in path else CONFLICT
+            if (path, method) in TOO_LARGE_OPERATIONS:
+                errors["413"] = TOO_LARGE
             for code, description in errors.items():
                 responses.setdefault(code, {"description": description, "content": {"application/json": {"schema": ERROR_REF}}})
             for parameter in operation.get("parameters", []):

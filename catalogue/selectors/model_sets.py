@@ -33,7 +33,7 @@ def resolve_model_set(text: str) -> ModelSet:
             names = list(ModelSet.objects.filter(survey__name=survey_name).values_list("name", flat=True)[:10])
             raise ValueError(f"no model set {text!r}; {survey_name} has: {', '.join(names) or 'none'}")
         return found
-    survey = Survey.objects.filter(name=text).first()
+    survey = Survey.objects.filter(name=text, owner__isnull=True).first()
     if survey is None:
         raise ValueError(f"no survey or model set named {text!r}; model sets: {', '.join(some_set_names()) or 'none yet'}")
     found = ModelSet.objects.filter(survey=survey).order_by("-is_current", "-created", "-pk").first()
@@ -106,7 +106,7 @@ def applied_to(model_set: ModelSet, limit: int = 200) -> list[dict]:
     """The surveys ``model_set`` predicted, each with its newest prediction run: {survey, run, finished}."""
     found = Run.objects.filter(
         stage=registry.producer("predictions").name, status=Run.Status.SUCCEEDED, config__model_set=model_set.pk
-    )
+    ).filter(survey__owner__isnull=True)  # a prediction job's sample is its owner's
     latest: dict[str, dict] = {}
     for run in found.select_related("survey").order_by("-finished", "-pk")[:limit]:
         latest.setdefault(run.survey.name, {"survey": run.survey.name, "run": run.pk, "finished": run.finished})

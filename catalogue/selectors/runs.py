@@ -34,14 +34,14 @@ def latest_product_run(survey: Survey, product: str) -> Run | None:
 
 
 def run_by_id(run_id: int) -> Run | None:
-    """A run with its survey, or None."""
-    return Run.objects.select_related("survey", "parent").filter(pk=run_id).first()
+    """A run of a public survey with its survey, or None (a prediction job's runs are its owner's)."""
+    return Run.objects.select_related("survey", "parent").exclude(survey__owner__isnull=False).filter(pk=run_id).first()
 
 
 def recent_runs(survey: Survey | None = None) -> QuerySet[Run]:
-    """Runs (of one survey, or all), newest first."""
+    """Runs (of one survey, or of every public survey), newest first: a prediction job's runs are its owner's."""
     found = Run.objects.select_related("survey").order_by("-created", "-pk")
-    return found if survey is None else found.filter(survey=survey)
+    return found.exclude(survey__owner__isnull=False) if survey is None else found.filter(survey=survey)
 
 
 def active_runs() -> list[Run]:
@@ -80,5 +80,5 @@ def chunk_failures(run: Run) -> list[dict]:
 
 
 def runs_newest_first() -> QuerySet[Run]:
-    """Every run with its survey, newest first (the API's list)."""
-    return Run.objects.select_related("survey").order_by("-created")
+    """Every run of a public survey with its survey, newest first (the API's list)."""
+    return Run.objects.select_related("survey").exclude(survey__owner__isnull=False).order_by("-created")

@@ -14,14 +14,28 @@ from catalogue.models import Galaxy, GalaxyStatus, Split, Survey
 from pipeline.sky import cone_index_ranges, unit_vector
 
 
+def public_surveys() -> QuerySet[Survey]:
+    """The surveys of the public catalogue: all but a prediction job's sample, which is its owner's alone.
+
+    Every read a page, the API, the cone search, TAP or an export makes starts here (or from
+    :func:`public_galaxies`), so a job's galaxies never reach them.
+    """
+    return Survey.objects.filter(owner__isnull=True)
+
+
+def public_galaxies() -> QuerySet[Galaxy]:
+    """The galaxies of the public surveys."""
+    return Galaxy.objects.filter(survey__in=public_surveys())
+
+
 def survey_named(name: str) -> Survey | None:
-    """The survey of that name, or None."""
-    return Survey.objects.filter(name=name).first()
+    """The public survey of that name, or None."""
+    return public_surveys().filter(name=name).first()
 
 
 def survey_names() -> list[str]:
-    """Every survey's name, in order."""
-    return list(Survey.objects.order_by("name").values_list("name", flat=True))
+    """Every public survey's name, in order."""
+    return list(public_surveys().order_by("name").values_list("name", flat=True))
 
 
 def require_targets(survey: Survey) -> None:
@@ -59,17 +73,21 @@ def galaxy_digest(survey: Survey) -> str:
 
 
 def surveys_with_counts() -> QuerySet[Survey]:
-    """Every survey, by name, with its galaxies counted: in all, per status and per split of the learning sample."""
+    """Every public survey, by name, with its galaxies counted: in all, per status and per split of the learning sample."""
     ok = Q(galaxies__status=GalaxyStatus.OK)
-    return Survey.objects.annotate(
-        n_galaxies=Count("galaxies"),
-        n_ok=Count("galaxies", filter=ok),
-        n_excluded=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.EXCLUDED)),
-        n_rejected=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.REJECTED)),
-        n_train=Count("galaxies", filter=ok & Q(galaxies__split=Split.TRAIN)),
-        n_val=Count("galaxies", filter=ok & Q(galaxies__split=Split.VAL)),
-        n_test=Count("galaxies", filter=ok & Q(galaxies__split=Split.TEST)),
-    ).order_by("name")
+    return (
+        public_surveys()
+        .annotate(
+            n_galaxies=Count("galaxies"),
+            n_ok=Count("galaxies", filter=ok),
+            n_excluded=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.EXCLUDED)),
+            n_rejected=Count("galaxies", filter=Q(galaxies__status=GalaxyStatus.REJECTED)),
+            n_train=Count("galaxies", filter=ok & Q(galaxies__split=Split.TRAIN)),
+            n_val=Count("galaxies", filter=ok & Q(galaxies__split=Split.VAL)),
+            n_test=Count("galaxies", filter=ok & Q(galaxies__split=Split.TEST)),
+        )
+        .order_by("name")
+    )
 
 
 def survey_count(survey: Survey) -> int:
@@ -119,24 +137,24 @@ def galaxies_in_cone(ra: float, dec: float, radius_deg: float, queryset: QuerySe
 
 
 def surveys_with_galaxy_counts() -> QuerySet[Survey]:
-    """Every survey by name, with its galaxies counted (the API's list)."""
-    return Survey.objects.annotate(n_galaxies=Count("galaxies")).order_by("name")
+    """Every public survey by name, with its galaxies counted (the API's list)."""
+    return public_surveys().annotate(n_galaxies=Count("galaxies")).order_by("name")
 
 
 def galaxies(survey: Survey | None = None) -> QuerySet[Galaxy]:
-    """The catalogue's galaxies (of one survey, or all)."""
-    return Galaxy.objects.all() if survey is None else Galaxy.objects.filter(survey=survey)
+    """The catalogue's galaxies (of one survey, or of every public survey)."""
+    return public_galaxies() if survey is None else Galaxy.objects.filter(survey=survey)
 
 
 def searchable_galaxies(surveys: QuerySet[Survey] | None = None) -> QuerySet[Galaxy]:
-    """The galaxies a search may return: all but those rejected at ingest (of some surveys, or all)."""
-    found = Galaxy.objects.exclude(status=GalaxyStatus.REJECTED)
+    """The galaxies a search may return: all but those rejected at ingest (of some surveys, or every public one)."""
+    found = public_galaxies().exclude(status=GalaxyStatus.REJECTED)
     return found if surveys is None else found.filter(survey__in=surveys)
 
 
 def surveys_named(name: str) -> QuerySet[Survey]:
-    """The surveys called ``name`` (none or one)."""
-    return Survey.objects.filter(name=name)
+    """The public surveys called ``name`` (none or one)."""
+    return public_surveys().filter(name=name)
 
 
 def surveys_reached(queryset: QuerySet[Galaxy]) -> list[Survey]:
@@ -146,15 +164,15 @@ def surveys_reached(queryset: QuerySet[Galaxy]) -> list[Survey]:
 
 def galaxies_with_objid(objid: int, survey_name: str = "") -> list[Galaxy]:
     """At most two galaxies with that objid (of that survey, if named), with survey and preprocessing joined."""
-    matches = Galaxy.objects.select_related("survey", "preprocessed").filter(objid=objid)
+    matches = public_galaxies().select_related("survey", "preprocessed").filter(objid=objid)
     if survey_name:
         matches = matches.filter(survey__name=survey_name)
     return list(matches[:2])
 
 
 def galaxy_by_id(pk: int) -> Galaxy | None:
-    """A galaxy with its survey, or None."""
-    return Galaxy.objects.select_related("survey").filter(pk=pk).first()
+    """A galaxy of the public catalogue with its survey, or None."""
+    return public_galaxies().select_related("survey").filter(pk=pk).first()
 
 
 def survey_name(survey_id: int) -> str:
@@ -168,13 +186,13 @@ def usable_images(galaxy: Galaxy) -> list:
 
 
 def every_survey() -> QuerySet[Survey]:
-    """Every survey, by name."""
-    return Survey.objects.order_by("name")
+    """Every public survey, by name."""
+    return public_surveys().order_by("name")
 
 
 def galaxies_with_survey() -> QuerySet[Galaxy]:
-    """Every galaxy with its survey joined (pages that show each row's survey)."""
-    return Galaxy.objects.select_related("survey")
+    """Every public galaxy with its survey joined (pages that show each row's survey)."""
+    return public_galaxies().select_related("survey")
 
 
 def has_usable_image(galaxy: Galaxy, band: str = "g") -> bool:

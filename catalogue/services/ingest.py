@@ -99,11 +99,14 @@ class IngestReport:
         return "\n".join(lines)
 
 
+CATALOGUE_NAMES = ("catalogue.csv", "catalogue.fits", "catalogue.vot", "catalogue.xml")
+
+
 def find_catalogue(path: Path) -> Path:
-    for name in ("catalogue.csv", "catalogue.fits"):
+    for name in CATALOGUE_NAMES:
         if (path / name).exists():
             return path / name
-    raise BundleError(f"{path} has no catalogue.csv or catalogue.fits")
+    raise BundleError(f"{path} has no {', '.join(CATALOGUE_NAMES[:-1])} or {CATALOGUE_NAMES[-1]}")
 
 
 def ingest_bundle(
@@ -113,6 +116,7 @@ def ingest_bundle(
     split_seed: int = 0,
     with_images: bool = True,
     progress: ProgressCallback | None = None,
+    owner=None,
 ) -> IngestReport:
     """Load a survey bundle (docs/bundles.md) into the database.
 
@@ -124,6 +128,8 @@ def ingest_bundle(
     with_images : check and store the FITS cutouts; False ingests the catalogue alone
         (for cone search or export of a catalogue without images).
     progress : called as ``progress(stage, done, total)``.
+    owner : a user for a prediction job's sample: the survey is private to them, and its
+        catalogue needs only objid, z and mag_g (``SAMPLE_REQUIRED_COLUMNS``).
 
     Raises
     ------
@@ -142,7 +148,8 @@ def ingest_bundle(
     table = bundle.read_table(catalogue_path)
     if len(table) == 0:
         raise BundleError(f"{catalogue_path.name} has a header but no rows: nothing to ingest")
-    rows = bundle.parse_catalogue(table, catalogue_path.name)
+    required = bundle.REQUIRED_COLUMNS if owner is None else bundle.SAMPLE_REQUIRED_COLUMNS
+    rows = bundle.parse_catalogue(table, catalogue_path.name, required)
     report.catalogue_rows = len(table)
     gswlc = bundle.read_gswlc(path / "gswlc.dat") if (path / "gswlc.dat").exists() else None
     gz2_data = bundle.read_gz2(path / "gz2.csv") if (path / "gz2.csv").exists() else None
@@ -159,7 +166,12 @@ def ingest_bundle(
     _refuse_if_nothing_usable(rows, catalogue_path.name)
     survey, _ = Survey.objects.update_or_create(
         name=name,
-        defaults={"source_path": str(path.resolve()), "split_seed": split_seed, "has_star_catalogue": stars is not None},
+        defaults={
+            "source_path": str(path.resolve()),
+            "split_seed": split_seed,
+            "has_star_catalogue": stars is not None,
+            "owner": owner,
+        },
     )
 
     _refuse_if_nothing_usable(rows, catalogue_path.name)

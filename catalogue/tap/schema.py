@@ -99,7 +99,7 @@ def _galaxy_select() -> str:
     return (
         f"SELECT g.id AS galaxy_id, g.survey_id, s.name AS survey, {fields}, {empty},"
         " g.healpix, g.sky_x, g.sky_y, g.sky_z"
-        " FROM catalogue_galaxy g JOIN catalogue_survey s ON s.id = g.survey_id"
+        " FROM catalogue_galaxy g JOIN catalogue_survey s ON s.id = g.survey_id AND s.owner_id IS NULL"  # public only
     )
 
 
@@ -128,7 +128,8 @@ TABLES: tuple[TapTable, ...] = (
         "Ingested survey bundles; objids repeat across surveys, so a galaxy is known by its survey and objid.",
         "SELECT s.id AS survey_id, s.name, s.has_star_catalogue::int AS has_star_catalogue, s.h0, s.om0,"
         " (SELECT count(*) FROM catalogue_galaxy g WHERE g.survey_id = s.id) AS n_galaxies,"
-        " to_char(s.created AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS created FROM catalogue_survey s",
+        " to_char(s.created AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS created FROM catalogue_survey s"
+        " WHERE s.owner_id IS NULL",
         ("survey_id", "name", "has_star_catalogue", "h0", "om0", "n_galaxies", "created"),
         overrides={"name": "survey name (galaxies.survey)", "created": "when the survey was first ingested (UTC)"},
     ),
@@ -169,7 +170,9 @@ TABLES: tuple[TapTable, ...] = (
         f"SELECT p.galaxy_id, p.model_id, m.model_set_id, ms.name AS model_set, m.name AS model_name, {_VALUES},"
         f" p.out_of_support::int AS out_of_support, {_REASONS} AS support_reasons"
         " FROM catalogue_prediction p JOIN catalogue_trainedmodel m ON m.id = p.model_id"
-        " LEFT JOIN catalogue_modelset ms ON ms.id = m.model_set_id",
+        " LEFT JOIN catalogue_modelset ms ON ms.id = m.model_set_id"
+        " JOIN catalogue_galaxy pg ON pg.id = p.galaxy_id"
+        " JOIN catalogue_survey ps ON ps.id = pg.survey_id AND ps.owner_id IS NULL",
         ("galaxy_id", "model_id", "model_set_id", "model_set", "model_name", *_PREDICTED),
         keys=(
             ("galaxy_id", "galaxies", "galaxy_id"),

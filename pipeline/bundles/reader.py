@@ -21,6 +21,9 @@ from pipeline import gz2
 
 #: mag_i and the other bands are optional: a g-only survey is predicted by the g models.
 REQUIRED_COLUMNS = ("objid", "ra", "dec", "z", "d25_arcmin", "mag_g")
+#: A user's own sample (a prediction job) needs only what predicting reads: position and size are
+#: optional there, since nothing in preprocessing or the models uses them.
+SAMPLE_REQUIRED_COLUMNS = ("objid", "z", "mag_g")
 FLOAT_COLUMNS = (
     "ra",
     "dec",
@@ -130,19 +133,29 @@ def _to_float(column) -> tuple[np.ndarray, np.ndarray]:
     return values, bad
 
 
+#: File name endings read as VOTable (a user's sample may come as one).
+VOTABLE_SUFFIXES = frozenset({".xml", ".vot", ".votable"})
+
+
 def read_table(path: Path) -> Table:
-    """Read a CSV or FITS table; numbers that fail to parse stay as text for per-row checks."""
+    """Read a CSV, FITS or VOTable table; numbers that fail to parse stay as text for per-row checks."""
     try:
         if path.suffix.lower() in {".fits", ".fit"}:
             return Table.read(path, hdu=1)
+        if path.suffix.lower() in VOTABLE_SUFFIXES:
+            return Table.read(path, format="votable")
         return Table.read(path, format="ascii.csv", fast_reader=True)
     except Exception as exc:  # astropy raises many types for a broken file
         raise BundleError(f"{path.name} cannot be read as a table: {exc}") from exc
 
 
-def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
-    """Validate catalogue rows: types, ranges, duplicates. Returns rows and rejections."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.colnames]
+def parse_catalogue(table: Table, file: str = "catalogue.csv", required: tuple[str, ...] = REQUIRED_COLUMNS) -> CatalogueRows:
+    """Validate catalogue rows: types, ranges, duplicates. Returns rows and rejections.
+
+    ``required`` columns must be present (and a value on each row); a position or a D25 outside
+    ``required`` is checked only where a row gives one.
+    """
+    missing = [c for c in required if c not in table.colnames]
     if missing:
         raise BundleError(f"{file} lacks required column(s) {', '.join(missing)}; it has {', '.join(table.colnames)}")
     n = len(table)
@@ -197,12 +210,15 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
         for j in np.flatnonzero(bad[idx]):
             parsed.reject(j, "unparseable_number", f"{name} = {str(raw[idx[j]])!r} is not a number")
     v = parsed.values
+    position_needed = "ra" in required or "dec" in required
+    d25_needed = "d25_arcmin" in required
     checks = [
         ("missing_redshift", np.isnan(v["z"]) & ~unparseable["z"][idx], lambda _j: "no redshift"),
         ("negative_redshift", v["z"] < 0, lambda j: f"negative redshift z = {v['z'][j]:g}"),
         (
             "missing_position",
-            (np.isnan(v["ra"]) & ~unparseable["ra"][idx]) | (np.isnan(v["dec"]) & ~unparseable["dec"][idx]),
+            ((np.isnan(v["ra"]) & ~unparseable["ra"][idx]) | (np.isnan(v["dec"]) & ~unparseable["dec"][idx]))
+            & (position_needed | (np.isnan(v["ra"]) != np.isnan(v["dec"]))),
             lambda _j: "no ra/dec",
         ),
         (
@@ -213,7 +229,7 @@ def parse_catalogue(table: Table, file: str = "catalogue.csv") -> CatalogueRows:
         ("missing_magnitude", np.isnan(v["mag_g"]) & ~unparseable["mag_g"][idx], lambda _j: "no mag_g"),
         (
             "bad_d25",
-            ~(v["d25_arcmin"] > 0) & ~unparseable["d25_arcmin"][idx],
+            ~(v["d25_arcmin"] > 0) & ~unparseable["d25_arcmin"][idx] & (d25_needed | ~np.isnan(v["d25_arcmin"])),
             lambda j: f"D25 must be positive, got {v['d25_arcmin'][j]:g} arcmin",
         ),
         ("nonpositive_error", v["ml_g_err"] <= 0, lambda j: f"ml_g_err must be positive, got {v['ml_g_err'][j]:g}"),

@@ -108,7 +108,7 @@ def learning_sample_reasons(rows: CatalogueRows, derived: DerivedColumns) -> lis
     """Why each galaxy stays outside the learning sample, as (kind, message); empty if it is in."""
     d25 = rows.values["d25_arcmin"]
     with np.errstate(invalid="ignore"):
-        small = ~(d25 > MIN_D25_ARCMIN)
+        small = d25 <= MIN_D25_ARCMIN  # a sample without D25 (a prediction job's) is not "small"
         no_target = ~np.isfinite(derived.ml_g) | ~np.isfinite(derived.ml_g_err)
         high_chi2 = np.isfinite(derived.chi2_r) & (derived.chi2_r >= MAX_CHI2_R)
     out: list[list[tuple[str, str]]] = [[] for _ in range(len(rows))]
