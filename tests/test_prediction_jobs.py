@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -274,11 +275,12 @@ def test_a_job_is_its_owners_alone_and_never_in_the_public_catalogue(hostile_job
         f"SELECT COUNT(*) AS n FROM morphomass.surveys WHERE survey_id = {survey.pk}",
         f"SELECT COUNT(*) AS n FROM morphomass.predictions WHERE galaxy_id = {one.pk}",
     )
-    assert [tap_count(q) for q in queries] == [0, 0, 0, 0]
-    owner = survey.owner
-    Survey.objects.filter(pk=survey.pk).update(owner=None)
-    assert all(tap_count(q) > 0 for q in queries)
-    Survey.objects.filter(pk=survey.pk).update(owner=owner)
+    if connection.vendor == "postgresql":  # TAP runs on PostgreSQL only
+        assert [tap_count(q) for q in queries] == [0, 0, 0, 0]
+        owner = survey.owner
+        Survey.objects.filter(pk=survey.pk).update(owner=None)
+        assert all(tap_count(q) > 0 for q in queries)
+        Survey.objects.filter(pk=survey.pk).update(owner=owner)
     # the owner removes it: the job, its survey and its files go
     ann = client_of(hostile_job["users"]["ann"])
     files = job_files.storage_files(PredictionJob.objects.get(pk=job["id"]))
@@ -451,3 +453,47 @@ def test_a_job_whose_worker_is_killed_mid_preprocess_completes_with_every_galaxy
     assert Preprocessed.objects.filter(galaxy__survey=job.survey).count() == 50
     per_model = Prediction.objects.filter(galaxy__survey=job.survey).values_list("model__name", "galaxy_id")
     assert len(per_model) == len(set(per_model)) and len({g for _, g in per_model}) == 50
+
+
+@pytest.fixture
+def deferred():
+    """Submit without sending: inside a test's transaction, on_commit never fires (a message lost on its way)."""
+    from catalogue.celery import app
+
+    app.conf.task_always_eager = False
+    yield
+    app.conf.task_always_eager = True
+
+
+@pytest.mark.django_db
+def test_a_queued_job_is_cancelled_then_removed_and_a_lost_one_is_sent_again_by_the_reaper(
+    trained,
+    users,
+    tmp_path,
+    deferred,  # noqa: ARG001 - deferred holds the messages back
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalogue.celery import app
+    from catalogue.orchestration import prediction_jobs as flow
+
+    objids = ordinary_objids(trained.bundle, 8, skip=120)
+    sample = sample_archive(trained.bundle, objids, tmp_path / "s.zip")
+    table = sample_table(trained.bundle, objids, tmp_path / "s.csv")
+    ann = client_of(users["ann"])
+    first, lost = submit(ann, [sample], table).json(), submit(ann, [sample], table).json()
+    assert first["phase"] == lost["phase"] == "QUEUED" and first["progress"] == 0.0
+    # DELETE on a queued job cancels it; its preparation, when it comes, does nothing; a second DELETE removes it
+    cancelled = ann.delete(first["url"])
+    assert cancelled.status_code == 200 and cancelled.json()["phase"] == "ABORTED"
+    assert flow.prepare(first["id"]) == "ABORTED" and PredictionJob.objects.get(pk=first["id"]).survey is None
+    assert ann.delete(first["url"]).status_code == 204 and not PredictionJob.objects.filter(pk=first["id"]).exists()
+    assert [j["id"] for j in ann.get("/api/predict/jobs/").json()] == [lost["id"]]
+    # the other's message never reached a worker: a minute on, the reaper sends it again and it runs
+    assert flow.reap(now=timezone.now())["sent_again"] == 0
+    app.conf.task_always_eager = True
+    assert flow.reap(now=timezone.now() + timedelta(minutes=2))["sent_again"] == 1
+    job = ann.get(lost["url"]).json()
+    assert job["phase"] == "COMPLETED" and job["counts"]["predicted"] == 8, job

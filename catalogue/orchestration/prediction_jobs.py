@@ -108,6 +108,8 @@ def prepare(job_id: str) -> str:
         PredictionJob.objects.filter(pk=job.pk).update(survey=survey, faults=faults, message="starting the model set's stages")
         if job.model_set is None:
             raise ValueError("the job's model set was deleted before it could run")
+        if PredictionJob.objects.filter(pk=job.pk, phase=PredictionJob.Phase.ABORTED).exists():
+            return PredictionJob.Phase.ABORTED  # cancelled while it was unpacked: nothing is started
         workflow = start(survey, model_set=job.model_set, user=job.owner)
     except (BundleError, archive.ArchiveError, ValueError, runs.RunConflict) as exc:
         _end(job.pk, PredictionJob.Phase.ERROR, str(exc))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from catalogue.columns import PREDICTION_FIELDS
@@ -39,8 +39,9 @@ def job_for(user, job_id) -> PredictionJob | None:
 
 
 def running_jobs(user) -> int:
-    """The user's jobs queued or running."""
-    return PredictionJob.objects.filter(owner=user, phase__in=PredictionJob.ACTIVE).count()
+    """The user's jobs queued or running (a job whose workflow has ended counts no more, read or not)."""
+    active = PredictionJob.objects.filter(owner=user, phase__in=PredictionJob.ACTIVE)
+    return active.filter(Q(workflow__isnull=True) | Q(workflow__status__in=Run.ACTIVE)).count()
 
 
 def expired_jobs() -> QuerySet[PredictionJob]:
