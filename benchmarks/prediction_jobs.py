@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the job and the baseline survey")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    app.conf.task_always_eager = True  # training, simulating and packing run here
     model_set = resolve_model_set(args.models) if args.models else train_fast_set(args.train, tmp)
 
     bundle = tmp / "sample"
@@ -96,7 +97,7 @@ def main() -> None:
     archive = sample_archive(bundle, objids, tmp / "sample.zip")
     table = sample_table(bundle, objids, tmp / "sample.csv")
     user, _ = User.objects.get_or_create(username="benchmark-jobs")
-    client = APIClient()
+    client = APIClient(HTTP_HOST="127.0.0.1")
     client.force_authenticate(user)
 
     procs: list[subprocess.Popen] = []

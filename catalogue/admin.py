@@ -18,7 +18,7 @@ def _stage_choices() -> list[tuple[str, str]]:
 
 
 class StartRunForm(forms.Form):
-    survey = forms.ModelChoiceField(queryset=models.Survey.objects.order_by("name"))
+    survey = forms.ModelChoiceField(queryset=models.Survey.objects.filter(owner__isnull=True).order_by("name"))
     stages = forms.MultipleChoiceField(
         choices=_stage_choices,
         widget=forms.CheckboxSelectMultiple,
@@ -51,7 +51,7 @@ class StartRunForm(forms.Form):
 
 @admin.register(models.Survey)
 class SurveyAdmin(admin.ModelAdmin):
-    list_display = ("name", "source_path", "has_star_catalogue", "created", "updated")
+    list_display = ("name", "owner", "source_path", "has_star_catalogue", "created", "updated")
     search_fields = ("name",)
     actions = ["start_run"]
 
@@ -236,3 +236,13 @@ class TapJobAdmin(admin.ModelAdmin):
         from catalogue.tap import jobs
 
         jobs.destroy(obj)
+
+
+@admin.register(models.PredictionJob)
+class PredictionJobAdmin(admin.ModelAdmin):
+    """Users' prediction jobs, for staff to follow (their owners use /predict/ and /api/predict/jobs/)."""
+
+    list_display = ("id", "owner", "phase", "n_rows", "model_set", "created", "destruction")
+    list_filter = ("phase",)
+    search_fields = ("id", "owner__username")
+    readonly_fields = [f.name for f in models.PredictionJob._meta.fields]

@@ -31,7 +31,7 @@ from catalogue.services import prediction_jobs as job_files
 from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
 from pipeline.bundles import archive
-from pipeline.bundles.reader import BundleError, read_table
+from pipeline.bundles.reader import CATALOGUE_NAMES, BundleError, read_table
 
 log = logging.getLogger(__name__)
 TASK_NAME = "catalogue.tasks.prepare_prediction_job"
@@ -173,7 +173,7 @@ def _place_table(job: PredictionJob, flat: Path, bundle: Path) -> Path:
         for stale in flat.glob("catalogue.*"):
             stale.unlink()  # the uploaded table wins over one in the archive
         return target
-    for name in ("catalogue.csv", "catalogue.fits", "catalogue.vot", "catalogue.xml"):
+    for name in CATALOGUE_NAMES:
         if (flat / name).exists():
             return flat / name
     raise BundleError("the sample has no table: neither a 'table' upload nor a catalogue in the archive")

@@ -26,7 +26,7 @@ from catalogue.services.galaxy_writer import galaxy_columns, upsert_galaxies
 from pipeline import gz2
 from pipeline.bundles import reader as bundle
 from pipeline.bundles import sample
-from pipeline.bundles.reader import BadImage, BundleError, Rejection
+from pipeline.bundles.reader import CATALOGUE_NAMES, BadImage, BundleError, Rejection
 from pipeline.images.stars import stars_in_fields
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,6 @@ class IngestReport:
         lines += [f"    kept outside the learning sample, {reason}: {n}" for reason, n in sorted(self.excluded_by_reason.items())]
         lines.append(f"  images stored: {self.images_stored}, unchanged: {self.images_unchanged}; GZ2 votes: {self.gz2_votes}")
         return "\n".join(lines)
-
-
-CATALOGUE_NAMES = ("catalogue.csv", "catalogue.fits", "catalogue.vot", "catalogue.xml")
 
 
 def find_catalogue(path: Path) -> Path:

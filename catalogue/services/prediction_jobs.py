@@ -34,7 +34,7 @@ from catalogue.selectors import catalogue_ml_columns, named_models
 from catalogue.selectors import prediction_jobs as jobs
 from catalogue.services import writers
 from pipeline.bundles import archive
-from pipeline.bundles.reader import SAMPLE_REQUIRED_COLUMNS, VOTABLE_SUFFIXES, BundleError, read_table
+from pipeline.bundles.reader import CATALOGUE_NAMES, SAMPLE_REQUIRED_COLUMNS, VOTABLE_SUFFIXES, BundleError, read_table
 
 TABLE_SUFFIXES = (".csv", ".fits", ".fit", *sorted(VOTABLE_SUFFIXES))
 FITS_SUFFIXES = (".fits", ".fit")
@@ -95,11 +95,7 @@ def _table_rows(path: Path, label: str) -> int:
 
 def _table_in_archive(path: Path, listing: archive.Listing) -> int | None:
     """Rows of the bundle catalogue an archive carries (None if it carries none)."""
-    names = [
-        e
-        for e in listing.entries
-        if archive.wanted(e, None)[0] in ("catalogue.csv", "catalogue.fits", "catalogue.vot", "catalogue.xml")
-    ]
+    names = [e for e in listing.entries if archive.wanted(e, None)[0] in CATALOGUE_NAMES]
     if not names:
         return None
     with tempfile.TemporaryDirectory() as tmp:

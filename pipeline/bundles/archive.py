@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from pipeline.bundles.reader import CATALOGUE_NAMES
+
 #: A cutout as the bundle format names it: <objid>_<band>.fits.
 CUTOUT_NAME = re.compile(r"^(?P<objid>\d{1,20})_(?P<band>[gi])\.fits$")
 #: The files of a bundle besides its cutouts (docs/bundles.md) that a sample may carry.
-BUNDLE_FILES = frozenset(
-    {"catalogue.csv", "catalogue.fits", "catalogue.vot", "catalogue.xml", "gswlc.dat", "gz2.csv", "stars.csv"}
-)
+BUNDLE_FILES = frozenset({*CATALOGUE_NAMES, "gswlc.dat", "gz2.csv", "stars.csv"})
 COPY_BLOCK = 1 << 20
 
 

@@ -133,6 +133,8 @@ def _to_float(column) -> tuple[np.ndarray, np.ndarray]:
     return values, bad
 
 
+#: The names a bundle's catalogue may have, in the order they are looked for.
+CATALOGUE_NAMES = ("catalogue.csv", "catalogue.fits", "catalogue.vot", "catalogue.xml")
 #: File name endings read as VOTable (a user's sample may come as one).
 VOTABLE_SUFFIXES = frozenset({".xml", ".vot", ".votable"})
 
