@@ -329,13 +329,15 @@ def _header_number(header, key: str, name: str, low: float, high: float) -> floa
 
 
 def _wcs_centre_offset_arcsec(wcs: WCS, shape: tuple[int, int], ra: float, dec: float) -> float:
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord
+    """Arcsec from the cutout's WCS centre to (ra, dec) in deg: astropy's angular separation on plain
+    radians (a SkyCoord per image cost more than reading the image); the WCS's celestial part is taken
+    apart only when it has other axes."""
+    from astropy.coordinates import angular_separation
 
-    centre_ra, centre_dec = wcs.celestial.pixel_to_world_values((shape[1] - 1) / 2, (shape[0] - 1) / 2)
-    return float(
-        SkyCoord(float(centre_ra) * u.deg, float(centre_dec) * u.deg).separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec
-    )
+    celestial = wcs if wcs.naxis == 2 else wcs.celestial
+    centre_ra, centre_dec = celestial.pixel_to_world_values((shape[1] - 1) / 2, (shape[0] - 1) / 2)
+    separation = angular_separation(*np.deg2rad([float(centre_ra), float(centre_dec), ra, dec]))
+    return float(np.rad2deg(separation) * 3600.0)
 
 
 def inspect_image(path: Path, ra: float | None = None, dec: float | None = None) -> ImageInfo:
