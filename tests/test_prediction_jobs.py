@@ -497,3 +497,27 @@ def test_a_queued_job_is_cancelled_then_removed_and_a_lost_one_is_sent_again_by_
     assert flow.reap(now=timezone.now() + timedelta(minutes=2))["sent_again"] == 1
     job = ann.get(lost["url"]).json()
     assert job["phase"] == "COMPLETED" and job["counts"]["predicted"] == 8, job
+
+
+@pytest.mark.django_db
+def test_a_bundle_archive_needs_no_table_and_loose_fits_files_make_a_sample_too(trained, users, tmp_path):
+    import shutil
+
+    ann = client_of(users["ann"])
+    objids = ordinary_objids(trained.bundle, 6, skip=140)
+    # a bundle as ingest_survey reads it (catalogue.csv and images/), one folder down in a tar.gz, no table part
+    bundle = tmp_path / "my-bundle"
+    (bundle / "images").mkdir(parents=True)
+    sample_table(trained.bundle, objids, bundle / "catalogue.csv", columns=("objid", "ra", "dec", "z", "d25_arcmin", "mag_g"))
+    for objid in objids:
+        shutil.copy(trained.bundle / "images" / f"{objid}_g.fits", bundle / "images")
+    packed = tmp_path / "bundle.tar.gz"
+    with tarfile.open(packed, "w:gz") as out:
+        out.add(bundle, "my-bundle")
+    job = submit(ann, [packed]).json()
+    assert job["phase"] == "COMPLETED" and job["counts"] == {"galaxies": 6, "accepted": 6, "predicted": 6, "failed": 0}, job
+    # the cutouts themselves, one part each, and a table (FITS this time)
+    loose = [trained.bundle / "images" / f"{objid}_g.fits" for objid in objids[:4]]
+    table = sample_table(trained.bundle, objids[:4], tmp_path / "four.fits", columns=("objid", "z", "mag_g"))
+    job = submit(ann, loose, table).json()
+    assert job["phase"] == "COMPLETED" and job["counts"]["predicted"] == 4, job
