@@ -21,6 +21,7 @@ import pytest
 from astropy.table import Table
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django.db.models import Count
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -261,6 +262,9 @@ def test_a_job_is_its_owners_alone_and_never_in_the_public_catalogue(hostile_job
     # by name, the job's survey is as unknown as one that does not exist: no rows
     assert public.get("/api/galaxies/", {"survey": survey.name}).json()["results"] == []
     assert public.get("/api/galaxies/", {"survey": "no-such-survey"}).json()["results"] == []
+    counted = {m["id"]: m["n_predictions"] for m in public.get("/api/models/", {"page_size": 100}).json()["results"]}
+    for model_id, n in Prediction.objects.exclude(galaxy__survey=survey).values_list("model").annotate(n=Count("pk")):
+        assert counted[model_id] == n  # a model's count of predictions leaves the job's out
     assert Client().get(f"/surveys/{survey.name}/").status_code == 404
     assert Client().get(f"/galaxies/{one.pk}/").status_code == 404
     assert survey.name not in Client().get("/catalogue/").content.decode()

@@ -13,9 +13,12 @@ import numpy as np
 from django.db.models import (
     Count,
     Exists,
+    IntegerField,
     OuterRef,
     QuerySet,
+    Subquery,
 )
+from django.db.models.functions import Coalesce
 
 from catalogue.models import ExperimentResult, FeatureSet, Galaxy, GalaxyStatus, Prediction, Split, Survey, TrainedModel
 from catalogue.selectors.features import feature_matrix
@@ -63,8 +66,22 @@ def recent_regressors(limit: int = 12) -> list[TrainedModel]:
 
 
 def models_with_prediction_counts() -> QuerySet[TrainedModel]:
-    """Every trained model, newest first, with how many galaxies it predicted (the API's list)."""
-    return TrainedModel.objects.select_related("survey").annotate(n_predictions=Count("predictions")).order_by("-created")
+    """Every trained model, newest first, with how many galaxies of the public catalogue it predicted (the API's list).
+
+    A prediction job's galaxies are subtracted by a subquery that starts from the (few) private
+    surveys, so the count over every prediction keeps its plan.
+    """
+    private = (
+        Prediction.objects.filter(model=OuterRef("pk"), galaxy__survey__owner__isnull=False)
+        .order_by()
+        .values("model")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    counted = TrainedModel.objects.select_related("survey").annotate(
+        n_predictions=Count("predictions") - Coalesce(Subquery(private, output_field=IntegerField()), 0)
+    )
+    return counted.order_by("-created")
 
 
 def experiment_results() -> QuerySet[ExperimentResult]:
