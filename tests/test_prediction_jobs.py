@@ -525,3 +525,27 @@ def test_a_bundle_archive_needs_no_table_and_loose_fits_files_make_a_sample_too(
     table = sample_table(trained.bundle, objids[:4], tmp_path / "four.fits", columns=("objid", "z", "mag_g"))
     job = submit(ann, loose, table).json()
     assert job["phase"] == "COMPLETED" and job["counts"]["predicted"] == 4, job
+
+
+@pytest.mark.django_db
+def test_a_preparation_redone_after_its_worker_was_lost_takes_up_the_stages_it_had_started(trained, users, tmp_path, deferred):  # noqa: ARG001
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalogue.orchestration import prediction_jobs as flow
+
+    objids = ordinary_objids(trained.bundle, 5, skip=150)
+    job = submit(
+        client_of(users["ann"]),
+        [sample_archive(trained.bundle, objids, tmp_path / "s.zip")],
+        sample_table(trained.bundle, objids, tmp_path / "s.csv"),
+    ).json()
+    assert flow.prepare(job["id"]) == "EXECUTING"  # deferred: the stages are started, their chunks not sent
+    first = PredictionJob.objects.get(pk=job["id"])
+    # the worker died after it started the stages but before it recorded them: the job looks like a silent preparation
+    PredictionJob.objects.filter(pk=first.pk).update(workflow=None, heartbeat=timezone.now() - timedelta(minutes=10))
+    assert flow.prepare(job["id"]) == "EXECUTING"
+    again = PredictionJob.objects.get(pk=first.pk)
+    assert again.workflow_id == first.workflow_id and again.error == ""
+    assert Run.objects.filter(survey=again.survey, stage="workflow").count() == 1

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from catalogue import limits
+from catalogue import limits, registry
 from catalogue.models import PredictionJob, Run, Survey
 from catalogue.orchestration.start import start
 from catalogue.selectors import prediction_jobs as jobs
@@ -110,7 +110,12 @@ def prepare(job_id: str) -> str:
             raise ValueError("the job's model set was deleted before it could run")
         if PredictionJob.objects.filter(pk=job.pk, phase=PredictionJob.Phase.ABORTED).exists():
             return PredictionJob.Phase.ABORTED  # cancelled while it was unpacked: nothing is started
-        workflow = start(survey, model_set=job.model_set, user=job.owner)
+        try:
+            workflow = start(survey, model_set=job.model_set, user=job.owner)
+        except runs.RunConflict as conflict:  # a worker lost after it started them: the job takes them up
+            if conflict.active.survey_id != survey.pk or conflict.active.stage != registry.WORKFLOW:
+                raise
+            workflow = conflict.active
     except (BundleError, archive.ArchiveError, ValueError, runs.RunConflict) as exc:
         _end(job.pk, PredictionJob.Phase.ERROR, str(exc))
         return PredictionJob.Phase.ERROR
