@@ -132,6 +132,12 @@ def test_a_job_over_a_limit_is_refused_before_anything_is_stored(trained, users,
     settings.PREDICTION_JOB_MAX_UPLOAD_BYTES = 1000
     assert submit(ann, [sample], table).status_code == 413
     settings.PREDICTION_JOB_MAX_UPLOAD_BYTES = 1 << 30
+    (tmp_path / "notes.txt").write_text("not an archive")
+    answer = submit(ann, [tmp_path / "notes.txt"], table)
+    assert (
+        answer.status_code == 400
+        and answer.json()["detail"] == "sample notes.txt is neither a zip nor a tar archive (gzip allowed)"
+    )
     answer = submit(ann, [sample])  # no table, and no catalogue in the archive
     assert answer.status_code == 400 and "no table" in answer.json()["detail"]
     bad_columns = sample_table(trained.bundle, objids, tmp_path / "bad.csv", columns=("objid", "ra", "dec"))

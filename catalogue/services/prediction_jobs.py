@@ -130,10 +130,11 @@ def check_submission(samples: list[UploadedFile], table: UploadedFile | None) ->
                     path,
                     settings.PREDICTION_JOB_MAX_UNPACKED_BYTES - unpacked,
                     settings.PREDICTION_JOB_MAX_ENTRIES,
+                    label=f"sample {sample.name}",
                 )
             except archive.ArchiveError as exc:
                 status = 413 if "limit" in str(exc) else 400
-                raise JobRefused(f"sample {sample.name}: {exc}", status) from None
+                raise JobRefused(str(exc), status) from None
             unpacked += listing.unpacked_bytes
             cutouts += sum(1 for e in listing.entries if archive.CUTOUT_NAME.match(PurePosixPath(e.name).name or ""))
             if table is None and rows is None:

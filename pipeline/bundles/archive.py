@@ -64,8 +64,9 @@ class Listing:
         return sum(e.size for e in self.entries if e.kind == "file")
 
 
-def archive_kind(path: Path) -> str:
-    """``zip`` or ``tar`` by the file's content (not its name); ArchiveError for anything else."""
+def archive_kind(path: Path, label: str = "") -> str:
+    """``zip`` or ``tar`` by the file's content (not its name); ArchiveError (naming it ``label``, else by its
+    file name) for anything else."""
     if zipfile.is_zipfile(path):
         return "zip"
     try:
@@ -73,7 +74,7 @@ def archive_kind(path: Path) -> str:
             return "tar"
     except (OSError, EOFError, tarfile.TarError):
         pass
-    raise ArchiveError(f"{path.name} is neither a zip nor a tar archive (gzip allowed)")
+    raise ArchiveError(f"{label or path.name} is neither a zip nor a tar archive (gzip allowed)")
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
@@ -95,9 +96,9 @@ def _tar_kind(info: tarfile.TarInfo) -> str:
     return "other"
 
 
-def _entries(path: Path) -> Iterator[Entry]:
+def _entries(path: Path, label: str) -> Iterator[Entry]:
     try:
-        if archive_kind(path) == "zip":
+        if archive_kind(path, label) == "zip":
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     yield Entry(info.filename, info.file_size, _zip_kind(info))
@@ -106,11 +107,12 @@ def _entries(path: Path) -> Iterator[Entry]:
                 for info in archive:
                     yield Entry(info.name, info.size, _tar_kind(info))
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise ArchiveError(f"{path.name} is a damaged archive ({type(exc).__name__}: {exc})") from exc
+        raise ArchiveError(f"{label} is a damaged archive ({type(exc).__name__}: {exc})") from exc
 
 
-def scan(path: Path, max_unpacked_bytes: int, max_entries: int) -> Listing:
-    """The archive's entries from their headers, stopping as soon as a limit is passed.
+def scan(path: Path, max_unpacked_bytes: int, max_entries: int, label: str = "") -> Listing:
+    """The archive's entries from their headers, stopping as soon as a limit is passed (``label``: the
+    archive's name in messages, by default its file name).
 
     Raises
     ------
@@ -118,17 +120,16 @@ def scan(path: Path, max_unpacked_bytes: int, max_entries: int) -> Listing:
         for a file that is not a readable archive, more than ``max_entries`` entries, or
         entries that would unpack to more than ``max_unpacked_bytes``.
     """
+    label = label or path.name
     listing = Listing()
     total = 0
-    for entry in _entries(path):
+    for entry in _entries(path, label):
         listing.entries.append(entry)
         total += entry.size if entry.kind == "file" else 0
         if total > max_unpacked_bytes:
-            raise ArchiveError(
-                f"{path.name} unpacks to more than {max_unpacked_bytes:,} bytes (the limit per job); split the sample"
-            )
+            raise ArchiveError(f"{label} unpacks to more than {max_unpacked_bytes:,} bytes (the limit per job); split the sample")
         if len(listing.entries) > max_entries:
-            raise ArchiveError(f"{path.name} has more than {max_entries:,} entries (the limit per job); split the sample")
+            raise ArchiveError(f"{label} has more than {max_entries:,} entries (the limit per job); split the sample")
     return listing
 
 
