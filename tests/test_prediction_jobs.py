@@ -198,6 +198,8 @@ def test_a_job_with_bad_cutouts_rows_and_entries_predicts_the_rest_and_lists_eac
     bad_images = {f["objid"] for f in faults if f["kind"] == "bad_image"}
     assert bad_images == set(hostile_job["corrupt"]), faults
     assert {f["objid"] for f in faults if f["kind"] in ("negative_redshift", "missing_magnitude")} == set(hostile_job["bad_rows"])
+    bad_rows = [f for f in faults if f["kind"] in ("negative_redshift", "missing_magnitude")]
+    assert {(f["file"], f["row"]) for f in bad_rows} == {("sample.vot", 4), ("sample.vot", 5)}, bad_rows  # the user's names
     # nothing was written outside the job: no x.fits anywhere under the media folder, the temp folder or above
     for root in (Path(settings.MEDIA_ROOT), Path(settings.MEDIA_ROOT).parent, Path("/tmp")):
         assert not (root / "x.fits").exists()

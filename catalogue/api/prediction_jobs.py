@@ -64,7 +64,7 @@ class PredictionJobSerializer(serializers.Serializer):
     models_skipped = serializers.DictField(
         help_text="named model -> why it predicted nothing here (a g-only sample: the i models)"
     )
-    faults = serializers.ListField(help_text="per entry, row or galaxy left out: kind, reason, objid, file")
+    faults = serializers.ListField(help_text="per entry, row or galaxy left out: kind, reason, objid, file, row (of the table)")
     error = serializers.CharField(help_text="why the job failed as a whole")
     results = serializers.DictField(help_text="format -> URL of the results, once COMPLETED")
     upload_bytes = serializers.IntegerField()

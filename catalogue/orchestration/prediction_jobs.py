@@ -104,7 +104,11 @@ def prepare(job_id: str) -> str:
                 progress=lambda step, done, total: _beat(job.pk, f"ingest: {step} {done}/{total}"),
             )
         survey = Survey.objects.get(name=survey_name(job))
-        faults += [{k: r.get(k) for k in ("kind", "reason", "objid", "file")} for r in report.rejections]
+        table_file = PurePosixPath(job.table_name).name  # the user's name for the table the ingest calls catalogue.*
+        faults += [
+            {**{k: r.get(k) for k in ("kind", "reason", "objid", "row")}, "file": _users_name(r.get("file", ""), table_file)}
+            for r in report.rejections
+        ]
         PredictionJob.objects.filter(pk=job.pk).update(survey=survey, faults=faults, message="starting the model set's stages")
         if job.model_set is None:
             raise ValueError("the job's model set was deleted before it could run")
@@ -129,6 +133,10 @@ def prepare(job_id: str) -> str:
     )
     refresh(PredictionJob.objects.get(pk=job.pk))
     return PredictionJob.objects.values_list("phase", flat=True).get(pk=job.pk)
+
+
+def _users_name(file: str, table_file: str) -> str:
+    return table_file if table_file and file.startswith("catalogue.") else file
 
 
 def _unpack(job: PredictionJob, bundle: Path) -> list[dict]:

@@ -36,6 +36,8 @@ from catalogue.services import writers
 from pipeline.bundles import archive
 from pipeline.bundles.reader import CATALOGUE_NAMES, SAMPLE_REQUIRED_COLUMNS, VOTABLE_SUFFIXES, BundleError, read_table
 
+#: Where a job's uploaded table is kept, under its own name (the faults of its rows name it).
+TABLE_FOLDER = "table"
 TABLE_SUFFIXES = (".csv", ".fits", ".fit", *sorted(VOTABLE_SUFFIXES))
 FITS_SUFFIXES = (".fits", ".fit")
 
@@ -190,7 +192,8 @@ def submit(user, samples: list[UploadedFile], table: UploadedFile | None, model_
         table_name = ""
         if table is not None:
             suffix = PurePosixPath(table.name or "").suffix.lower()
-            table_name = default_storage.save(f"{job.storage_prefix}upload/table{suffix}", table)
+            original = PurePosixPath((table.name or "table").replace("\\", "/")).name or f"table{suffix}"
+            table_name = default_storage.save(f"{job.storage_prefix}{TABLE_FOLDER}/{original}", table)
     except BaseException:
         delete(job)
         raise
