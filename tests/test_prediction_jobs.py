@@ -531,8 +531,10 @@ def test_a_bundle_archive_needs_no_table_and_loose_fits_files_make_a_sample_too(
     # the cutouts themselves, one part each, and a table (FITS this time)
     loose = [trained.bundle / "images" / f"{objid}_g.fits" for objid in objids[:4]]
     table = sample_table(trained.bundle, objids[:4], tmp_path / "four.fits", columns=("objid", "z", "mag_g"))
-    job = submit(ann, loose, table).json()
+    table = table.rename(tmp_path / "four.fit")  # FITS by its other ending
+    job = submit(ann, [*loose, loose[0]], table).json()
     assert job["phase"] == "COMPLETED" and job["counts"]["predicted"] == 4, job
+    assert [f["kind"] for f in job["faults"]] == ["duplicate_entry"], job["faults"]
 
 
 @pytest.mark.django_db

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 TASK_NAME = "catalogue.tasks.prepare_prediction_job"
 #: The share of a job's progress its preparation (unpacking and ingest) stands for.
 PREPARE_SHARE = 0.1
+#: A table's file ending -> the one the ingest looks for (``CATALOGUE_NAMES``).
+CATALOGUE_SUFFIX = {".fit": ".fits", ".xml": ".vot", ".votable": ".vot"}
 #: A preparing job whose worker has not beaten for this long lost it (the reaper sends it again).
 PREPARE_SILENCE_S = 120.0
 
@@ -155,7 +157,9 @@ def _unpack(job: PredictionJob, bundle: Path) -> list[dict]:
             base, fault = archive.wanted(archive.Entry(original, local.stat().st_size, "file"), None)
             if fault is not None:
                 faults.append(fault)
-            elif base is not None and not (flat / base).exists():
+            elif base is not None and (flat / base).exists():
+                faults.append(archive.Fault("duplicate_entry", f"{base} was sent twice: the first is used", original))
+            elif base is not None:
                 local.rename(flat / base)
             continue
         faults += archive.extract(local, flat, progress=lambda done, total: _beat(job.pk, f"unpacking: {done}/{total} entries"))
@@ -180,7 +184,7 @@ def _place_table(job: PredictionJob, flat: Path, bundle: Path) -> Path:
     """The sample's table as the bundle's catalogue: the uploaded one, else the archive's catalogue."""
     if job.table_name:
         suffix = PurePosixPath(job.table_name).suffix.lower()
-        target = bundle / f"catalogue{'.vot' if suffix in ('.xml', '.votable') else suffix}"
+        target = bundle / f"catalogue{CATALOGUE_SUFFIX.get(suffix, suffix)}"
         with default_storage.open(job.table_name, "rb") as handle, open(target, "wb") as out:
             out.write(handle.read())
         for stale in flat.glob("catalogue.*"):
