@@ -176,6 +176,10 @@ class PredictionJobResults(APIView):
 
     permission_classes = [permissions.IsAuthenticated]
 
+    def perform_content_negotiation(self, request, force=False):  # noqa: ARG002 - DRF's signature
+        """The file's format is in the URL: an Accept header naming it (``text/csv``, a VOTable type) is no 406."""
+        return super().perform_content_negotiation(request, force=True)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=job_files.RESULT_FORMATS, description="file format")
