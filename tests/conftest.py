@@ -81,6 +81,15 @@ def _eager_celery():
     yield app
 
 
+@pytest.fixture
+def deferred(_eager_celery):
+    """Start runs and send jobs without sending their messages: inside a test's transaction, on_commit
+    never fires (as if the message were lost on its way)."""
+    _eager_celery.conf.task_always_eager = False
+    yield
+    _eager_celery.conf.task_always_eager = True
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     require_service(REDIS_URL)

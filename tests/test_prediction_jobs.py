@@ -468,16 +468,6 @@ def test_a_job_whose_worker_is_killed_mid_preprocess_completes_with_every_galaxy
     assert len(per_model) == len(set(per_model)) and len({g for _, g in per_model}) == 50
 
 
-@pytest.fixture
-def deferred():
-    """Submit without sending: inside a test's transaction, on_commit never fires (a message lost on its way)."""
-    from catalogue.celery import app
-
-    app.conf.task_always_eager = False
-    yield
-    app.conf.task_always_eager = True
-
-
 @pytest.mark.django_db
 def test_a_queued_job_is_cancelled_then_removed_and_a_lost_one_is_sent_again_by_the_reaper(
     trained,

@@ -35,14 +35,6 @@ def survey(synthetic_bundle):
     return Survey.objects.get(name="runs")
 
 
-@pytest.fixture
-def deferred():
-    """Start runs without sending their chunks: inside a test's transaction, on_commit never fires."""
-    app.conf.task_always_eager = False
-    yield
-    app.conf.task_always_eager = True
-
-
 # --- the ledger, in-process ---------------------------------------------------------
 
 
