@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalogue import selectors
+from catalogue.api.serializers import model_set_field
 from catalogue.models import PredictionJob
 from catalogue.orchestration import prediction_jobs as flow
 from catalogue.selectors import prediction_jobs as jobs
@@ -41,11 +42,7 @@ class JobSubmissionSerializer(serializers.Serializer):
         help_text="CSV, VOTable or FITS table with objid, z, mag_g (AB mag) and optionally magerr_g, mag_i, ra, dec (deg); "
         "may be left out when the archive holds a bundle's catalogue.csv",
     )
-    models = serializers.CharField(
-        required=False,
-        max_length=200,
-        help_text="model set (survey@run, or a training survey's name); default: the newest current set",
-    )
+    models = model_set_field()
 
 
 class PredictionJobSerializer(serializers.Serializer):

@@ -419,6 +419,15 @@ class ExperimentResultSerializer(serializers.ModelSerializer):
         ]
 
 
+def model_set_field() -> serializers.CharField:
+    """The optional ``models`` of a prediction: which model set, by name."""
+    return serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="model set (survey@run, or a training survey's name); default: the newest current set",
+    )
+
+
 class PredictUploadSerializer(serializers.Serializer):
     """One galaxy to predict: its g-band cutout in the bundle format and its catalogue values."""
 
@@ -434,11 +443,7 @@ class PredictUploadSerializer(serializers.Serializer):
     objid = serializers.IntegerField(
         required=False, min_value=0, help_text="the galaxy's id: seeds star removal's noise fill as the stage does"
     )
-    models = serializers.CharField(
-        required=False,
-        max_length=200,
-        help_text="model set (survey@run, or a training survey's name); default: the newest current set",
-    )
+    models = model_set_field()
 
 
 class PredictResultSerializer(serializers.Serializer):
