@@ -592,8 +592,14 @@ class TapJob(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     result = models.FileField(upload_to="tap/", max_length=300, blank=True)
+    uploads = models.JSONField(
+        default=dict, blank=True, help_text="TAP_UPLOAD table name -> its file in the media storage, until the job goes"
+    )
     rows = models.BigIntegerField(null=True, blank=True, help_text="rows in the result")
     overflow = models.BooleanField(default=False, help_text="the result was cut at MAXREC")
+    base_url = models.CharField(
+        max_length=300, blank=True, help_text="the service's address as the job was made (its result's DataLink)"
+    )
     error = models.TextField(blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
     backend_pid = models.IntegerField(null=True, blank=True, help_text="PostgreSQL backend running the query (ABORT)")

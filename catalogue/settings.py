@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "catalogue.request_bodies.ChunkedBodies",  # before anything reads a body
     "catalogue.middleware.RejectUnstorableInput",  # first: before sessions or auth read the database
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -175,6 +176,15 @@ TAP_ASYNC_DURATION_S = int(os.environ.get("TAP_ASYNC_DURATION_S", "600"))
 # Days an async job and its result are kept; seconds past its duration a silent job is failed.
 TAP_JOB_DAYS = float(os.environ.get("TAP_JOB_DAYS", "7"))
 TAP_REAP_GRACE_S = float(os.environ.get("TAP_REAP_GRACE_S", "300"))
+# TAP UPLOAD: the largest table a query may upload (UPLOAD=name,param:part), in bytes and rows.
+TAP_UPLOAD_MAX_BYTES = int(os.environ.get("TAP_UPLOAD_MAX_BYTES", str(32 * 1024 * 1024)))
+TAP_UPLOAD_MAX_ROWS = int(os.environ.get("TAP_UPLOAD_MAX_ROWS", "200000"))
+# UPLOAD=name,https://...: seconds to wait for the table; whether hosts on private addresses may be fetched.
+TAP_UPLOAD_FETCH_TIMEOUT_S = float(os.environ.get("TAP_UPLOAD_FETCH_TIMEOUT_S", "30"))
+TAP_UPLOAD_FETCH_PRIVATE = os.environ.get("TAP_UPLOAD_FETCH_PRIVATE", "") == "1"
+# Largest chunked request body (no Content-Length) the app decodes itself under runserver:
+# an upload's limit and room for the rest of the form.
+DATA_UPLOAD_MAX_BODY_BYTES = TAP_UPLOAD_MAX_BYTES + 4 * 1024 * 1024
 
 # --- Prediction jobs (/api/predict/jobs/): a signed-in user's own sample (docs/prediction_jobs.md) --
 # Checked when a job is submitted, before any work: galaxies in its table, bytes uploaded, bytes

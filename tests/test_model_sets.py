@@ -412,7 +412,10 @@ def test_the_cone_search_names_each_rows_survey_and_carries_its_current_predicti
     assert mine["ml"][0] == pytest.approx(stored.ml_pred) and mine["ml_hi68"][0] == pytest.approx(stored.ml_hi68)
     assert mine["mstar"][0] == pytest.approx(stored.mstar_pred) and mine["out_of_support"][0] == int(stored.out_of_support)
     assert mine["galaxy_url"][0].endswith(f"/galaxies/{galaxy.pk}/")
-    assert mine["cutout_g_url"][0].endswith(".fits") and "/media/" in mine["cutout_g_url"][0]
+    # the cutout link is the app's own download (media files are not served by the app)
+    assert mine["cutout_g_url"][0].endswith(f"/galaxies/{galaxy.pk}/g.fits")
+    cutout = Client().get(f"/galaxies/{galaxy.pk}/g.fits")
+    assert cutout.status_code == 200 and b"".join(cutout.streaming_content).startswith(b"SIMPLE")
     fields = {f.name: f for f in document.get_first_table().fields}
     assert fields["ml"].ucd == "phys.composition.massLightRatio;em.opt.B;meta.main" and fields["mstar"].unit == "solMass"
     assert fields["survey"].ucd == "meta.dataset" and fields["galaxy_url"].ucd == "meta.ref.url"

@@ -10,6 +10,7 @@ urlpatterns = [
     path("surveys/<str:name>/moc.fits", surveys.survey_moc, name="survey-moc"),
     path("galaxies/<int:pk>/", galaxies.galaxy_detail, name="galaxy"),
     path("galaxies/<int:pk>/<str:stage>.png", galaxies.galaxy_image, name="galaxy-image"),
+    path("galaxies/<int:pk>/<str:band>.fits", galaxies.galaxy_fits, name="galaxy-fits"),
     path("catalogue/", galaxies.catalogue_browser, name="catalogue"),
     path("models/<int:pk>/", models.model_detail, name="model"),
     path("models/sets/", models.model_sets, name="model-sets"),

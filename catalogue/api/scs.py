@@ -4,19 +4,21 @@ Answers a VOTable whose first three columns carry the UCDs the standard requires
 (ID_MAIN, POS_EQ_RA_MAIN, POS_EQ_DEC_MAIN), then the galaxy's survey (one objid can be in
 several); VERB chooses how many columns follow: from VERB=2 on, the catalogue's prediction
 (its main model, of the model set applied to the galaxy's survey last: M/L, its 68% interval, M*
-and the out-of-selection flag, with units and UCDs) and links to the galaxy's page and g
-cutout. A bad request is answered, as the standard says, with HTTP 200 and a VOTable
-holding one INFO named "Error" that says what was wrong; the API's throttles apply, and a
-throttled request gets 429 with Retry-After and the same kind of VOTable.
+and the out-of-selection flag, with units and UCDs), links to the galaxy's page and g
+cutout, and its galaxy_id, which the DataLink service descriptor after the table names as the
+ID of /datalink/links (TOPCAT and pyvo follow it to the cutouts, previews and predictions).
+A bad request is answered, as the standard says, with HTTP 200 and a VOTable holding one INFO
+named "Error" that says what was wrong; the API's throttles apply, and a throttled request
+gets 429 with Retry-After and the same kind of VOTable.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from functools import lru_cache
 
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
-from django.conf import settings
 from django.db.models import Case, CharField, F, FilteredRelation, Q, Value, When
 from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
@@ -27,16 +29,17 @@ from rest_framework.views import APIView
 
 from catalogue import selectors
 from catalogue.api.vo_refusals import refusal
-from catalogue.columns import CATALOGUE_ML_COLUMNS, GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS
+from catalogue.columns import CATALOGUE_ML_COLUMNS, GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS, TAP_COLUMNS
 from catalogue.models import Image, Survey
 from catalogue.services import export, export_sql, writers
+from catalogue.tap import datalink
 
 MAX_SR_DEG = 10.0
 MAX_RECORDS = 100_000
 #: Columns per verbosity; the first three carry the standard's UCDs.
 #: The catalogue's M/L (catalogue.selectors.catalogue_ml) and the links a row carries from VERB=2 on.
 CATALOGUE_ML = ["ml", "ml_lo68", "ml_hi68", "mstar", "ml_model", "ml_model_set", "out_of_support"]
-PREDICTED = [*CATALOGUE_ML, "galaxy_url", "cutout_g_url"]
+PREDICTED = [*CATALOGUE_ML, "galaxy_url", "cutout_g_url", "galaxy_id"]
 VERB_COLUMNS = {
     1: ["objid", "ra", "dec", "survey"],
     2: ["objid", "ra", "dec", "survey", "z", "mag_g", "mag_i", "lum_g", "ml_g", "ml_g_err", "split", "morphology", *PREDICTED],
@@ -45,6 +48,8 @@ VERB_COLUMNS = {
 #: The UCD1 words SCS 1.03 requires of its main columns.
 UCDS = {"objid": "ID_MAIN", "ra": "POS_EQ_RA_MAIN", "dec": "POS_EQ_DEC_MAIN", "z": "REDSHIFT_HC"}
 COLUMNS = {c.name: c for c in GALAXY_COLUMNS + PREDICTION_COLUMNS + SERVICE_COLUMNS + CATALOGUE_ML_COLUMNS}
+#: each row's DataLink ID, as text: clients match the {links} rows' IDs (text) with it by value
+COLUMNS["galaxy_id"] = replace(next(c for c in TAP_COLUMNS if c.name == datalink.ID_COLUMN), kind="str")
 DATATYPES = {"int": "long", "float": "double", "str": "char"}
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
@@ -122,6 +127,8 @@ def cone_search(request: HttpRequest) -> HttpResponse:
             rows = list(hits.values_list(*(expressions["cells"].get(n, F(n)) for n in names))[: MAX_RECORDS + 1])
             count, body = len(rows), writers.tabledata_rows(rows[:MAX_RECORDS])
     header, footer = _frame(verb, count > MAX_RECORDS)
+    if datalink.ID_COLUMN in names:  # the rows' galaxies' links: the DataLink service descriptor
+        footer = datalink.with_descriptor(footer, request.build_absolute_uri("/").rstrip("/"), datalink.ID_COLUMN)
     return HttpResponse(header + body + footer, content_type=CONTENT_TYPE)
 
 
@@ -139,13 +146,14 @@ def row_expressions(request: HttpRequest, surveys: list[Survey], names: list[str
     annotations = dict(predicted.relations)
     cells.update({name: predicted.cells[name] for name in CATALOGUE_ML})
     base = request.build_absolute_uri("/").rstrip("/")
+    cells["galaxy_id"] = Cast("pk", CharField())
     cells["galaxy_url"] = Concat(Value(f"{base}/galaxies/"), Cast("pk", CharField()), Value("/"), output_field=CharField())
     annotations["scs_cutout"] = FilteredRelation("images", condition=Q(images__band="g", images__status=Image.Status.OK))
-    media = request.build_absolute_uri("/" + settings.MEDIA_URL.lstrip("/"))
+    # the app's own download of the cutout (/galaxies/<id>/g.fits), which streams it from any storage
     cells["cutout_g_url"] = Case(
         When(
             Q(scs_cutout__file__isnull=False) & ~Q(scs_cutout__file=""),
-            then=Concat(Value(media), F("scs_cutout__file"), output_field=CharField()),
+            then=Concat(Value(f"{base}/galaxies/"), Cast("pk", CharField()), Value("/g.fits"), output_field=CharField()),
         ),
         default=None,
         output_field=CharField(),

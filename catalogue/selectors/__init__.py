@@ -63,6 +63,7 @@ from catalogue.selectors.runs import (
     workflow_stages,
 )
 from catalogue.selectors.surveys import (
+    cutout,
     digest,
     every_survey,
     galaxies,
@@ -122,6 +123,7 @@ __all__ = [
     "galaxies_in_cone",
     "galaxies_with_objid",
     "galaxies_with_survey",
+    "cutout",
     "galaxy_by_id",
     "galaxy_digest",
     "galaxy_predictions",

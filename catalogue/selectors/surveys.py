@@ -10,7 +10,7 @@ from operator import or_
 import numpy as np
 from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
 
-from catalogue.models import Galaxy, GalaxyStatus, Split, Survey
+from catalogue.models import Galaxy, GalaxyStatus, Image, Split, Survey
 from pipeline.sky import cone_index_ranges, unit_vector
 
 
@@ -147,9 +147,15 @@ def galaxies(survey: Survey | None = None) -> QuerySet[Galaxy]:
 
 
 def searchable_galaxies(surveys: QuerySet[Survey] | None = None) -> QuerySet[Galaxy]:
-    """The galaxies a search may return: all but those rejected at ingest (of some surveys, or every public one)."""
-    found = public_galaxies().exclude(status=GalaxyStatus.REJECTED)
-    return found if surveys is None else found.filter(survey__in=surveys)
+    """The galaxies a search may return: all but those rejected at ingest (of some surveys, or every public one).
+
+    The surveys are read first and named by id: with a subquery, PostgreSQL scanned each survey's
+    whole (survey) index to intersect it with a cone's HEALPix ranges (12 of a 0.5 deg cone's
+    145 ms at 700,000 galaxies); with the ids it walks the (survey, healpix) index.
+    """
+    chosen = public_surveys() if surveys is None else surveys.filter(owner__isnull=True)
+    ids = list(chosen.values_list("pk", flat=True))
+    return Galaxy.objects.filter(survey_id__in=ids).exclude(status=GalaxyStatus.REJECTED)
 
 
 def surveys_named(name: str) -> QuerySet[Survey]:
@@ -168,6 +174,11 @@ def galaxies_with_objid(objid: int, survey_name: str = "") -> list[Galaxy]:
     if survey_name:
         matches = matches.filter(survey__name=survey_name)
     return list(matches[:2])
+
+
+def cutout(galaxy: Galaxy, band: str) -> Image | None:
+    """The galaxy's usable FITS cutout in ``band``, or None."""
+    return galaxy.images.filter(band=band, status=Image.Status.OK).exclude(file="").first()
 
 
 def galaxy_by_id(pk: int) -> Galaxy | None:

@@ -14,14 +14,24 @@ rewritten:
   convex polygons). Where the point is a sky table's own ``ra, dec`` and the region is
   constant, the test is also given the HEALPix ranges that cover the region's bounding
   circle, so PostgreSQL walks the ``healpix`` index instead of the whole table.
-* INTERSECTS, AREA, CENTROID, REGION and geometry values as columns are refused by name.
+* ``INTERSECTS`` where one side is a POINT is CONTAINS (ADQL 2.1 allows nothing else of it
+  here); AREA, CENTROID, REGION and geometry values as columns are refused by name.
+* A crossmatch of two tables' positions (CONTAINS of one in a CIRCLE round the other, or
+  DISTANCE < r) where one is an uploaded table (TAP_UPLOAD) and the other has the sky index
+  is given, per uploaded row, the HEALPix ranges of the nine pixels round it at an order
+  coarse enough for the radius: the index answers each row's candidates (:class:`SkyColumns`).
+* ADQL 2.1: LOWER, UPPER and COALESCE (which the grammar reads only as literals or not at
+  all, so they are renamed before parsing and written back after), ``IN_UNIT`` of a column
+  with a unit, ``WITH``, ``OFFSET``, ``ILIKE``.
 
 This module imports nothing of Django.
 """
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 
@@ -36,7 +46,7 @@ from astropy.coordinates import angular_separation
 from queryparser.adql.ADQLLexer import ADQLLexer
 from queryparser.adql.ADQLParser import ADQLParser as P
 
-from pipeline.sky import cone_index_ranges, unit_vector
+from pipeline.sky import INDEX_ORDER, PIXEL_DEG_AT_NSIDE_1, cone_index_ranges, unit_vector
 
 
 class AdqlError(ValueError):
@@ -45,15 +55,17 @@ class AdqlError(ValueError):
 
 #: ADQL function -> PostgreSQL function, where the names differ.
 RENAMED_FUNCTIONS = {"LOG": "ln", "LOG10": "log", "TRUNCATE": "trunc"}
+#: ADQL 2.1's functions the grammar does not read as functions of any value: renamed before
+#: parsing to a name it reads as a user-defined function, written back as PostgreSQL's.
+_HIDDEN_PREFIX = "MORPHOMASS_ADQL_"
+STANDARD_FUNCTIONS = {"LOWER": "lower", "UPPER": "upper", "COALESCE": "coalesce"}
+_STANDARD_CALL = re.compile(r"\b(" + "|".join(STANDARD_FUNCTIONS) + r")\s*\(", re.IGNORECASE)
+_STRING_LITERAL = re.compile(r"('(?:[^']|'')*')")
 #: Coordinate systems a POINT, CIRCLE, BOX or POLYGON may name (positions are ICRS).
 COORDINATE_SYSTEMS = {"", "ICRS", "ICRS GEOCENTER", "J2000", "FK5"}
 #: Refused constructs: rule -> what the error calls it.
 UNSUPPORTED = {
-    P.IntersectsContext: "INTERSECTS",
-    P.Intersects_predicateContext: "INTERSECTS",
     P.AreaContext: "AREA",
-    P.User_defined_functionContext: None,  # named by its own name
-    P.With_queryContext: "WITH",
 }
 for _name in ("CentroidContext", "RegionContext", "Coord1Context", "Coord2Context", "CoordsysContext"):
     if hasattr(P, _name):
@@ -68,14 +80,57 @@ OUTSIDE_CONTAINS = {
 #: The largest TOP accepted (MAXREC limits what is returned in any case).
 MAX_TOP = 100_000_000
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_ARITHMETIC = re.compile(r"^[\d.eE+\-*/()]+$")
+_OPERATIONS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+@dataclass(frozen=True)
+class SkyColumns:
+    """Where a table keeps its position, unit vector and HEALPix index (:mod:`pipeline.sky`).
+
+    An uploaded table (``covers``) keeps its own names for ra and dec, the derived columns
+    under names ADQL cannot write (a leading underscore), and per crossmatch radius the
+    index ranges of the nine pixels round each row (:func:`cover_columns`).
+    """
+
+    ra: str = "ra"
+    dec: str = "dec"
+    x: str = "sky_x"
+    y: str = "sky_y"
+    z: str = "sky_z"
+    healpix: str = "healpix"
+    covers: bool = False
+
+
+#: The sky columns of the service's own tables.
+SKY = SkyColumns()
+#: HEALPix order -> the fraction of a pixel's nominal size a crossmatch radius may be for the
+#: nine pixels round a position to hold every point within the radius (pixels are never
+#: narrower than about 0.4 of their nominal size; a third keeps a margin).
+COVER_FRACTION = 1.0 / 3.0
+
+
+def cover_order(radius_deg: float) -> int | None:
+    """The finest HEALPix order whose nine pixels round a position hold its whole circle of ``radius_deg``."""
+    if radius_deg <= 0:
+        return INDEX_ORDER
+    order = math.floor(math.log2(PIXEL_DEG_AT_NSIDE_1 * COVER_FRACTION / radius_deg))
+    return min(order, INDEX_ORDER) if order >= 1 else None
+
+
+def cover_columns(order: int) -> list[tuple[str, str]]:
+    """(low, high) column names of the nine pixels' fine-order index ranges at ``order``."""
+    return [(f"_cover{order}_{i}_lo", f"_cover{order}_{i}_hi") for i in range(9)]
 
 
 @dataclass
 class Translation:
-    """A query written for PostgreSQL, with the TAP tables it reads (schema-qualified)."""
+    """A query written for PostgreSQL, with the TAP tables it reads (schema-qualified) and the
+    crossmatch covers (HEALPix orders) its uploaded tables need."""
 
     sql: str
     tables: list[str] = field(default_factory=list)
+    covers: dict[str, set[int]] = field(default_factory=dict)
 
 
 class _Listener(ErrorListener):
@@ -100,6 +155,7 @@ def parse(query: str):
         raise AdqlError("QUERY is empty")
     if "\x00" in text:
         raise AdqlError("QUERY contains a NUL byte")
+    text = _rename_standard_functions(text)
     try:
         parser = _parser(text, fast=True)
         tree = parser.query()
@@ -112,6 +168,14 @@ def parse(query: str):
     if tree.stop is None or tree.stop.tokenIndex + 1 < len(parser.getTokenStream().tokens) - 1:
         raise AdqlError("QUERY must be one SELECT statement (nothing after its ';')")
     return tree
+
+
+def _rename_standard_functions(text: str) -> str:
+    """LOWER( UPPER( COALESCE( outside string literals as names the grammar reads as functions."""
+    parts = _STRING_LITERAL.split(text)
+    for i in range(0, len(parts), 2):  # the odd parts are the literals
+        parts[i] = _STANDARD_CALL.sub(lambda m: f"{_HIDDEN_PREFIX}{m.group(1).upper()}(", parts[i])
+    return "".join(parts)
 
 
 def _parser(text: str, fast: bool) -> P:
@@ -130,14 +194,21 @@ def _parser(text: str, fast: bool) -> P:
     return parser
 
 
-def translate(query: str, tables: dict[str, bool]) -> Translation:
+def translate(
+    query: str,
+    tables: dict[str, bool | SkyColumns],
+    sql_names: dict[str, str] | None = None,
+    units: dict[str, str] | None = None,
+) -> Translation:
     """``query`` (ADQL) as PostgreSQL SQL.
 
     ``tables`` maps each TAP table's qualified name (``schema.table``, lower case) to
-    whether it has the sky-index columns (``healpix``, ``sky_x``, ``sky_y``, ``sky_z``).
-    A table may also be named without its schema where that name is unique.
+    whether it has the sky-index columns (True: :data:`SKY`'s names; or its own
+    :class:`SkyColumns`). A table may also be named without its schema where that name is
+    unique. ``sql_names`` gives the SQL name of a table that is not its ADQL name (an
+    upload's temporary table); ``units`` each column's unit, for IN_UNIT.
     """
-    return _Writer(tables).write(parse(query))
+    return _Writer(tables, sql_names or {}, units or {}).write(parse(query))
 
 
 def _text(node) -> str:
@@ -152,11 +223,28 @@ def _chain(node):
 
 
 def _number(node) -> float | None:
-    """The value of a constant (a number with an optional sign), None for any other expression."""
+    """The value of a constant (numbers, signs, + - * / and parentheses: ``2.0/3600``), None for any other expression."""
     text = re.sub(r"\s+", "", _text(node))
     if _NUMBER.match(text):
         return float(text)
-    return None
+    if not _ARITHMETIC.match(text) or len(text) > 200:
+        return None
+    try:
+        return _evaluate(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+
+
+def _evaluate(node: ast.AST) -> float:
+    """Constant arithmetic, read from Python's parse of it (never evaluated as code)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATIONS:
+        return _OPERATIONS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    raise ValueError("not constant arithmetic")
 
 
 @dataclass
@@ -165,12 +253,16 @@ class _Point:
     dec: str  # SQL of the declination, degrees
     sky: str | None = None  # qualifier of a sky table whose own ra, dec these are ("" unqualified)
     const: tuple[float, float] | None = None
+    table: str | None = None  # that sky table
+    columns: SkyColumns = SKY  # its sky columns
+
+    def column(self, name: str) -> str:
+        return f"{self.sky}.{name}" if self.sky else name
 
     def vector(self) -> tuple[str, str, str]:
         """SQL of the unit vector."""
         if self.sky is not None:
-            q = f"{self.sky}." if self.sky else ""
-            return f"{q}sky_x", f"{q}sky_y", f"{q}sky_z"
+            return self.column(self.columns.x), self.column(self.columns.y), self.column(self.columns.z)
         if self.const is not None:
             return tuple(repr(float(v)) for v in unit_vector(*self.const))
         ra, dec = f"radians({self.ra})", f"radians({self.dec})"
@@ -191,16 +283,43 @@ def _index_filter(point: _Point, center: tuple[float, float], radius_deg: float)
     """The HEALPix ranges covering a circle, as a predicate the (healpix) index answers."""
     if point.sky is None or radius_deg >= 90.0:
         return ""
-    q = f"{point.sky}." if point.sky else ""
+    healpix = point.column(point.columns.healpix)
     ranges = cone_index_ranges(center[0] % 360.0, center[1], radius_deg)
-    return "(" + " OR ".join(f"{q}healpix BETWEEN {lo} AND {hi - 1}" for lo, hi in ranges) + ")"
+    return "(" + " OR ".join(f"{healpix} BETWEEN {lo} AND {hi - 1}" for lo, hi in ranges) + ")"
+
+
+def _descendants(tree):
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, TerminalNode):
+            yield node
+            stack.extend(node.getChildren())
+
+
+def _unit_factor(unit: str, target: str) -> float:
+    """What a value in ``unit`` is multiplied by to be in ``target`` (VOUnit strings)."""
+    from astropy import units as u
+
+    try:
+        source, wanted = u.Unit(unit, format="vounit"), u.Unit(target, format="vounit")
+    except ValueError:
+        raise AdqlError(f"IN_UNIT: {target!r} is not a VOUnit") from None
+    try:
+        return float(source.to(wanted))
+    except u.UnitConversionError:
+        raise AdqlError(f"IN_UNIT: {unit!r} cannot be written in {target!r}") from None
 
 
 class _Writer:
     """Writes one parse tree back as SQL, rewriting what PostgreSQL reads otherwise."""
 
-    def __init__(self, tables: dict[str, bool]) -> None:
-        self.tables = {k.lower(): v for k, v in tables.items()}
+    def __init__(self, tables: dict[str, bool | SkyColumns], sql_names: dict[str, str], units: dict[str, str]) -> None:
+        self.tables = {k.lower(): (SKY if v is True else v or None) for k, v in tables.items()}
+        self.sql_names = {k.lower(): v for k, v in sql_names.items()}
+        self.units = {k.lower(): v for k, v in units.items()}
+        self.ctes: set[str] = set()
+        self.covers: dict[str, set[int]] = {}
         short: dict[str, list[str]] = {}
         for name in self.tables:
             short.setdefault(name.rsplit(".", 1)[-1], []).append(name)
@@ -213,7 +332,7 @@ class _Writer:
     def write(self, tree) -> Translation:
         self._collect_tables(tree)
         body = self.emit(tree).strip().rstrip(";").strip()
-        return Translation(sql=body, tables=list(dict.fromkeys(self.used)))
+        return Translation(sql=body, tables=list(dict.fromkeys(self.used)), covers=self.covers)
 
     def emit(self, node) -> str:
         if isinstance(node, TerminalNode):
@@ -239,6 +358,8 @@ class _Writer:
         if len(parts) > 2:
             parts = parts[-2:]  # a catalog name: ignored
         name = ".".join(parts)
+        if len(parts) == 1 and name in self.ctes:
+            return name
         found = name if name in self.tables else self.short.get(name) if len(parts) == 1 else None
         if found is None:
             known = ", ".join(sorted(self.tables))
@@ -247,6 +368,9 @@ class _Writer:
 
     def _collect_tables(self, tree) -> None:
         """The correlation names of every table reference, so a POINT of ``g.ra, g.dec`` knows g's table."""
+        self.ctes = {
+            _text(node.query_name()).strip('"').lower() for node in _descendants(tree) if isinstance(node, P.With_queryContext)
+        }
         stack = [tree]
         while stack:
             node = stack.pop()
@@ -267,8 +391,43 @@ class _Writer:
 
     def _table_name(self, node) -> str:
         table = self._resolve(node)
+        if table in self.ctes:
+            return f'"{table}"'
         self.used.append(table)
-        return ".".join(f'"{part}"' for part in table.split("."))
+        return self._sql_name(table)
+
+    def _sql_name(self, table: str) -> str:
+        return self.sql_names.get(table) or ".".join(f'"{part}"' for part in table.split("."))
+
+    def _query_name(self, node) -> str:
+        return f'"{_text(node).strip(chr(34)).lower()}"'
+
+    # -- functions --------------------------------------------------------------------------
+    def _user_defined_function(self, node) -> str:
+        """ADQL 2.1's LOWER, UPPER, COALESCE and IN_UNIT; any other function is refused by its name."""
+        name = _text(node.user_defined_function_name()).upper()
+        params = node.user_defined_function_param()
+        if name.startswith(_HIDDEN_PREFIX):
+            function = STANDARD_FUNCTIONS[name.removeprefix(_HIDDEN_PREFIX)]
+            return f"{function}({', '.join(self.emit(p) for p in params)})"
+        if name == "IN_UNIT":
+            return self._in_unit(params)
+        raise AdqlError(f"{name} is not supported by this service")
+
+    def _in_unit(self, params) -> str:
+        """IN_UNIT(column, 'unit'): the column's value in another unit of the same dimension."""
+        if len(params) != 2:
+            raise AdqlError("IN_UNIT takes a column and a unit: IN_UNIT(ra, 'arcsec')")
+        column = _chain(params[0])
+        target = _text(params[1]).strip()
+        if not (isinstance(column, P.Column_referenceContext) and target.startswith("'")):
+            raise AdqlError("IN_UNIT takes a column with a unit and a unit in quotes: IN_UNIT(ra, 'arcsec')")
+        name = re.split(r"\s*\.\s*", _text(column))[-1].strip('"').lower()
+        unit = self.units.get(name)
+        if not unit:
+            raise AdqlError(f"IN_UNIT: column {_text(column)!r} has no unit here")
+        factor = _unit_factor(unit, target.strip("'"))
+        return f"(({self.emit(params[0])}) * {factor!r})"
 
     # -- plain rewrites ---------------------------------------------------------------------
     def _column_reference(self, node) -> str:
@@ -343,23 +502,25 @@ class _Writer:
             if not -90.0 <= dec_value <= 90.0:
                 raise AdqlError(f"declination {dec_value:g} is outside [-90, 90]")
             return _Point(ra, dec, const=(ra_value, dec_value))
-        return _Point(ra, dec, sky=self._sky_qualifier(ra_node, dec_node))
+        return self._sky_point(ra_node, dec_node)
 
-    def _sky_qualifier(self, ra_node, dec_node) -> str | None:
-        """The qualifier when (ra, dec) are the columns of one table with the sky index, else None."""
+    def _sky_point(self, ra_node, dec_node) -> _Point:
+        """A point of (ra, dec) expressions, knowing when they are one sky table's own position."""
+        point = _Point(self.emit(ra_node), self.emit(dec_node))
         ra, dec = _chain(ra_node), _chain(dec_node)
         if not (isinstance(ra, P.Column_referenceContext) and isinstance(dec, P.Column_referenceContext)):
-            return None
+            return point
         split = [re.split(r"\s*\.\s*", _text(c).lower()) for c in (ra, dec)]
-        if [s[-1].strip('"') for s in split] != ["ra", "dec"] or split[0][:-1] != split[1][:-1]:
-            return None
+        if split[0][:-1] != split[1][:-1]:
+            return point
         qualifier = ".".join(p.strip('"') for p in split[0][:-1])
         table = self.aliases.get(qualifier)
-        if table is None or not self.tables.get(table):
-            return None
-        if qualifier and "." in qualifier:
-            return ".".join(f'"{p}"' for p in table.split("."))
-        return qualifier
+        columns = self.tables.get(table) if table else None
+        if columns is None or [s[-1].strip('"') for s in split] != [columns.ra.lower(), columns.dec.lower()]:
+            return point
+        point.table, point.columns = table, columns
+        point.sky = self._sql_name(table) if qualifier and "." in qualifier else qualifier
+        return point
 
     def _region(self, node) -> tuple[str, tuple[float, float, float] | None]:
         """A CIRCLE, BOX or POLYGON as (SQL of the exact test of :attr:`_tested`, constant bounding circle)."""
@@ -369,8 +530,7 @@ class _Writer:
             system = node.coord_sys()
             if system is not None and not _text(system).startswith("'"):
                 # CIRCLE(ra, dec, r) with a column or expression for ra reads as (system, center, r): undo that
-                ra_node, dec_node = system, node.circle_center()
-                center = _Point(self.emit(ra_node), self.emit(dec_node), sky=self._sky_qualifier(ra_node, dec_node))
+                center = self._sky_point(system, node.circle_center())
             else:
                 self._check_system(node)
                 center = self.point_of(node.circle_center().getChild(0))
@@ -384,6 +544,9 @@ class _Writer:
                 raise AdqlError(f"CIRCLE radius {radius:g} is negative")
             chord2 = (2.0 * math.sin(math.radians(min(radius, 180.0)) / 2.0)) ** 2
             test = f"({_chord2(point, center)} <= {chord2!r})"
+            cover = self._cover_filter(point, center, radius)
+            if cover:
+                return f"({cover} AND {test})", None
             return test, (*center.const, radius) if center.const else None
         if isinstance(node, P.BoxContext):
             self._check_system(node)
@@ -403,6 +566,23 @@ class _Writer:
                 vertices.append((ra, dec))
             return self._polygon_test(point, vertices)
         raise AdqlError(f"CONTAINS needs a CIRCLE, BOX or POLYGON as its second argument, got {_text(node)!r}")
+
+    def _cover_filter(self, a: _Point, b: _Point, radius_deg: float) -> str:
+        """A crossmatch of an uploaded table's positions with a sky-indexed table's within a constant
+        radius: the indexed table's healpix within the nine pixels round each uploaded row."""
+        if a.table is None or b.table is None or a.table == b.table:
+            return ""
+        if a.columns.covers and not b.columns.covers:
+            a, b = b, a
+        if a.columns.covers or not b.columns.covers:
+            return ""
+        order = cover_order(radius_deg)
+        if order is None:
+            return ""
+        self.covers.setdefault(b.table, set()).add(order)
+        healpix = a.column(a.columns.healpix)
+        ranges = [f"{healpix} BETWEEN {b.column(lo)} AND {b.column(hi)}" for lo, hi in cover_columns(order)]
+        return "(" + " OR ".join(ranges) + ")"
 
     def _box_test(self, point: _Point, ra: float, dec: float, width: float, height: float):
         if width <= 0 or height <= 0:
@@ -453,12 +633,19 @@ class _Writer:
         return "(" + " AND ".join(tests) + ")", bounding
 
     def contains_sql(self, node) -> str:
-        """CONTAINS(POINT, region) as a boolean SQL test, index ranges included where they apply."""
+        """CONTAINS(POINT, region) (or INTERSECTS of a point and a region) as a boolean SQL test,
+        index ranges included where they apply."""
         arguments = [c for c in node.getChildren() if isinstance(c, P.Geometry_value_expressionContext)]
+        intersects = isinstance(node, P.IntersectsContext)
+        name = "INTERSECTS" if intersects else "CONTAINS"
         if len(arguments) != 2:
-            raise AdqlError("CONTAINS takes two geometries: CONTAINS(POINT(...), CIRCLE(...))")
+            raise AdqlError(f"{name} takes two geometries: {name}(POINT(...), CIRCLE(...))")
+        if intersects and isinstance(_chain(arguments[1]), P.PointContext):
+            arguments = arguments[::-1]
         first = _chain(arguments[0])
         if not isinstance(first, P.PointContext):
+            if intersects:
+                raise AdqlError("INTERSECTS is supported where one of its geometries is a POINT")
             raise AdqlError("CONTAINS is supported with a POINT as its first argument")
         self._tested = self.point_of(first)
         test, bounding = self._region(arguments[1])
@@ -471,17 +658,23 @@ class _Writer:
     def _contains_predicate(self, node) -> str:
         children = list(node.getChildren())
         texts = [_text(c) for c in children]
-        if isinstance(children[0], P.ContainsContext):
+        geometry = (P.ContainsContext, P.IntersectsContext)
+        if isinstance(children[0], geometry):
             contains, value = children[0], texts[2]
         else:
             contains, value = children[2], texts[0]
         if texts[1] != "=" or value not in ("0", "1"):
-            raise AdqlError("CONTAINS(...) can be compared with = 1 or = 0 only")
+            name = "INTERSECTS" if isinstance(contains, P.IntersectsContext) else "CONTAINS"
+            raise AdqlError(f"{name}(...) can be compared with = 1 or = 0 only")
         test = self.contains_sql(contains)
         return test if value == "1" else f"(NOT {test})"
 
+    _intersects_predicate = _contains_predicate
+
     def _contains(self, node) -> str:
         return f"(CASE WHEN {self.contains_sql(node)} THEN 1 ELSE 0 END)"
+
+    _intersects = _contains
 
     def distance_points(self, node) -> tuple[_Point, _Point]:
         values = [c for c in node.getChildren() if isinstance(c, P.Coord_valueContext)]
@@ -495,7 +688,7 @@ class _Writer:
                 if ra is not None and dec is not None:
                     points.append(_Point(self.emit(ra_node), self.emit(dec_node), const=(ra, dec)))
                 else:
-                    points.append(_Point(self.emit(ra_node), self.emit(dec_node), sky=self._sky_qualifier(ra_node, dec_node)))
+                    points.append(self._sky_point(ra_node, dec_node))
             return points[0], points[1]
         raise AdqlError("DISTANCE takes two POINTs (or ra1, dec1, ra2, dec2)")
 
@@ -513,10 +706,13 @@ class _Writer:
                 a, b = self.distance_points(left)
                 if b.sky is not None and a.const is not None:
                     a, b = b, a
+                chord2 = (2.0 * math.sin(math.radians(min(max(radius, 0.0), 180.0)) / 2.0)) ** 2
+                op = _text(children[1])
                 if a.sky is not None and b.const is not None and radius >= 0:
-                    chord2 = (2.0 * math.sin(math.radians(min(radius, 180.0)) / 2.0)) ** 2
-                    op = _text(children[1])
                     test = f"({_chord2(a, b)} {op} {chord2!r})"
                     index = _index_filter(a, b.const, radius)
                     return f"({index} AND {test})" if index else test
+                cover = self._cover_filter(a, b, radius) if radius >= 0 else ""
+                if cover:
+                    return f"({cover} AND ({_chord2(a, b)} {op} {chord2!r}))"
         return self.join(node)

@@ -27,7 +27,20 @@ NAMESPACES = {
 for _prefix in ("uws", "xlink", "xsi"):
     ET.register_namespace(_prefix, NAMESPACES[_prefix])
 #: ADQL's geometry this service compiles (catalogue.tap.adql), as TAPRegExt names them.
-GEOMETRY_FEATURES = ("POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "DISTANCE")
+GEOMETRY_FEATURES = ("POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DISTANCE")
+#: ADQL 2.1's optional features this service serves: TAPRegExt feature type -> forms.
+ADQL_21_FEATURES = {
+    "ivo://ivoa.net/std/TAPRegExt#features-adql-string": ("LOWER", "UPPER", "ILIKE"),
+    "ivo://ivoa.net/std/TAPRegExt#features-adql-unit": ("IN_UNIT",),
+    "ivo://ivoa.net/std/TAPRegExt#features-adql-offset": ("OFFSET",),
+    "ivo://ivoa.net/std/TAPRegExt#features-adql-common-table": ("WITH",),
+    "ivo://ivoa.net/std/TAPRegExt#features-adql-sets": ("UNION", "EXCEPT", "INTERSECT"),
+}
+#: What ADQL 2.1 has that this service refuses (the capabilities and the errors say so).
+ADQL_REFUSED = (
+    "CAST, AREA, CENTROID, REGION, COORD1, COORD2, COORDSYS; INTERSECTS of two regions; "
+    "geometry values as result columns; user-defined functions"
+)
 VOTABLE_TYPE = "application/x-votable+xml"
 XML_TYPE = "text/xml; charset=utf-8"
 
@@ -145,19 +158,28 @@ def capabilities(base: str) -> bytes:
     """VOSI capabilities: TAP 1.1 (TAPRegExt), the VOSI endpoints and the cone search."""
     ns = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
     root = ET.Element(f"{{{ns}}}capabilities")
-    for prefix in ("vs", "tr"):  # named in xsi:type values only, which ElementTree does not declare
+    for prefix in ("vr", "vs", "tr"):  # named in xsi:type values only, which ElementTree does not declare
         root.set(f"xmlns:{prefix}", NAMESPACES[prefix])
     tap = ET.SubElement(root, "capability", {"standardID": "ivo://ivoa.net/std/TAP", f"{{{XSI}}}type": "tr:TableAccess"})
+    ET.SubElement(tap, "description").text = (
+        f"TAP 1.1. UPLOAD=name,param:part takes a VOTable (or CSV, FITS) of at most {settings.TAP_UPLOAD_MAX_ROWS:,} rows"
+        f" and {settings.TAP_UPLOAD_MAX_BYTES:,} bytes per table (TAP_UPLOAD.name; UPLOAD=name,https://... fetches"
+        " a public URL); a table with ra and dec gets the"
+        " catalogue's sky index. Worked queries: /tap/examples."
+    )
     _interface(tap, f"{base}/tap", "base", role="std", version="1.1")
     language = ET.SubElement(tap, "language")
     ET.SubElement(language, "name").text = "ADQL"
+    ET.SubElement(language, "version", {"ivo-id": "ivo://ivoa.net/std/ADQL#v2.1"}).text = "2.1"
     ET.SubElement(language, "version", {"ivo-id": "ivo://ivoa.net/std/ADQL#v2.0"}).text = "2.0"
-    ET.SubElement(
-        language, "description"
-    ).text = "ADQL 2.0; geometry on the catalogue's sky index (ICRS; BOX is a range in RA and Dec; convex POLYGONs)"
-    features = ET.SubElement(language, "languageFeatures", {"type": "ivo://ivoa.net/std/TAPRegExt#features-adqlgeo"})
-    for name in GEOMETRY_FEATURES:
-        ET.SubElement(ET.SubElement(features, "feature"), "form").text = name
+    ET.SubElement(language, "description").text = (
+        "ADQL 2.1; geometry on the catalogue's sky index (ICRS; BOX is a range in RA and Dec; convex POLYGONs;"
+        f" INTERSECTS where one side is a POINT). Not served: {ADQL_REFUSED}."
+    )
+    for kind, forms in {"ivo://ivoa.net/std/TAPRegExt#features-adqlgeo": GEOMETRY_FEATURES, **ADQL_21_FEATURES}.items():
+        features = ET.SubElement(language, "languageFeatures", {"type": kind})
+        for name in forms:
+            ET.SubElement(ET.SubElement(features, "feature"), "form").text = name
     for mime, alias, ivo in (
         (VOTABLE_TYPE, "votable", "ivo://ivoa.net/std/TAPRegExt#output-votable-td"),
         ("text/csv", "csv", None),
@@ -166,6 +188,8 @@ def capabilities(base: str) -> bytes:
         output = ET.SubElement(tap, "outputFormat", {"ivo-id": ivo} if ivo else {})
         ET.SubElement(output, "mime").text = mime
         ET.SubElement(output, "alias").text = alias
+    for method in ("upload-inline", "upload-http", "upload-https"):
+        ET.SubElement(tap, "uploadMethod", {"ivo-id": f"ivo://ivoa.net/std/TAPRegExt#{method}"})
     retention = ET.SubElement(tap, "retentionPeriod")
     ET.SubElement(retention, "default").text = str(int(settings.TAP_JOB_DAYS * 86400))
     duration = ET.SubElement(tap, "executionDuration")
@@ -173,9 +197,14 @@ def capabilities(base: str) -> bytes:
     limit = ET.SubElement(tap, "outputLimit")
     ET.SubElement(limit, "default", {"unit": "row"}).text = str(settings.TAP_MAXREC_DEFAULT)
     ET.SubElement(limit, "hard", {"unit": "row"}).text = str(settings.TAP_MAXREC_LIMIT)
+    upload_limit = ET.SubElement(tap, "uploadLimit")
+    ET.SubElement(upload_limit, "hard", {"unit": "byte"}).text = str(settings.TAP_UPLOAD_MAX_BYTES)
     for name in ("capabilities", "availability", "tables"):
         vosi = ET.SubElement(root, "capability", {"standardID": f"ivo://ivoa.net/std/VOSI#{name}"})
         _interface(vosi, f"{base}/tap/{name}", "full")
+    examples = ET.SubElement(root, "capability", {"standardID": "ivo://ivoa.net/std/DALI#examples"})
+    interface = ET.SubElement(examples, "interface", {f"{{{XSI}}}type": "vr:WebBrowser"})
+    ET.SubElement(interface, "accessURL", {"use": "full"}).text = f"{base}/tap/examples"
     # the cone search, by its standard's id only (validators do not know ConeSearch's own schema)
     cone = ET.SubElement(root, "capability", {"standardID": "ivo://ivoa.net/std/ConeSearch"})
     ET.SubElement(cone, "description").text = f"Simple Cone Search 1.03: SR up to {MAX_SR_DEG:g} deg, {MAX_RECORDS} rows"
@@ -183,8 +212,9 @@ def capabilities(base: str) -> bytes:
     return _xml(root, vosi=ns)
 
 
-def tableset(schemas: list[dict]) -> bytes:
-    """VOSI tables (VODataService 1.1) from TAP_SCHEMA's rows, so the two always agree."""
+def tableset(schemas: list[dict], columns: bool = True) -> bytes:
+    """VOSI tables (VODataService 1.1) from TAP_SCHEMA's rows, so the two always agree (without the
+    columns and keys when ``columns`` is false: VOSI 1.1's detail=min)."""
     ns = "http://www.ivoa.net/xml/VOSITables/v1.0"
     root = ET.Element(f"{{{ns}}}tableset")
     root.set("xmlns:vs", NAMESPACES["vs"])
@@ -196,7 +226,7 @@ def tableset(schemas: list[dict]) -> bytes:
             table_element = ET.SubElement(element, "table", {"type": table["type"]})
             ET.SubElement(table_element, "name").text = table["name"]
             ET.SubElement(table_element, "description").text = table["description"]
-            for column in table["columns"]:
+            for column in table["columns"] if columns else ():
                 column_element = ET.SubElement(table_element, "column")
                 ET.SubElement(column_element, "name").text = column["name"]
                 if column["description"]:
@@ -213,7 +243,7 @@ def tableset(schemas: list[dict]) -> bytes:
                     ET.SubElement(column_element, "flag").text = "indexed"
                 if column["std"]:
                     ET.SubElement(column_element, "flag").text = "std"
-            for key in table["keys"]:
+            for key in table["keys"] if columns else ():
                 key_element = ET.SubElement(table_element, "foreignKey")
                 ET.SubElement(key_element, "targetTable").text = key["target"]
                 for from_column, target_column in key["columns"]:

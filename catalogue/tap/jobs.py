@@ -2,7 +2,7 @@
 
 A job's query runs in the task ``catalogue.tasks.tap_job`` under the same read-only guard
 as a sync query, with the job's execution duration as its statement timeout; its result is
-written to the media storage (``tap/<job id>/result.<suffix>``). ABORT cancels the query in
+written to the media storage (``tap/<job id>/result.<suffix>``), beside the tables it uploaded. ABORT cancels the query in
 PostgreSQL (the backend's pid is kept while it executes). Jobs past their destruction time
 are deleted, with their results, whenever jobs are listed or made and by the reaper.
 """
@@ -15,11 +15,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from catalogue.models import TapJob
-from catalogue.tap import query
+from catalogue.tap import query, uploads
 from catalogue.tap.adql import AdqlError
 
 log = logging.getLogger(__name__)
@@ -52,23 +54,24 @@ def check_parameters(params: dict[str, str]) -> None:
     if lang.upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
         raise JobError(f"LANG={lang!r} is not served: ADQL")
     if params.get("UPLOAD"):
-        raise JobError("UPLOAD is not served by this service")
+        uploads.references(params["UPLOAD"])
     query.output_format(params.get("RESPONSEFORMAT") or params.get("FORMAT"))
     maxrec(params.get("MAXREC"))
 
 
-def create(params: dict[str, str], owner) -> TapJob:
-    """A PENDING job of ``params`` (TAP's parameters, names in upper case).
+def create(params: dict[str, str], owner, tables: dict[str, bytes] | None = None, base_url: str = "") -> TapJob:
+    """A PENDING job of ``params`` (TAP's parameters, names in upper case) and its uploaded ``tables``.
 
     The parameters are checked when the job runs: a bad one ends the job in ERROR with the
-    reason (UWS makes the job first), rather than refusing to make it.
+    reason (UWS makes the job first), rather than refusing to make it. The uploads are kept in
+    the media storage until the job goes.
     """
     purge_expired()
     try:
         rows = maxrec(params.get("MAXREC"))
     except JobError:
         rows = settings.TAP_MAXREC_DEFAULT
-    return TapJob.objects.create(
+    job = TapJob.objects.create(
         owner=owner if owner is not None and owner.is_authenticated else None,
         run_id=params.get("RUNID", "")[:100],
         query=params.get("QUERY", ""),
@@ -78,13 +81,43 @@ def create(params: dict[str, str], owner) -> TapJob:
         parameters=params,
         execution_duration=settings.TAP_ASYNC_DURATION_S,
         destruction=timezone.now() + timedelta(days=settings.TAP_JOB_DAYS),
+        base_url=base_url,
     )
+    if tables:
+        _keep_uploads(job, tables)
+    return job
 
 
-def update_parameters(job: TapJob, params: dict[str, str]) -> None:
-    """New parameters for a PENDING job (UWS: POST to the job's parameters)."""
+def _keep_uploads(job: TapJob, tables: dict[str, bytes]) -> None:
+    """Store a job's uploaded tables (replacing any of the same name) for when it runs."""
+    kept = dict(job.uploads)
+    for name, data in tables.items():
+        if name in kept:
+            default_storage.delete(kept[name])
+        kept[name] = default_storage.save(f"tap/{job.pk}/upload_{name}.dat", ContentFile(data))
+    job.uploads = kept
+    job.save(update_fields=["uploads"])
+
+
+def _uploaded(job: TapJob) -> list[uploads.Upload]:
+    """The tables the job's UPLOAD names, read from the storage (a name without its table is an error)."""
+    if not job.parameters.get("UPLOAD"):
+        return []
+    found = []
+    for name, part in uploads.references(job.parameters["UPLOAD"]):
+        if name not in job.uploads:
+            raise JobError(f"UPLOAD {name!r} names part {part!r}, but the job was given no table of that name")
+        with default_storage.open(job.uploads[name], "rb") as handle:
+            found.append(uploads.read(name, handle.read()))
+    return found
+
+
+def update_parameters(job: TapJob, params: dict[str, str], tables: dict[str, bytes] | None = None) -> None:
+    """New parameters (and uploaded tables) for a PENDING job (UWS: POST to the job's parameters)."""
     if job.phase != TapJob.Phase.PENDING:
         raise JobError(f"the job is {job.phase}: parameters change only while it is PENDING")
+    if tables:
+        _keep_uploads(job, tables)
     merged = {**job.parameters, **params}
     job.parameters = merged
     job.query = merged.get("QUERY", "")
@@ -129,6 +162,8 @@ def destroy(job: TapJob) -> None:
     abort(job)
     if job.result:
         job.result.delete(save=False)
+    for name in job.uploads.values():
+        default_storage.delete(name)
     job.delete()
 
 
@@ -174,7 +209,8 @@ def execute(job_id: str) -> str:
     try:
         check_parameters(job.parameters)
         fmt = query.output_format(job.response_format)
-        prepared = query.prepare(job.query, job.maxrec, job.execution_duration)
+        prepared = query.prepare(job.query, job.maxrec, job.execution_duration, _uploaded(job))
+        prepared.base = job.base_url
         suffix = query.CONTENT_TYPES[fmt][1]
         with tempfile.TemporaryFile() as handle:
             for piece in query.write(prepared, fmt, job.execution_duration):
@@ -183,7 +219,7 @@ def execute(job_id: str) -> str:
                 raise query.QueryError(prepared.error)
             handle.seek(0)
             job.result.save(f"{job.pk}/result.{suffix}", File(handle), save=False)
-    except (AdqlError, JobError, query.QueryError, DatabaseError) as exc:
+    except (AdqlError, JobError, uploads.UploadError, query.QueryError, DatabaseError) as exc:
         message = str(exc) if not isinstance(exc, DatabaseError) else query.database_message(exc)
         if not _set(job.pk, phase=TapJob.Phase.ERROR, error=message, finished=timezone.now(), backend_pid=None):
             return TapJob.Phase.ABORTED  # the abort cancelled the query: the error is its echo

@@ -23,7 +23,7 @@ from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTable
 from django.db import DatabaseError, connection, transaction
 
 from catalogue.services import writers
-from catalogue.tap import schema
+from catalogue.tap import datalink, schema, uploads
 from catalogue.tap.adql import AdqlError, translate
 
 #: Output formats: FORMAT / RESPONSEFORMAT value -> format name; format name -> (content type, file suffix).
@@ -46,6 +46,8 @@ CONTENT_TYPES = {
 }
 #: PostgreSQL type OID -> VOTable datatype (anything else is written as text).
 OID_TYPES = {701: "double", 1700: "double", 700: "float", 20: "long", 23: "int", 21: "short", 16: "boolean"}
+#: PostgreSQL timestamps: written as ISO 8601 text (VOTable char, xtype timestamp).
+TIMESTAMP_OIDS = {1114, 1184}
 FETCH_ROWS = 5000
 #: XML 1.0 forbids these characters: text cells drop them (as PostgreSQL E'' escapes).
 _CONTROL_SQL = "".join(f"\\x{c:02x}" for c in range(1, 32) if chr(c) not in "\t\n\r")
@@ -74,6 +76,8 @@ class ResultColumn:
     unit: str | None = None
     ucd: str | None = None
     description: str = ""
+    position: int = 0  # its place among the query's own columns (an upload's sky columns are left out)
+    xtype: str | None = None
 
     @property
     def arraysize(self) -> str | None:
@@ -88,6 +92,12 @@ class Prepared:
     sql: str
     maxrec: int
     columns: list[ResultColumn] = field(default_factory=list)
+    width: int = 0  # the query's own columns, hidden ones included
+    uploads: list[uploads.Upload] = field(default_factory=list)
+    covers: dict[str, set[int]] = field(default_factory=dict)
+    #: The service's address: a VOTable result with a galaxy_id column ends with the DataLink
+    #: service descriptor pointing at it (none where it is empty).
+    base: str = ""
     #: What writing the result found: the rows written (None where the format does not count
     #: them), whether MAXREC cut it, and the error that ended it while rows streamed.
     rows: int | None = None
@@ -95,22 +105,37 @@ class Prepared:
     error: str | None = None
 
 
-def _guard(cursor, timeout_s: float) -> None:
-    """Make the current transaction read-only, bounded in time, and (where possible) run as the reader role."""
+def _guard(cursor, timeout_s: float, prepared: Prepared | None = None) -> None:
+    """Make the current transaction read-only, bounded in time, and (where possible) run as the reader role;
+    a query's uploaded tables are loaded first, as temporary tables of this transaction."""
+    if prepared is not None and prepared.uploads:
+        cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+        uploads.load(cursor, prepared.uploads, prepared.covers, _reader_role(cursor))
     cursor.execute("SET TRANSACTION READ ONLY")
     cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
     cursor.execute(f"SET LOCAL search_path = {schema.SCHEMA}, {schema.TAP_SCHEMA}")
     cursor.execute("SET LOCAL standard_conforming_strings = on")  # ADQL's '...' literals: backslashes are text
-    cursor.execute("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s", [schema.READER_ROLE])
-    member = cursor.fetchone()
-    if member and member[0]:
+    if _reader_role(cursor):
         cursor.execute(f"SET LOCAL ROLE {schema.READER_ROLE}")
 
 
-def _describe(table_names: list[str]) -> dict[str, tuple[str | None, str | None, str]]:
+def _reader_role(cursor) -> str | None:
+    """The reader role, where it exists and this connection may become it."""
+    cursor.execute("SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s", [schema.READER_ROLE])
+    member = cursor.fetchone()
+    return schema.READER_ROLE if member and member[0] else None
+
+
+def _describe(table_names: list[str], uploaded: list[uploads.Upload]) -> dict[str, tuple[str | None, str | None, str]]:
     """Column name -> (unit, UCD, description) over the tables a query reads, the first table's first."""
     found: dict[str, tuple[str | None, str | None, str]] = {}
+    by_upload = {u.qualified: u for u in uploaded}
     for name in table_names:
+        if name in by_upload:
+            for column in by_upload[name].table.itercols():
+                unit = by_upload[name].units.get(column.name.lower())
+                found.setdefault(column.name.lower(), (unit, column.meta.get("ucd"), column.description or ""))
+            continue
         table = schema.BY_NAME.get(name)
         if table is not None:
             for column_name in table.columns:
@@ -122,30 +147,38 @@ def _describe(table_names: list[str]) -> dict[str, tuple[str | None, str | None,
     return found
 
 
-def prepare(adql: str, maxrec: int, timeout_s: float) -> Prepared:
+def prepare(adql: str, maxrec: int, timeout_s: float, uploaded: list[uploads.Upload] | None = None) -> Prepared:
     """Translate ``adql`` and ask PostgreSQL for its result's columns (nothing is fetched).
 
-    Raises :class:`AdqlError` for a query this service cannot translate and
-    :class:`QueryError` for one the database refuses (an unknown column, a type mismatch).
+    ``uploaded`` are the query's TAP_UPLOAD tables. Raises :class:`AdqlError` for a query
+    this service cannot translate and :class:`QueryError` for one the database refuses (an
+    unknown column, a type mismatch).
     """
     if connection.vendor != "postgresql":
         raise QueryError("TAP needs PostgreSQL: set DATABASE_URL=postgres://... (see docs/querying.md)")
-    translation = translate(adql, schema.tap_tables())
+    uploaded = uploaded or []
+    upload_tables, sql_names, upload_units = uploads.tables(uploaded)
+    translation = translate(adql, schema.tap_tables() | upload_tables, sql_names, schema.column_units() | upload_units)
+    prepared = Prepared(adql=adql, sql=translation.sql, maxrec=maxrec, uploads=uploaded, covers=translation.covers)
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
-                _guard(cursor, timeout_s)
+                _guard(cursor, timeout_s, prepared)
                 cursor.execute(f"SELECT * FROM ({translation.sql}) AS tap_q LIMIT 0")
                 description = cursor.description
             transaction.set_rollback(True)
     except DatabaseError as exc:
         raise QueryError(database_message(exc)) from None
-    known = _describe(translation.tables)
-    columns = []
-    for item in description:
+    known = _describe(translation.tables, uploaded)
+    prepared.width = len(description)
+    for position, item in enumerate(description):
+        if uploaded and uploads.is_hidden(item.name):
+            continue
         unit, ucd, what = known.get(item.name, (None, None, ""))
-        columns.append(ResultColumn(item.name, OID_TYPES.get(item.type_code, "char"), unit, ucd, what))
-    return Prepared(adql=adql, sql=translation.sql, maxrec=maxrec, columns=columns)
+        xtype = "timestamp" if item.type_code in TIMESTAMP_OIDS else None
+        datatype = OID_TYPES.get(item.type_code, "char")
+        prepared.columns.append(ResultColumn(item.name, datatype, unit, ucd, what, position, xtype))
+    return prepared
 
 
 def database_message(exc: Exception) -> str:
@@ -157,9 +190,11 @@ def database_message(exc: Exception) -> str:
 
 
 def _limited(prepared: Prepared, extra: int = 1) -> tuple[str, str]:
-    """The query with at most MAXREC (+ ``extra``) rows, its columns renamed c0, c1, ... (names may repeat)."""
-    names = ", ".join(f"c{i}" for i in range(len(prepared.columns)))
-    return f"(SELECT * FROM ({prepared.sql}) AS tap_q LIMIT {int(prepared.maxrec) + extra}) AS t({names})", names
+    """The query with at most MAXREC (+ ``extra``) rows, its columns renamed c0, c1, ... (names may repeat),
+    and the names of the columns a result shows."""
+    names = ", ".join(f"c{i}" for i in range(prepared.width))
+    shown = ", ".join(f"t.c{c.position}" for c in prepared.columns)
+    return f"(SELECT * FROM ({prepared.sql}) AS tap_q LIMIT {int(prepared.maxrec) + extra}) AS t({names})", shown
 
 
 def _cell(name: str, column: ResultColumn) -> str:
@@ -170,6 +205,8 @@ def _cell(name: str, column: ResultColumn) -> str:
         return f"CASE WHEN {name} THEN 'T' WHEN NOT {name} THEN 'F' END"
     if column.datatype in ("long", "int", "short"):
         return f"{name}::text"
+    if column.xtype == "timestamp":
+        return f"to_char({name}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
     escaped = f"replace(replace(replace({name}::text, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
     return f"translate({escaped}, E'{_CONTROL_SQL}', '')"
 
@@ -182,14 +219,24 @@ def _frame(prepared: Prepared) -> tuple[bytes, bytes]:
     resource.infos.append(Info(name="QUERY", value=prepared.adql.replace("\x00", "")))
     table = TableElement(document, name="result")
     resource.tables.append(table)
+    linked = next((c for c in prepared.columns if c.name == datalink.ID_COLUMN), None) if prepared.base else None
     for column in prepared.columns:
         item = Field(
-            document, name=column.name, datatype=column.datatype, arraysize=column.arraysize, unit=column.unit, ucd=column.ucd
+            document,
+            name=column.name,
+            ID=datalink.ID_COLUMN if column is linked else None,
+            datatype=column.datatype,
+            xtype=column.xtype,
+            arraysize=column.arraysize,
+            unit=column.unit,
+            ucd=column.ucd,
         )
         item.description = column.description or None
         table.fields.append(item)
     table.create_arrays(0)
     header, footer = writers.votable_frame(document)
+    if linked is not None:
+        footer = datalink.with_descriptor(footer, prepared.base, datalink.ID_COLUMN)
     return _declared_units(header, prepared.columns), footer
 
 
@@ -216,7 +263,7 @@ def votable(prepared: Prepared, timeout_s: float) -> Iterator[bytes]:
     """The result as a VOTable, streamed in pieces; an error met while rows stream ends the table with an ERROR INFO."""
     header, footer = _frame(prepared)
     limited, _ = _limited(prepared)
-    parts = [f"'<TD>', {_cell(f't.c{i}', c)}, '</TD>'" for i, c in enumerate(prepared.columns)]
+    parts = [f"'<TD>', {_cell(f't.c{c.position}', c)}, '</TD>'" for c in prepared.columns]
     cells = ", ".join(f"concat({', '.join(parts[i : i + 30])})" for i in range(0, len(parts), 30))
     sql = f"SELECT concat('<TR>', {cells}, E'</TR>\\n') FROM {limited}"
     yield header
@@ -224,7 +271,7 @@ def votable(prepared: Prepared, timeout_s: float) -> Iterator[bytes]:
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
-                _guard(cursor, timeout_s)
+                _guard(cursor, timeout_s, prepared)
             # psycopg's own server-side cursor: Django's wrapper turns its errors into Django's
             with connection.wrap_database_errors, connection.connection.cursor(name="tap_result") as rows:
                 rows.itersize = FETCH_ROWS
@@ -246,12 +293,14 @@ def votable(prepared: Prepared, timeout_s: float) -> Iterator[bytes]:
 
 def csv(prepared: Prepared, timeout_s: float) -> Iterator[bytes]:
     """The result as CSV with a header line, as PostgreSQL's COPY writes it (at most MAXREC rows)."""
-    values = ", ".join(f"t.c{i}::float8 AS c{i}" if c.datatype == "double" else f"t.c{i}" for i, c in enumerate(prepared.columns))
+    values = ", ".join(
+        f"t.c{c.position}::float8 AS c{c.position}" if c.datatype == "double" else f"t.c{c.position}" for c in prepared.columns
+    )
     limited, _ = _limited(prepared, extra=0)
     header = (",".join(_csv_name(c.name) for c in prepared.columns) + "\r\n").encode()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            _guard(cursor, timeout_s)
+            _guard(cursor, timeout_s, prepared)
             yield header
             with cursor.cursor.copy(f"COPY (SELECT {values} FROM {limited}) TO STDOUT (FORMAT csv)") as copy:
                 for chunk in copy:
@@ -269,7 +318,7 @@ def fetch(prepared: Prepared, timeout_s: float) -> list[tuple]:
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
-                _guard(cursor, timeout_s)
+                _guard(cursor, timeout_s, prepared)
                 cursor.execute(f"SELECT {names} FROM {limited}")
                 rows = cursor.fetchall()
             transaction.set_rollback(True)

@@ -283,6 +283,11 @@ VOTABLE_TYPES = {
 TEXT_TYPE = ("char", "*", None)
 
 
+def column_units() -> dict[str, str]:
+    """Every TAP column's unit by column name (IN_UNIT converts from it); a name means one quantity throughout."""
+    return {name: column.unit for table in TABLES for name in table.columns if (column := table.column(name)).unit}
+
+
 def tap_tables() -> dict[str, bool]:
     """Every table ADQL may name (qualified, lower case) -> whether it has the sky index."""
     found = {t.qualified: t.sky for t in TABLES}

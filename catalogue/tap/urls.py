@@ -1,4 +1,4 @@
-"""TAP 1.1's endpoints under /tap (no trailing slashes: clients append /sync, /async, ... to the base)."""
+"""TAP 1.1's endpoints under /tap (no trailing slashes: clients append /sync, /async, ... to the base), and DataLink."""
 
 from django.urls import path
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("tap/capabilities", views.Capabilities.as_view(), name="tap-capabilities"),
     path("tap/availability", views.Availability.as_view(), name="tap-availability"),
     path("tap/tables", views.Tables.as_view(), name="tap-tables"),
+    path("tap/examples", views.Examples.as_view(), name="tap-examples"),
+    path("datalink/links", views.Links.as_view(), name="datalink-links"),
 ]

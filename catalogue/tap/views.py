@@ -25,8 +25,8 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from catalogue.api.vo_refusals import refusal
-from catalogue.models import TapJob
-from catalogue.tap import documents, jobs, query, schema
+from catalogue.models import Galaxy, Prediction, TapJob
+from catalogue.tap import datalink, documents, examples, jobs, query, schema, uploads
 from catalogue.tap.adql import AdqlError
 
 NEEDS_POSTGRESQL = "TAP needs PostgreSQL: run the service with DATABASE_URL=postgres://... (docs/querying.md)"
@@ -54,6 +54,11 @@ class TapView(APIView):
     parser_classes = [FormParser, MultiPartParser]
     needs_database = True
 
+    def perform_content_negotiation(self, request, force=False):  # noqa: ARG002 - DRF's signature
+        """Never 406: TAP answers in the format RESPONSEFORMAT names (DALI), whatever ``Accept`` says
+        (astroquery sends ``Accept: text/plain``)."""
+        return super().perform_content_negotiation(request, force=True)
+
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         if self.needs_database and connection.vendor != "postgresql":
@@ -76,9 +81,35 @@ class TapView(APIView):
     def handle_exception(self, exc: Exception) -> HttpResponse:
         if isinstance(exc, _Refused):
             return tap_error(exc.message, exc.status)
-        if isinstance(exc, (AdqlError, jobs.JobError, query.QueryError)):
+        if isinstance(exc, (AdqlError, jobs.JobError, query.QueryError, uploads.UploadError)):
             return tap_error(str(exc))
         return refusal(exc, tap_error) or super().handle_exception(exc)
+
+
+def _upload_parts(request, params: dict[str, str]) -> dict[str, bytes]:
+    """The tables UPLOAD names, as bytes: from the request's parts (``name,param:part``, sizes checked
+    first) or fetched (``name,https://...``)."""
+    if not params.get("UPLOAD"):
+        return {}
+    parts: dict[str, bytes] = {}
+    for name, part in uploads.references(params["UPLOAD"]):
+        if uploads.is_url(part):
+            parts[name] = uploads.fetch(name, part)
+            continue
+        item = request.FILES.get(part)
+        if item is not None:
+            uploads.check_size(name, item.size)
+            parts[name] = item.read()
+            continue
+        inline = request.data.get(part) if request.method == "POST" else None
+        if not isinstance(inline, str):
+            raise _Refused(
+                f"UPLOAD {name!r} names part {part!r}, but the request has no part of that name"
+                " (POST the table as multipart/form-data)"
+            )
+        parts[name] = inline.encode()
+        uploads.check_size(name, len(parts[name]))
+    return parts
 
 
 class _Refused(Exception):
@@ -124,11 +155,61 @@ class Sync(TapView):
         if not params.get("QUERY", "").strip():
             raise _Refused("QUERY is required (an ADQL SELECT)")
         fmt = query.output_format(params.get("RESPONSEFORMAT") or params.get("FORMAT"))
-        prepared = query.prepare(params["QUERY"], jobs.maxrec(params.get("MAXREC")), settings.TAP_SYNC_TIMEOUT_S)
+        uploaded = [uploads.read(name, data) for name, data in _upload_parts(request, params).items()]
+        prepared = query.prepare(params["QUERY"], jobs.maxrec(params.get("MAXREC")), settings.TAP_SYNC_TIMEOUT_S, uploaded)
+        prepared.base = _base(request)
         content_type, suffix = query.CONTENT_TYPES[fmt]
         response = StreamingHttpResponse(query.write(prepared, fmt, settings.TAP_SYNC_TIMEOUT_S), content_type=content_type)
         response["Content-Disposition"] = f'inline; filename="result.{suffix}"'
         return response
+
+
+#: RESPONSEFORMAT values the DataLink endpoint answers (all the same VOTable).
+DATALINK_FORMATS = {"", "votable", "application/x-votable+xml", datalink.CONTENT_TYPE}
+
+
+@extend_schema(exclude=True)
+class Links(TapView):
+    """/datalink/links: DataLink 1.1's {links} of one or more galaxies (ID=<galaxy_id>, repeated)."""
+
+    needs_database = False
+
+    def get(self, request):
+        return self.answer(request)
+
+    def post(self, request):
+        return self.answer(request)
+
+    def answer(self, request):
+        values = request.query_params.getlist("ID") + (request.data.getlist("ID") if request.method == "POST" else [])
+        fmt = "".join((request.query_params.get("RESPONSEFORMAT") or request.data.get("RESPONSEFORMAT") or "").split())
+        if fmt.lower() not in DATALINK_FORMATS:
+            raise _Refused(f"RESPONSEFORMAT={fmt!r} is not served: the links are a VOTable ({datalink.CONTENT_TYPE})")
+        try:
+            ids = datalink.requested_ids(values)
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
+        body = datalink.links_votable(datalink.links(ids, _base(request)))
+        return HttpResponse(body, content_type=datalink.CONTENT_TYPE)
+
+
+@extend_schema(exclude=True)
+class Examples(TapView):
+    """/tap/examples: DALI examples, worked queries a user copies (XHTML with RDFa)."""
+
+    needs_database = False
+
+    def get(self, request):  # noqa: ARG002 - DRF's signature
+        return HttpResponse(examples.document(_example_centre()), content_type="application/xhtml+xml; charset=utf-8")
+
+
+def _example_centre() -> tuple[float, float]:
+    """A predicted public galaxy's position (any public galaxy's, or the default): the cone example's centre."""
+    predicted = Prediction.objects.filter(galaxy__survey__owner__isnull=True, galaxy__ra__isnull=False)
+    found = predicted.order_by("galaxy_id").values_list("galaxy__ra", "galaxy__dec").first()
+    if found is None:
+        found = Galaxy.objects.filter(survey__owner__isnull=True, ra__isnull=False).values_list("ra", "dec").first()
+    return found or examples.DEFAULT_CENTRE
 
 
 @extend_schema(exclude=True)
@@ -157,8 +238,12 @@ class Capabilities(TapView):
 
 @extend_schema(exclude=True)
 class Tables(TapView):
-    def get(self, request):  # noqa: ARG002 - DRF's signature
-        return _xml(documents.tableset(_tableset()))
+    """VOSI tables; ``detail=min`` (VOSI 1.1), or astroquery's ``only_tables=true``, leaves the columns out."""
+
+    def get(self, request):
+        params = self.params(request)
+        brief = params.get("DETAIL", "").lower() == "min" or params.get("ONLY_TABLES", "").lower() == "true"
+        return _xml(documents.tableset(_tableset(), columns=not brief))
 
 
 def _tableset() -> list[dict]:
@@ -238,7 +323,7 @@ class AsyncJobs(TapView):
     def post(self, request):
         params = self.params(request)
         phase = params.pop("PHASE", "")
-        job = jobs.create(params, request.user)
+        job = jobs.create(params, request.user, _upload_parts(request, params), base_url=_base(request))
         if phase.upper() == "RUN":
             jobs.run(job)
         elif phase:
@@ -347,7 +432,7 @@ class AsyncJobPart(TapView):
             job.destruction = min(when, timezone.now() + timedelta(days=settings.TAP_JOB_DAYS))
             job.save(update_fields=["destruction"])
         elif part == "parameters":
-            jobs.update_parameters(job, params)
+            jobs.update_parameters(job, params, _upload_parts(request, params))
         else:
             raise _Refused(f"a job's {part!r} cannot be changed", 405)
         return HttpResponseRedirect(_job_url(request, job), status=303)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from django.core.paginator import Paginator
 from django.db.models import F
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from rest_framework.exceptions import ValidationError
@@ -250,6 +250,16 @@ def _prediction_figure(galaxy, latest: dict) -> str:
         [p.ml_lo68 for p in chosen],
         [p.ml_hi68 for p in chosen],
     )
+
+
+def galaxy_fits(request: HttpRequest, pk: int, band: str) -> FileResponse:  # noqa: ARG001 - Django's signature
+    """A galaxy's FITS cutout in one band, streamed from the media storage (DataLink's #this and #counterpart)."""
+    galaxy = galaxy_or_404(pk)
+    image = selectors.cutout(galaxy, band)
+    if image is None:
+        raise Http404(f"galaxy #{pk} has no {band}-band cutout")
+    name = f"{galaxy.survey.name}_{galaxy.objid}_{band}.fits"
+    return FileResponse(image.file.open("rb"), content_type="application/fits", as_attachment=True, filename=name)
 
 
 @cache_control(max_age=3600)
