@@ -345,4 +345,3 @@ def test_clients_upload_follow_datalink_and_run_the_examples(live_catalogue, set
         uploads = {"mine": table} if example.upload else None
         result = service.run_sync(example.text(centre), uploads=uploads, maxrec=100_000).to_table()
         assert len(result) > 0, example.id
-
