@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile
 
 from catalogue.models import Galaxy, Image, Prediction, TapJob
 from catalogue.tap import examples
-from catalogue.tap.adql import AdqlError, SkyColumns, cover_order, translate
+from catalogue.tap.adql import AdqlError, SkyColumns, cover_order, match_column, translate
 from tests import test_tap
 from tests.test_tap import _stilts
 
@@ -30,7 +30,7 @@ from tests.test_tap import _stilts
 sky = test_tap.sky
 live_catalogue = test_tap.live_catalogue
 
-UPLOAD_SKY = SkyColumns(ra="ra", dec="dec", x="_sky_x", y="_sky_y", z="_sky_z", healpix="_healpix", covers=True)
+UPLOAD_SKY = SkyColumns(ra="ra", dec="dec", x="_sky_x", y="_sky_y", z="_sky_z", healpix="_healpix", covers=True, id=None)
 TABLES = {"morphomass.galaxies": True, "tap_upload.mine": UPLOAD_SKY}
 NAMES = {"tap_upload.mine": 'pg_temp."tap_upload_mine"'}
 
@@ -77,16 +77,15 @@ def _positions(catalogue: SkyCoord, n_near: int, n_empty: int, seed: int = 3) ->
 
 
 @pytest.mark.smoke
-def test_a_crossmatch_with_an_upload_is_given_each_rows_index_ranges():
+def test_a_crossmatch_with_an_upload_joins_on_each_rows_matches():
     sql = translate(
         "SELECT u.myid, g.objid FROM TAP_UPLOAD.mine AS u JOIN morphomass.galaxies AS g "
         "ON 1 = CONTAINS(POINT(g.ra, g.dec), CIRCLE(u.ra, u.dec, 2.0 / 3600))",
         TABLES,
         NAMES,
     )
-    order = cover_order(2.0 / 3600)
-    assert sql.covers == {"tap_upload.mine": {order}} and 12 <= order <= 16
-    assert f"g.healpix BETWEEN u._cover{order}_0_lo AND u._cover{order}_0_hi" in sql.sql
+    assert sql.covers == {"tap_upload.mine": {2.0 / 3600}}
+    assert f"(g.galaxy_id = ANY(u.{match_column(2.0 / 3600)}))" in sql.sql and match_column(2.0 / 3600) == "_match2000000"
     assert 'FROM pg_temp."tap_upload_mine" AS u' in sql.sql and sql.tables == ["tap_upload.mine", "morphomass.galaxies"]
     distance = translate(
         "SELECT u.myid FROM TAP_UPLOAD.mine AS u, morphomass.galaxies AS g "
@@ -94,15 +93,15 @@ def test_a_crossmatch_with_an_upload_is_given_each_rows_index_ranges():
         TABLES,
         NAMES,
     )
-    assert distance.covers == {"tap_upload.mine": {cover_order(0.01)}} and "g.healpix BETWEEN u._cover" in distance.sql
-    # a radius too large for nine pixels: the exact test alone, no ranges
+    assert distance.covers == {"tap_upload.mine": {0.01}} and "g.galaxy_id = ANY(u._match36000000)" in distance.sql
+    # a radius too large for nine pixels round a row: the exact test alone
     wide = translate(
         "SELECT u.myid FROM TAP_UPLOAD.mine AS u, morphomass.galaxies AS g "
         "WHERE 1 = CONTAINS(POINT(g.ra, g.dec), CIRCLE(u.ra, u.dec, 30))",
         TABLES,
         NAMES,
     )
-    assert wide.covers == {} and "_cover" not in wide.sql
+    assert cover_order(30) is None and wide.covers == {} and "_match" not in wide.sql
 
 
 @pytest.mark.smoke

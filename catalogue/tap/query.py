@@ -105,12 +105,13 @@ class Prepared:
     error: str | None = None
 
 
-def _guard(cursor, timeout_s: float, prepared: Prepared | None = None) -> None:
+def _guard(cursor, timeout_s: float, prepared: Prepared | None = None, matches: bool = True) -> None:
     """Make the current transaction read-only, bounded in time, and (where possible) run as the reader role;
-    a query's uploaded tables are loaded first, as temporary tables of this transaction."""
+    a query's uploaded tables are loaded first, as temporary tables of this transaction (their crossmatches
+    found only where ``matches``: describing a result needs the columns, not the rows)."""
     if prepared is not None and prepared.uploads:
         cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
-        uploads.load(cursor, prepared.uploads, prepared.covers, _reader_role(cursor))
+        uploads.load(cursor, prepared.uploads, prepared.covers, _reader_role(cursor), matches)
     cursor.execute("SET TRANSACTION READ ONLY")
     cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
     cursor.execute(f"SET LOCAL search_path = {schema.SCHEMA}, {schema.TAP_SCHEMA}")
@@ -163,7 +164,7 @@ def prepare(adql: str, maxrec: int, timeout_s: float, uploaded: list[uploads.Upl
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
-                _guard(cursor, timeout_s, prepared)
+                _guard(cursor, timeout_s, prepared, matches=False)
                 cursor.execute(f"SELECT * FROM ({translation.sql}) AS tap_q LIMIT 0")
                 description = cursor.description
             transaction.set_rollback(True)

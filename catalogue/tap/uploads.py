@@ -8,9 +8,10 @@ its FIELDs, and loaded, inside the query's own transaction, into a temporary tab
 gone when the transaction ends: it never outlives its query or job. Where the table has
 positions (columns named ra and dec, or with the UCDs pos.eq.ra and pos.eq.dec, in degrees)
 it gets the catalogue's sky index too: the unit vector and HEALPix index of each row, under
-names ADQL cannot write, and, for a crossmatch, the index ranges of the nine pixels round
-each row (:func:`catalogue.tap.adql.cover_order`), so the catalogue's ``healpix`` index
-answers each uploaded row's candidates. Those columns never appear in a result.
+names ADQL cannot write, and, for a crossmatch with the catalogue, each row's galaxies within
+the radius, found as the table loads by one range join of the nine HEALPix pixels round each
+row with the catalogue's ``healpix`` index (:func:`_match`); the query then joins on the
+galaxies' primary key. Those columns never appear in a result.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from astropy.table import Table
 from astropy_healpix import neighbours
 from django.conf import settings
 
-from catalogue.tap.adql import SkyColumns, cover_columns
+from catalogue.tap.adql import SkyColumns, cover_order, match_column
 from pipeline.sky import INDEX_ORDER, healpix_index, unit_vector
 
 #: ADQL's schema of uploaded tables.
@@ -38,8 +39,10 @@ SCHEMA = "tap_upload"
 #: An ADQL regular identifier: what a table or column name of an upload must be.
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 #: The columns an upload gains for the sky index (hidden from results: :func:`is_hidden`).
-SKY_COLUMNS = SkyColumns(x="_sky_x", y="_sky_y", z="_sky_z", healpix="_healpix", covers=True)
-_HIDDEN = re.compile(r"^_(sky_[xyz]|healpix|cover\d+_\d_(lo|hi))$")
+SKY_COLUMNS = SkyColumns(x="_sky_x", y="_sky_y", z="_sky_z", healpix="_healpix", covers=True, id=None)
+_HIDDEN = re.compile(r"^_(sky_[xyz]|healpix|row|match\d+)$")
+#: The table a crossmatch's matches are found in: every public galaxy (the catalogue table's rows too).
+GALAXIES = "morphomass.galaxies"
 #: numpy dtype -> PostgreSQL type, so a result gives back the VOTable types uploaded (short, int, long, float, ...).
 _PG_TYPES = {
     "f4": "real",
@@ -246,9 +249,8 @@ def _degrees(table: Table, name: str) -> np.ndarray:
     return values
 
 
-def _derived(upload: Upload, orders: set[int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The hidden sky columns (unit vector, HEALPix index, each crossmatch order's nine pixels' ranges),
-    and which rows have a position (the others' are NULL)."""
+def _derived(upload: Upload) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The hidden sky columns (unit vector, HEALPix index) and which rows have a position (the others' are NULL)."""
     if upload.position is None:
         return {}, np.ones(len(upload.table), dtype=bool)
     ra = _degrees(upload.table, upload.position[0])
@@ -256,33 +258,87 @@ def _derived(upload: Upload, orders: set[int]) -> tuple[dict[str, np.ndarray], n
     valid = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
     x, y, z = unit_vector(np.where(valid, ra, 0.0), np.where(valid, dec, 0.0))
     fine = healpix_index(np.where(valid, ra, 0.0) % 360.0, np.where(valid, dec, 0.0))
-    derived = {SKY_COLUMNS.x: x, SKY_COLUMNS.y: y, SKY_COLUMNS.z: z, SKY_COLUMNS.healpix: fine}
-    for order in sorted(orders):
-        shift = 2 * (INDEX_ORDER - order)
-        own = fine >> shift
-        around = np.vstack([own[None, :], neighbours(own, 2**order, order="nested")])  # (9, n); -1 where none
-        for (lo, hi), pixels in zip(cover_columns(order), around, strict=True):
-            derived[lo] = np.where(pixels >= 0, pixels << shift, -1)
-            derived[hi] = np.where(pixels >= 0, ((pixels + 1) << shift) - 1, -1)
-    return derived, valid
+    return {SKY_COLUMNS.x: x, SKY_COLUMNS.y: y, SKY_COLUMNS.z: z, SKY_COLUMNS.healpix: fine}, valid
 
 
-def load(cursor, uploads: list[Upload], covers: dict[str, set[int]], reader_role: str | None) -> None:
-    """Create and fill each upload's temporary table in the current transaction (before it turns read-only)."""
+def _neighbourhoods(fine: np.ndarray, valid: np.ndarray, radius_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, low, high): the fine-order index ranges of the nine pixels round each row, at the order
+    :func:`~catalogue.tap.adql.cover_order` picks for the radius (adjacent ranges of a row merged)."""
+    order = cover_order(radius_deg)
+    shift = 2 * (INDEX_ORDER - order)
+    rows = np.flatnonzero(valid)
+    own = fine[rows] >> shift
+    around = np.vstack([own[None, :], neighbours(own, 2**order, order="nested")])  # (9, n); -1 where none
+    row = np.broadcast_to(rows, around.shape).ravel()
+    pixel = around.ravel()
+    keep = pixel >= 0
+    row, pixel = row[keep], pixel[keep]
+    order_of = np.lexsort((pixel, row))
+    row, pixel = row[order_of], pixel[order_of]
+    distinct = np.ones(len(pixel), dtype=bool)
+    distinct[1:] = (row[1:] != row[:-1]) | (pixel[1:] != pixel[:-1])
+    row, pixel = row[distinct], pixel[distinct]
+    starts = np.ones(len(pixel), dtype=bool)  # a range starts where the row changes or the pixels are not adjacent
+    starts[1:] = (row[1:] != row[:-1]) | (pixel[1:] != pixel[:-1] + 1)
+    first = np.flatnonzero(starts)
+    last = np.append(first[1:], len(pixel)) - 1
+    return row[first], pixel[first] << shift, ((pixel[last] + 1) << shift) - 1
+
+
+def _match(cursor, upload: Upload, fine: np.ndarray, valid: np.ndarray, radius_deg: float, find: bool = True) -> None:
+    """Fill the upload's match column for ``radius_deg``: each row's public galaxies within the radius.
+
+    One range join of the rows' neighbourhoods with the galaxies' ``healpix`` index, then the
+    exact test (the chord between unit vectors), the galaxy ids gathered per row.
+    """
+    column = match_column(radius_deg)
+    cursor.execute(f"ALTER TABLE {upload.sql_name} ADD COLUMN \"{column}\" bigint[] NOT NULL DEFAULT '{{}}'")
+    if not find:
+        return
+    cover = f'pg_temp."{SCHEMA}_{upload.name}_cover"'
+    cursor.execute(f"CREATE TEMP TABLE {cover} (_row bigint, lo bigint, hi bigint) ON COMMIT DROP")
+    with cursor.copy(f"COPY {cover} (_row, lo, hi) FROM STDIN") as copy:
+        for item in zip(*(a.tolist() for a in _neighbourhoods(fine, valid, radius_deg)), strict=True):
+            copy.write_row(item)
+    cursor.execute(f"ANALYZE {cover}")
+    chord2 = (2.0 * math.sin(math.radians(min(radius_deg, 180.0)) / 2.0)) ** 2
+    s = SKY_COLUMNS
+    distance = " + ".join(f"(g.sky_{a} - u.{getattr(s, a)}) * (g.sky_{a} - u.{getattr(s, a)})" for a in "xyz")
+    cursor.execute(
+        f'UPDATE {upload.sql_name} AS t SET "{column}" = m.ids FROM ('
+        f" SELECT c._row, array_agg(g.galaxy_id) AS ids FROM {cover} AS c"
+        f" JOIN {upload.sql_name} AS u ON u._row = c._row"
+        f" JOIN {GALAXIES} AS g ON g.healpix BETWEEN c.lo AND c.hi"
+        f" WHERE {distance} <= {chord2!r} GROUP BY c._row"
+        f") AS m WHERE t._row = m._row"
+    )
+    cursor.execute(f"DROP TABLE {cover}")
+
+
+def load(cursor, uploads: list[Upload], covers: dict[str, set[float]], reader_role: str | None, matches: bool = True) -> None:
+    """Create and fill each upload's temporary table in the current transaction (before it turns read-only),
+    with each crossmatch radius's matches (``covers``: table -> radii in degrees; the columns left empty
+    without ``matches``, where only the result's columns are asked for)."""
     for upload in uploads:
-        derived, valid = _derived(upload, covers.get(upload.qualified, set()))
-        columns = [*upload.columns, *((n, "double precision" if n.startswith("_sky") else "bigint") for n in derived)]
+        derived, valid = _derived(upload)
+        columns = [*upload.columns, ("_row", "bigint")]
+        columns += [(n, "bigint" if n == SKY_COLUMNS.healpix else "double precision") for n in derived]
         definition = ", ".join(f'"{n}" {t}' for n, t in columns)
         cursor.execute(f"CREATE TEMP TABLE {upload.sql_name} ({definition}) ON COMMIT DROP")
         names = ", ".join(f'"{n}"' for n, _ in columns)
         values = [_cells(upload.table[c.name]) for c in upload.table.itercols()]
+        values.append(range(len(upload.table)))
         values += [[v if ok else None for v, ok in zip(a.tolist(), valid.tolist(), strict=True)] for a in derived.values()]
         with cursor.copy(f"COPY {upload.sql_name} ({names}) FROM STDIN") as copy:
             for row in zip(*values, strict=True):
                 copy.write_row(row)
+        cursor.execute(f"CREATE UNIQUE INDEX ON {upload.sql_name} (_row)")
         if derived:
             cursor.execute(f"CREATE INDEX ON {upload.sql_name} ({SKY_COLUMNS.healpix})")
         cursor.execute(f"ANALYZE {upload.sql_name}")
+        for radius in sorted(covers.get(upload.qualified, ())):
+            if derived:
+                _match(cursor, upload, derived[SKY_COLUMNS.healpix], valid, radius, matches)
         if reader_role:
             cursor.execute(f"GRANT SELECT ON {upload.sql_name} TO {reader_role}")
 
