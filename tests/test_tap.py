@@ -230,26 +230,36 @@ def test_tap_schema_describes_every_column_from_the_one_column_description(clien
 
 
 @pytest.mark.django_db
-def test_the_catalogue_table_carries_g_morph_and_the_cone_search_the_catalogue_ml(client):
+def test_the_catalogue_table_and_the_cone_search_carry_the_catalogue_ml_as_the_api(client):
     _postgresql()
     from benchmarks.generated_survey import make_survey
 
     survey, model = make_survey(300, seed=3)
-    rows = _sync(
-        client,
-        "SELECT c.galaxy_id, c.model_set, c.ml_pred, p.ml_pred AS direct FROM morphomass.catalogue AS c "
-        "JOIN morphomass.predictions AS p ON p.galaxy_id = c.galaxy_id AND p.model_id = "
-        f"{model.pk} WHERE c.survey = '{survey.name}'",
-    )
-    assert len(rows) == 300 and set(rows["model_set"]) == {model.model_set.name}
-    assert np.array_equal(np.asarray(rows["ml_pred"]), np.asarray(rows["direct"]))
-    # the cone search's VERB=2 rows carry the catalogue's M/L, as the API gives it (a model per galaxy)
-    cone = client.get("/scs/", {"RA": 150, "DEC": 0, "SR": 3, "VERB": 2})
-    scs = parse_single_table(io.BytesIO(cone.content)).to_table()
     api = {
         row["objid"]: row["catalogue_ml"]
         for row in client.get("/api/galaxies/", {"survey": survey.name, "page_size": 1000}).json()["results"]
     }
+    # TAP's catalogue table: per galaxy the same model and M/L as the API's catalogue_ml
+    rows = _sync(
+        client,
+        "SELECT c.objid, c.model_set, c.model_name, c.ml_pred, c.ml_hi68, c.mstar_pred, c.out_of_support "
+        f"FROM morphomass.catalogue AS c WHERE c.survey = '{survey.name}'",
+    )
+    assert len(rows) == 300 and set(rows["model_set"]) == {model.model_set.name}
+    assert len(set(rows["model_name"])) > 1  # the choice differs between galaxies (inputs they have)
+    for row in rows:
+        chosen = api[int(row["objid"])]
+        assert (str(row["model_name"]), float(row["ml_pred"]), float(row["ml_hi68"])) == (
+            chosen["ml_model"],
+            chosen["ml"],
+            chosen["ml_hi68"],
+        )
+        assert float(row["mstar_pred"]) == pytest.approx(chosen["mstar"]) and int(row["out_of_support"]) == int(
+            chosen["out_of_support"]
+        )
+    # the cone search's VERB=2 rows carry the catalogue's M/L, as the API gives it (a model per galaxy)
+    cone = client.get("/scs/", {"RA": 150, "DEC": 0, "SR": 3, "VERB": 2})
+    scs = parse_single_table(io.BytesIO(cone.content)).to_table()
     assert len(scs) > 10 and len({str(m) for m in scs["ml_model"]}) > 1  # the choice differs between galaxies
     for row in scs:
         chosen = api[int(row["objid"])]

@@ -344,3 +344,39 @@ def test_clients_upload_follow_datalink_and_run_the_examples(live_catalogue, set
         uploads = {"mine": table} if example.upload else None
         result = service.run_sync(example.text(centre), uploads=uploads, maxrec=100_000).to_table()
         assert len(result) > 0, example.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_docs_upload_and_datalink_examples_run(live_catalogue, tmp_path, monkeypatch):
+    """docs/querying.md's crossmatch from pyvo, astroquery and STILTS, and its DataLink block, as written."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    url, _, _ = live_catalogue
+    galaxies = list(Galaxy.objects.order_by("objid")[:2])
+    _cutouts(galaxies)
+    text = (Path(__file__).resolve().parent.parent / "docs" / "querying.md").read_text()
+    section = text[text.index("## Your own list") : text.index("## From Python")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    # the positions in the docs are anywhere: put them on two catalogue galaxies
+    here = [(g.ra, g.dec) for g in galaxies]
+    first = blocks[0].replace("[150.1, 151.2]", repr([p[0] for p in here])).replace("[0.2, -0.3]", repr([p[1] for p in here]))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    for block in (first, blocks[1]):
+        block = block.replace("http://127.0.0.1:8000", url)
+        exec(compile(block, "docs/querying.md", "exec"), scope)  # noqa: S102 - the documentation's own example
+        if "mine" in scope and not (tmp_path / "mine.vot").exists():
+            scope["mine"].write(tmp_path / "mine.vot", format="votable")
+    assert sorted(scope["matched"]["objid"]) == sorted(g.objid for g in galaxies)  # astroquery's, the last
+    assert "morphomass.catalogue" in scope["names"]
+    command = re.search(r"    (stilts tapquery .*?ofmt=csv)", section, re.S).group(1)
+    arguments = [a.replace("http://127.0.0.1:8000", url) for a in shlex.split(command.replace("\\\n", " "))]
+    arguments[0] = _stilts()
+    out = subprocess.run(arguments, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert len(out.stdout.strip().splitlines()) == 3, out.stdout + out.stderr  # a header and the two galaxies
+    datalink = blocks[2].replace("http://127.0.0.1:8000", url).replace("(150.0, 0.0)", repr(here[0]))
+    exec(compile(datalink, "docs/querying.md", "exec"), scope)  # noqa: S102 - the documentation's own example
+    assert f"{url}/galaxies/{galaxies[0].pk}/g.fits" in scope["cutouts"]

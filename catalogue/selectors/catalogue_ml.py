@@ -46,6 +46,8 @@ INPUT_PRESENT = {
     "g_image": Q(preprocessed__status="ok"),
     "i_image": Q(preprocessed__i_band="ok"),
 }
+#: The same tests as SQL over ``g`` (a galaxy row with mag_i) and ``pre`` (its preprocessing row), for views.
+INPUT_PRESENT_SQL = {"mag_i": "g.mag_i IS NOT NULL", "g_image": "pre.status = 'ok'", "i_image": "pre.i_band = 'ok'"}
 #: Before the catalogue's columns as galaxy attributes (``cat_ml``, ``cat_ml_model``, ...).
 CATALOGUE_PREFIX = "cat_"
 #: The catalogue column -> the Prediction field it is read from.
@@ -179,6 +181,30 @@ def catalogue_ml_columns(surveys: Iterable[Survey]) -> PredictionColumns:
         cells = {column.name: Cast(Value(None), _empty(column)) for column in CATALOGUE_ML_COLUMNS}  # typed NULLs
     label = "the catalogue's M/L: per galaxy, the best-validated model it has the inputs of"
     return PredictionColumns(CATALOGUE_ML_COLUMNS, relations, cells, label, prefix=CATALOGUE_PREFIX)
+
+
+def catalogue_choice_sql(galaxy: str = "g", preprocessed: str = "pre", model_set_id: str = "a.model_set_id") -> str:
+    """SQL of a LATERAL subquery giving a galaxy row its catalogue prediction (the rule of
+    :func:`choose_model`): of the named models of the set ``model_set_id`` that predicted it and whose
+    inputs it has, the best-validated one; with the prediction's columns and ``ml_model``.
+
+    For views (TAP's catalogue table), where the galaxy is ``galaxy`` (with ``galaxy_id`` and
+    ``mag_i``) and its preprocessing row ``preprocessed`` (LEFT JOINed by the caller).
+    """
+    needs = []
+    for name in NAMED_MODEL_NAMES:
+        tests = [INPUT_PRESENT_SQL[need] for need in sorted(required_inputs(NAMED[name]))]
+        condition = " AND ".join(tests).replace("g.", f"{galaxy}.").replace("pre.", f"{preprocessed}.") or "true"
+        needs.append(f"WHEN '{name}' THEN ({condition})")
+    order = ", ".join(f"'{name}'" for name in NAMED_MODEL_NAMES)
+    return (
+        "SELECT p.*, m.name AS ml_model FROM catalogue_trainedmodel m"
+        f" JOIN catalogue_prediction p ON p.model_id = m.id AND p.galaxy_id = {galaxy}.galaxy_id"
+        f" WHERE m.model_set_id = {model_set_id} AND m.name IN ({order})"
+        f" AND COALESCE(CASE m.name {' '.join(needs)} END, false)"
+        " ORDER BY COALESCE((m.metrics -> 'val' ->> 'l1')::float8, 'Infinity'::float8),"
+        f" array_position(ARRAY[{order}]::text[], m.name::text) LIMIT 1"
+    )
 
 
 def _flag(rank: int, usable: Q) -> tuple[When, When]:

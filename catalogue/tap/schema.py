@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from catalogue.columns import GALAXY_COLUMNS, PREDICTION_COLUMNS, SERVICE_COLUMNS, TAP_COLUMNS, Column
-from catalogue.selectors import applied_sets_sql
+from catalogue.selectors import applied_sets_sql, catalogue_choice_sql
 from pipeline.learning.named_models import CATALOGUE_MODEL
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,16 @@ _VALUES = ", ".join(f"p.{n}" for n in _PREDICTED if n not in ("out_of_support", 
 
 
 def _catalogue_select() -> str:
-    """Each galaxy joined to its catalogue prediction: the main model of the set applied to its survey
-    (:func:`catalogue.selectors.applied_sets_sql`, the selectors' own answer, as SQL)."""
+    """Each galaxy with the catalogue's M/L: of the set applied to its survey last
+    (:func:`catalogue.selectors.applied_sets_sql`), the best-validated named model it has the inputs of
+    (:func:`catalogue.selectors.catalogue_choice_sql`): the selectors' own answers, as SQL."""
     return (
-        f"SELECT g.*, ms.id AS model_set_id, ms.name AS model_set, {_VALUES},"
+        f"SELECT g.*, ms.id AS model_set_id, ms.name AS model_set, p.ml_model AS model_name, {_VALUES},"
         f" p.out_of_support::int AS out_of_support, {_REASONS} AS support_reasons"
         f" FROM {SCHEMA}.galaxies g LEFT JOIN ({applied_sets_sql()}) a ON a.survey_id = g.survey_id"
         " LEFT JOIN catalogue_modelset ms ON ms.id = a.model_set_id"
-        f" LEFT JOIN catalogue_trainedmodel m ON m.model_set_id = a.model_set_id AND m.name = '{CATALOGUE_MODEL}'"
-        " LEFT JOIN catalogue_prediction p ON p.galaxy_id = g.galaxy_id AND p.model_id = m.id"
+        " LEFT JOIN catalogue_preprocessed pre ON pre.galaxy_id = g.galaxy_id"
+        f" LEFT JOIN LATERAL ({catalogue_choice_sql()}) p ON true"
     )
 
 
@@ -182,11 +183,11 @@ TABLES: tuple[TapTable, ...] = (
     ),
     TapTable(
         "catalogue",
-        f"Each galaxy with {CATALOGUE_MODEL}'s prediction by the model set applied to its survey last (empty where "
-        "the survey has not been predicted). The catalogue's M/L, which the pages, the API and the cone search give, "
-        "takes per galaxy the best-validated model it has the inputs of: join predictions for the others.",
+        "Each galaxy with the catalogue's M/L, as the pages, the API and the cone search give it: of the model set "
+        "applied to its survey last, the prediction of the best-validated named model it has the inputs of "
+        "(model_name; empty where the survey has not been predicted). Join predictions for every model's.",
         _catalogue_select,
-        (*_GALAXY_COLUMNS, "model_set_id", "model_set", *_PREDICTED),
+        (*_GALAXY_COLUMNS, "model_set_id", "model_set", "model_name", *_PREDICTED),
         keys=(
             ("galaxy_id", "galaxies", "galaxy_id"),
             ("survey_id", "surveys", "survey_id"),
