@@ -34,8 +34,8 @@ EXAMPLES: tuple[Example, ...] = (
         "The catalogue's M/L of the galaxies in a cone",
         "Every galaxy within 1 degree of a position, with its predicted g-band M/L (solMass/solLum), the 68% "
         "interval, M* (solMass) and the model that gave them. The catalogue table holds each galaxy with the "
-        "prediction of the model set applied to its survey.",
-        "SELECT c.survey, c.objid, c.ra, c.dec, c.z, c.ml_pred, c.ml_lo68, c.ml_hi68, c.mstar_pred, c.model_set,\n"
+        "catalogue's M/L: of the model set applied to its survey, the best-validated model it has the inputs of.",
+        "SELECT c.survey, c.objid, c.ra, c.dec, c.z, c.ml_pred, c.ml_lo68, c.ml_hi68, c.mstar_pred, c.model_name,\n"
         "       DISTANCE(POINT('ICRS', c.ra, c.dec), POINT('ICRS', {ra}, {dec})) AS dist_deg\n"
         "FROM morphomass.catalogue AS c\n"
         "WHERE 1 = CONTAINS(POINT('ICRS', c.ra, c.dec), CIRCLE('ICRS', {ra}, {dec}, 1.0))\n"
