@@ -134,6 +134,21 @@ def test_what_adql_21_still_refuses_is_named(adql, message):
         translate(adql, TABLES, NAMES, {"ra": "deg"})
 
 
+@pytest.mark.smoke
+def test_a_chunked_body_is_decoded_within_its_limit_and_a_bad_one_refused():
+    from catalogue.request_bodies import BodyError, decode_chunked
+
+    body = b"4;ext=1\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nTrailer: x\r\n\r\n"
+    assert decode_chunked(io.BytesIO(body), 100) == b"Wikipedia in \r\n\r\nchunks."
+    with pytest.raises(BodyError) as over:
+        decode_chunked(io.BytesIO(body), 8)
+    assert over.value.status == 413
+    for broken in (b"zz\r\nab\r\n0\r\n\r\n", b"10\r\nshort", b"4\r\nWiki"):
+        with pytest.raises(BodyError) as bad:
+            decode_chunked(io.BytesIO(broken), 100)
+        assert bad.value.status == 400
+
+
 # --- on PostgreSQL ---------------------------------------------------------------------------
 
 
@@ -327,6 +342,8 @@ def test_clients_upload_follow_datalink_and_run_the_examples(live_catalogue, set
     lint = subprocess.run([stilts, "votlint", f"votable={document}"], capture_output=True, text=True, timeout=120)
     assert "ERROR" not in lint.stdout + lint.stderr and "WARNING" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     faults = Table.read(document, format="votable")
+    huge = Table.read(f"{url}/datalink/links?ID={'9' * 40}", format="votable")  # no bigint: a fault, not a 500
+    assert list(huge["error_message"]) == [f"UsageFault: ID {'9' * 40!r} is not a galaxy_id (a whole number)"]
     assert list(faults["error_message"][-2:]) == ["UsageFault: ID 'nothing' is not a galaxy_id (a whole number)",
                                                   f"NotFoundFault: no galaxy {10**9}"]  # fmt: skip
     # a TAP result carrying galaxy_id carries the descriptor too

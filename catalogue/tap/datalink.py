@@ -67,7 +67,7 @@ def requested_ids(values: list[str]) -> list[str]:
 
 def links(ids: list[str], base: str) -> list[Link]:
     """Every link of every ID, in the order asked (a fault row for an ID that is no public galaxy)."""
-    numbers = {i: int(i) for i in ids if i.isdigit()}
+    numbers = {i: int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= 18}  # a bigint, not more
     galaxies = {
         g.pk: g
         for g in Galaxy.objects.filter(pk__in=set(numbers.values()), survey__owner__isnull=True)
