@@ -108,9 +108,10 @@ class SkyColumns:
 
 #: The sky columns of the service's own tables.
 SKY = SkyColumns()
-#: HEALPix order -> the fraction of a pixel's nominal size a crossmatch radius may be for the
-#: nine pixels round a position to hold every point within the radius (pixels are never
-#: narrower than about 0.4 of their nominal size; a third keeps a margin).
+#: The largest crossmatch radius, as a fraction of a pixel's nominal size, for which the nine
+#: pixels round a position are taken to hold its whole circle: a third leaves room for HEALPix's
+#: narrower pixels (tests/test_tap_upload.py checks the matches against astropy's
+#: search_around_sky at RA = 0 and the pole, and fails with too large a fraction).
 COVER_FRACTION = 1.0 / 3.0
 
 
