@@ -155,7 +155,11 @@ def fetch(name: str, url: str) -> bytes:
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "code", None) or exc.__class__.__name__
         raise UploadError(f"upload {name!r}: fetching {url} failed ({reason})") from None
-    check_size(name, len(data))
+    if len(data) > settings.TAP_UPLOAD_MAX_BYTES:  # read one byte past the limit, so not its whole size
+        raise UploadError(
+            f"upload {name!r} at {url} is over {settings.TAP_UPLOAD_MAX_BYTES:,} bytes, the most this service takes"
+            " per table (TAP_UPLOAD_MAX_BYTES)"
+        )
     return data
 
 
