@@ -307,6 +307,10 @@ def test_clients_upload_follow_datalink_and_run_the_examples(live_catalogue, set
         uploads={"five": five},
     ).to_table()
     assert list(fetched["theirs"]) == list(fetched["objid"]) == [g.objid for g in galaxies[:5]]
+    settings.TAP_UPLOAD_MAX_BYTES = 200
+    with pytest.raises(pyvo.dal.DALQueryError, match="is over 200 bytes"):
+        service.run_sync("SELECT * FROM TAP_UPLOAD.five", uploads={"five": five})
+    settings.TAP_UPLOAD_MAX_BYTES = 32 * 1024 * 1024
 
     # astroquery (it sends Accept: text/plain): sync, async, the tables
     tap = TapPlus(url=f"{url}/tap", verbose=False)
