@@ -64,6 +64,7 @@ from catalogue.selectors.runs import (
     workflow_stages,
 )
 from catalogue.selectors.surveys import (
+    a_predicted_position,
     cutout,
     digest,
     every_survey,
@@ -75,7 +76,9 @@ from catalogue.selectors.surveys import (
     galaxy_digest,
     has_usable_image,
     learning_sample,
+    model_sets_that_predicted,
     positions,
+    public_galaxies_with_links,
     require_targets,
     searchable_galaxies,
     split_counts,
@@ -126,6 +129,9 @@ __all__ = [
     "galaxies_with_objid",
     "galaxies_with_survey",
     "cutout",
+    "a_predicted_position",
+    "model_sets_that_predicted",
+    "public_galaxies_with_links",
     "galaxy_by_id",
     "galaxy_digest",
     "galaxy_predictions",

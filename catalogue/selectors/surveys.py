@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from functools import reduce
 from operator import or_
 
 import numpy as np
 from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
 
-from catalogue.models import Galaxy, GalaxyStatus, Image, Split, Survey
+from catalogue.models import Galaxy, GalaxyStatus, Image, Prediction, Split, Survey
 from pipeline.sky import cone_index_ranges, unit_vector
 
 
@@ -179,6 +180,28 @@ def galaxies_with_objid(objid: int, survey_name: str = "") -> list[Galaxy]:
 def cutout(galaxy: Galaxy, band: str) -> Image | None:
     """The galaxy's usable FITS cutout in ``band``, or None."""
     return galaxy.images.filter(band=band, status=Image.Status.OK).exclude(file="").first()
+
+
+def public_galaxies_with_links(ids: Iterable[int]) -> dict[int, Galaxy]:
+    """The public galaxies of ``ids`` by id, with what their DataLink links need (survey, preprocessing, images)."""
+    found = public_galaxies().filter(pk__in=set(ids)).select_related("survey", "preprocessed").prefetch_related("images")
+    return {galaxy.pk: galaxy for galaxy in found}
+
+
+def model_sets_that_predicted(galaxy_ids: Iterable[int]) -> dict[int, set[str]]:
+    """Galaxy id -> the names of the model sets with a prediction of it."""
+    found: dict[int, set[str]] = {}
+    predicted = Prediction.objects.filter(galaxy_id__in=list(galaxy_ids), model__model_set__isnull=False)
+    for galaxy_id, name in predicted.values_list("galaxy_id", "model__model_set__name").distinct():
+        found.setdefault(galaxy_id, set()).add(name)
+    return found
+
+
+def a_predicted_position() -> tuple[float, float] | None:
+    """(ra, dec) of a predicted public galaxy (of any public galaxy when none is predicted), or None."""
+    predicted = Prediction.objects.filter(galaxy__survey__owner__isnull=True, galaxy__ra__isnull=False)
+    found = predicted.order_by("galaxy_id").values_list("galaxy__ra", "galaxy__dec").first()
+    return found or public_galaxies().filter(ra__isnull=False).values_list("ra", "dec").first()
 
 
 def galaxy_by_id(pk: int) -> Galaxy | None:

@@ -21,7 +21,8 @@ from xml.sax.saxutils import quoteattr
 
 from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
 
-from catalogue.models import Galaxy, Image, Prediction
+from catalogue import selectors
+from catalogue.models import Galaxy, Image
 
 STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.1"
 #: The column whose values are a galaxy's DataLink ID.
@@ -68,19 +69,8 @@ def requested_ids(values: list[str]) -> list[str]:
 def links(ids: list[str], base: str) -> list[Link]:
     """Every link of every ID, in the order asked (a fault row for an ID that is no public galaxy)."""
     numbers = {i: int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= 18}  # a bigint, not more
-    galaxies = {
-        g.pk: g
-        for g in Galaxy.objects.filter(pk__in=set(numbers.values()), survey__owner__isnull=True)
-        .select_related("survey", "preprocessed")
-        .prefetch_related("images")
-    }
-    model_sets: dict[int, set[str]] = {}
-    for galaxy_id, name in (
-        Prediction.objects.filter(galaxy_id__in=galaxies, model__model_set__isnull=False)
-        .values_list("galaxy_id", "model__model_set__name")
-        .distinct()
-    ):
-        model_sets.setdefault(galaxy_id, set()).add(name)
+    galaxies = selectors.public_galaxies_with_links(numbers.values())
+    model_sets = selectors.model_sets_that_predicted(galaxies)
     found: list[Link] = []
     for item in ids:
         if item not in numbers:

@@ -2,8 +2,8 @@
 
 A job's query runs in the task ``catalogue.tasks.tap_job`` under the same read-only guard
 as a sync query, with the job's execution duration as its statement timeout; its result is
-written to the media storage (``tap/<job id>/result.<suffix>``), beside the tables it uploaded. ABORT cancels the query in
-PostgreSQL (the backend's pid is kept while it executes). Jobs past their destruction time
+written to the media storage (``tap/<job id>/result.<suffix>``), beside the tables it
+uploaded. ABORT cancels the query in PostgreSQL (the backend's pid is kept while it executes). Jobs past their destruction time
 are deleted, with their results, whenever jobs are listed or made and by the reaper.
 """
 

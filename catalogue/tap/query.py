@@ -109,15 +109,15 @@ def _guard(cursor, timeout_s: float, prepared: Prepared | None = None, matches: 
     """Make the current transaction read-only, bounded in time, and (where possible) run as the reader role;
     a query's uploaded tables are loaded first, as temporary tables of this transaction (their crossmatches
     found only where ``matches``: describing a result needs the columns, not the rows)."""
+    cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")  # the uploads' loading included
+    reader = _reader_role(cursor)
     if prepared is not None and prepared.uploads:
-        cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
-        uploads.load(cursor, prepared.uploads, prepared.covers, _reader_role(cursor), matches)
+        uploads.load(cursor, prepared.uploads, prepared.covers, reader, matches)
     cursor.execute("SET TRANSACTION READ ONLY")
-    cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
     cursor.execute(f"SET LOCAL search_path = {schema.SCHEMA}, {schema.TAP_SCHEMA}")
     cursor.execute("SET LOCAL standard_conforming_strings = on")  # ADQL's '...' literals: backslashes are text
-    if _reader_role(cursor):
-        cursor.execute(f"SET LOCAL ROLE {schema.READER_ROLE}")
+    if reader:
+        cursor.execute(f"SET LOCAL ROLE {reader}")
 
 
 def _reader_role(cursor) -> str | None:

@@ -24,8 +24,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
+from catalogue import selectors
 from catalogue.api.vo_refusals import refusal
-from catalogue.models import Galaxy, Prediction, TapJob
+from catalogue.models import TapJob
 from catalogue.tap import datalink, documents, examples, jobs, query, schema, uploads
 from catalogue.tap.adql import AdqlError
 
@@ -200,16 +201,10 @@ class Examples(TapView):
     needs_database = False
 
     def get(self, request):  # noqa: ARG002 - DRF's signature
-        return HttpResponse(examples.document(_example_centre()), content_type="application/xhtml+xml; charset=utf-8")
-
-
-def _example_centre() -> tuple[float, float]:
-    """A predicted public galaxy's position (any public galaxy's, or the default): the cone example's centre."""
-    predicted = Prediction.objects.filter(galaxy__survey__owner__isnull=True, galaxy__ra__isnull=False)
-    found = predicted.order_by("galaxy_id").values_list("galaxy__ra", "galaxy__dec").first()
-    if found is None:
-        found = Galaxy.objects.filter(survey__owner__isnull=True, ra__isnull=False).values_list("ra", "dec").first()
-    return found or examples.DEFAULT_CENTRE
+        return HttpResponse(
+            examples.document(selectors.a_predicted_position() or examples.DEFAULT_CENTRE),
+            content_type="application/xhtml+xml; charset=utf-8",
+        )
 
 
 @extend_schema(exclude=True)
