@@ -44,6 +44,15 @@ def unit_vector(ra_deg, dec_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)
 
 
+def chord2(radius_deg: float) -> float:
+    """The squared chord between unit vectors ``radius_deg`` apart (capped at 180 deg).
+
+    A position is within the radius of another exactly when the squared distance of their unit
+    vectors is at most this; unlike cos(r), it keeps its precision at arcsecond radii.
+    """
+    return float((2.0 * np.sin(np.deg2rad(min(max(float(radius_deg), 0.0), 180.0)) / 2.0)) ** 2)
+
+
 def cone_index_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[tuple[int, int]]:
     """Half-open ranges [lo, hi) of fine-order indices that cover the cone.
 

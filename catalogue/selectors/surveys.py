@@ -12,6 +12,7 @@ import numpy as np
 from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
 
 from catalogue.models import Galaxy, GalaxyStatus, Image, Prediction, Split, Survey
+from pipeline.sky import chord2 as sky_chord2
 from pipeline.sky import cone_index_ranges, unit_vector
 
 
@@ -131,7 +132,7 @@ def galaxies_in_cone(ra: float, dec: float, radius_deg: float, queryset: QuerySe
     cx, cy, cz = (float(v) for v in unit_vector(float(ra), float(dec)))
     # cos(r) loses precision near r = 0 (1 - r^2/2); compare the chord length instead:
     # |x - c|^2 = 2 - 2 x.c <= (2 sin(r/2))^2, exact at every radius.
-    chord2 = (2.0 * np.sin(np.deg2rad(float(radius_deg)) / 2.0)) ** 2
+    chord2 = sky_chord2(float(radius_deg))
     dx, dy, dz = F("sky_x") - cx, F("sky_y") - cy, F("sky_z") - cz
     distance2 = ExpressionWrapper(dx * dx + dy * dy + dz * dz, output_field=FloatField())
     return queryset.filter(covering).alias(cone_chord2=distance2).filter(cone_chord2__lte=chord2)

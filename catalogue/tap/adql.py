@@ -50,6 +50,7 @@ from queryparser.adql.ADQLLexer import ADQLLexer
 from queryparser.adql.ADQLParser import ADQLParser as P
 
 from pipeline.sky import INDEX_ORDER, PIXEL_DEG_AT_NSIDE_1, cone_index_ranges, unit_vector
+from pipeline.sky import chord2 as sky_chord2
 
 
 class AdqlError(ValueError):
@@ -547,7 +548,7 @@ class _Writer:
                 return f"({_chord2(point, center)} <= {chord})", None
             if radius < 0:
                 raise AdqlError(f"CIRCLE radius {radius:g} is negative")
-            chord2 = (2.0 * math.sin(math.radians(min(radius, 180.0)) / 2.0)) ** 2
+            chord2 = sky_chord2(radius)
             test = f"({_chord2(point, center)} <= {chord2!r})"
             cover = self._cover_filter(point, center, radius)
             if cover:
@@ -706,7 +707,7 @@ class _Writer:
                 a, b = self.distance_points(left)
                 if b.sky is not None and a.const is not None:
                     a, b = b, a
-                chord2 = (2.0 * math.sin(math.radians(min(max(radius, 0.0), 180.0)) / 2.0)) ** 2
+                chord2 = sky_chord2(radius)
                 op = _text(children[1])
                 if a.sky is not None and b.const is not None and radius >= 0:
                     test = f"({_chord2(a, b)} {op} {chord2!r})"

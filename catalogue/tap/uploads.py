@@ -33,6 +33,7 @@ from django.conf import settings
 
 from catalogue.tap.adql import SkyColumns, cover_order, match_column
 from pipeline.sky import INDEX_ORDER, healpix_index, unit_vector
+from pipeline.sky import chord2 as sky_chord2
 
 #: ADQL's schema of uploaded tables.
 SCHEMA = "tap_upload"
@@ -305,7 +306,7 @@ def _match(cursor, upload: Upload, fine: np.ndarray, valid: np.ndarray, radius_d
         for item in zip(*(a.tolist() for a in _neighbourhoods(fine, valid, radius_deg)), strict=True):
             copy.write_row(item)
     cursor.execute(f"ANALYZE {cover}")
-    chord2 = (2.0 * math.sin(math.radians(min(radius_deg, 180.0)) / 2.0)) ** 2
+    chord2 = sky_chord2(radius_deg)
     s = SKY_COLUMNS
     distance = " + ".join(f"(g.sky_{a} - u.{getattr(s, a)}) * (g.sky_{a} - u.{getattr(s, a)})" for a in "xyz")
     cursor.execute(
