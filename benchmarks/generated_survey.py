@@ -31,6 +31,9 @@ def _generated_rows(n: int, seed: int) -> dict[str, np.ndarray]:
     """Catalogue columns for ``n`` galaxies in a 20 x 10 degree field, with the spreads real ones have."""
     rng = np.random.default_rng(seed)
     ra, dec = rng.uniform(140, 160, n), rng.uniform(-5, 5, n)
+    # in sky order, as ingest writes a survey's galaxies (catalogue.services.galaxy_writer)
+    order = np.argsort(healpix_index(ra, dec), kind="stable")
+    ra, dec = ra[order], dec[order]
     x, y, z = unit_vector(ra, dec)
     mag_g = rng.uniform(13, 17.7, n)
     return {

@@ -236,3 +236,23 @@ def test_rejected_positions_are_not_indexed_for_cone_search(tmp_path):
     assert stored[2].dec is None and stored[2].extra["rejected_values"] == {"dec": 95.0}
     assert list(galaxies_in_cone(10.0, 0.0, 2.0).values_list("objid", flat=True)) == [1]
     assert list(galaxies_in_cone(40.0, 0.5, 1.0)) == []
+
+
+def test_galaxies_are_written_in_sky_order_whatever_the_files_order(tmp_path):
+    """Ids follow the HEALPix index (unplaced rows last), so a cone's rows and their predictions are neighbours."""
+    from pipeline.sky import healpix_index
+
+    bundle_dir = tmp_path / "scattered"
+    bundle_dir.mkdir()
+    rng = np.random.default_rng(4)
+    ra, dec = rng.uniform(0, 360, 40), rng.uniform(-60, 60, 40)
+    lines = ["objid,ra,dec,z,d25_arcmin,mag_g,mag_i,ml_g,ml_g_err"]
+    lines += [f"{k + 1},{float(ra[k])!r},{float(dec[k])!r},0.05,0.6,15.0,14.0,2.0,0.2" for k in range(40)]
+    lines.append("41,400.0,0.5,0.05,0.6,15.0,14.0,2.0,0.2")  # no place on the sky: last
+    (bundle_dir / "catalogue.csv").write_text("\n".join(lines) + "\n")
+    assert list(np.argsort(healpix_index(ra, dec))) != list(range(40))  # the file is not in sky order
+    ingest_bundle(bundle_dir, with_images=False)
+    by_id = list(Galaxy.objects.filter(survey__name="scattered").order_by("id").values_list("objid", "healpix"))
+    assert [o for o, _ in by_id][-1] == 41
+    placed = [h for _, h in by_id[:-1]]
+    assert placed == sorted(placed) and len(placed) == 40

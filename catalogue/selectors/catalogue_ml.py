@@ -138,15 +138,30 @@ def one_model_columns(model: TrainedModel) -> PredictionColumns:
     return PredictionColumns(PREDICTION_COLUMNS, relations, cells, label)
 
 
+#: Each survey's catalogue candidates, by survey id: what :func:`catalogue_ml_columns_of` builds the columns from.
+SurveyCandidates = tuple[tuple[int, tuple[Candidate, ...]], ...]
+
+
+def survey_candidates(surveys: Iterable[Survey]) -> SurveyCandidates:
+    """The catalogue candidates of each of ``surveys`` that has any, in survey order: hashable, so
+    that a statement built from them can be kept and used again while they stay the same."""
+    found = ((survey.pk, tuple(catalogue_candidates(survey))) for survey in sorted(surveys, key=lambda s: s.pk))
+    return tuple((pk, candidates) for pk, candidates in found if candidates)
+
+
 def catalogue_ml_columns(surveys: Iterable[Survey]) -> PredictionColumns:
-    """The catalogue's M/L columns (:data:`~catalogue.columns.CATALOGUE_ML_COLUMNS`) for galaxies of ``surveys``.
+    """The catalogue's M/L columns (:data:`~catalogue.columns.CATALOGUE_ML_COLUMNS`) for galaxies of ``surveys``."""
+    return catalogue_ml_columns_of(survey_candidates(surveys))
+
+
+def catalogue_ml_columns_of(candidates: SurveyCandidates) -> PredictionColumns:
+    """The catalogue's M/L columns for galaxies of the surveys of ``candidates`` (:func:`survey_candidates`).
 
     Rank r joins each survey's r-th best-validated candidate's prediction; a galaxy's row takes
     the first rank whose model predicted it and whose inputs it has. Galaxies of a survey no set
     was applied to get empty columns.
     """
-    by_survey = {survey.pk: catalogue_candidates(survey) for survey in surveys}
-    by_survey = {pk: found for pk, found in by_survey.items() if found}
+    by_survey = dict(candidates)
     depth = max((len(found) for found in by_survey.values()), default=0)
     relations: dict = {}
     choices: list[tuple[int, Q, dict[int, Candidate]]] = []

@@ -149,29 +149,53 @@ def _xml_cell(name: str, column: Column) -> str:
     return f"{name}::text"
 
 
-def tabledata(
-    queryset: QuerySet[Galaxy], columns: tuple[Column, ...], limit: int, order: str, expressions: dict | None = None
-) -> tuple[int, str]:
-    """At most ``limit`` rows of ``queryset`` (by ``order``) as VOTable TABLEDATA <TR> elements, and
-    how many rows there were up to ``limit + 1`` (more than ``limit``: the caller reports an overflow).
+def tabledata_select(
+    queryset: QuerySet[Galaxy],
+    columns: tuple[Column, ...],
+    order: str,
+    expressions: dict | None = None,
+    *,
+    keep: tuple[str, ...] = (),
+) -> tuple[str, tuple]:
+    """The SELECT that :func:`tabledata` formats: every column as c0, c1, ..., ``order`` as o_order and
+    the galaxy fields ``keep`` under their own names (for a condition :func:`tabledata` adds), unordered
+    and unlimited; with its parameters. Compiling it costs the ORM about 20 ms for a cone search's 22
+    columns, so a caller may keep it and use it again.
 
-    One statement whose answer is one text: PostgreSQL formats the cells, 30,000 of them for a
-    0.5 degree cone in a few milliseconds, where Python took 20. ``expressions`` gives the SQL
-    of columns that are not the galaxy's own fields (its survey's name, a prediction, a link).
+    ``expressions`` gives the SQL of columns that are not the galaxy's own fields (its survey's name,
+    a prediction, a link).
     """
     expressions = expressions or {}
     paths = {f"c{i}": expressions.get(c.name, F(c.name)) for i, c in enumerate(columns)}
-    rows = queryset.order_by(order).values(**paths, o_order=F(order))[: limit + 1]
-    inner, params = rows.query.sql_with_params()
+    rows = queryset.order_by().values(*keep, **paths, o_order=F(order))
+    sql, params = rows.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def tabledata(
+    select: tuple[str, tuple], columns: tuple[Column, ...], limit: int, where: tuple[str, list] = ("true", [])
+) -> tuple[int, str]:
+    """At most ``limit`` rows of ``select`` (:func:`tabledata_select`) for which ``where`` (SQL over its
+    columns as ``t``, and its parameters) holds, by o_order, as VOTable TABLEDATA <TR> elements, and how many
+    rows there were up to ``limit + 1`` (more than ``limit``: the caller reports an overflow).
+
+    One statement whose answer is one text: PostgreSQL formats the cells, 60,000 of them for a
+    0.5 degree cone in about 15 milliseconds, where Python took longer. The condition goes on the
+    outer SELECT; PostgreSQL pushes it down into ``select``'s scan, so its indexes serve it.
+    """
+    inner, params = select
+    condition, condition_params = where
     parts = [f"'<TD>', {_xml_cell(f't.c{i}', c)}, '</TD>'" for i, c in enumerate(columns)]
     # concat() takes at most 100 arguments: the cells go in groups of 30, each a concat() of its own.
     cells = ", ".join(f"concat({', '.join(parts[i : i + 30])})" for i in range(0, len(parts), 30))
     sql = (
-        f"SELECT count(*), string_agg(tr, '' ORDER BY n) FILTER (WHERE n <= {int(limit)}) FROM ("
-        f"SELECT row_number() OVER (ORDER BY t.o_order) AS n, concat('<TR>', {cells}, E'</TR>\\n') AS tr"
-        f" FROM ({inner}) AS t) AS rows"
+        f"SELECT count(*), string_agg(tr, '' ORDER BY o) FROM (SELECT t.o_order AS o, concat('<TR>', {cells}, E'</TR>\\n') AS tr"
+        f" FROM (SELECT * FROM ({inner}) AS t WHERE {condition} ORDER BY t.o_order LIMIT {int(limit) + 1}) AS t) AS rows"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, (*params, *condition_params))
         count, text = cursor.fetchone()
-    return count, text or ""
+    text = text or ""
+    if count > limit:  # the row past the limit only said there were more: drop it
+        text = text[: text.rindex("<TR>")]
+    return count, text

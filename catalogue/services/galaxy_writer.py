@@ -89,8 +89,16 @@ def galaxy_columns(survey_id: int, rows, derived, outside, splits) -> dict[str, 
 
 
 def upsert_galaxies(columns: dict[str, list], notify: Callable[[str, int, int], None] | None = None) -> None:
-    """Insert or update (keyed on survey + objid) every row of ``columns``."""
+    """Insert or update (keyed on survey + objid) every row of ``columns``.
+
+    New rows go in in sky order (by HEALPix index, unplaced ones last), so their ids do too: a
+    cone's galaxies then share heap pages, and their predictions and preprocessing rows neighbour
+    each other in the (galaxy, ...) indexes. A 0.5 deg cone search at 700,000 galaxies read 1,488
+    heap pages in file order, 43 in sky order, and its statement took 33 ms instead of 41.
+    """
     n = len(columns["objid"])
+    order = sorted(range(n), key=lambda i: (columns["healpix"][i] is None, columns["healpix"][i] or 0))
+    columns = {name: [values[i] for i in order] for name, values in columns.items()}
     if connection.vendor == "postgresql":
         _upsert_copy(columns, n, notify)
     else:
