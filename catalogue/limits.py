@@ -44,6 +44,10 @@ DEFAULT_RESEND_AFTER_S = 60.0
 #: An active workflow with no active stage for this long lost its boundary to an outage: the
 #: reaper moves it on (``MORPHOMASS_WORKFLOW_STALL_S`` overrides).
 DEFAULT_WORKFLOW_STALL_S = 60.0
+#: A stage whose items failed in more than this share of those it handled fails, naming the
+#: commonest reasons, instead of succeeding with nothing to hand on (``MORPHOMASS_MAX_FAILED_SHARE``
+#: overrides; 1 lets every stage succeed whatever failed).
+DEFAULT_MAX_FAILED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,11 @@ def visibility_timeout_s() -> float:
 def queue_wait_limit_s() -> float:
     """How long a run may wait with no chunk taken (``MORPHOMASS_QUEUE_WAIT_S`` overrides)."""
     return float(os.environ.get("MORPHOMASS_QUEUE_WAIT_S", DEFAULT_QUEUE_WAIT_S))
+
+
+def max_failed_share() -> float:
+    """The share of a stage's items that may fail before the stage fails (``MORPHOMASS_MAX_FAILED_SHARE`` overrides)."""
+    return float(os.environ.get("MORPHOMASS_MAX_FAILED_SHARE", DEFAULT_MAX_FAILED_SHARE))
 
 
 def heartbeat_s() -> float:

@@ -13,6 +13,7 @@ import numpy as np
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from catalogue import registry
 from catalogue.columns import ORDERABLE_COLUMNS, help_text
@@ -367,7 +368,8 @@ class Run(models.Model):
     result = models.JSONField(default=dict, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True, help_text="task that runs or finishes the stage")
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created = models.DateTimeField(auto_now_add=True)
+    #: stamped by the database (catalogue.selectors.clock): the reaper measures a queued run's wait from it
+    created = models.DateTimeField(db_default=Now())
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life from a worker")
@@ -434,6 +436,11 @@ class RunChunk(models.Model):
     item_crashes = models.JSONField(default=dict, blank=True, help_text="item id -> times its worker died on it")
     n_done = models.PositiveIntegerField(default=0)
     n_failed = models.PositiveIntegerField(default=0)
+    failure_reasons = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="why its failed items failed: reason -> how many (a stage that failed says the commonest)",
+    )
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     heartbeat = models.DateTimeField(null=True, blank=True)
@@ -649,7 +656,7 @@ class PredictionJob(models.Model):
     celery_task_id = models.CharField(max_length=255, blank=True)
     sent = models.DateTimeField(null=True, blank=True, help_text="when its preparation was last sent to the workers")
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the worker preparing it")
-    created = models.DateTimeField(auto_now_add=True)
+    created = models.DateTimeField(db_default=Now())  # the database's clock, as the reaper's
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
     destruction = models.DateTimeField(help_text="when the job, its galaxies and its files are deleted")

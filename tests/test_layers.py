@@ -29,6 +29,7 @@ FLOORS = (
     ("catalogue.columns", 1),
     ("catalogue.limits", 1),
     ("catalogue.fields", 1),
+    ("catalogue.failure_reasons", 1),
     ("catalogue.celery", 1),
     ("catalogue.settings", 1),
     ("catalogue.models", 2),

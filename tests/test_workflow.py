@@ -363,3 +363,36 @@ def test_a_workflow_whose_failed_stage_went_unheard_fails_naming_it(synthetic_bu
     assert workflow.status == "failed" and "stage preprocess" in workflow.message and "failed" in workflow.message
     assert not workflow.children.filter(stage="cnn").exists()
 
+
+@pytest.mark.django_db
+def test_a_stage_whose_galaxies_all_fail_fails_naming_why_and_the_refusal_after_it_names_what_is_missing(
+    synthetic_bundle, monkeypatch
+):
+    """As with workers that cannot see the ingest's files: preprocessing fails every galaxy, so the stage
+    fails with the commonest reasons (not 'succeeded: 0 done'), the workflow stops there, and training's
+    refusal says the targets' galaxies are out of the sample and why, not that there are no targets."""
+    from django.core.files.storage import default_storage
+
+    from catalogue.models import Image
+    from catalogue.selectors import require_targets
+
+    survey = ingested(synthetic_bundle, "unseen")
+    for name in Image.objects.filter(galaxy__survey=survey).exclude(file="").values_list("file", flat=True):
+        default_storage.delete(name)
+    start_workflow(survey, ["preprocess", "cnn"], preset_name="test")
+    workflow = Run.objects.get(survey=survey, stage="workflow")
+    preprocess = workflow.children.get(stage="preprocess")
+    assert preprocess.status == "failed" and preprocess.items_done == 0
+    handled = preprocess.items_failed
+    assert handled == preprocess.items_total > 100
+    # one cause, one line: the galaxies' own file names are told apart, not counted apart
+    assert preprocess.message.startswith(f"{handled} of {handled} items failed (more than 50%): {handled} x FileNotFoundError")
+    assert workflow.status == "failed" and "preprocess" in workflow.message
+    assert not workflow.children.filter(stage="cnn").exists()
+    with pytest.raises(ValueError, match="has M/L targets, but .* out of the learning sample .*preprocessing failed"):
+        require_targets(survey)
+    # the share is a setting: at 1, the same stage succeeds with every galaxy failed, as before
+    monkeypatch.setenv("MORPHOMASS_MAX_FAILED_SHARE", "1")
+    again = start_stage("preprocess", survey, resolutions=[32], preset_name="test")
+    again.refresh_from_db()
+    assert again.status == "succeeded" and again.items_done == 0 and again.items_failed == again.items_total

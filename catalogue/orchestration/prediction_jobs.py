@@ -21,12 +21,13 @@ from pathlib import Path, PurePosixPath
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from catalogue import limits, registry
 from catalogue.models import PredictionJob, Run, Survey
 from catalogue.orchestration.start import start
 from catalogue.selectors import prediction_jobs as jobs
+from catalogue.selectors.clock import database_now
 from catalogue.services import prediction_jobs as job_files
 from catalogue.services import runs
 from catalogue.services.ingest import ingest_bundle
@@ -57,10 +58,10 @@ def send(job: PredictionJob) -> None:
         except runs.TRANSIENT_ERRORS as exc:  # the broker is away: the reaper sends it again
             log.warning("prediction job %s not sent (%s): the reaper sends it again", job.pk, exc)
             return
-        PredictionJob.objects.filter(pk=job.pk).update(sent=timezone.now())
+        PredictionJob.objects.filter(pk=job.pk).update(sent=Now())
 
     if app.conf.task_always_eager:
-        PredictionJob.objects.filter(pk=job.pk).update(sent=timezone.now())
+        PredictionJob.objects.filter(pk=job.pk).update(sent=Now())
         app.tasks[TASK_NAME].apply_async(args=[str(job.pk)])
     else:
         transaction.on_commit(go)
@@ -68,7 +69,7 @@ def send(job: PredictionJob) -> None:
 
 def _claim(job_id) -> PredictionJob | None:
     """Take the job for this worker: QUEUED, or preparing under a worker that went silent."""
-    now = timezone.now()
+    now = database_now()
     silent = now - timedelta(seconds=PREPARE_SILENCE_S)
     claimable = Q(phase=PredictionJob.Phase.QUEUED) | Q(
         phase=PredictionJob.Phase.EXECUTING, workflow__isnull=True, heartbeat__lt=silent
@@ -83,9 +84,7 @@ def _claim(job_id) -> PredictionJob | None:
 
 
 def _beat(job_id, message: str) -> None:
-    PredictionJob.objects.filter(pk=job_id, phase=PredictionJob.Phase.EXECUTING).update(
-        heartbeat=timezone.now(), message=message[:300]
-    )
+    PredictionJob.objects.filter(pk=job_id, phase=PredictionJob.Phase.EXECUTING).update(heartbeat=Now(), message=message[:300])
 
 
 def prepare(job_id: str) -> str:
@@ -211,7 +210,7 @@ def _objids(table_path: Path) -> set[int]:
 
 def _end(job_id, phase: str, error: str = "") -> None:
     PredictionJob.objects.filter(pk=job_id).exclude(phase=PredictionJob.Phase.ABORTED).update(
-        phase=phase, error=error[:5000], finished=timezone.now(), message=error[:300] if error else phase.lower()
+        phase=phase, error=error[:5000], finished=Now(), message=error[:300] if error else phase.lower()
     )
 
 
@@ -251,9 +250,7 @@ def cancel(job: PredictionJob, user=None) -> PredictionJob:
     """Stop a queued or running job (its workflow is cancelled); a finished job is left as it is."""
     if job.phase not in PredictionJob.ACTIVE:
         return job
-    PredictionJob.objects.filter(pk=job.pk).update(
-        phase=PredictionJob.Phase.ABORTED, finished=timezone.now(), message="cancelled"
-    )
+    PredictionJob.objects.filter(pk=job.pk).update(phase=PredictionJob.Phase.ABORTED, finished=Now(), message="cancelled")
     if job.workflow_id is not None:
         workflow = Run.objects.get(pk=job.workflow_id)
         if workflow.status in Run.ACTIVE:
@@ -271,7 +268,7 @@ def remove(job: PredictionJob, user=None) -> None:
 def reap(now=None) -> dict[str, int]:
     """Send again the jobs whose preparation no worker took (or whose worker went silent), end the jobs whose
     workflow ended, and delete the expired ones (the reaper's minute)."""
-    now = now or timezone.now()
+    now = now or database_now()
     resend_after = timedelta(seconds=limits.resend_after_s())
     lost = list(jobs.jobs_to_send_again(now - resend_after)) + list(
         jobs.stalled_preparations(now - timedelta(seconds=PREPARE_SILENCE_S))

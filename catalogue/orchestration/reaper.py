@@ -22,11 +22,12 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.db.models import Max
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from catalogue import limits, registry
 from catalogue.models import Run, RunChunk
 from catalogue.orchestration import workflow
+from catalogue.selectors.clock import database_now
 from catalogue.services import runs
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def reap_stale_runs(now: datetime | None = None, consumed_here: tuple[str, ...] 
     ``consumed_here``: the queues of the worker running the reaper, which cannot answer the
     question of who consumes what while it is busy reaping (a solo pool).
     """
-    now = now or timezone.now()
+    now = now or database_now()
     silence_s = limits.heartbeat_silence_s()
     cutoff = now - timedelta(seconds=silence_s)
     failed = []
@@ -115,7 +116,7 @@ def _hand_out_again(run: Run, stage: registry.Stage, chunks: list[RunChunk], sil
         task_id = str(uuid.uuid4())
         note = f"handed out again: no heartbeat from {chunk.worker or 'its worker'} for {silence_s:.0f} s"
         if RunChunk.objects.filter(pk=chunk.pk, state=RunChunk.State.RUNNING).update(
-            state=RunChunk.State.QUEUED, task_id=task_id, heartbeat=timezone.now(), error=note[:300]
+            state=RunChunk.State.QUEUED, task_id=task_id, heartbeat=Now(), error=note[:300]
         ):
             resent.append((chunk.pk, task_id))
         log.warning("run %s: chunk %s silent, handed out again", run.pk, chunk.index)

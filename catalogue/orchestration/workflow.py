@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from catalogue import registry
 from catalogue.models import ModelSet, Run, Survey
@@ -110,9 +110,7 @@ def start_next(parent_id: int) -> None:
         done = set(parent.children.filter(status=Run.Status.SUCCEEDED).values_list("stage", flat=True)) | set(reused)
         remaining = [s for s in stages if s not in done]
         done_count = len(stages) - len(remaining)
-        Run.objects.filter(pk=parent.pk).update(
-            items_done=done_count, progress=done_count / len(stages), heartbeat=timezone.now()
-        )
+        Run.objects.filter(pk=parent.pk).update(items_done=done_count, progress=done_count / len(stages), heartbeat=Now())
         if not remaining:
             fresh = [s for s in stages if s not in reused]
             n = len(stages)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django.db.models import Q, QuerySet
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from catalogue.columns import PREDICTION_FIELDS
 from catalogue.models import Galaxy, GalaxyStatus, Prediction, PredictionJob, Preprocessed, Run
@@ -46,7 +46,7 @@ def running_jobs(user) -> int:
 
 def expired_jobs() -> QuerySet[PredictionJob]:
     """Jobs past their destruction time."""
-    return PredictionJob.objects.filter(destruction__lt=timezone.now())
+    return PredictionJob.objects.filter(destruction__lt=Now())
 
 
 def jobs_to_send_again(older_than) -> QuerySet[PredictionJob]:

@@ -11,6 +11,7 @@ from operator import or_
 import numpy as np
 from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySet
 
+from catalogue.failure_reasons import commonest
 from catalogue.models import Galaxy, GalaxyStatus, Image, Prediction, Split, Survey
 from pipeline.sky import chord2 as sky_chord2
 from pipeline.sky import cone_index_ranges, unit_vector
@@ -50,6 +51,13 @@ def require_targets(survey: Survey) -> None:
     """
     training = Galaxy.objects.filter(survey=survey, status=GalaxyStatus.OK, split=Split.TRAIN, ml_g__isnull=False)
     if not training.exists():
+        with_targets = Galaxy.objects.filter(survey=survey, ml_g__isnull=False).exclude(status=GalaxyStatus.OK)
+        excluded = list(with_targets.values_list("status_reason").annotate(n=Count("id")).order_by("-n")[:20])
+        if excluded:  # the targets are there, their galaxies are not usable: say why, not that they are missing
+            raise ValueError(
+                f"survey {survey.name} has M/L targets, but {with_targets.count()} of its galaxies with one are "
+                f"out of the learning sample ({commonest(excluded)}), so no galaxy is left to train on"
+            )
         raise ValueError(
             f"survey {survey.name} has no M/L targets in a training split (no ml_g column and no gswlc.dat match), "
             f"so it cannot be trained on; apply a trained model set to it instead: "

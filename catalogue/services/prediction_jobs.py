@@ -26,12 +26,12 @@ from astropy.table import MaskedColumn, Table
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.utils import timezone
 
 from catalogue.columns import CATALOGUE_ML_COLUMNS, PREDICTION_COLUMNS, Column, column
 from catalogue.models import Galaxy, ModelSet, PredictionJob, Preprocessed, Survey
 from catalogue.selectors import catalogue_ml_columns, named_models
 from catalogue.selectors import prediction_jobs as jobs
+from catalogue.selectors.clock import database_now
 from catalogue.services import writers
 from pipeline.bundles import archive
 from pipeline.bundles.reader import CATALOGUE_NAMES, SAMPLE_REQUIRED_COLUMNS, VOTABLE_SUFFIXES, BundleError, read_table
@@ -182,7 +182,7 @@ def submit(user, samples: list[UploadedFile], table: UploadedFile | None, model_
         unpacked_bytes=checked.unpacked_bytes,
         n_rows=checked.n_rows,
         message="waiting for a worker",
-        destruction=timezone.now() + timedelta(days=settings.PREDICTION_JOB_DAYS),
+        destruction=database_now() + timedelta(days=settings.PREDICTION_JOB_DAYS),
     )
     stored = []
     try:

@@ -42,11 +42,12 @@ from dataclasses import dataclass, field
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, F, Q, Sum
-from django.utils import timezone
+from django.db.models.functions import Now
 from kombu.exceptions import OperationalError as BrokerError
 
-from catalogue import registry
+from catalogue import failure_reasons, limits, registry
 from catalogue.models import Run, RunChunk, Survey
+from catalogue.selectors.clock import database_now
 from catalogue.services import faults
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def create_run(
         a parent) any workflow or lone stage: the database refuses the second.
     """
     total = sum(len(c) for c in chunks)
+    now = database_now() if status == Run.Status.RUNNING else None
     try:
         with transaction.atomic():
             run = Run.objects.create(
@@ -163,8 +165,8 @@ def create_run(
                 celery_task_id=task_id,
                 message=f"{total} items queued in {len(chunks)} chunks" if chunks else "nothing to do",
                 status=status,
-                started=timezone.now() if status == Run.Status.RUNNING else None,
-                heartbeat=timezone.now() if status == Run.Status.RUNNING else None,
+                started=now if status == Run.Status.RUNNING else None,
+                heartbeat=now if status == Run.Status.RUNNING else None,
             )
             ledger = [RunChunk(run=run, index=i, items=_items(c), task_id=str(uuid.uuid4())) for i, c in enumerate(chunks)]
             RunChunk.objects.bulk_create(ledger, batch_size=2000)
@@ -202,9 +204,7 @@ def enqueue_chunks(run: Run, task_name: str) -> None:
         return
 
     def send() -> None:
-        Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
-            status=Run.Status.RUNNING, started=timezone.now(), heartbeat=timezone.now()
-        )
+        Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(status=Run.Status.RUNNING, started=Now(), heartbeat=Now())
         send_chunks(task_name, chunk_ids)
 
     if app.conf.task_always_eager:
@@ -236,7 +236,7 @@ def send_chunks(task_name: str, chunks: Sequence[tuple[int, str]]) -> int:
         )
     finally:
         if sent:
-            RunChunk.objects.filter(pk__in=sent).update(sent=timezone.now(), sends=F("sends") + 1)
+            RunChunk.objects.filter(pk__in=sent).update(sent=Now(), sends=F("sends") + 1)
     return len(sent)
 
 
@@ -263,7 +263,7 @@ def claim_chunk(chunk_id: int, worker: str, task_id: str = "") -> ChunkClaim | N
     A message under another task id is a duplicate of one sent again (:func:`send_chunks`):
     the first to arrive takes a queued chunk, and any other finds it taken and does nothing.
     """
-    now = timezone.now()
+    now = database_now()
     with transaction.atomic():
         chunk = RunChunk.objects.select_for_update().get(pk=chunk_id)
         run = Run.objects.select_for_update(of=("self",)).select_related("survey").get(pk=chunk.run_id)
@@ -314,15 +314,14 @@ class ChunkContext:
         if not force and time.monotonic() - self._last_check < CHECK_INTERVAL_S:
             return
         self._last_check = time.monotonic()
-        now = timezone.now()
-        RunChunk.objects.filter(pk=self.claim.chunk.pk).update(heartbeat=now)
-        still = Run.objects.filter(pk=self.claim.run.pk, status__in=Run.ACTIVE).update(heartbeat=now)
+        RunChunk.objects.filter(pk=self.claim.chunk.pk).update(heartbeat=Now())
+        still = Run.objects.filter(pk=self.claim.run.pk, status__in=Run.ACTIVE).update(heartbeat=Now())
         if not still:
             raise RunCancelled(f"run #{self.claim.run.pk} is no longer active")
 
     def holding(self, item: int | None) -> None:
         """Record (committed at once) the item being processed, in careful mode."""
-        RunChunk.objects.filter(pk=self.claim.chunk.pk).update(current_item=item, heartbeat=timezone.now())
+        RunChunk.objects.filter(pk=self.claim.chunk.pk).update(current_item=item, heartbeat=Now())
 
 
 def report_progress(run_id: int, fraction: float, message: str, done: int | None = None) -> None:
@@ -331,10 +330,9 @@ def report_progress(run_id: int, fraction: float, message: str, done: int | None
     ``done``: the steps stored so far (models, experiments), so that a run cancelled or
     lost half-way says how much it did; the ledger's count replaces it when the chunk ends.
     """
-    now = timezone.now()
     counts = {} if done is None else {"items_done": done}
     Run.objects.filter(pk=run_id, status__in=Run.ACTIVE).update(
-        progress=min(0.999, max(0.0, fraction)), message=message[:300], heartbeat=now, **counts
+        progress=min(0.999, max(0.0, fraction)), message=message[:300], heartbeat=Now(), **counts
     )
     _notify(run_id)
 
@@ -364,9 +362,8 @@ class Heartbeat:
         try:
             while not self._stop.wait(self.interval_s):
                 try:
-                    now = timezone.now()
-                    RunChunk.objects.filter(pk=self.chunk_id, state=RunChunk.State.RUNNING).update(heartbeat=now)
-                    Run.objects.filter(pk=self.run_id, status__in=Run.ACTIVE).update(heartbeat=now)
+                    RunChunk.objects.filter(pk=self.chunk_id, state=RunChunk.State.RUNNING).update(heartbeat=Now())
+                    Run.objects.filter(pk=self.run_id, status__in=Run.ACTIVE).update(heartbeat=Now())
                 except Exception as exc:  # the database away for a moment: the next beat tries again
                     log.warning("heartbeat of chunk %s failed: %s", self.chunk_id, exc)
                     connection.close()
@@ -376,10 +373,11 @@ class Heartbeat:
 
 @dataclass
 class ChunkOutcome:
-    """What a body reports: how many items succeeded and failed."""
+    """What a body reports: how many items succeeded and failed, and why they failed (reason -> how many)."""
 
     done: int = 0
     failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
 
 
 #: body(claim, context) -> ChunkOutcome. The body saves its results and calls
@@ -464,8 +462,9 @@ def complete_chunk(claim: ChunkClaim, outcome: ChunkOutcome) -> None:
     chunk = RunChunk.objects.select_for_update().get(pk=claim.chunk.pk)
     if chunk.state in RunChunk.TERMINAL:
         return
-    now = timezone.now()
+    now = database_now()
     chunk.state, chunk.n_done, chunk.n_failed = RunChunk.State.DONE, outcome.done, outcome.failed
+    chunk.failure_reasons = outcome.reasons
     chunk.finished, chunk.current_item, chunk.heartbeat = now, None, now
     chunk.duration_s = (now - chunk.started).total_seconds() if chunk.started else None
     chunk.save()
@@ -477,12 +476,13 @@ def _settle(claim: ChunkClaim, state: str, reason: str, stage: StageHooks) -> di
         chunk = RunChunk.objects.select_for_update().get(pk=claim.chunk.pk)
         if chunk.state in RunChunk.TERMINAL:
             return {}
-        chunk.state, chunk.error, chunk.finished = state, reason, timezone.now()
+        chunk.state, chunk.error, chunk.finished = state, reason, database_now()
         chunk.current_item = None
         if state == RunChunk.State.FAILED:
             hook = stage.on_give_up
             outcome = hook(claim, reason) if hook is not None else ChunkOutcome(failed=len(chunk.items))
             chunk.n_done, chunk.n_failed = outcome.done, outcome.failed
+            chunk.failure_reasons = outcome.reasons or ({reason: outcome.failed} if outcome.failed else {})
         chunk.save()
     refresh_run(claim.run.pk, stage.on_finish)
     return {"state": state, "reason": reason}
@@ -502,23 +502,41 @@ def refresh_run(run_id: int, on_finish: Callable[[Run], dict] | None = None) -> 
         run.items_done, run.items_failed = counts["done"] or 0, counts["failed"] or 0
         handled = run.items_done + run.items_failed
         run.progress = min(1.0, handled / run.items_total) if run.items_total else 1.0
-        run.heartbeat = timezone.now()
+        run.heartbeat = database_now()
         if run.status in Run.ACTIVE:
             run.message = f"{handled} of {run.items_total} handled: {run.items_done} done, {run.items_failed} failed"
         finishing = run.status == Run.Status.RUNNING and counts["settled"] == counts["chunks"]
         run.save(update_fields=["items_done", "items_failed", "progress", "heartbeat", "message"])
     if finishing:
         extra = on_finish(run) if on_finish is not None else {}
-        _finish(run.pk, Run.Status.SUCCEEDED, run.message, result={"done": run.items_done, "failed": run.items_failed, **extra})
+        result = {"done": run.items_done, "failed": run.items_failed, **extra}
+        too_many = _too_many_failed(run)
+        if too_many:
+            _finish(run.pk, Run.Status.FAILED, too_many, result=result, error=too_many)
+        else:
+            _finish(run.pk, Run.Status.SUCCEEDED, run.message, result=result)
         run.refresh_from_db()
     else:
         _notify(run_id)
     return run
 
 
+def _too_many_failed(run: Run) -> str:
+    """Why the run fails for its failed items (more than :func:`~catalogue.limits.max_failed_share` of those
+    handled), naming the commonest reasons; empty when few enough failed. A stage whose every item
+    failed has nothing to hand on, and the next stage's refusal would name the wrong cause."""
+    handled = run.items_done + run.items_failed
+    share = limits.max_failed_share()
+    if not handled or run.items_failed <= share * handled:
+        return ""
+    recorded = RunChunk.objects.filter(run=run, n_failed__gt=0).values_list("failure_reasons", flat=True)
+    reasons = failure_reasons.commonest(pair for counts in recorded for pair in counts.items())
+    return f"{run.items_failed} of {handled} items failed (more than {share:.0%}): {reasons}"
+
+
 def _finish(run_id: int, status: str, message: str, *, result: dict | None = None, error: str = "") -> bool:
     """Move an active run to a final state (only from an active one); returns whether it did."""
-    now = timezone.now()
+    now = database_now()
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run_id)
         if run.status not in Run.ACTIVE:

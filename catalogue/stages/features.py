@@ -144,7 +144,9 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
             set_id = sets[f"{role}.{layer}"]
             for galaxy_id, row in zip(ids.tolist(), values, strict=True):
                 vectors.setdefault(set_id, []).append(FeatureVector(galaxy_id=galaxy_id, feature_set_id=set_id, values=row))
-    outcome = runs.ChunkOutcome(done=len(complete), failed=len(claim.items) - len(complete))
+    missing = len(claim.items) - len(complete)
+    reasons = {"no preprocessed image in the image store (preprocessing failed or was not run)": missing} if missing else {}
+    outcome = runs.ChunkOutcome(done=len(complete), failed=missing, reasons=reasons)
     with transaction.atomic():
         for batch in vectors.values():
             FeatureVector.objects.bulk_create(

@@ -31,6 +31,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 
+from catalogue import failure_reasons
 from catalogue.models import Galaxy, GalaxyStatus, Image, ImageStore, Preprocessed, Run, Split, StoredImage, Survey
 from catalogue.services import faults, runs
 from catalogue.services.cutouts import cutout_for_preprocessing, usable_image
@@ -165,8 +166,12 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         if not claim.careful:
             writer.save(results)  # keep what was done before the cancellation
         raise
+    reasons = failure_reasons.count_reasons(r.error for r in results if r.result is None)
     outcome = runs.ChunkOutcome(done=sum(r.result is not None for r in results), failed=sum(r.result is None for r in results))
-    outcome.failed += len(claim.items) - len(galaxies)  # ids whose galaxy was deleted meanwhile
+    if len(claim.items) > len(galaxies):  # ids whose galaxy was deleted meanwhile
+        outcome.failed += len(claim.items) - len(galaxies)
+        reasons["the galaxy was deleted before it was preprocessed"] = len(claim.items) - len(galaxies)
+    outcome.reasons = reasons
     writer.save([] if claim.careful else results, complete=(claim, outcome))
     return outcome
 
