@@ -136,6 +136,38 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 
+# Where every file one process writes and another reads lives (cutouts, the image store, models,
+# TAP and prediction-job results): MEDIA_ROOT on local disk (or a shared filesystem) by default;
+# MORPHOMASS_STORAGE=s3 puts them in an S3 bucket (AWS, MinIO, Ceph, ...), so worker machines
+# share nothing but the database, the broker and the bucket. django-storages' S3 backend, set
+# from its usual variables; a taken name is never overwritten (a new file gets a new suffix), and
+# links to files are signed URLs unless AWS_QUERYSTRING_AUTH=0 (a public bucket).
+STORAGE_KIND = os.environ.get("MORPHOMASS_STORAGE", "local").strip().lower() or "local"
+if STORAGE_KIND not in ("local", "s3"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"MORPHOMASS_STORAGE={STORAGE_KIND!r}: use 'local' (MEDIA_ROOT) or 's3'")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if STORAGE_KIND == "s3":
+    AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
+    if not AWS_STORAGE_BUCKET_NAME:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("MORPHOMASS_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME (and the bucket to exist)")
+    AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL") or None  # None: AWS itself
+    AWS_S3_REGION_NAME = os.environ.get("AWS_S3_REGION_NAME") or os.environ.get("AWS_DEFAULT_REGION") or None
+    AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID") or None  # None: boto3's own chain (roles, profiles)
+    AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or None
+    AWS_LOCATION = os.environ.get("AWS_LOCATION", "")  # a prefix inside the bucket
+    AWS_S3_FILE_OVERWRITE = False
+    AWS_DEFAULT_ACL = None
+    AWS_QUERYSTRING_AUTH = env_bool("AWS_QUERYSTRING_AUTH", True)
+    AWS_QUERYSTRING_EXPIRE = int(os.environ.get("AWS_QUERYSTRING_EXPIRE", 3600))
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage"}
+
 # Scripts authenticate with a token (``Authorization: Token <key>``; made in the admin or with
 # ``manage.py drf_create_token USER``), browsers with their session. Basic auth hashes the
 # password on every request (about 350 ms): off unless MORPHOMASS_BASIC_AUTH=1.

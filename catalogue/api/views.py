@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import FileResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters import rest_framework as dj_filters
 from drf_spectacular.types import OpenApiTypes
@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from catalogue import selectors
 from catalogue.api import serializers as s
+from catalogue.api.downloads import stored_file
 from catalogue.api.filters import ExperimentResultFilter, GalaxyFilter, ModelSetFilter, RunFilter, TrainedModelFilter
 from catalogue.api.pagination import CataloguePagination
 from catalogue.columns import ORDERABLE_COLUMNS
@@ -70,12 +71,12 @@ class TrainedModelViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     @action(detail=True, permission_classes=[permissions.IsAdminUser])
-    def artifact(self, request: Request, pk=None) -> FileResponse:  # noqa: ARG002 - DRF's signature
+    def artifact(self, request: Request, pk=None) -> HttpResponse:  # noqa: ARG002 - DRF's signature
         """The model file (.keras or pickled GBM): staff only, since pickles run code when loaded."""
         model = self.get_object()
         if not model.artifact:
             raise NotFound("this model has no artifact")
-        return FileResponse(model.artifact.open("rb"), as_attachment=True, filename=model.artifact.name.rsplit("/", 1)[-1])
+        return stored_file(model.artifact, "application/octet-stream", model.artifact.name.rsplit("/", 1)[-1])
 
 
 class ModelSetViewSet(viewsets.ReadOnlyModelViewSet):

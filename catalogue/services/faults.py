@@ -11,7 +11,8 @@ stages raise (a bug in a stage, for the workflow's failure tests), and
 stage, reporting nothing (a model fit longer than a chunk's time limit), and
 ``{"slow_steps": {"cnn": 2}}`` before each of its steps, and ``{"boundary_pause_s": {"cnn": 10}}``
 pauses that long when a run of that stage has ended, before its workflow moves on (so an
-outage test stops a service exactly at the boundary). Unset (always, outside tests) it
+outage test stops a service exactly at the boundary), and ``{"shard_rewrite_pause_s": 0.5}``
+holds each rewrite of an image-store shard on object storage between its read and its write. Unset (always, outside tests) it
 does nothing.
 """
 
@@ -72,5 +73,13 @@ def before_step(stage: str, name: str) -> None:
 def at_boundary(stage: str) -> None:
     """Called when a workflow's stage has ended (recorded), before the workflow moves on."""
     pause = _faults().get("boundary_pause_s", {}).get(stage)
+    if pause:
+        time.sleep(float(pause))
+
+
+def during_shard_rewrite() -> None:
+    """Called by the object-storage image store between reading a shard and writing it back:
+    ``{"shard_rewrite_pause_s": 0.5}`` holds it there, so two writers of one shard overlap (the lock's test)."""
+    pause = _faults().get("shard_rewrite_pause_s")
     if pause:
         time.sleep(float(pause))

@@ -12,14 +12,16 @@ chunks then write their own rows with positioned writes, so concurrent chunks ne
 the same bytes. A galaxy keeps its row for good: re-preprocessing overwrites it in place,
 so nothing a row points to is ever deleted and no superseded copy is left to reclaim.
 
-Reading goes through Django's storage API: memory-mapped when the storage has local paths
-(the default ``FileSystemStorage``, a shared filesystem), otherwise by seeking to each row.
-Writing needs local paths.
+Where the storage has local paths (the default ``FileSystemStorage``, a shared filesystem)
+the store is those two files, memory-mapped to read and written with positioned writes. On
+object storage (``MORPHOMASS_STORAGE=s3``) the same rows live in shard objects of 64 rows,
+read by byte ranges and rewritten under a lock per shard (:mod:`catalogue.services.image_shards`).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,22 +30,14 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from catalogue.models import Galaxy, ImageStore, StoredImage, Survey
+from catalogue.services import image_shards, object_store
 
 IMAGE_DTYPE = np.dtype("<f2")
 ID_DTYPE = np.dtype("<i8")
 
 
-class StoreNotLocal(RuntimeError):
-    """The configured storage has no local paths, so the store cannot be written in place."""
-
-
 def _local_path(name: str) -> str:
-    try:
-        return default_storage.path(name)
-    except NotImplementedError:
-        raise StoreNotLocal(
-            f"the image store needs storage with local paths (a local or shared filesystem) to write {name}"
-        ) from None
+    return default_storage.path(name)
 
 
 def row_bytes(resolution: int) -> int:
@@ -57,12 +51,12 @@ def delete_store_files(sender, instance: ImageStore, **_kwargs) -> None:  # noqa
     database records are the ledger of what exists, so no folder is ever listed to guess.
     """
     names = [instance.images_name, instance.ids_name]
+    if not object_store.has_local_paths():
+        names = [shard for name in names for shard in image_shards.shard_names(name, instance.capacity)]
     _MAPS.clear()
 
     def delete() -> None:
-        for name in names:
-            if default_storage.exists(name):
-                default_storage.delete(name)
+        object_store.delete_many(names)
 
     transaction.on_commit(delete)
 
@@ -79,7 +73,7 @@ def get_or_create_store(survey: Survey, resolution: int, channel: str = ImageSto
         channel=channel,
         defaults={"images_name": f"{root}/images.f16", "ids_name": f"{root}/galaxy_ids.i8"},
     )
-    if created or not default_storage.exists(store.images_name):
+    if object_store.has_local_paths() and (created or not default_storage.exists(store.images_name)):
         for name in (store.images_name, store.ids_name):
             if not default_storage.exists(name):
                 default_storage.save(name, ContentFile(b""))
@@ -113,6 +107,8 @@ def allocate_rows(store: ImageStore, galaxy_ids: Iterable[int]) -> dict[int, int
 
 
 def _grow_files(store: ImageStore) -> None:
+    if not object_store.has_local_paths():
+        return  # shards grow as rows are written
     for name, size in (
         (store.images_name, store.capacity * row_bytes(store.resolution)),
         (store.ids_name, store.capacity * ID_DTYPE.itemsize),
@@ -124,6 +120,9 @@ def _grow_files(store: ImageStore) -> None:
 
 
 def _write_ids(store: ImageStore, first_row: int, ids: np.ndarray) -> None:
+    if not object_store.has_local_paths():
+        image_shards.write_rows(store.ids_name, np.arange(first_row, first_row + len(ids)), ids.astype(ID_DTYPE))
+        return
     fd = os.open(_local_path(store.ids_name), os.O_WRONLY)
     try:
         os.pwrite(fd, ids.astype(ID_DTYPE).tobytes(), first_row * ID_DTYPE.itemsize)
@@ -143,6 +142,9 @@ def write_images(store: ImageStore, rows: np.ndarray, images: np.ndarray) -> Non
     if len(rows) and (rows.min() < 0 or rows.max() >= store.capacity):
         raise ValueError(f"rows {rows.min()}..{rows.max()} outside the store's {store.capacity} allocated rows")
     data = np.ascontiguousarray(images, dtype=IMAGE_DTYPE)
+    if not object_store.has_local_paths():
+        image_shards.write_rows(store.images_name, rows, data)
+        return
     size = row_bytes(store.resolution)
     order = np.argsort(rows)
     fd = os.open(_local_path(store.images_name), os.O_WRONLY)
@@ -186,7 +188,7 @@ def read_rows(store: ImageStore, rows: np.ndarray) -> np.ndarray:
     """(N, res, res) float32 images of the given rows, in the order asked.
 
     Only the asked rows are read: through a memory map where storage is local (sorted,
-    so the reads go forward through the file), else one seek and read per row.
+    so the reads go forward through the file), else by byte ranges of the shards.
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), store.resolution, store.resolution), dtype=np.float32)
@@ -199,11 +201,7 @@ def read_rows(store: ImageStore, rows: np.ndarray) -> np.ndarray:
         order = np.argsort(rows, kind="stable")
         out[order] = mapped[rows[order]]
         return out
-    size = row_bytes(store.resolution)
-    with default_storage.open(store.images_name, "rb") as fh:
-        for i, row in enumerate(rows.tolist()):
-            fh.seek(row * size)
-            out[i] = np.frombuffer(fh.read(size), dtype=IMAGE_DTYPE).reshape(store.resolution, store.resolution)
+    out[:] = image_shards.read_rows(store.images_name, rows, IMAGE_DTYPE, (store.resolution, store.resolution))
     return out
 
 
@@ -302,3 +300,28 @@ def stacked_reader(stores: list[ImageStore]):
         return np.nan_to_num(np.stack(planes, axis=-1), nan=0.0)
 
     return read
+
+
+def staged_reader(stores: list[ImageStore], rows: np.ndarray, block: int = 1024) -> tuple:
+    """What CNN training reads through for many epochs: :func:`stacked_reader` and ``rows`` where the
+    store is on local paths; on object storage, the rows fetched once into a local temporary file and
+    a reader of it with the rows' positions there, so every epoch after the first costs no GET.
+
+    Returns (reader, rows to give it), as :func:`stacked_reader` and ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    read = stacked_reader(stores)
+    if object_store.has_local_paths() or not len(rows):
+        return read, rows
+    resolution = stores[0].resolution
+    shape = (len(rows), resolution, resolution) + ((len(stores),) if len(stores) > 1 else ())
+    spool = tempfile.TemporaryFile(prefix="morphomass-staged-")  # gone when the reader is
+    staged = np.memmap(spool, dtype=IMAGE_DTYPE, mode="w+", shape=shape)
+    for start in range(0, len(rows), block):
+        staged[start : start + block] = read(rows[start : start + block])
+    staged.flush()
+
+    def reader(positions: np.ndarray, staged=staged, spool=spool) -> np.ndarray:  # noqa: ARG001 - keeps the file open
+        return np.asarray(staged[np.asarray(positions, dtype=np.int64)[:, 0]], dtype=np.float32)
+
+    return reader, np.arange(len(rows), dtype=np.int64).reshape(-1, 1)

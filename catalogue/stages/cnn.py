@@ -25,7 +25,7 @@ from catalogue.models import Galaxy, GalaxyStatus, GZ2Votes, ImageStore, Run, Sp
 from catalogue.selectors import require_targets
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_keras_model, save_keras_model
-from catalogue.services.image_store import stacked_reader, stacked_rows
+from catalogue.services.image_store import stacked_rows, staged_reader
 from pipeline import gz2
 from pipeline.learning.gbm import ConstantML
 from pipeline.learning.metrics import l1_per_galaxy
@@ -131,7 +131,8 @@ def _dataset(run: Run, role: str, split: str, network: dict, batch_size: int, tr
         raise ValueError(f"{role}: no {split} galaxies {which} have {images}; preprocess the survey first")
     index = {g: i for i, g in enumerate(ids)}
     targets = targets[[index[g] for g in kept]]
-    data = ImageBatches(stacked_reader(stores), rows, targets, batch_size, shuffle=train, augment=train, seed=runs.seed_of(run))
+    reader, rows = staged_reader(stores, rows)  # on object storage, fetched once for every epoch
+    data = ImageBatches(reader, rows, targets, batch_size, shuffle=train, augment=train, seed=runs.seed_of(run))
     return data, kept, targets
 
 

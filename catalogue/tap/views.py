@@ -14,7 +14,7 @@ from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -25,6 +25,7 @@ from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from catalogue import selectors
+from catalogue.api.downloads import stored_file
 from catalogue.api.vo_refusals import refusal
 from catalogue.models import TapJob
 from catalogue.tap import datalink, documents, examples, jobs, query, schema, uploads
@@ -458,4 +459,4 @@ class AsyncResult(TapView):
         if job.phase != TapJob.Phase.COMPLETED or not job.result:
             raise _Refused(f"the job is {job.phase}: it has no result", 404)
         fmt = query.output_format(job.response_format)
-        return FileResponse(job.result.open("rb"), content_type=query.CONTENT_TYPES[fmt][0])
+        return stored_file(job.result, query.CONTENT_TYPES[fmt][0])

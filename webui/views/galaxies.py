@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 from django.core.paginator import Paginator
 from django.db.models import F
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import cache_control
 from rest_framework.exceptions import ValidationError
 
 from catalogue import selectors
+from catalogue.api.downloads import stored_file
 from catalogue.api.filters import GalaxyFilter
 from catalogue.columns import CATALOGUE_ML_FIELDS, ORDERABLE_COLUMNS, column
 from catalogue.services.export import FORMATS
@@ -252,14 +253,14 @@ def _prediction_figure(galaxy, latest: dict) -> str:
     )
 
 
-def galaxy_fits(request: HttpRequest, pk: int, band: str) -> FileResponse:  # noqa: ARG001 - Django's signature
-    """A galaxy's FITS cutout in one band, streamed from the media storage (DataLink's #this and #counterpart)."""
+def galaxy_fits(request: HttpRequest, pk: int, band: str) -> HttpResponse:  # noqa: ARG001 - Django's signature
+    """A galaxy's FITS cutout in one band, from the media storage (DataLink's #this and #counterpart)."""
     galaxy = galaxy_or_404(pk)
     image = selectors.cutout(galaxy, band)
     if image is None:
         raise Http404(f"galaxy #{pk} has no {band}-band cutout")
     name = f"{galaxy.survey.name}_{galaxy.objid}_{band}.fits"
-    return FileResponse(image.file.open("rb"), content_type="application/fits", as_attachment=True, filename=name)
+    return stored_file(image.file, "application/fits", name)
 
 
 @cache_control(max_age=3600)

@@ -1,0 +1,110 @@
+"""Byte ranges and in-place objects on whatever storage is configured (local disk or S3).
+
+Django's storage API reads whole files and gives each new file a fresh name. The image
+store needs two things it lacks: reading a byte range of an object (a preview is one row of
+a shard; django-storages' S3 file downloads the whole object on its first read), and
+replacing one of its own shard objects in place (a shard's rows are rewritten, as the local
+store rewrites rows of its file). Every other file keeps Django's rules: saved under a new
+name, never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from django.core.files.storage import Storage, default_storage
+
+
+def has_local_paths(storage: Storage | None = None) -> bool:
+    """Whether the storage keeps files at local paths (a local or shared filesystem)."""
+    try:
+        (storage or default_storage).path("")
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _s3(storage: Storage, name: str) -> tuple:
+    """The boto3 client (this thread's: clients are thread-safe, resources are not) and the bucket and
+    key of ``name`` on an S3 storage (the key with the storage's location prefix)."""
+    key = storage._normalize_name(name)  # noqa: SLF001 - django-storages' key for a name
+    return storage.connection.meta.client, {"Bucket": storage.bucket_name, "Key": key}
+
+
+def read_range(name: str, start: int, length: int, storage: Storage | None = None) -> bytes:
+    """``length`` bytes of ``name`` from ``start`` (fewer past its end; empty when it does not exist)."""
+    storage = storage or default_storage
+    if length <= 0:
+        return b""
+    if has_local_paths(storage):
+        try:
+            with open(storage.path(name), "rb") as fh:
+                fh.seek(start)
+                return fh.read(length)
+        except FileNotFoundError:
+            return b""
+    from botocore.exceptions import ClientError
+
+    try:
+        client, where = _s3(storage, name)
+        reply = client.get_object(**where, Range=f"bytes={start}-{start + length - 1}")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "InvalidRange"):
+            return b""
+        raise
+    return reply["Body"].read()
+
+
+def read_whole(name: str, storage: Storage | None = None) -> bytes:
+    """The whole of ``name`` (empty when it does not exist)."""
+    storage = storage or default_storage
+    if has_local_paths(storage):
+        try:
+            return Path(storage.path(name)).read_bytes()
+        except FileNotFoundError:
+            return b""
+    from botocore.exceptions import ClientError
+
+    try:
+        client, where = _s3(storage, name)
+        return client.get_object(**where)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return b""
+        raise
+
+
+def replace(name: str, data: bytes, storage: Storage | None = None) -> None:
+    """Write ``data`` as ``name``, replacing what was there: whole, never half-written (a local file is
+    renamed into place; an S3 PUT is atomic). For the image store's own shards only."""
+    storage = storage or default_storage
+    if has_local_paths(storage):
+        path = Path(storage.path(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    client, where = _s3(storage, name)
+    client.put_object(**where, Body=data)
+
+
+def delete_many(names: list[str], storage: Storage | None = None) -> None:
+    """Delete ``names`` (those that exist), in batches of 1,000 on S3."""
+    storage = storage or default_storage
+    if has_local_paths(storage):
+        for name in names:
+            if storage.exists(name):
+                storage.delete(name)
+        return
+    for start in range(0, len(names), 1000):
+        keys = [{"Key": _s3(storage, n)[1]["Key"]} for n in names[start : start + 1000]]
+        if keys:
+            storage.connection.meta.client.delete_objects(Bucket=storage.bucket_name, Delete={"Objects": keys, "Quiet": True})
