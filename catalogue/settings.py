@@ -166,6 +166,8 @@ if STORAGE_KIND == "s3":
     AWS_DEFAULT_ACL = None
     AWS_QUERYSTRING_AUTH = env_bool("AWS_QUERYSTRING_AUTH", True)
     AWS_QUERYSTRING_EXPIRE = int(os.environ.get("AWS_QUERYSTRING_EXPIRE", 3600))
+    #: the bucket's address for clients outside, where it differs from the workers' (links are signed for it)
+    AWS_S3_PUBLIC_ENDPOINT_URL = os.environ.get("AWS_S3_PUBLIC_ENDPOINT_URL", "")
     STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage"}
 
 # Scripts authenticate with a token (``Authorization: Token <key>``; made in the admin or with

@@ -110,32 +110,36 @@ def _test_database_url() -> str:
 class WorkerProcess:
     """One real Celery worker process on one queue, which a test may kill and restart."""
 
-    def __init__(self, app, queue: str, env: dict, pool: str = "solo", name: str = ""):
+    def __init__(self, app, queue: str, env: dict, pool: str = "solo", name: str = "", wrap=None):
         self.app, self.queue, self.env, self.pool = app, queue, env, pool
+        self.wrap = wrap  # argv -> argv: what the worker is started inside (tests/test_many_machines.py)
         self.hostname = f"{name or queue}-{uuid.uuid4().hex[:8]}@test"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> WorkerProcess:
         celery_bin = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
         extra = ["--concurrency", "1"] if self.pool == "prefork" else []
+        wrap = self.wrap or (lambda argv: argv)
         self.proc = subprocess.Popen(
-            [
-                celery_bin,
-                "-A",
-                "catalogue",
-                "worker",
-                "-Q",
-                self.queue,
-                "--pool",
-                self.pool,
-                *extra,
-                "--hostname",
-                self.hostname,
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            wrap(
+                [
+                    celery_bin,
+                    "-A",
+                    "catalogue",
+                    "worker",
+                    "-Q",
+                    self.queue,
+                    "--pool",
+                    self.pool,
+                    *extra,
+                    "--hostname",
+                    self.hostname,
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                ]
+            ),
             cwd=ROOT,
             env=self.env,
             start_new_session=True,

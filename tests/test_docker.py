@@ -38,14 +38,14 @@ def test_docker_compose_config_accepts_the_file():
         ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
         capture_output=True,
         text=True,
-        env={**os.environ, "SECRET_KEY": "x" * 50},
+        env={**os.environ, "SECRET_KEY": "x" * 50, "MINIO_ROOT_PASSWORD": "y" * 12},
     )
     assert result.returncode == 0, result.stderr
 
 
 def test_every_service_is_there_with_a_healthcheck(compose):
     services = compose["services"]
-    assert set(services) == APP_SERVICES | {"postgres", "redis"}
+    assert set(services) == APP_SERVICES | {"postgres", "redis", "minio"}
     for name, service in services.items():
         check = service.get("healthcheck", {})
         assert check.get("test"), f"{name} has no healthcheck"
@@ -75,7 +75,11 @@ def test_services_are_wired_through_environment_variables_the_settings_read(comp
             assert f'"{variable}"' in settings_source, f"settings never read {variable}"
         assert "@postgres:5432/" in env["DATABASE_URL"] and env["CELERY_BROKER_URL"].startswith("redis://redis:6379/")
         assert env["DEBUG"] == "0" and env["SECRET_KEY"].startswith("${SECRET_KEY:?")  # no default secret
-        assert "media:/data/media" in services[name]["volumes"], f"{name} does not share the media volume"
+        # no shared media volume: every file is in the bucket (MORPHOMASS_STORAGE=s3), as on many machines
+        assert not any(v.startswith("media:") for v in services[name].get("volumes", [])), name
+        assert env["MORPHOMASS_STORAGE"] == "s3" and env["AWS_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        for variable in ("MORPHOMASS_STORAGE", "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL", "AWS_S3_PUBLIC_ENDPOINT_URL"):
+            assert f'"{variable}"' in settings_source, f"settings never read {variable}"
     assert services["worker-gpu"]["environment"]["KERAS_BACKEND"].startswith("${KERAS_BACKEND:-jax")
     postgres_env = services["postgres"]["environment"]
     assert postgres_env["POSTGRES_USER"] in services["web"]["environment"]["DATABASE_URL"]
@@ -93,11 +97,16 @@ def test_workers_take_the_queues_the_tasks_are_routed_to_and_the_gpu_is_reserved
         assert services[worker]["depends_on"]["web"]["condition"] == "service_healthy"
 
 
-def test_named_volumes_hold_the_database_and_media(compose):
+def test_named_volumes_hold_the_database_and_the_objects(compose):
     declared = set(compose["volumes"])
     used = {v.split(":")[0] for s in compose["services"].values() for v in s.get("volumes", [])}
-    assert used <= declared and {"pgdata", "media"} <= used
+    assert used <= declared and {"pgdata", "objects"} <= used and "media" not in used
     assert "pgdata:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
+    minio = compose["services"]["minio"]
+    assert "objects:/data" in minio["volumes"] and minio["command"].startswith("server /data")
+    assert minio["environment"]["MINIO_ROOT_PASSWORD"].startswith("${MINIO_ROOT_PASSWORD:?")  # no default secret
+    web = compose["services"]["web"]
+    assert "storage_ready" in web["command"] and web["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
 @pytest.mark.django_db

@@ -178,3 +178,35 @@ def test_a_cutout_on_s3_is_downloaded_from_the_bucket_not_through_the_web_proces
     assert fetched.headers["Content-Type"] == "application/fits"
     assert "linked_0_g.fits" in fetched.headers["Content-Disposition"]
     assert client.get(f"/galaxies/{ids[0]}/i.fits").status_code == 404
+
+
+@pytest.mark.django_db
+def test_storage_ready_creates_the_missing_bucket_and_proves_it_can_write(s3_server, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    name = f"fresh-{os.getpid()}"
+    settings.STORAGES = s3_server.storages_setting(name)  # a bucket nobody made yet, as MinIO starts
+    out = StringIO()
+    call_command("storage_ready", stdout=out)
+    assert f"storage ready: S3 bucket {name}" in out.getvalue() and "(created)" in out.getvalue()
+    call_command("storage_ready", stdout=(again := StringIO()))
+    assert "(created)" not in again.getvalue() and s3_server.keys(name) == []  # its probe file is gone
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("bucket")
+def test_links_are_signed_for_the_address_clients_reach_the_bucket_at(client, s3_server, settings):
+    """Inside, the workers reach MinIO as http://minio:9000; a browser needs the address outside."""
+    import requests
+
+    from catalogue.models import Image
+
+    settings.AWS_S3_PUBLIC_ENDPOINT_URL = s3_server.endpoint.replace("127.0.0.1", "localhost")
+    survey, ids = _survey("outside", 1)
+    name = default_storage.save("surveys/outside/images/0_g.fits", ContentFile(b"FITS"))
+    Image.objects.create(galaxy_id=ids[0], band="g", file=name)
+    link = client.get(f"/galaxies/{ids[0]}/g.fits")["Location"]
+    assert link.startswith(settings.AWS_S3_PUBLIC_ENDPOINT_URL + "/")
+    assert requests.get(link, timeout=30).content == b"FITS"

@@ -26,4 +26,4 @@ def stored_file(file: FieldFile, content_type: str, filename: str | None = None)
     parameters = {"ResponseContentType": content_type}
     if filename is not None:
         parameters["ResponseContentDisposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
-    return HttpResponseRedirect(file.storage.url(file.name, parameters=parameters))
+    return HttpResponseRedirect(object_store.signed_link(file.storage, file.name, parameters))

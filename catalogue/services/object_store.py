@@ -108,3 +108,43 @@ def delete_many(names: list[str], storage: Storage | None = None) -> None:
         keys = [{"Key": _s3(storage, n)[1]["Key"]} for n in names[start : start + 1000]]
         if keys:
             storage.connection.meta.client.delete_objects(Bucket=storage.bucket_name, Delete={"Objects": keys, "Quiet": True})
+
+
+def ensure_bucket(storage: Storage | None = None) -> bool:
+    """Create the S3 storage's bucket if it does not exist; returns whether it did."""
+    from botocore.exceptions import ClientError
+
+    storage = storage or default_storage
+    client = storage.connection.meta.client
+    try:
+        client.head_bucket(Bucket=storage.bucket_name)
+        return False
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+            raise
+    client.create_bucket(Bucket=storage.bucket_name)
+    return True
+
+
+def signed_link(storage: Storage, name: str, parameters: dict[str, str]) -> str:
+    """A link to ``name`` for a client outside: the storage's own, or one signed for
+    ``AWS_S3_PUBLIC_ENDPOINT_URL`` where the bucket's address inside differs from the one outside
+    (MinIO at http://minio:9000 for the workers, http://localhost:9000 for a browser)."""
+    from django.conf import settings
+
+    public = getattr(settings, "AWS_S3_PUBLIC_ENDPOINT_URL", "")
+    if not public:
+        return storage.url(name, parameters=parameters)
+    import boto3
+
+    session = boto3.session.Session()
+    client = session.client(
+        "s3",
+        endpoint_url=public,
+        region_name=storage.region_name,
+        aws_access_key_id=storage.access_key or None,
+        aws_secret_access_key=storage.secret_key or None,
+        config=storage.client_config,
+    )
+    params = {"Bucket": storage.bucket_name, "Key": _s3(storage, name)[1]["Key"], **parameters}
+    return client.generate_presigned_url("get_object", Params=params, ExpiresIn=storage.querystring_expire)
