@@ -178,6 +178,9 @@ def test_a_cutout_on_s3_is_downloaded_from_the_bucket_not_through_the_web_proces
     assert fetched.headers["Content-Type"] == "application/fits"
     assert "linked_0_g.fits" in fetched.headers["Content-Disposition"]
     assert client.get(f"/galaxies/{ids[0]}/i.fits").status_code == 404
+    # the API's detail links the app's download, not the storage's (expiring, or /media/ that nothing serves)
+    detail = client.get(f"/api/galaxies/0/?survey={survey.name}").json()
+    assert detail["images"]["fits"] == {"g": f"http://testserver/galaxies/{ids[0]}/g.fits"}
 
 
 @pytest.mark.django_db

@@ -115,9 +115,8 @@ def cone_search(request: HttpRequest) -> HttpResponse:
     count, body = 0, b""
     if sr > 0:
         survey_ids = selectors.searchable_survey_ids(surveys)
-        cone = selectors.galaxies_in_cone(ra % 360.0, dec, sr, selectors.galaxies_searchable_in(survey_ids))
         # the catalogue models of the surveys the cone reaches only, not of every survey
-        reached = selectors.surveys_reached(cone) if set(PREDICTED) & set(names) else []
+        reached = selectors.surveys_in_cone(survey_ids, ra % 360.0, dec, sr) if set(PREDICTED) & set(names) else []
         candidates = selectors.survey_candidates(reached)
         base = request.build_absolute_uri("/").rstrip("/")
         if export.database_formats_rows():
@@ -126,6 +125,7 @@ def cone_search(request: HttpRequest) -> HttpResponse:
             count, text = export_sql.tabledata(select, _columns(verb), MAX_RECORDS, where)
             body = text.encode()
         else:
+            cone = selectors.galaxies_in_cone(ra % 360.0, dec, sr, selectors.galaxies_searchable_in(survey_ids))
             expressions = row_expressions(base, candidates, names)
             hits = cone.annotate(**expressions["annotations"]).order_by("objid")
             rows = list(hits.values_list(*(expressions["cells"].get(n, F(n)) for n in names))[: MAX_RECORDS + 1])

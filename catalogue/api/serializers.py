@@ -211,7 +211,12 @@ class GalaxyDetailSerializer(GalaxySerializer):
         return GALAXY_UNITS
 
     def get_images(self, galaxy: Galaxy) -> dict:
-        fits_files = {image.band: self._absolute(image.file.url) for image in selectors.usable_images(galaxy)}
+        # the app's own download of each cutout (streamed, or a signed link on object storage), not the
+        # storage's URL: /media/ is served by nothing in production, and an S3 link would expire in the response
+        fits_files = {
+            image.band: self._absolute(reverse("webui:galaxy-fits", args=[galaxy.pk, image.band]))
+            for image in selectors.usable_images(galaxy)
+        }
         previews = {"g": reverse("webui:galaxy-image", args=[galaxy.pk, "g"])} if "g" in fits_files else {}
         previews |= {f"log{r}": reverse("webui:galaxy-image", args=[galaxy.pk, f"log{r}"]) for r in stored_resolutions(galaxy)}
         return {"fits": fits_files, "png": {k: self._absolute(v) for k, v in previews.items()}}
