@@ -80,13 +80,24 @@ def read_rows(name: str, rows: np.ndarray, dtype: np.dtype, shape: tuple[int, ..
                 pieces[r] = block[(r - first) * size : (r - first + 1) * size]
         return shard, lambda r: pieces.get(r, b"")
 
-    with ThreadPoolExecutor(max_workers=min(READ_THREADS, max(1, len(shards)))) as pool:
-        for shard, piece in pool.map(fetch, shards):
-            for i in np.flatnonzero(rows // SHARD_ROWS == shard).tolist():
-                data = piece(int(rows[i]) - shard * SHARD_ROWS)
-                if len(data) == size:
-                    out[i] = np.frombuffer(data, dtype=dtype).reshape(shape)
+    fetched = map(fetch, shards) if len(shards) == 1 else _pool().map(fetch, shards)
+    for shard, piece in fetched:
+        for i in np.flatnonzero(rows // SHARD_ROWS == shard).tolist():
+            data = piece(int(rows[i]) - shard * SHARD_ROWS)
+            if len(data) == size:
+                out[i] = np.frombuffer(data, dtype=dtype).reshape(shape)
     return out
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads that fetch a batch's shards, made once per process (threads are not free either)."""
+    global _POOL  # noqa: PLW0603 - one pool per process
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="image-shards")
+    return _POOL
 
 
 def _runs(sorted_rows: list[int]) -> list[tuple[int, int]]:

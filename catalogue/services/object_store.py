@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 from django.core.files.storage import Storage, default_storage
@@ -26,11 +28,21 @@ def has_local_paths(storage: Storage | None = None) -> bool:
     return True
 
 
+#: One boto3 client per storage, shared by every thread: clients are thread-safe, and making one (what
+#: django-storages does per thread) costs about 200 ms, which a preview read in a new thread paid each time.
+_CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CLIENTS_LOCK = threading.Lock()
+
+
 def _s3(storage: Storage, name: str) -> tuple:
-    """The boto3 client (this thread's: clients are thread-safe, resources are not) and the bucket and
-    key of ``name`` on an S3 storage (the key with the storage's location prefix)."""
+    """The storage's shared boto3 client, and the bucket and key of ``name`` on it (the key with the
+    storage's location prefix)."""
     key = storage._normalize_name(name)  # noqa: SLF001 - django-storages' key for a name
-    return storage.connection.meta.client, {"Bucket": storage.bucket_name, "Key": key}
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(storage)
+        if client is None:
+            client = _CLIENTS[storage] = storage.connection.meta.client
+    return client, {"Bucket": storage.bucket_name, "Key": key}
 
 
 def read_range(name: str, start: int, length: int, storage: Storage | None = None) -> bytes:
@@ -107,7 +119,7 @@ def delete_many(names: list[str], storage: Storage | None = None) -> None:
     for start in range(0, len(names), 1000):
         keys = [{"Key": _s3(storage, n)[1]["Key"]} for n in names[start : start + 1000]]
         if keys:
-            storage.connection.meta.client.delete_objects(Bucket=storage.bucket_name, Delete={"Objects": keys, "Quiet": True})
+            _s3(storage, names[start])[0].delete_objects(Bucket=storage.bucket_name, Delete={"Objects": keys, "Quiet": True})
 
 
 def ensure_bucket(storage: Storage | None = None) -> bool:
@@ -115,7 +127,7 @@ def ensure_bucket(storage: Storage | None = None) -> bool:
     from botocore.exceptions import ClientError
 
     storage = storage or default_storage
-    client = storage.connection.meta.client
+    client = _s3(storage, "")[0]
     try:
         client.head_bucket(Bucket=storage.bucket_name)
         return False
