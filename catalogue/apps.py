@@ -8,19 +8,22 @@ class CatalogueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Connect what builds on the run engine: image-store cleanup, the workflow, the tasks.
+        """Connect what builds on the run engine: file cleanup (image stores, cutouts, models), the workflow, the tasks.
 
         The tasks are imported here so that every process (web, worker, command, test) can
         send a stage's chunk task by name; the workflow listens for runs that end.
         """
         from catalogue import tasks  # noqa: F401 - registers the stage tasks with Celery
-        from catalogue.models import ImageStore
+        from catalogue.models import Image, ImageStore, TrainedModel
         from catalogue.orchestration import workflow
         from catalogue.services import runs
+        from catalogue.services.file_cleanup import delete_file_after_commit
         from catalogue.services.image_store import delete_store_files
         from catalogue.tap import signals as tap_signals
 
         post_delete.connect(delete_store_files, sender=ImageStore, dispatch_uid="imagestore-files")
+        post_delete.connect(delete_file_after_commit, sender=Image, dispatch_uid="image-file")
+        post_delete.connect(delete_file_after_commit, sender=TrainedModel, dispatch_uid="trainedmodel-artifact")
         pre_migrate.connect(tap_signals.before_migrate, sender=self, dispatch_uid="tap-views-drop")
         post_migrate.connect(tap_signals.after_migrate, sender=self, dispatch_uid="tap-views-make")
         if workflow.on_run_finished not in runs.finish_listeners:

@@ -213,3 +213,19 @@ def test_links_are_signed_for_the_address_clients_reach_the_bucket_at(client, s3
     link = client.get(f"/galaxies/{ids[0]}/g.fits")["Location"]
     assert link.startswith(settings.AWS_S3_PUBLIC_ENDPOINT_URL + "/")
     assert requests.get(link, timeout=30).content == b"FITS"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deleted_survey_leaves_no_cutout_or_model_file_in_the_bucket(bucket, s3_server):
+    from catalogue.models import Image, TrainedModel
+
+    survey, ids = _survey("gone", 2)
+    for k, galaxy_id in enumerate(ids):
+        name = default_storage.save(f"surveys/gone/images/{k}_g.fits", ContentFile(b"FITS"))
+        Image.objects.create(galaxy_id=galaxy_id, band="g", file=name)
+    model = TrainedModel.objects.create(kind="gbm", name="g_morph", survey=survey)
+    model.artifact.save("run-1/g_morph.pkl", ContentFile(b"model"))
+    kept = default_storage.save("surveys/other/images/9_g.fits", ContentFile(b"another survey's"))
+    assert len(s3_server.keys(bucket)) == 4
+    survey.delete()
+    assert s3_server.keys(bucket) == [kept]  # its files went with it, nobody else's
