@@ -15,7 +15,9 @@ database's record of a galaxy's row means the same on either storage.
   on (store, shard) for its read and write: writers of different shards never wait.
 
 64 rows a shard: 0.6 MB at 69 px, 5 MB at 197 px (an S3 GET's fixed cost is worth that many
-bytes), and a preprocessing chunk writes a few shards whole.
+bytes), and a preprocessing chunk writes a few shards whole. Measured against zarr v3's sharding
+codec on the same S3 server (benchmarks/README.md): a preview in half the time (one request, not
+the shard's index and then the row) and random batches 1.6 times as fast, with no new dependency.
 """
 
 from __future__ import annotations
