@@ -57,6 +57,8 @@ def main() -> None:
     server = S3Server()
     bucket = server.bucket()
     results = {}
+    stdout = os.dup(1)
+    os.dup2(2, 1)  # the workers inherit stdout: their banners go to stderr, the JSON alone to stdout
     try:
         for storage in ("local", "s3"):
             storages = server.storages_setting(bucket) if storage == "s3" else None
@@ -96,6 +98,7 @@ def main() -> None:
         objects = len(server.keys(bucket))
     finally:
         server.stop()
+        os.dup2(stdout, 1)
     print(
         json.dumps(
             {

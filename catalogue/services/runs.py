@@ -165,8 +165,8 @@ def create_run(
                 celery_task_id=task_id,
                 message=f"{total} items queued in {len(chunks)} chunks" if chunks else "nothing to do",
                 status=status,
-                started=now if status == Run.Status.RUNNING else None,
-                heartbeat=now if status == Run.Status.RUNNING else None,
+                started=now,
+                heartbeat=now,
             )
             ledger = [RunChunk(run=run, index=i, items=_items(c), task_id=str(uuid.uuid4())) for i, c in enumerate(chunks)]
             RunChunk.objects.bulk_create(ledger, batch_size=2000)
