@@ -22,6 +22,7 @@ the shard's index and then the row) and random batches 1.6 times as fast, with n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -91,15 +92,16 @@ def read_rows(name: str, rows: np.ndarray, dtype: np.dtype, shape: tuple[int, ..
     return out
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
-    """The threads that fetch a batch's shards, made once per process (threads are not free either)."""
+    """The threads that fetch a batch's shards, made once per process (threads are not free either);
+    a process forked from one that had them (a prefork worker's child) makes its own."""
     global _POOL  # noqa: PLW0603 - one pool per process
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="image-shards")
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="image-shards"))
+    return _POOL[1]
 
 
 def _runs(sorted_rows: list[int]) -> list[tuple[int, int]]:

@@ -39,9 +39,10 @@ def _s3(storage: Storage, name: str) -> tuple:
     storage's location prefix)."""
     key = storage._normalize_name(name)  # noqa: SLF001 - django-storages' key for a name
     with _CLIENTS_LOCK:
-        client = _CLIENTS.get(storage)
-        if client is None:
-            client = _CLIENTS[storage] = storage.connection.meta.client
+        pid, client = _CLIENTS.get(storage, (None, None))
+        if client is None or pid != os.getpid():  # by process: a prefork child takes its own from the storage
+            client = storage.connection.meta.client
+            _CLIENTS[storage] = (os.getpid(), client)
     return client, {"Bucket": storage.bucket_name, "Key": key}
 
 
