@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_migrate, pre_migrate
+from django.db.models.signals import post_delete, post_migrate, pre_delete, pre_migrate
 
 
 class CatalogueConfig(AppConfig):
@@ -14,16 +14,16 @@ class CatalogueConfig(AppConfig):
         send a stage's chunk task by name; the workflow listens for runs that end.
         """
         from catalogue import tasks  # noqa: F401 - registers the stage tasks with Celery
-        from catalogue.models import Image, ImageStore, TrainedModel
+        from catalogue.models import ImageStore, Survey, TrainedModel
         from catalogue.orchestration import workflow
         from catalogue.services import runs
-        from catalogue.services.file_cleanup import delete_file_after_commit
+        from catalogue.services.file_cleanup import delete_artifact_after_commit, delete_survey_cutouts_after_commit
         from catalogue.services.image_store import delete_store_files
         from catalogue.tap import signals as tap_signals
 
         post_delete.connect(delete_store_files, sender=ImageStore, dispatch_uid="imagestore-files")
-        post_delete.connect(delete_file_after_commit, sender=Image, dispatch_uid="image-file")
-        post_delete.connect(delete_file_after_commit, sender=TrainedModel, dispatch_uid="trainedmodel-artifact")
+        pre_delete.connect(delete_survey_cutouts_after_commit, sender=Survey, dispatch_uid="survey-cutouts")
+        post_delete.connect(delete_artifact_after_commit, sender=TrainedModel, dispatch_uid="trainedmodel-artifact")
         pre_migrate.connect(tap_signals.before_migrate, sender=self, dispatch_uid="tap-views-drop")
         post_migrate.connect(tap_signals.after_migrate, sender=self, dispatch_uid="tap-views-make")
         if workflow.on_run_finished not in runs.finish_listeners:

@@ -217,6 +217,8 @@ def test_links_are_signed_for_the_address_clients_reach_the_bucket_at(client, s3
 
 @pytest.mark.django_db(transaction=True)
 def test_a_deleted_survey_leaves_no_cutout_or_model_file_in_the_bucket(bucket, s3_server):
+    from django.db.models.signals import post_delete, pre_delete
+
     from catalogue.models import Image, TrainedModel
 
     survey, ids = _survey("gone", 2)
@@ -229,3 +231,6 @@ def test_a_deleted_survey_leaves_no_cutout_or_model_file_in_the_bucket(bucket, s
     assert len(s3_server.keys(bucket)) == 4
     survey.delete()
     assert s3_server.keys(bucket) == [kept]  # its files went with it, nobody else's
+    # gathered per survey, not per image: Django deletes a survey's images with one DELETE only while
+    # no handler listens to an Image's deletion (else it loads every image of the survey first)
+    assert not pre_delete.has_listeners(Image) and not post_delete.has_listeners(Image)

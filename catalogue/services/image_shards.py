@@ -23,8 +23,9 @@ the shard's index and then the row) and random batches 1.6 times as fast, with n
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 from django.db import connection, transaction
@@ -115,21 +116,14 @@ def _runs(sorted_rows: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-class _shard_lock:  # noqa: N801 - a context manager read as a statement
+@contextmanager
+def _shard_lock(name: str, shard: int) -> Iterator[None]:
     """Hold PostgreSQL's advisory lock on (array, shard) while a shard is rewritten (a transaction of its own).
 
     Elsewhere (SQLite: one machine, the demo) nothing is locked: object storage there is for trying it out.
     """
-
-    def __init__(self, name: str, shard: int):
-        self.name, self.shard = name, shard
-        self._atomic = transaction.atomic()
-
-    def __enter__(self) -> None:
-        self._atomic.__enter__()
+    with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [self.name, self.shard])
-
-    def __exit__(self, *exc) -> None:
-        self._atomic.__exit__(*exc)
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", [name, shard])
+        yield

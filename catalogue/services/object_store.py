@@ -1,4 +1,4 @@
-"""Byte ranges and in-place objects on whatever storage is configured (local disk or S3).
+"""Byte ranges and in-place objects on S3, which Django's storage API does not give.
 
 Django's storage API reads whole files and gives each new file a fresh name. The image
 store needs two things it lacks: reading a byte range of an object (a preview is one row of
@@ -11,10 +11,8 @@ name, never overwritten.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import weakref
-from pathlib import Path
 
 from django.core.files.storage import Storage, default_storage
 
@@ -47,21 +45,13 @@ def _s3(storage: Storage, name: str) -> tuple:
 
 
 def read_range(name: str, start: int, length: int, storage: Storage | None = None) -> bytes:
-    """``length`` bytes of ``name`` from ``start`` (fewer past its end; empty when it does not exist)."""
-    storage = storage or default_storage
-    if length <= 0:
-        return b""
-    if has_local_paths(storage):
-        try:
-            with open(storage.path(name), "rb") as fh:
-                fh.seek(start)
-                return fh.read(length)
-        except FileNotFoundError:
-            return b""
+    """``length`` bytes of ``name`` from ``start`` on an S3 storage (fewer past its end; empty when it does not exist)."""
     from botocore.exceptions import ClientError
 
+    if length <= 0:
+        return b""
+    client, where = _s3(storage or default_storage, name)
     try:
-        client, where = _s3(storage, name)
         reply = client.get_object(**where, Range=f"bytes={start}-{start + length - 1}")
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "InvalidRange"):
@@ -71,17 +61,11 @@ def read_range(name: str, start: int, length: int, storage: Storage | None = Non
 
 
 def read_whole(name: str, storage: Storage | None = None) -> bytes:
-    """The whole of ``name`` (empty when it does not exist)."""
-    storage = storage or default_storage
-    if has_local_paths(storage):
-        try:
-            return Path(storage.path(name)).read_bytes()
-        except FileNotFoundError:
-            return b""
+    """The whole of ``name`` on an S3 storage (empty when it does not exist)."""
     from botocore.exceptions import ClientError
 
+    client, where = _s3(storage or default_storage, name)
     try:
-        client, where = _s3(storage, name)
         return client.get_object(**where)["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
@@ -90,22 +74,9 @@ def read_whole(name: str, storage: Storage | None = None) -> bytes:
 
 
 def replace(name: str, data: bytes, storage: Storage | None = None) -> None:
-    """Write ``data`` as ``name``, replacing what was there: whole, never half-written (a local file is
-    renamed into place; an S3 PUT is atomic). For the image store's own shards only."""
-    storage = storage or default_storage
-    if has_local_paths(storage):
-        path = Path(storage.path(name))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return
-    client, where = _s3(storage, name)
+    """Write ``data`` as ``name`` on an S3 storage, replacing what was there (a PUT is whole or nothing).
+    For the image store's own shards only."""
+    client, where = _s3(storage or default_storage, name)
     client.put_object(**where, Body=data)
 
 
@@ -148,16 +119,29 @@ def signed_link(storage: Storage, name: str, parameters: dict[str, str]) -> str:
     public = getattr(settings, "AWS_S3_PUBLIC_ENDPOINT_URL", "")
     if not public:
         return storage.url(name, parameters=parameters)
-    import boto3
-
-    session = boto3.session.Session()
-    client = session.client(
-        "s3",
-        endpoint_url=public,
-        region_name=storage.region_name,
-        aws_access_key_id=storage.access_key or None,
-        aws_secret_access_key=storage.secret_key or None,
-        config=storage.client_config,
-    )
     params = {"Bucket": storage.bucket_name, "Key": _s3(storage, name)[1]["Key"], **parameters}
-    return client.generate_presigned_url("get_object", Params=params, ExpiresIn=storage.querystring_expire)
+    return _public_client(storage, public).generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=storage.querystring_expire
+    )
+
+
+_PUBLIC_CLIENTS: dict[tuple[int, str], object] = {}
+
+
+def _public_client(storage: Storage, endpoint: str):
+    """A client that signs for ``endpoint``, made once per process and endpoint (making one costs about 200 ms)."""
+    key = (os.getpid(), endpoint)
+    with _CLIENTS_LOCK:
+        client = _PUBLIC_CLIENTS.get(key)
+        if client is None:
+            import boto3
+
+            client = _PUBLIC_CLIENTS[key] = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=storage.region_name,
+                aws_access_key_id=storage.access_key or None,
+                aws_secret_access_key=storage.secret_key or None,
+                config=storage.client_config,
+            )
+    return client
