@@ -196,6 +196,16 @@ CATALOGUE_ML_COLUMNS: tuple[Column, ...] = (
         label="model",
     ),
     Column("ml_model_set", None, "the model set of ml_model (training survey@run)", "meta.id", "str", 200, label="model set"),
+    Column(
+        "scaling_fallback",
+        None,
+        "1 if the g image was too shallow for the paper's log scaling (no scaling value reaches the target "
+        "noise level) and was scaled with the closest one",
+        "meta.code.qual",
+        "int",
+        label="shallow image",
+    ),
+    # last, as a prediction's own columns end (the exports read the flag and its reasons there)
     *(c for c in PREDICTION_COLUMNS if c.name in ("out_of_support", "support_reasons")),
 )
 CATALOGUE_ML_FIELDS: tuple[str, ...] = tuple(c.name for c in CATALOGUE_ML_COLUMNS)

@@ -193,6 +193,10 @@ class Preprocessed(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK, db_index=True)
     error = models.CharField(max_length=300, blank=True, help_text="why preprocessing failed")
     scaling_value = models.FloatField(null=True, blank=True, help_text="dimensionless a of Eq. 1")
+    scaling_fallback = models.BooleanField(
+        default=False,
+        help_text="no scaling value brings this image's noise to the target level (too shallow): the closest one was used",
+    )
     noise_level = models.FloatField(null=True, blank=True, help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")
     n_stars_removed = models.PositiveIntegerField(default=0)
     features = models.JSONField(default=dict, blank=True, help_text="luminosity, log-image and metadata features by name")

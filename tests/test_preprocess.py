@@ -70,9 +70,26 @@ def test_scaling_value_solves_equation_1_and_fails_clearly():
         pp.auto_scaling_value(0.25)
     with pytest.raises(pp.NoScalingValue):
         pp.auto_scaling_value(0.0)
+    with pytest.raises(pp.NoScalingValue, match="leaves no scaling value"):
+        pp.closest_scaling_value(0.0)
+
+
+def test_an_image_too_shallow_for_the_target_noise_level_gets_the_closest_scaling_flagged():
+    """Pure noise leaves no scaling value at the target: the smallest bound comes closest (Eq. 1 all but
+    linear), and the result says so; an ordinary galaxy is not flagged."""
     noise_only = np.random.default_rng(3).normal(0, 1, (64, 64))
-    with pytest.raises(pp.NoScalingValue):
-        pp.preprocess(noise_only, pp.ImageMeta(0.05, 220, 0.4))
+    result = pp.preprocess(noise_only, pp.ImageMeta(0.05, 220, 0.4), (32,))
+    assert result.scaling_fallback and result.scaling_value == pp.SCALING_BOUNDS[0]
+    assert result.noise_level >= pp.TARGET_NOISE_LEVEL
+    # the closest achievable: log-scaled noise at the smallest a is nearer the target than at any larger a
+    reached = pp.log_scaled_noise(result.noise_level, result.scaling_value)
+    assert all(reached <= pp.log_scaled_noise(result.noise_level, a) for a in (1e-3, 1.0, 80.0))
+    unit = pp.rescale_to_unit(noise_only)
+    np.testing.assert_allclose(result.log_image, unit, atol=1e-5)  # the image as it is, not a log stretch
+    assert np.isfinite(result.features["log_mean"]) and result.resized[32].shape == (32, 32)
+    galaxy = galaxy_image(200.0) + np.random.default_rng(4).normal(0, 0.01, (128, 128))
+    ordinary = pp.preprocess(galaxy, pp.ImageMeta(0.05, 220, 0.4))
+    assert not ordinary.scaling_fallback and ordinary.scaling_value > 1
 
 
 def test_log_scale_maps_unit_interval_onto_itself():

@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 from pipeline import gz2
 from pipeline.bundles import reader as bundle
 from pipeline.images.photometry import luminosity_distance_mpc, luminosity_lsun
-from pipeline.images.preprocess import ImageMeta, NoScalingValue, preprocess_cutout
+from pipeline.images.preprocess import ImageMeta, preprocess_cutout
 from pipeline.images.stars import prior_pixels
 from pipeline.simulate.montage import write_montage
 from pipeline.simulate.population import CLASSES, draw_population
@@ -152,7 +152,7 @@ def test_scaling_values_are_like_the_papers(synthetic_bundle, synthetic_truth):
     """After star removal with the catalogue prior, as the pipeline does it (paper median: 78)."""
     stars = Table.read(synthetic_bundle / "stars.csv", format="ascii.csv")
     radec = np.column_stack([stars["ra"], stars["dec"]])
-    values, failures = [], 0
+    values, fallbacks = [], 0
     for objid, fault in zip(synthetic_truth["objid"], synthetic_truth["fault"], strict=True):
         if fault:
             continue
@@ -160,11 +160,12 @@ def test_scaling_values_are_like_the_papers(synthetic_bundle, synthetic_truth):
             header, image = hdul[0].header, hdul[0].data.astype(float)
         prior = prior_pixels(header, radec)
         fwhm_px = header["PSF_FWHM"] / header["PIXSCALE"]
-        try:
-            values.append(preprocess_cutout(image, fwhm_px, ImageMeta(0.05, 220.0, 0.4), prior_xy=prior).scaling_value)
-        except NoScalingValue:
-            failures += 1
-    assert failures <= 0.03 * len(values)
+        result = preprocess_cutout(image, fwhm_px, ImageMeta(0.05, 220.0, 0.4), prior_xy=prior)
+        if result.scaling_fallback:  # too shallow for the target noise level: the closest value, flagged
+            fallbacks += 1
+        else:
+            values.append(result.scaling_value)
+    assert fallbacks <= 0.03 * len(values)
     assert 78 / 2 <= np.median(values) <= 78 * 2
 
 
@@ -220,3 +221,45 @@ def test_clumps_drawn_in_real_space_match_galsims_fourier_draw_of_the_knots(popu
 
     assert np.abs(drawn - expected).max() < 1e-5 * expected.max()
     assert drawn.sum() == pytest.approx(expected.sum(), rel=1e-4)
+
+
+def test_another_instrument_sees_the_same_galaxies_with_its_seeing_pixels_and_sky(tmp_path):
+    """--psf-fwhm, --pixel-scale and --sky-noise: the same seed draws the same galaxies; the headers
+    say the instrument's pixel scale and PSF, the cutouts keep their field of view, and the sky is
+    as noisy as asked (per area, so a finer pixel's noise is smaller by the ratio of the sides)."""
+    from pipeline.simulate.images import SKY_SIGMA_NMGY
+    from pipeline.simulate.instrument import Instrument
+
+    sdss = simulate_survey(tmp_path / "sdss", n=3, seed=4)
+    legacy = simulate_survey(tmp_path / "legacy", n=3, seed=4, instrument=Instrument(0.262, 2.24, 3.0))
+    assert sdss.instrument == {"pixel_scale_arcsec": 0.396, "psf_fwhm_arcsec": 1.4, "sky_noise": 1.0}
+    assert legacy.instrument["pixel_scale_arcsec"] == 0.262
+    for name in ("catalogue.csv", "gswlc.dat"):
+        assert filecmp.cmp(tmp_path / "sdss" / name, tmp_path / "legacy" / name, shallow=False), name
+    truth_sdss = Table.read(tmp_path / "sdss" / "truth.csv", format="ascii.csv")
+    truth_legacy = Table.read(tmp_path / "legacy" / "truth.csv", format="ascii.csv")
+    np.testing.assert_allclose(truth_legacy["psf_fwhm_g"], 1.6 * truth_sdss["psf_fwhm_g"], rtol=1e-9)
+    np.testing.assert_allclose(truth_legacy["kpc_per_pixel"], truth_sdss["kpc_per_pixel"] * 0.262 / 0.396, rtol=1e-9)
+    for objid in truth_sdss["objid"]:
+        with (
+            fits.open(tmp_path / "sdss" / "images" / f"{objid}_g.fits") as a,
+            fits.open(tmp_path / "legacy" / "images" / f"{objid}_g.fits") as b,
+        ):
+            assert b[0].header["PIXSCALE"] == 0.262 and a[0].header["PIXSCALE"] == 0.396
+            assert b[0].header["PSF_FWHM"] == pytest.approx(1.6 * a[0].header["PSF_FWHM"], abs=1e-3)
+            fov_a, fov_b = a[0].data.shape[0] * 0.396, b[0].data.shape[0] * 0.262
+            assert abs(fov_a - fov_b) < 2 * 0.396  # the same field, at most a pixel's rounding apart
+            assert WCS(b[0].header).proj_plane_pixel_scales()[0].to_value("arcsec") == pytest.approx(0.262)
+            corner = b[0].data[:12, :12]  # sky (stars aside): the instrument's noise per pixel
+            expected = SKY_SIGMA_NMGY["g"] * 3.0 * 0.262 / 0.396
+            assert 0.6 * expected < np.median(np.abs(corner - np.median(corner))) / 0.6745 < 1.5 * expected
+
+
+def test_simulate_survey_refuses_an_impossible_instrument(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="pixel scale 0 arcsec is outside"):
+        call_command("simulate_survey", str(tmp_path / "x"), "--n", "2", "--pixel-scale", "0")
+    with pytest.raises(CommandError, match="sky noise -1 x SDSS is outside"):
+        call_command("simulate_survey", str(tmp_path / "x"), "--n", "2", "--sky-noise", "-1")
+    assert not (tmp_path / "x").exists()

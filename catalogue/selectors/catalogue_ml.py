@@ -190,6 +190,12 @@ def catalogue_ml_columns_of(candidates: SurveyCandidates) -> PredictionColumns:
             cells[column.name] = Case(*flags, output_field=IntegerField())
         elif column.name == "support_reasons":
             cells[column.name] = pick("support_reasons", JSONField())
+        elif column.name == "scaling_fallback":  # the galaxy's own, whichever model its M/L comes from
+            cells[column.name] = Case(
+                When(preprocessed__scaling_fallback=True, then=Value(1)),
+                When(preprocessed__status="ok", then=Value(0)),
+                output_field=IntegerField(),
+            )
         else:
             cells[column.name] = pick(_SOURCE.get(column.name, column.name), FloatField())
     if not choices:

@@ -237,7 +237,9 @@ class _Writer:
             for key, store in [*self.stores.items(), *self.colour_stores.items()]
         }
         # A run for g alone leaves what an earlier run said of the i band (its images stay).
-        self.updated_fields = ["run", "status", "error", "scaling_value", "noise_level", "n_stars_removed", "features"]
+        self.updated_fields = [
+            *("run", "status", "error", "scaling_value", "scaling_fallback", "noise_level", "n_stars_removed", "features")
+        ]
         if "i" in run.config.get("image_bands", ()):
             self.updated_fields += ["i_band", "i_scaling_value"]
 
@@ -287,6 +289,7 @@ class _Writer:
         result = item.result
         row.status, row.error = Preprocessed.Status.OK, ""
         row.scaling_value, row.noise_level = result.scaling_value, result.noise_level
+        row.scaling_fallback = result.scaling_fallback
         row.n_stars_removed, row.features = result.n_stars_removed, result.features
         row.i_band = item.i_band
         row.i_scaling_value = item.colour.scaling_value if item.colour is not None else None

@@ -23,6 +23,8 @@ TARGET_NOISE_LEVEL = 0.2
 #: Pixels used for the noise estimate; larger images are subsampled on a regular grid.
 NOISE_SAMPLE_PIXELS = 8192
 SCALING_BOUNDS = (1e-6, 1e12)
+#: Below this scaling value Eq. 1 is computed in float64 (float32's 1 + a F loses the image).
+SMALL_SCALING_VALUE = 1e-2
 
 #: Feature name -> unit. Luminosities are per pixel of the star-subtracted image.
 FEATURE_UNITS: dict[str, str] = {
@@ -131,6 +133,23 @@ def auto_scaling_value(noise: float, target: float = TARGET_NOISE_LEVEL) -> floa
     return math.exp(brentq(gap, lo, hi, xtol=1e-10))
 
 
+def closest_scaling_value(noise: float, target: float = TARGET_NOISE_LEVEL) -> float:
+    """The scaling value that brings the noise level nearest ``target`` when none reaches it.
+
+    log(1 + a n) / log(1 + a) rises with a from n towards 1, so for n >= target (an image too
+    shallow for the paper's scaling) the smallest bound of a comes closest (Eq. 1 is then
+    linear), and for a noise level too small for the largest bound, the largest.
+
+    Raises
+    ------
+    NoScalingValue
+        for n <= 0 (no noise to scale: a blank or constant background).
+    """
+    if not noise > 0:
+        raise NoScalingValue(f"noise level {noise:.4g} of the [0, 1] image leaves no scaling value for target {target}")
+    return SCALING_BOUNDS[0] if noise >= target else SCALING_BOUNDS[1]
+
+
 def log_scaled_noise(noise: float, a: float) -> float:
     """Where a noise level n lands after Eq. 1: log(1 + a n) / log(1 + a)."""
     return math.log1p(a * noise) / math.log1p(a)
@@ -142,6 +161,8 @@ def log_scale(unit_image: np.ndarray, a: float) -> np.ndarray:
     Uses log(1 + x) rather than log1p: numpy vectorises log (SIMD) but not log1p, and the
     absolute difference (~1e-7) is far below the float16 precision the arrays are kept in.
     """
+    if a < SMALL_SCALING_VALUE:  # 1 + a F would round to 1 in float32: Eq. 1 is all but linear, computed as such
+        return (np.log1p(np.multiply(unit_image, a, dtype=np.float64)) / math.log1p(a)).astype(unit_image.dtype)
     out = np.multiply(unit_image, a, dtype=unit_image.dtype)
     out += 1
     np.log(out, out=out)
@@ -256,6 +277,8 @@ class PreprocessedImage:
     log_image: np.ndarray
     resized: dict[int, np.ndarray] = field(default_factory=dict)
     n_stars_removed: int = 0
+    #: The scaling value is the closest achievable, not one at the target noise level.
+    scaling_fallback: bool = False
 
 
 def preprocess(
@@ -280,7 +303,9 @@ def preprocess(
     features["redshift"] = float(meta.redshift)
     features["pixel_kpc"] = float(meta.pixel_kpc)
     resized = {size: resize_keep_fov(scaled.image, size) for size in resolutions}
-    return PreprocessedImage(scaled.scaling_value, scaled.noise_level, features, scaled.image, resized, n_stars_removed)
+    return PreprocessedImage(
+        scaled.scaling_value, scaled.noise_level, features, scaled.image, resized, n_stars_removed, scaled.fallback
+    )
 
 
 @dataclass
@@ -288,20 +313,30 @@ class LogScaledImage:
     scaling_value: float
     noise_level: float
     image: np.ndarray  # float32, [0, 1]
+    #: No scaling value reached the target noise level: the closest one was used (:func:`closest_scaling_value`).
+    fallback: bool = False
 
 
 def log_scaled_image(image_nmgy: np.ndarray) -> LogScaledImage:
     """Eq. 1 on the image rescaled to [0, 1], with the scaling value that puts its noise at 0.2.
 
+    An image too shallow for that (its noise level is already above 0.2) gets the scaling
+    value that comes closest, and says so (``fallback``): such images are a few percent of an
+    SDSS-like survey and a sixth of one with three times its sky noise, and a galaxy without
+    a log image has no image features at all.
+
     Raises
     ------
     ValueError, NoScalingValue
-        for a constant or noise-dominated image.
+        for a constant or blank image (no noise to scale).
     """
     unit = rescale_to_unit(image_nmgy)
     noise = noise_level(unit)
-    a = auto_scaling_value(noise)
-    return LogScaledImage(a, noise, log_scale(unit.astype(np.float32), np.float32(a)))
+    try:
+        a, fallback = auto_scaling_value(noise), False
+    except NoScalingValue:
+        a, fallback = closest_scaling_value(noise), True
+    return LogScaledImage(a, noise, log_scale(unit.astype(np.float32), np.float32(a)), fallback)
 
 
 @dataclass

@@ -4,8 +4,9 @@ The galaxy is drawn noise-free on a grid oversampled by 2: a Sersic bulge (GalSi
 inclined exponential disk whose light carries the spiral arms and the bar (numpy, in the
 disk plane, then projected), star-forming clumps (GalSim ``RandomKnots`` positions, each a
 Gaussian), a dust lane for edge-on disks, and for mergers a companion with a tidal tail.
-That light is convolved with a Moffat PSF and drawn at 0.396 arcsec/pixel; Poisson noise
-with a deep-mosaic sky (GalSim ``CCDNoise``) and foreground stars are added last. Spiral arms thinner than the
+That light is convolved with a Moffat PSF and drawn at the instrument's pixel scale (SDSS:
+0.396 arcsec/pixel); Poisson noise with the instrument's sky (SDSS: a deep mosaic; GalSim
+``CCDNoise``) and foreground stars are added last. Spiral arms thinner than the
 PSF vanish on distant galaxies, as in real data.
 """
 
@@ -21,6 +22,7 @@ from pipeline.simulate.population import DUST_REDDENING_GI, intrinsic_gi
 
 #: Sky noise of a deep SDSS g mosaic, nanomaggies per 0.396" pixel (1 sigma), and i.
 SKY_SIGMA_NMGY = {"g": 0.008, "i": 0.016}
+SKY_SIGMA_PIXEL_ARCSEC = 0.396
 #: Counts per nanomaggy: sets the Poisson noise of the galaxy light relative to the sky.
 COUNTS_PER_NMGY = {"g": 450.0, "i": 250.0}
 MOFFAT_BETA = 3.5
@@ -97,11 +99,22 @@ def _clump_light(p: dict, coords: np.ndarray, flux: float) -> np.ndarray:
     )
     shear = galsim.Shear(q=max(p["q_disk"], 0.2), beta=p["pa_deg"] * galsim.degrees).getMatrix()
     points = knots.points @ shear.T  # arcsec, (npoints, 2)
-    sigma = max(0.5, 0.3 / (p["kpc_per_pixel"] / 0.396))  # arcsec
+    sigma = max(0.5, 0.3 / (p["kpc_per_pixel"] / pixel_scale(p)))  # arcsec
     along_x = np.exp(-0.5 * ((coords[None, :] - points[:, :1]) / sigma) ** 2)  # (npoints, nf)
     along_y = np.exp(-0.5 * ((coords[None, :] - points[:, 1:]) / sigma) ** 2)
     pixel_area = (coords[1] - coords[0]) ** 2
     return flux / npoints / (2.0 * np.pi * sigma**2) * pixel_area * (along_y.T @ along_x)
+
+
+def pixel_scale(p: dict) -> float:
+    """The galaxy's pixel scale in arcsec (SDSS's for a population drawn before instruments)."""
+    return float(p.get("pixscale_arcsec", SKY_SIGMA_PIXEL_ARCSEC))
+
+
+def sky_sigma_nmgy(p: dict, band: str) -> float:
+    """The sky's 1-sigma noise per pixel (nanomaggies): SDSS's per area, times the instrument's
+    factor, for a pixel of this side (noise in flux per pixel grows with the pixel's side)."""
+    return SKY_SIGMA_NMGY[band] * float(p.get("sky_noise", 1.0)) * (pixel_scale(p) / SKY_SIGMA_PIXEL_ARCSEC)
 
 
 def render_galaxy(p: dict, band: str, oversample: int = 2) -> np.ndarray:
@@ -113,7 +126,7 @@ def render_galaxy(p: dict, band: str, oversample: int = 2) -> np.ndarray:
     band : 'g' or 'i'.
     """
     n = int(p["size_px"])
-    scale = 0.396
+    scale = pixel_scale(p)
     fine_scale = scale / oversample
     nf = n * oversample
     coords = (np.arange(nf) - (nf - 1) / 2) * fine_scale
@@ -154,25 +167,29 @@ def render_galaxy(p: dict, band: str, oversample: int = 2) -> np.ndarray:
     return image.array.astype(np.float64)
 
 
-def add_stars(image: np.ndarray, stars: list[Star], band: str, fwhm: float) -> np.ndarray:
-    """Add point sources (Moffat PSF) at the stars' pixel positions."""
+def add_stars(image: np.ndarray, stars: list[Star], band: str, fwhm: float, scale: float = 0.396) -> np.ndarray:
+    """Add point sources (Moffat PSF of ``fwhm`` arcsec) at the stars' pixel positions (``scale`` arcsec/pixel)."""
     if not stars:
         return image
     n = image.shape[0]
-    out = galsim.Image(image.copy(), scale=0.396)
+    out = galsim.Image(image.copy(), scale=scale)
     psf = galsim.Moffat(beta=MOFFAT_BETA, fwhm=fwhm, gsparams=GSPARAMS)
     for star in stars:
         mag = star.mag_g if band == "g" else star.mag_i
         offset = galsim.PositionD(star.x - (n - 1) / 2, star.y - (n - 1) / 2)
-        stamp = psf.withFlux(flux_nmgy(mag)).drawImage(nx=n, ny=n, scale=0.396, offset=offset)
+        stamp = psf.withFlux(flux_nmgy(mag)).drawImage(nx=n, ny=n, scale=scale, offset=offset)
         out += stamp
     return out.array
 
 
-def add_noise(image: np.ndarray, band: str, seed: int) -> np.ndarray:
-    """Poisson noise of sky (already subtracted, as in SDSS mosaics) and source light."""
-    counts = galsim.Image(image * COUNTS_PER_NMGY[band], scale=0.396)
-    sky_counts = (SKY_SIGMA_NMGY[band] * COUNTS_PER_NMGY[band]) ** 2
+def add_noise(image: np.ndarray, band: str, seed: int, sky_sigma: float | None = None) -> np.ndarray:
+    """Poisson noise of sky (already subtracted, as in SDSS mosaics) and source light.
+
+    ``sky_sigma``: the sky's noise per pixel in nanomaggies (default SDSS's, :func:`sky_sigma_nmgy`).
+    """
+    counts = galsim.Image(image * COUNTS_PER_NMGY[band])
+    sigma = SKY_SIGMA_NMGY[band] if sky_sigma is None else sky_sigma
+    sky_counts = (sigma * COUNTS_PER_NMGY[band]) ** 2
     counts.addNoise(galsim.CCDNoise(galsim.BaseDeviate(seed), sky_level=sky_counts, gain=1.0, read_noise=0.0))
     return counts.array / COUNTS_PER_NMGY[band]
 

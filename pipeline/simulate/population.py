@@ -29,6 +29,7 @@ from pipeline.images.photometry import (
     distance_modulus,
     luminosity_distance_mpc,
 )
+from pipeline.simulate.instrument import SDSS_PIXEL_SCALE_ARCSEC, Instrument, observe
 
 CLASSES = ("elliptical", "lenticular", "spiral", "irregular", "merger")
 CLASS_FRACTIONS = (0.30, 0.17, 0.41, 0.08, 0.04)
@@ -43,7 +44,8 @@ Z_MIN, Z_MAX = 0.01, 0.3
 R_LIMIT = 17.77
 D25_LIMIT_ARCMIN = 0.4
 D25_SB_LIMIT = 25.0 - 0.35  # 25 B mag/arcsec^2 in g (B - g ~ 0.35 for typical galaxies)
-PIXSCALE_ARCSEC = 0.396
+#: The pixel scale the population is drawn at (SDSS); :func:`observe` moves it to another instrument's.
+PIXSCALE_ARCSEC = SDSS_PIXEL_SCALE_ARCSEC
 FOV_PER_D25 = 1.125
 MAX_IMAGE_PX = 768
 WINDING_PITCH_DEG = {"tight": 12.0, "medium": 20.0, "loose": 30.0}
@@ -196,8 +198,9 @@ def _isophotal_diameter_arcmin(mag_g, bt, df, r_b, r_d, z) -> np.ndarray:
     return 2 * np.maximum(r25_disk, r25_bulge) / 60.0
 
 
-def draw_population(n: int, seed: int) -> Population:
-    """Draw ``n`` galaxies that pass the sample selection (r < 17.77, D25 > 0.4 arcmin)."""
+def draw_population(n: int, seed: int, instrument: Instrument | None = None) -> Population:
+    """Draw ``n`` galaxies that pass the sample selection (r < 17.77, D25 > 0.4 arcmin), observed
+    with ``instrument`` (default SDSS's): the same seed gives the same galaxies whatever the instrument."""
     rng = np.random.default_rng(seed)
     chunks: list[dict[str, np.ndarray]] = []
     have = 0
@@ -209,6 +212,7 @@ def draw_population(n: int, seed: int) -> Population:
     cols = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
     _add_structure(rng, cols)
     _add_observation(rng, cols, seed)
+    observe(cols, instrument or Instrument(), MAX_IMAGE_PX, FOV_PER_D25)
     return Population(cols)
 
 
@@ -246,8 +250,6 @@ def _add_observation(rng: np.random.Generator, cols: dict[str, np.ndarray], seed
     cols["objid"] = 1237640000000000000 + (seed % 1000) * 10_000_000 + np.arange(n, dtype=np.int64) * 7 + 3
     cols["psf_fwhm_g"] = np.clip(rng.lognormal(np.log(1.4), 0.15, n), 0.9, 2.4)
     cols["psf_fwhm_i"] = cols["psf_fwhm_g"] * rng.uniform(0.85, 0.95, n)
-    size_px = np.ceil(FOV_PER_D25 * cols["d25_arcmin"] * 60 / PIXSCALE_ARCSEC).astype(int)
-    cols["size_px"] = np.clip(size_px + (size_px % 2 == 0), 31, MAX_IMAGE_PX + 1)
     cols["image_seed"] = rng.integers(0, 2**31, n)
 
     # Catalogue photometry with errors.

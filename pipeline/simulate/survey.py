@@ -24,7 +24,8 @@ from pipeline import gz2
 from pipeline.bundles.reader import GSWLC_COLUMNS, GSWLC_MISSING
 from pipeline.images.photometry import LN10
 from pipeline.simulate import images
-from pipeline.simulate.population import PIXSCALE_ARCSEC, Population, draw_population
+from pipeline.simulate.instrument import Instrument
+from pipeline.simulate.population import Population, draw_population
 from pipeline.simulate.votes import simulate_votes
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class SimulationSummary:
     seconds: float
     faults: dict[str, int] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    instrument: dict[str, float] = field(default_factory=dict)
 
 
 def image_header(p: dict, band: str) -> fits.Header:
@@ -97,10 +99,11 @@ def image_header(p: dict, band: str) -> fits.Header:
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval = [p["ra"], p["dec"]]
     wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
-    wcs.wcs.cd = np.array([[-PIXSCALE_ARCSEC / 3600, 0], [0, PIXSCALE_ARCSEC / 3600]])
+    scale = images.pixel_scale(p)
+    wcs.wcs.cd = np.array([[-scale / 3600, 0], [0, scale / 3600]])
     header = wcs.to_header()
     header["BUNIT"] = ("nanomaggy", "flux per pixel")
-    header["PIXSCALE"] = (PIXSCALE_ARCSEC, "arcsec/pixel")
+    header["PIXSCALE"] = (scale, "arcsec/pixel")
     header["PSF_FWHM"] = (round(float(p[f"psf_fwhm_{band}"]), 4), "arcsec")
     header["BAND"] = (band, "SDSS filter")
     header["OBJID"] = (str(p["objid"]), "photometric object id")
@@ -115,16 +118,17 @@ def render_and_write(args: tuple[dict, str]) -> list[tuple[float, float, float]]
     stars = images.draw_stars(p, rng)
     for k, band in enumerate(("g", "i")):
         clean = images.render_galaxy(p, band)
-        with_stars = images.add_stars(clean, stars, band, p[f"psf_fwhm_{band}"])
+        with_stars = images.add_stars(clean, stars, band, p[f"psf_fwhm_{band}"], images.pixel_scale(p))
         noise_seed = int(p["image_seed"]) * 2 + k
-        noisy = images.add_noise(with_stars, band, noise_seed)
+        sky_sigma = images.sky_sigma_nmgy(p, band)
+        noisy = images.add_noise(with_stars, band, noise_seed, sky_sigma)
         header = image_header(p, band)
         fits.PrimaryHDU(noisy.astype(np.float32), header=header).writeto(
             Path(out_dir) / "images" / f"{p['objid']}_{band}.fits", overwrite=True
         )
         if band == "g" and stars:
             # The same cutout without its stars (same noise draws), for judging star removal.
-            starfree = images.add_noise(clean, band, noise_seed)
+            starfree = images.add_noise(clean, band, noise_seed, sky_sigma)
             fits.PrimaryHDU(starfree.astype(np.float32), header=header).writeto(
                 starfree_dir(out_dir) / f"{p['objid']}_g.fits", overwrite=True
             )
@@ -162,13 +166,19 @@ def simulate_survey(
     workers: int = 1,
     with_faults: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    instrument: Instrument | None = None,
 ) -> SimulationSummary:
-    """Write a synthetic survey bundle of ``n`` galaxies to ``out_dir``; deterministic for a seed."""
+    """Write a synthetic survey bundle of ``n`` galaxies to ``out_dir``; deterministic for a seed.
+
+    ``instrument`` (default SDSS's) sets the seeing, pixel scale and sky noise: the same seed
+    with another instrument gives the same galaxies seen through another telescope.
+    """
+    instrument = instrument or Instrument()
     started = time.perf_counter()
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     starfree_dir(out).mkdir(parents=True, exist_ok=True)
-    pop = draw_population(n, seed)
+    pop = draw_population(n, seed, instrument)
     rows = [pop.row(i) for i in range(len(pop))]
     jobs = [(r, str(out)) for r in rows]
     if workers > 1:
@@ -188,7 +198,7 @@ def simulate_survey(
     rng = np.random.default_rng([seed, 2])
     faults = inject_faults(out, rows, rng) if with_faults else {}
     write_tables(out, pop, rows, stars, rng, faults)
-    summary = SimulationSummary(str(out), n, seed, time.perf_counter() - started)
+    summary = SimulationSummary(str(out), n, seed, time.perf_counter() - started, instrument=instrument.describe())
     summary.faults = {kind: sum(1 for f in faults.values() if f == kind) for kind in FAULT_KINDS} if faults else {}
     ok = pop["chi2_r"] < 5
     summary.stats = {
