@@ -33,6 +33,17 @@ class StartRunForm(forms.Form):
         to_field_name="name",
         help_text="apply a trained set to the survey instead of training (its preset is used)",
     )
+    adapt = forms.BooleanField(
+        required=False,
+        label="adapt it to the survey's targets",
+        help_text="with a model set: adapt it to this survey's M/L targets (another instrument) and predict with the "
+        "adapted set, measured on the survey's galaxies it was not adapted on",
+    )
+    targets = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="how many of the survey's train and validation targets to adapt on (empty: all)",
+    )
     preset = forms.ChoiceField(
         choices=[(p, p) for p in PRESETS],
         initial="fast",
@@ -183,6 +194,8 @@ class RunAdmin(admin.ModelAdmin):
                     data["survey"],
                     data["stages"],
                     model_set=data["models"],
+                    adapt=data["adapt"],
+                    targets=data["targets"],
                     preset_name=data["preset"],
                     force=data["force"],
                     user=request.user,

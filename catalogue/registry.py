@@ -60,6 +60,9 @@ class Stage:
         Its runs are part of what a training makes: recorded in a model set's lineage.
     applies : bool
         It runs when a model set is applied to a survey.
+    adapts : bool
+        It adapts an applied model set to the survey's own targets, making a new set: it runs
+        only when a set is applied with adapting asked for (``--adapt``), never otherwise.
     produces : tuple of str
         What it stores that other code reads by kind (:data:`PRODUCTS`).
     body : str
@@ -76,6 +79,7 @@ class Stage:
     trains: bool = False
     in_model_set: bool = False
     applies: bool = False
+    adapts: bool = False
     produces: tuple[str, ...] = ()
     body: str = ""
 
@@ -91,8 +95,8 @@ class Stage:
 
     @property
     def uses_model_set(self) -> bool:
-        """Applying a set, it reads the set's products in place of a stage that trains."""
-        return self.applies and any(stage(name).trains for name in self.reads)
+        """Applying a set, it reads the set's products in place of a stage that trains (adapting: the set itself)."""
+        return self.adapts or (self.applies and any(stage(name).trains for name in self.reads))
 
 
 _STAGES: list[Stage] = [
@@ -103,6 +107,7 @@ _STAGES: list[Stage] = [
         reads=(),
         limit="chunk",
         unit="galaxies",
+        version=2,  # 2: an image too shallow for the target noise level gets the closest scaling value, flagged
         in_model_set=True,
         applies=True,
         produces=("images",),
@@ -153,6 +158,15 @@ _STAGES: list[Stage] = [
         version=2,
         trains=True,
         produces=("experiment_results",),
+    ),
+    Stage(
+        "adapt",
+        "model-set adaptation",
+        CPU_QUEUE,
+        reads=("features",),
+        limit="train",
+        unit="models",
+        adapts=True,
     ),
     Stage(
         "predict",
@@ -220,9 +234,19 @@ def model_set_stages() -> tuple[str, ...]:
     return tuple(s.name for s in _STAGES if s.in_model_set)
 
 
-def apply_stages() -> tuple[str, ...]:
-    """The stages that run when a model set is applied to a survey."""
-    return tuple(s.name for s in _STAGES if s.applies)
+def apply_stages(adapt: bool = False) -> tuple[str, ...]:
+    """The stages that run when a model set is applied to a survey (``adapt``: and adapted to its targets)."""
+    return tuple(s.name for s in _STAGES if s.applies or (adapt and s.adapts))
+
+
+def training_workflow_stages() -> tuple[str, ...]:
+    """The stages a workflow runs when none are named and no set is applied: every stage but those that adapt."""
+    return tuple(s.name for s in _STAGES if not s.adapts)
+
+
+def adapt_stages() -> tuple[str, ...]:
+    """The stages that adapt an applied set: never part of a workflow that does not ask for it."""
+    return tuple(s.name for s in _STAGES if s.adapts)
 
 
 def producer(product: str) -> Stage:

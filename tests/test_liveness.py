@@ -46,10 +46,10 @@ def test_a_worker_killed_in_each_of_the_six_stages_is_replaced_and_the_workflow_
         monkeypatch.setenv(name, value)  # the reaper runs in this process
     env = {**BEATS, "MORPHOMASS_FAULTS": json.dumps(SLOW)}
     workers = {queue: start_worker(queue, env=env) for queue in (registry.CPU_QUEUE, registry.GPU_QUEUE)}
-    workflow = start_workflow(survey, list(registry.stage_names()), preset_name="test")
+    workflow = start_workflow(survey, list(registry.training_workflow_stages()), preset_name="test")
 
     recovery_s = {}
-    for stage in registry.stage_names():
+    for stage in registry.training_workflow_stages():
 
         def in_flight(stage=stage):
             run = _stage_run(workflow, stage)
@@ -79,7 +79,7 @@ def test_a_worker_killed_in_each_of_the_six_stages_is_replaced_and_the_workflow_
     (ARTIFACTS / "liveness.json").write_text(json.dumps({**BEATS, "recovery_s": recovery_s}, indent=1))
 
     stage_runs = {run.stage: run for run in workflow.children.all()}
-    assert set(stage_runs) == set(registry.stage_names())  # each stage ran once: no second run of any
+    assert set(stage_runs) == set(registry.training_workflow_stages())  # each stage ran once: no second run of any
     for run in stage_runs.values():
         assert_every_chunk_counted_once(run)
     assert_every_galaxy_accounted_once(stage_runs["preprocess"])

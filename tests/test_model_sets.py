@@ -521,3 +521,96 @@ def test_the_transfer_benchmark_reports_stored_intervals_and_the_split_conformal
             assert len(report["by_redshift"]) == len(report["by_luminosity"]) == 4
             assert sum(entry["n"] for entry in report["by_class"].values()) == report["n"]
             assert 0 < report["width_68_dex"] < report["width_95_dex"]
+
+
+@pytest.mark.django_db
+def test_a_shallow_images_scaling_fallback_reaches_the_exports_and_the_api(sets, tmp_path):
+    """The injected galaxy whose g image is pure sky noise has no scaling value at the target noise
+    level: it is preprocessed with the closest one and flagged, and the flag travels with its row."""
+    from catalogue.models import Preprocessed
+
+    c = sets["c"]
+    noise_objid = next(objid for objid, kind in INJECTED.items() if kind == "features")
+    flagged = set(Preprocessed.objects.filter(galaxy__survey=c, scaling_fallback=True).values_list("galaxy__objid", flat=True))
+    assert noise_objid in flagged and len(flagged) <= 0.05 * Galaxy.objects.filter(survey=c).count()
+    assert Preprocessed.objects.get(galaxy__survey=c, galaxy__objid=noise_objid).status == "ok"
+    for fmt, name in (("fits", "c.fits"), ("csv", "c.csv"), ("votable", "c.xml")):
+        export_catalogue(tmp_path / name, fmt, c)
+        table = Table.read(tmp_path / name, **({"format": "ascii.csv"} if fmt == "csv" else {}))
+        column = {int(o): v for o, v in zip(table["objid"], table["scaling_fallback"], strict=True)}
+        assert {o for o, v in column.items() if v == 1} == flagged, fmt
+        assert column[noise_objid] == 1
+    assert "too shallow" in Table.read(tmp_path / "c.fits")["scaling_fallback"].description
+    rows = APIClient().get("/api/galaxies/", {"survey": "setsC", "page_size": 1000}).json()["results"]
+    by_objid = {row["objid"]: row["catalogue_ml"] for row in rows}
+    assert by_objid[noise_objid]["scaling_fallback"] == 1
+    assert {o for o, cat in by_objid.items() if cat and cat["scaling_fallback"]} == flagged
+
+
+@pytest.mark.django_db
+def test_a_set_adapted_to_another_surveys_targets_is_measured_on_galaxies_it_never_saw(sets, django_user_model, capsys):
+    """--adapt: too few targets are refused with the number needed; the API starts an adaptation; the
+    adapted set names its source and its targets, its figures are on galaxies it was neither fitted nor
+    calibrated on, it predicts the survey's catalogue, and it applies to a third survey like any set."""
+    from catalogue.selectors import adapted_set_of_workflow, catalogue_candidates
+    from catalogue.services.artifacts import load_pickle
+    from pipeline.learning.adapt import MIN_TARGETS
+    from pipeline.learning.metrics import l1_per_galaxy
+
+    b, c, g, model_set = sets["b"], sets["c"], sets["g"], sets["set"]
+    with pytest.raises(ValueError, match=f"adapting needs at least {MIN_TARGETS} targets"):
+        start(b, model_set=model_set, adapt=True, targets=MIN_TARGETS - 1)
+    with pytest.raises(ValueError, match=rf"survey setsG has 0 galaxies with M/L targets .* needs at least {MIN_TARGETS}"):
+        start(g, model_set=model_set, adapt=True)
+    with pytest.raises(CommandError, match=f"at least {MIN_TARGETS}"):
+        call_command("run_pipeline", "--survey", "setsB", "--models", model_set.name, "--adapt", "--targets", "20")
+    with pytest.raises(CommandError, match="adapting needs the model set"):
+        call_command("run_pipeline", "--survey", "setsB", "--adapt")
+    staff = django_user_model.objects.create_superuser("adapter", "adapter@example.org", "pw")
+    client = APIClient()
+    client.force_authenticate(staff)
+    refused = client.post("/api/runs/", {"survey": "setsB", "models": model_set.name, "adapt": True, "targets": 5}, format="json")
+    assert refused.status_code == 400 and f"at least {MIN_TARGETS}" in refused.json()["detail"]
+    started = client.post(
+        "/api/runs/", {"survey": "setsB", "models": model_set.name, "adapt": True, "targets": 120}, format="json"
+    )
+    assert started.status_code == 201, started.content
+    workflow = Run.objects.get(pk=started.json()["id"])
+    assert workflow.status == "succeeded", workflow.error or workflow.message
+    assert workflow.config["stages"] == ["preprocess", "features", "adapt", "predict"]
+    adapted = adapted_set_of_workflow(workflow)
+    assert adapted.name == f"setsB@{workflow.children.get(stage='adapt').pk}" and adapted.survey == b
+    assert adapted.lineage["adapted_from"] == model_set.name and adapted.lineage["targets"]["adaptation"] == 120
+    assert set(adapted.networks.all()) == set(model_set.networks.all())
+
+    learning = Galaxy.objects.filter(survey=b, status="ok", ml_g__isnull=False).exclude(split="")
+    test_ids = set(learning.filter(split="test").values_list("pk", flat=True))
+    pool_ids = set(learning.filter(split__in=["train", "val"]).values_list("pk", flat=True))
+    for model in adapted.named_models.all():
+        fitted = load_pickle(model.artifact.name)
+        seen = set(fitted.adaptation.galaxy_ids.tolist())
+        assert len(seen) == 120 and seen <= pool_ids and not seen & test_ids, model.name  # never the test split
+        assert set(fitted.oof["galaxy_ids"].tolist()) == seen  # calibrated on the same galaxies, out of fold
+        held_out = model.metrics["held_out"]["galaxies"]
+        assert held_out == len(learning) - 120 and model.metrics["test"]["n"] == held_out, model.name
+        assert model.metrics["adaptation"]["method"] in ("as_is", "scale", "boost")
+        # The stored figure is the stored predictions' on exactly the galaxies it did not see.
+        rows = Prediction.objects.filter(model=model, galaxy__in=learning).exclude(galaxy_id__in=seen)
+        values = rows.values_list("ml_pred", "galaxy__ml_g", "galaxy__ml_g_err")
+        p, t, e = (np.array(v, dtype=float) for v in zip(*values, strict=True))
+        assert len(p) == held_out and np.mean(l1_per_galaxy(p, t, e)) == pytest.approx(model.metrics["test"]["l1"], rel=1e-6)
+        as_is = model.metrics["as_is"]["test"]
+        assert as_is["n"] == held_out and as_is["l1"] > 0
+    assert {c.model_set for c in catalogue_candidates(b)} == {adapted.name}  # the survey's catalogue is the adapted set's
+    assert adapted.metrics["g_morph"]["as_is"]["test"]["l1"] > 0 and adapted.metrics["g_morph"]["method"]
+    page = Client().get("/models/sets/", {"set": [model_set.name, adapted.name]}).content.decode()
+    assert f"{model_set.name} · 120 · {adapted.lineage['targets']['held_out']}" in page and "as it is: test L1" in page
+    call_command("run_pipeline", "--attach", str(workflow.pk))
+    assert f"adapted set {adapted.name} (from {model_set.name} on 120 targets" in capsys.readouterr().out
+
+    third = start(c, model_set=adapted)  # a third survey: an adapted set applies like any set
+    assert third.status == "succeeded", third.error or third.message
+    assert Prediction.objects.filter(galaxy__survey=c, model__model_set=adapted).count() >= 0.9 * Galaxy.objects.filter(
+        survey=c
+    ).count() * len(adapted.named_models.all())
+    assert {c.model_set for c in catalogue_candidates(c)} == {adapted.name}

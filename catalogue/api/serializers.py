@@ -375,6 +375,16 @@ class RunStartSerializer(serializers.Serializer):
         help_text="apply this model set instead of training (survey@run, or a training survey's name: its current "
         "set); stages default to those that run when a set is applied, and the preset is the set's",
     )
+    adapt = serializers.BooleanField(
+        default=False,
+        help_text="with models: adapt the set to the survey's M/L targets (another instrument) and predict with the "
+        "adapted set, a new set measured on the survey's galaxies it was not adapted on",
+    )
+    targets = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="with adapt: how many of the survey's train and validation targets to adapt on (default: all)",
+    )
 
     def get_fields(self) -> dict:
         """The stage choices as the registry has them now (a stage may be added after import)."""

@@ -111,8 +111,9 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(request=s.RunStartSerializer, responses={201: s.RunSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:  # noqa: ARG002 - DRF's signature
-        """Start a stage (``stage``), a workflow (``stages``) or a model set's application (``models``) on a survey,
-        through the one start path the CLI and the admin use."""
+        """Start a stage (``stage``), a workflow (``stages``) or a model set's application (``models``, with
+        ``adapt``: and its adaptation to the survey's targets) on a survey, through the one start path the CLI
+        and the admin use."""
         form = s.RunStartSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
@@ -121,6 +122,8 @@ class RunViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
                 data["survey"],
                 data["stages"],
                 model_set=data["model_set"],
+                adapt=data["adapt"],
+                targets=data.get("targets"),
                 preset_name=data["preset"],
                 force=data["force"],
                 user=request.user,

@@ -17,9 +17,10 @@ from catalogue.orchestration.stage import start_stage
 from catalogue.orchestration.workflow import start_workflow
 
 
-def default_stages(model_set: ModelSet | None = None) -> tuple[str, ...]:
-    """The stages started when none are named: those a set's application runs, or every stage."""
-    return registry.apply_stages() if model_set is not None else registry.stage_names()
+def default_stages(model_set: ModelSet | None = None, adapt: bool = False) -> tuple[str, ...]:
+    """The stages started when none are named: those a set's application (and adaptation) runs, or
+    every stage of a training."""
+    return registry.apply_stages(adapt) if model_set is not None else registry.training_workflow_stages()
 
 
 def start(
@@ -27,6 +28,8 @@ def start(
     stages: Sequence[str] = (),
     *,
     model_set: ModelSet | None = None,
+    adapt: bool = False,
+    targets: int | None = None,
     preset_name: str = "fast",
     force: bool = False,
     user=None,
@@ -35,20 +38,35 @@ def start(
 ) -> Run:
     """Start work on a survey; returns the run started (a workflow, or a lone stage).
 
+    With ``adapt`` the model set is also adapted to the survey's own targets (``targets`` of
+    them, default all of its train and validation splits' ones) and the new set predicts.
     ``options`` (preprocess: ``resolutions``, ``chunk_size``) go to a stage started alone.
 
     Raises
     ------
     ValueError
         for an unknown stage or preset, a training stage with a model set or on a survey
-        without targets, options given to several stages, or a stage whose inputs are missing.
+        without targets, adapting without a set or with too few targets, options given to
+        several stages, or a stage whose inputs are missing.
     RunConflict
         when a workflow or a stage is already active on the survey.
     """
-    chosen = registry.in_pipeline_order(list(stages or default_stages(model_set)))
+    if (adapt or targets is not None) and model_set is None:
+        raise ValueError("adapting needs the model set to adapt: name it (--models FROM --adapt)")
+    if targets is not None and not adapt:
+        raise ValueError("a number of targets applies to adapting a set (--adapt)")
+    chosen = registry.in_pipeline_order(list(stages or default_stages(model_set, adapt)))
     if model_set is None and len(chosen) == 1:
         return start_stage(chosen[0], survey, preset_name=preset_name, force=force, user=user, task_id=task_id, **options)
     given = {name: value for name, value in options.items() if value is not None}
     if given:
         raise ValueError(f"{', '.join(sorted(given))} apply to one stage started alone, not to a workflow of {', '.join(chosen)}")
-    return start_workflow(survey, chosen, preset_name=preset_name, force=force, user=user, model_set=model_set)
+    return start_workflow(
+        survey,
+        chosen,
+        preset_name=preset_name,
+        force=force,
+        user=user,
+        model_set=model_set,
+        adapt={"targets": targets} if adapt else None,
+    )

@@ -24,7 +24,9 @@ its last stage did. A refused message is sent again from the ledger (``services/
 A workflow with a model set (``model_set``) applies a set trained on another survey: its
 stages are those the registry says run when a set is applied, with the set's preset, and a
 stage that reads a training stage's products takes the set's instead
-(:attr:`catalogue.registry.Stage.uses_model_set`). It trains nothing.
+(:attr:`catalogue.registry.Stage.uses_model_set`). It trains nothing. With ``adapt`` it also
+runs the stage that adapts the set to the survey's targets, and the stages after it take
+the adapted set (the one that stage's run recorded) in place of the set applied.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from django.db.models.functions import Now
 from catalogue import registry
 from catalogue.models import ModelSet, Run, Survey
 from catalogue.orchestration.stage import reusable_run, start_stage
-from catalogue.selectors import require_targets
+from catalogue.selectors import adapted_set_of_workflow, require_adaptation_targets, require_targets
 from catalogue.services import faults, runs
 
 log = logging.getLogger(__name__)
@@ -50,16 +52,19 @@ def start_workflow(
     force: bool = False,
     user=None,
     model_set: ModelSet | None = None,
+    adapt: dict | None = None,
 ) -> Run:
     """Start ``stages`` (in pipeline order) on a survey; returns the parent run.
 
-    With ``model_set`` the workflow applies that set (its preset replaces ``preset_name``).
+    With ``model_set`` the workflow applies that set (its preset replaces ``preset_name``);
+    with ``adapt`` ({"targets": n or None}) it adapts the set to the survey's targets too.
 
     Raises
     ------
     ValueError
         for an unknown stage or no stage at all, a training stage on a survey without
-        targets, a training stage with a model set, or when the first stage cannot start
+        targets, a training stage with a model set, an adapting stage without a set to adapt
+        or on a survey with too few targets, or when the first stage cannot start
         (its inputs are missing: the message says which).
     RunConflict
         when a workflow or a stage is already active on the survey: one survey's stages
@@ -67,13 +72,22 @@ def start_workflow(
     """
     ordered = registry.in_pipeline_order(list(stages))
     if model_set is not None:
-        training = [s for s in ordered if not registry.stage(s).applies]
+        training = [s for s in ordered if not (registry.stage(s).applies or registry.stage(s).adapts)]
         if training:
             raise ValueError(
                 f"applying model set {model_set.name} trains nothing: leave out {', '.join(training)} "
                 f"(its stages are {', '.join(registry.apply_stages())})"
             )
         preset_name = model_set.preset or preset_name
+        adapting = [s for s in ordered if registry.stage(s).adapts]
+        if adapting and adapt is None:
+            raise ValueError(f"{', '.join(adapting)} adapts the set to the survey's targets: ask for it (--adapt)")
+        if adapt is not None:
+            if not adapting:
+                ordered = registry.in_pipeline_order([*ordered, *registry.adapt_stages()])
+            require_adaptation_targets(survey, adapt.get("targets"))
+    elif any(registry.stage(s).adapts for s in ordered):
+        raise ValueError("adapting needs the model set to adapt: name it (--models FROM --adapt)")
     elif any(registry.stage(s).trains for s in ordered):
         require_targets(survey)
     existing = runs.active_root(survey)
@@ -86,7 +100,13 @@ def start_workflow(
         [],
         preset=preset_name,
         user=user,
-        config={"stages": ordered, "force": force, "reused": {}, **({"model_set": model_set.pk} if model_set else {})},
+        config={
+            "stages": ordered,
+            "force": force,
+            "reused": {},
+            **({"model_set": model_set.pk} if model_set else {}),
+            **({"adapt": adapt} if adapt is not None else {}),
+        },
         status=Run.Status.RUNNING,
     )
     Run.objects.filter(pk=parent.pk).update(items_total=len(ordered), message=f"starting {ordered[0]}")
@@ -120,8 +140,7 @@ def start_next(parent_id: int) -> None:
             runs.succeed_run(parent.pk, message)
             return
         stage, force = remaining[0], parent.config.get("force", False)
-        applying = parent.config.get("model_set")
-        options = {"model_set": applying} if applying and registry.stage(stage).uses_model_set else {}
+        options = stage_options(parent, stage)
         previous = None if force else reusable_run(stage, parent.survey, parent.preset, **options)
         if previous is not None:
             parent.config = {**parent.config, "reused": {**reused, stage: previous.pk}}
@@ -139,6 +158,44 @@ def start_next(parent_id: int) -> None:
         except ValueError as exc:
             runs.fail_run(parent.pk, f"stage {stage} could not start: {exc}")
         return
+
+
+def stage_options(parent: Run, stage: str) -> dict:
+    """What a workflow's stage is started with: the set applied where it reads one, the number of
+    targets where it adapts, and after an adaptation the adapted set in place of the one applied."""
+    applying = parent.config.get("model_set")
+    entry = registry.stage(stage)
+    if not applying or not (entry.uses_model_set or entry.applies):
+        return {}
+    options: dict = {}
+    if entry.adapts:
+        options = {"model_set": applying, "targets": (parent.config.get("adapt") or {}).get("targets")}
+    elif "adapt" in parent.config and stage_after_adaptation(parent, stage):
+        options = {"model_set": adapted_set_of(parent)}
+    elif entry.uses_model_set:
+        options = {"model_set": applying}
+    return options
+
+
+def stage_after_adaptation(parent: Run, stage: str) -> bool:
+    """Whether ``stage`` comes after the workflow's adapting stage (it reads the adapted set)."""
+    stages = parent.config["stages"]
+    adapting = [s for s in stages if registry.stage(s).adapts]
+    return bool(adapting) and stages.index(stage) > stages.index(adapting[0])
+
+
+def adapted_set_of(parent: Run) -> int:
+    """The id of the set the workflow's adapting stage recorded.
+
+    Raises
+    ------
+    ValueError
+        when that stage recorded none (it cannot have succeeded).
+    """
+    found = adapted_set_of_workflow(parent)
+    if found is None:
+        raise ValueError(f"the adapting stage of workflow #{parent.pk} recorded no adapted model set")
+    return found.pk
 
 
 def on_run_finished(run_id: int) -> None:

@@ -24,12 +24,14 @@ from catalogue.selectors.catalogue_ml import (
 )
 from catalogue.selectors.features import feature_matrix, latest_cnn_models, latest_feature_sets, predicted_gz2
 from catalogue.selectors.model_sets import (
+    adapted_set_of_workflow,
     applications,
     applied_model_set,
     applied_sets_sql,
     applied_to,
     default_model_set,
     every_model_set,
+    features_from,
     model_set_by_id,
     model_sets,
     named_models,
@@ -68,6 +70,7 @@ from catalogue.selectors.runs import (
 )
 from catalogue.selectors.surveys import (
     a_predicted_position,
+    adaptation_pool,
     cone_condition_sql,
     cutout,
     digest,
@@ -84,6 +87,7 @@ from catalogue.selectors.surveys import (
     model_sets_that_predicted,
     positions,
     public_galaxies_with_links,
+    require_adaptation_targets,
     require_targets,
     searchable_galaxies,
     searchable_survey_ids,
@@ -167,12 +171,16 @@ __all__ = [
     "recent_regressors",
     "recent_runs",
     "require_targets",
+    "require_adaptation_targets",
+    "adaptation_pool",
     "resolve_model_set",
     "run_by_id",
     "runs_newest_first",
     "searchable_galaxies",
     "searchable_survey_ids",
     "set_networks",
+    "features_from",
+    "adapted_set_of_workflow",
     "split_counts",
     "succeeded_runs",
     "survey_count",

@@ -13,7 +13,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
 from catalogue import registry
-from catalogue.models import ModelSet, Run, Survey, TrainedModel
+from catalogue.models import FeatureSet, ModelSet, Run, Survey, TrainedModel
 from catalogue.selectors.runs import product_runs
 
 
@@ -68,6 +68,18 @@ def model_sets(survey: Survey | None = None, limit: int = 50) -> list[ModelSet]:
 
 def model_set_by_id(pk: int) -> ModelSet | None:
     return ModelSet.objects.filter(pk=pk).first()
+
+
+def adapted_set_of_workflow(workflow: Run) -> ModelSet | None:
+    """The set a workflow's adapting stage recorded (its own run's, or that of the run it reused); None
+    when it adapted nothing (yet)."""
+    adapting = [s for s in workflow.config.get("stages", []) if s in registry.adapt_stages()]
+    if not adapting:
+        return None
+    run_id = workflow.config.get("reused", {}).get(adapting[0])
+    if run_id is None:
+        run_id = workflow.children.filter(stage=adapting[0], status=Run.Status.SUCCEEDED).values_list("pk", flat=True).first()
+    return ModelSet.objects.filter(run_id=run_id).first() if run_id is not None else None
 
 
 def every_model_set() -> QuerySet[ModelSet]:
@@ -130,3 +142,21 @@ def applied_sets_sql() -> str:
     )
     sql, params = latest.query.sql_with_params()
     return connection.ops.compose_sql(sql, params)
+
+
+def features_from(survey: Survey, model_set: ModelSet) -> dict[str, int]:
+    """The survey's feature sets of its newest successful features run through the set's networks.
+
+    Raises
+    ------
+    ValueError
+        when there is none (run the features stage with the set first).
+    """
+    networks = {role: model.pk for role, model in set_networks(model_set).items()}
+    for run in product_runs(survey, "feature_sets")[:50]:
+        if run.config.get("models") == networks:
+            return {fs.name: fs.pk for fs in FeatureSet.objects.filter(run=run)}
+    raise ValueError(
+        f"survey {survey.name} has no features from the networks of model set {model_set.name}; "
+        f"run the features stage with it first (run_pipeline --survey {survey.name} --models {model_set.name})"
+    )

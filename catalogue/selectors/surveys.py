@@ -14,6 +14,7 @@ from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, QuerySe
 
 from catalogue.failure_reasons import commonest
 from catalogue.models import Galaxy, GalaxyStatus, Image, Prediction, Split, Survey
+from pipeline.learning import adapt
 from pipeline.sky import chord2 as sky_chord2
 from pipeline.sky import cone_index_ranges, unit_vector
 
@@ -64,6 +65,43 @@ def require_targets(survey: Survey) -> None:
             f"so it cannot be trained on; apply a trained model set to it instead: "
             f"run_pipeline --survey {survey.name} --models <training survey>"
         )
+
+
+def adaptation_pool(survey: Survey) -> QuerySet[Galaxy]:
+    """The galaxies a set may be adapted on: the learning sample's train and validation splits with
+    targets. The test split is never among them: the adapted set's figures are measured there."""
+    return Galaxy.objects.filter(
+        survey=survey, status=GalaxyStatus.OK, split__in=(Split.TRAIN, Split.VAL), ml_g__isnull=False, ml_g_err__isnull=False
+    )
+
+
+def require_adaptation_targets(survey: Survey, targets: int | None = None) -> int:
+    """How many targets adapting a set to ``survey`` will use (``targets``, default all it may).
+
+    Raises
+    ------
+    ValueError
+        when fewer than :data:`pipeline.learning.adapt.MIN_TARGETS` are asked for or available,
+        or more are asked for than the survey has, saying how many it has.
+    """
+    available = adaptation_pool(survey).count()
+    least = adapt.MIN_TARGETS
+    if targets is not None and targets < least:
+        raise ValueError(
+            f"adapting needs at least {least} targets (fewer leave the corrections and intervals to noise); asked for {targets}"
+        )
+    if available < least:
+        raise ValueError(
+            f"survey {survey.name} has {available} galaxies with M/L targets in its train and validation splits; "
+            f"adapting a model set needs at least {least} (fewer leave the corrections and intervals to noise): "
+            f"apply the set as it is instead (run_pipeline --survey {survey.name} --models FROM)"
+        )
+    if targets is not None and targets > available:
+        raise ValueError(
+            f"survey {survey.name} has {available} galaxies with M/L targets in its train and validation splits; "
+            f"asked to adapt with {targets}"
+        )
+    return targets if targets is not None else available
 
 
 def learning_sample(survey: Survey) -> list[tuple]:

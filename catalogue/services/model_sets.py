@@ -74,6 +74,59 @@ def record_model_set(run: Run) -> ModelSet | None:
     return model_set
 
 
+def record_adapted_set(run: Run) -> ModelSet | None:
+    """The set an adapt run made: its adapted models with the networks of the set it adapted, named
+    ``<survey>@<run>``, made once. Its lineage names that set and the targets it was adapted on; its
+    test metrics are on the survey's galaxies it was not adapted on, beside the set applied as it is (``metrics[...]["as_is"]``).
+
+    Returns None when the run adapted no required named model.
+    """
+    existing = ModelSet.objects.filter(run_id=run.pk).first()
+    if existing is not None:
+        return existing
+    named = {m.name: m for m in TrainedModel.objects.filter(run_id=run.pk, name__in=NAMED_MODEL_NAMES)}
+    if not set(REQUIRED_MODEL_NAMES) <= set(named):
+        return None
+    source = ModelSet.objects.select_related("survey").get(pk=run.config["model_set"])
+    networks = list(source.networks.all())
+    adaptation = named[CATALOGUE_MODEL].metrics.get("adaptation", {})
+    held_out = named[CATALOGUE_MODEL].metrics.get("held_out", {})
+    lineage = {
+        "training_survey": source.lineage.get("training_survey", source.survey.name),
+        "adapted_from": source.name,
+        "adapted_to": run.survey.name,
+        "preset": source.preset,
+        "targets": {
+            "adaptation": int(run.config["targets"]),
+            "held_out": held_out.get("galaxies", 0),
+            "adaptation_galaxies_sha256": adaptation.get("galaxies_sha256"),
+            "held_out_galaxies_sha256": held_out.get("galaxies_sha256"),
+        },
+        "methods": {name: model.metrics.get("adaptation", {}).get("method") for name, model in sorted(named.items())},
+        # this survey's runs that made it (its preprocess and features, the adaptation); the rest are the source's
+        "runs": {"workflow": run.parent_id, **lineage_runs(run, [run.pk]), "adapt": [run.pk]},
+        "source_runs": source.lineage.get("runs", {}),
+        "networks": {role: pk for role, pk in source.lineage.get("networks", {}).items()},
+        "galaxies": source.lineage.get("galaxies", {}),
+        "training_data_sha256": source.lineage.get("training_data_sha256"),
+        "code": code_version(),
+    }
+    with transaction.atomic():
+        model_set = ModelSet.objects.create(
+            name=set_name(run.survey.name, run.pk),
+            survey_id=run.survey_id,
+            run_id=run.pk,
+            preset=source.preset,
+            resolutions=source.resolutions,
+            feature_sets=source.feature_sets,
+            lineage=lineage,
+            metrics={name: _summary(model.metrics) for name, model in sorted(named.items())},
+        )
+        model_set.networks.set(networks)
+        TrainedModel.objects.filter(pk__in=[m.pk for m in named.values()]).update(model_set_id=model_set.pk)
+    return model_set
+
+
 def lineage_runs(run: Run, members: list[int | None]) -> dict[str, list[int]]:
     """Run ids per stage of the model set (:func:`catalogue.registry.model_set_stages`).
 
@@ -108,9 +161,21 @@ def lineage_runs(run: Run, members: list[int | None]) -> dict[str, list[int]]:
 
 
 def _summary(metrics: dict) -> dict:
-    """A named model's validation and test metrics, with its interval coverage on the test split."""
+    """A named model's validation and test metrics, with its interval coverage on the test split (and,
+    for an adapted model, the same of the model it was adapted from on the same galaxies)."""
     calibration = metrics.get("calibration", {})
+    as_is = metrics.get("as_is")
+    extra = {}
+    if as_is is not None:
+        test = as_is.get("test", {})
+        extra["as_is"] = {
+            "test": {k: test.get(k) for k in SUMMARY_METRICS if k in test},
+            "coverage_68": as_is.get("coverage_68"),
+            "coverage_95": as_is.get("coverage_95"),
+        }
+        extra["method"] = metrics.get("adaptation", {}).get("method")
     return {
+        **extra,
         "val": {k: metrics.get("val", {}).get(k) for k in SUMMARY_METRICS if k in metrics.get("val", {})},
         "test": {k: metrics.get("test", {}).get(k) for k in SUMMARY_METRICS if k in metrics.get("test", {})},
         "coverage_68": calibration.get("coverage_68"),

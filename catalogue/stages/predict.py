@@ -22,8 +22,8 @@ import numpy as np
 from django.db import transaction
 
 from catalogue.columns import INTERVAL_COLUMNS
-from catalogue.models import FeatureSet, Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
-from catalogue.selectors import latest_named_models, named_models, product_runs, set_networks
+from catalogue.models import Galaxy, ModelSet, Prediction, Run, Survey, TrainedModel
+from catalogue.selectors import features_from, latest_named_models, named_models
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle
 from catalogue.services.learning_data import load_learning_data
@@ -56,24 +56,6 @@ def plan(survey: Survey, preset_name: str, *, force: bool = False, model_set: in
         config = {"model_set": chosen.pk} if chosen is not None else {}
     names = [n for n in NAMED_MODEL_NAMES if n in models]  # gi_images only where the set has it
     return runs.Plan(chunks=[names], config={"models": {n: models[n].pk for n in names}, **config})
-
-
-def features_from(survey: Survey, model_set: ModelSet) -> dict[str, int]:
-    """The survey's feature sets of its newest successful features run through the set's networks.
-
-    Raises
-    ------
-    ValueError
-        when there is none (run the features stage with the set first).
-    """
-    networks = {role: model.pk for role, model in set_networks(model_set).items()}
-    for run in product_runs(survey, "feature_sets")[:50]:
-        if run.config.get("models") == networks:
-            return {fs.name: fs.pk for fs in FeatureSet.objects.filter(run=run)}
-    raise ValueError(
-        f"survey {survey.name} has no features from the networks of model set {model_set.name}; "
-        f"run the features stage with it first (run_pipeline --survey {survey.name} --models {model_set.name})"
-    )
 
 
 def inputs() -> dict:

@@ -54,6 +54,9 @@ class FittedModel:
     support: SupportModel | None = None
     #: Out-of-fold predictions over train + validation: galaxy ids and M/L (Msun/Lsun_g).
     oof: dict = field(default_factory=dict)
+    #: How the model was adapted to another survey (:class:`pipeline.learning.adapt.Adaptation`: the
+    #: method chosen and the galaxies it saw); None for a model fitted on its own survey.
+    adaptation: object | None = None
 
     def predict(self, data: LearningData, rows: np.ndarray | None = None) -> np.ndarray:
         """Predicted M/L (Msun/Lsun_g); NaN where the method cannot predict (no g - i colour, no

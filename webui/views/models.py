@@ -14,7 +14,16 @@ from webui.cells import format_cell
 
 METRIC_KEYS = ("l1", "l2", "rmsle", "median_l1", "within_015_dex", "n")
 #: Rows of the model-set comparison: (label, unit, how to read it from a set's summary).
-SET_METRICS = (("test L1", "", ("test", "l1")), ("68% coverage (test)", "", ("coverage_68",)))
+SET_METRICS = (
+    ("test L1", "", ("test", "l1")),
+    ("68% coverage (test)", "", ("coverage_68",)),
+    ("95% coverage (test)", "", ("coverage_95",)),
+    # an adapted set: the set it was adapted from, applied as it is, on the same held-out galaxies
+    ("adapted from, as it is: test L1", "", ("as_is", "test", "l1")),
+    ("adapted from, as it is: 68% coverage", "", ("as_is", "coverage_68")),
+    ("adapted from, as it is: 95% coverage", "", ("as_is", "coverage_95")),
+    ("adaptation", "", ("method",)),
+)
 
 
 def model_detail(request: HttpRequest, pk: int) -> HttpResponse:

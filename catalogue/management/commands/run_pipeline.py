@@ -12,6 +12,9 @@ on a terminal (a line per stage elsewhere), then a summary.
 * ``--models FROM`` applies a trained model set (``survey@run``, or a training survey's
   name: its current set, else its newest) to the survey: preprocess, features and predict,
   nothing trained.
+* ``--models FROM --adapt [--targets N]`` also adapts the set to the survey's own M/L targets
+  (N of its train and validation galaxies, default all): a new set, ``<survey>@<run>``,
+  "FROM adapted to the survey", measured on its galaxies it was not adapted on, predicts the catalogue.
 * Run the same command again after a failure or a cancellation and it continues from the
   first stage that did not succeed: stages that succeeded with the same inputs are
   reused; ``--force`` redoes everything.
@@ -33,7 +36,22 @@ from catalogue.console import RunWatcher, stage_outcome, summary
 from catalogue.models import Run, Survey
 from catalogue.orchestration.start import start
 from catalogue.services import runs
+from pipeline.learning.named_models import CATALOGUE_MODEL
 from pipeline.presets import PRESETS
+
+
+def adapted_summary(model_set) -> str:
+    """One line of what adapting did to the catalogue's model: held-out L1 as it was and adapted."""
+    lineage, metrics = model_set.lineage, model_set.metrics.get(CATALOGUE_MODEL, {})
+    targets = lineage.get("targets", {})
+    text = f"from {lineage.get('adapted_from')} on {targets.get('adaptation')} targets"
+    as_is, adapted = metrics.get("as_is", {}).get("test", {}).get("l1"), metrics.get("test", {}).get("l1")
+    if as_is is not None and adapted is not None:
+        text += (
+            f"; {CATALOGUE_MODEL} L1 on {targets.get('held_out')} held-out galaxies: {as_is:.2f} as it was, "
+            f"{adapted:.2f} adapted ({metrics.get('method')})"
+        )
+    return text
 
 
 class Command(BaseCommand):
@@ -51,6 +69,17 @@ class Command(BaseCommand):
             "--models",
             metavar="FROM",
             help="apply this model set instead of training: survey@run, or a training survey's name (its current set)",
+        )
+        parser.add_argument(
+            "--adapt",
+            action="store_true",
+            help="with --models: adapt the set to this survey's M/L targets (another instrument) and predict with the result",
+        )
+        parser.add_argument(
+            "--targets",
+            type=int,
+            metavar="N",
+            help="with --adapt: how many of the survey's train and validation targets to adapt on (default: all)",
         )
         parser.add_argument("--force", action="store_true", help="redo every stage, even those already done with the same inputs")
         parser.add_argument("--no-wait", action="store_true", help="start the workflow on the workers and return at once")
@@ -91,7 +120,15 @@ class Command(BaseCommand):
         if eager:
             runs.progress_listeners.append(watcher.follow)
         try:
-            workflow = start(survey, stages, model_set=model_set, preset_name=opts["preset"], force=opts["force"])
+            workflow = start(
+                survey,
+                stages,
+                model_set=model_set,
+                adapt=opts["adapt"],
+                targets=opts["targets"],
+                preset_name=opts["preset"],
+                force=opts["force"],
+            )
         except runs.RunConflict as exc:
             raise CommandError(f"{exc} (follow it with --attach {exc.active.pk})") from exc
         except ValueError as exc:
@@ -141,6 +178,9 @@ class Command(BaseCommand):
         if root.config.get("model_set"):
             applied = selectors.model_set_by_id(root.config["model_set"])
             self.stdout.write(f"  applying model set {applied.name if applied else '#' + str(root.config['model_set'])}")
+        adapted = selectors.adapted_set_of_workflow(root) if root.stage == registry.WORKFLOW else None
+        if adapted is not None:
+            self.stdout.write(f"  adapted set {adapted.name} ({adapted_summary(adapted)})")
         for stage, run, reused in selectors.workflow_stages(root):
             if run is None:
                 self.stdout.write(f"  {stage:<12}not started")
