@@ -148,8 +148,24 @@ def figures(model_set, survey) -> dict:
     return out
 
 
+def unseen(model_set, survey) -> set[int]:
+    """The survey's galaxies the set never learnt from: all of them for a set trained elsewhere, all but the
+    adaptation galaxies for a set adapted to it, the test split for a set trained on it."""
+    from catalogue.models import Galaxy
+    from catalogue.services.artifacts import load_pickle
+
+    galaxies = Galaxy.objects.filter(survey=survey)
+    if model_set.survey_id != survey.pk:
+        return set(galaxies.values_list("pk", flat=True))
+    if "adapted_from" in model_set.lineage:
+        seen = load_pickle(model_set.named_models.get(name="g_morph").artifact.name).adaptation.galaxy_ids
+        return set(galaxies.exclude(pk__in=seen.tolist()).values_list("pk", flat=True))
+    return set(galaxies.filter(split="test").values_list("pk", flat=True))
+
+
 def fallback_figures(model_set, survey) -> dict:
-    """On the galaxies with targets whose g image got the closest scaling value (flagged): every named
+    """On the galaxies with targets whose g image got the closest scaling value (flagged) and that the set
+    never learnt from (:func:`unseen`): every named
     model's L1 and coverage, and the catalogue's choice with the image kept (the best-validated model
     the galaxy has the inputs of) against the choice without it (the best-validated model needing no image:
     what dropping the image leaves)."""
@@ -158,7 +174,7 @@ def fallback_figures(model_set, survey) -> dict:
 
     flagged = set(
         Galaxy.objects.filter(survey=survey, preprocessed__scaling_fallback=True, ml_g__isnull=False).values_list("pk", flat=True)
-    )
+    ) & unseen(model_set, survey)
     members = sorted(model_set.named_models.all(), key=lambda m: (m.metrics or {}).get("val", {}).get("l1", np.inf))
     kept = next((m.name for m in members if required_inputs(NAMED[m.name]) <= {"mag_i", "g_image", "i_image"}), None)
     dropped = next((m.name for m in members if required_inputs(NAMED[m.name]) <= {"mag_i"}), None)
