@@ -195,6 +195,7 @@ class Preprocessed(models.Model):
     scaling_value = models.FloatField(null=True, blank=True, help_text="dimensionless a of Eq. 1")
     scaling_fallback = models.BooleanField(
         default=False,
+        db_default=False,  # rows written by COPY or SQL without the column are not flagged
         help_text="no scaling value brings this image's noise to the target level (too shallow): the closest one was used",
     )
     noise_level = models.FloatField(null=True, blank=True, help_text="mean + 2 sigma of the sigma-clipped [0, 1] image")

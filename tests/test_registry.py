@@ -47,6 +47,7 @@ def test_every_stage_has_a_task_a_queue_a_limit_a_unit_a_body_and_every_choice()
         "cnn": "train",
         "gbm": "train",
         "experiments": "train",
+        "adapt": "train",
     }
 
 

@@ -12,6 +12,7 @@ class Migration(migrations.Migration):
             name="scaling_fallback",
             field=models.BooleanField(
                 default=False,
+                db_default=False,
                 help_text="no scaling value brings this image's noise to the target level (too shallow): the closest one was used",
             ),
         ),
