@@ -295,6 +295,7 @@ def test_one_uploaded_galaxy_gets_what_its_catalogue_row_has(sets, django_user_m
             assert got["reasons"] == p.support_reasons
         assert body["preprocessing"]["stars_removed"] == galaxy.preprocessed.n_stars_removed
         assert body["preprocessing"]["scaling_value"] == pytest.approx(galaxy.preprocessed.scaling_value)
+        assert body["preprocessing"]["scaling_fallback"] is galaxy.preprocessed.scaling_fallback
     monkeypatch.setattr(predict_one, "network_activations", made)
     # g only: the i-band models are skipped, saying why.
     g_only_answer = upload(client, bundle, galaxy, mag_i=None).json()
@@ -571,6 +572,14 @@ def test_a_set_adapted_to_another_surveys_targets_is_measured_on_galaxies_it_nev
     client.force_authenticate(staff)
     refused = client.post("/api/runs/", {"survey": "setsB", "models": model_set.name, "adapt": True, "targets": 5}, format="json")
     assert refused.status_code == 400 and f"at least {MIN_TARGETS}" in refused.json()["detail"]
+    browser = Client()
+    browser.force_login(staff)
+    form = browser.get(f"/admin/catalogue/run/start/?survey={b.pk}").content.decode()
+    assert "adapt it to the survey" in form and 'name="targets"' in form
+    admin_refused = browser.post(
+        "/admin/catalogue/run/start/", {"survey": b.pk, "models": model_set.name, "adapt": "on", "targets": 7, "preset": "test"}
+    )
+    assert admin_refused.status_code == 200 and f"at least {MIN_TARGETS}" in admin_refused.content.decode()
     started = client.post(
         "/api/runs/", {"survey": "setsB", "models": model_set.name, "adapt": True, "targets": 120}, format="json"
     )

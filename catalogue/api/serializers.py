@@ -243,6 +243,7 @@ class GalaxyDetailSerializer(GalaxySerializer):
             "status": pre.status,
             "error": pre.error,
             "scaling_value": pre.scaling_value,
+            "scaling_fallback": pre.scaling_fallback,
             "noise_level": pre.noise_level,
             "n_stars_removed": pre.n_stars_removed,
             "features": pre.features,
@@ -466,7 +467,7 @@ class PredictResultSerializer(serializers.Serializer):
 
     model_set = serializers.CharField()
     preprocessing = serializers.DictField(
-        help_text="stars_removed, scaling_value, noise_level, image_px, lum_dist_mpc, pixel_kpc"
+        help_text="stars_removed, scaling_value, scaling_fallback, noise_level, image_px, lum_dist_mpc, pixel_kpc"
     )
     predictions = serializers.DictField(
         help_text="model name -> ml, ml_lo68, ml_hi68, ml_lo95, ml_hi95 (solMass/solLum, g band), mstar and its "

@@ -64,6 +64,8 @@ class UploadResult:
             "preprocessing": {
                 "stars_removed": pre.n_stars_removed,
                 "scaling_value": pre.scaling_value,
+                # too shallow for the target noise level: the closest scaling value was used
+                "scaling_fallback": pre.scaling_fallback,
                 "noise_level": pre.noise_level,
                 "image_px": list(self.galaxy.removal.square.shape),
                 "lum_dist_mpc": self.galaxy.lum_dist_mpc,
