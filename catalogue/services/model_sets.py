@@ -28,17 +28,23 @@ def set_name(survey_name: str, run_id: int) -> str:
     return f"{survey_name}@{run_id}"
 
 
+def _recorded_or_named(run: Run) -> tuple[ModelSet | None, dict[str, TrainedModel] | None]:
+    """The set ``run`` already recorded, else its named models by name (None when a required one is missing)."""
+    existing = ModelSet.objects.filter(run_id=run.pk).first()
+    if existing is not None:
+        return existing, None
+    named = {m.name: m for m in TrainedModel.objects.filter(run_id=run.pk, name__in=NAMED_MODEL_NAMES)}
+    return None, named if set(REQUIRED_MODEL_NAMES) <= set(named) else None
+
+
 def record_model_set(run: Run) -> ModelSet | None:
     """The model set of a finished run that made named models, made once (a second call returns the same set).
 
     Returns None when the run lacks a required named model.
     """
-    existing = ModelSet.objects.filter(run_id=run.pk).first()
-    if existing is not None:
+    existing, named = _recorded_or_named(run)
+    if existing is not None or named is None:
         return existing
-    named = {m.name: m for m in TrainedModel.objects.filter(run_id=run.pk, name__in=NAMED_MODEL_NAMES)}
-    if not set(REQUIRED_MODEL_NAMES) <= set(named):
-        return None
     feature_set_ids = dict(named[CATALOGUE_MODEL].hyperparameters.get("feature_sets", {}))
     feature_sets = list(FeatureSet.objects.filter(pk__in=feature_set_ids.values()))
     producers = [fs.producing_model_id for fs in feature_sets if fs.producing_model_id is not None]
@@ -77,16 +83,14 @@ def record_model_set(run: Run) -> ModelSet | None:
 def record_adapted_set(run: Run) -> ModelSet | None:
     """The set an adapt run made: its adapted models with the networks of the set it adapted, named
     ``<survey>@<run>``, made once. Its lineage names that set and the targets it was adapted on; its
-    test metrics are on the survey's galaxies it was not adapted on, beside the set applied as it is (``metrics[...]["as_is"]``).
+    test metrics are on the survey's galaxies it was not adapted on, beside the set applied as it is
+    (``metrics[...]["as_is"]``).
 
     Returns None when the run adapted no required named model.
     """
-    existing = ModelSet.objects.filter(run_id=run.pk).first()
-    if existing is not None:
+    existing, named = _recorded_or_named(run)
+    if existing is not None or named is None:
         return existing
-    named = {m.name: m for m in TrainedModel.objects.filter(run_id=run.pk, name__in=NAMED_MODEL_NAMES)}
-    if not set(REQUIRED_MODEL_NAMES) <= set(named):
-        return None
     source = ModelSet.objects.select_related("survey").get(pk=run.config["model_set"])
     networks = list(source.networks.all())
     adaptation = named[CATALOGUE_MODEL].metrics.get("adaptation", {})

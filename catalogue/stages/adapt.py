@@ -20,7 +20,7 @@ import hashlib
 import numpy as np
 from django.db import transaction
 
-from catalogue.models import ModelSet, Survey, TrainedModel
+from catalogue.models import ModelSet, Run, Survey, TrainedModel
 from catalogue.selectors import features_from, named_models, require_adaptation_targets
 from catalogue.services import faults, runs
 from catalogue.services.artifacts import load_pickle, save_pickle
@@ -120,7 +120,7 @@ def run_chunk(claim: runs.ChunkClaim, context: runs.ChunkContext) -> runs.ChunkO
         runs.complete_chunk(claim, runs.ChunkOutcome(done=len(names)))
         if skipped:
             run.result = {**run.result, "skipped": skipped}
-            type(run).objects.filter(pk=run.pk).update(result=run.result)
+            Run.objects.filter(pk=run.pk).update(result=run.result)
     return runs.ChunkOutcome(done=len(names))
 
 

@@ -13,7 +13,8 @@ galaxies of the new survey with SED-fit targets are enough to learn how far it m
   cross-validation): corrections that depend on the features, where the data allow.
 
 Each candidate is scored by K-fold cross-validation on the adaptation targets alone (the
-weighted L1 of the paper) and the best is kept; its out-of-fold predictions calibrate the
+weighted L1 of the paper) and the best is kept (the correction trees' number of rounds is chosen
+on the same folds, which flatters their score a little); its out-of-fold predictions calibrate the
 intervals (cross-conformal, Mondrian per class where a class has enough galaxies) with the
 source model's own difficulty scales, a fixed function of the features. The training
 support is extended with the adaptation galaxies. Measurements: benchmarks/README.md.

@@ -18,11 +18,12 @@ import galsim
 import numpy as np
 
 from pipeline.images.photometry import NANOMAGGY_ZERO_POINT
+from pipeline.simulate.instrument import SDSS_PIXEL_SCALE_ARCSEC
 from pipeline.simulate.population import DUST_REDDENING_GI, intrinsic_gi
 
 #: Sky noise of a deep SDSS g mosaic, nanomaggies per 0.396" pixel (1 sigma), and i.
 SKY_SIGMA_NMGY = {"g": 0.008, "i": 0.016}
-SKY_SIGMA_PIXEL_ARCSEC = 0.396
+SKY_SIGMA_PIXEL_ARCSEC = SDSS_PIXEL_SCALE_ARCSEC
 #: Counts per nanomaggy: sets the Poisson noise of the galaxy light relative to the sky.
 COUNTS_PER_NMGY = {"g": 450.0, "i": 250.0}
 MOFFAT_BETA = 3.5
@@ -167,7 +168,7 @@ def render_galaxy(p: dict, band: str, oversample: int = 2) -> np.ndarray:
     return image.array.astype(np.float64)
 
 
-def add_stars(image: np.ndarray, stars: list[Star], band: str, fwhm: float, scale: float = 0.396) -> np.ndarray:
+def add_stars(image: np.ndarray, stars: list[Star], band: str, fwhm: float, scale: float = SDSS_PIXEL_SCALE_ARCSEC) -> np.ndarray:
     """Add point sources (Moffat PSF of ``fwhm`` arcsec) at the stars' pixel positions (``scale`` arcsec/pixel)."""
     if not stars:
         return image
