@@ -36,7 +36,13 @@ REDIS_URL = _worker_redis_url(os.environ.get("CELERY_BROKER_URL") or "redis://12
 #: Celery workers and commands they start): with as many processes as cores, more threads per process
 #: only contend (OpenMP threads spin: a module's GBM fits took 18 times longer with three workers).
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    for _variable in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+        "MORPHOMASS_GBM_THREADS",  # LightGBM's own setting wins over OMP_NUM_THREADS (pipeline/learning/threads.py)
+    ):
         os.environ.setdefault(_variable, "1")
     from threadpoolctl import threadpool_limits
 

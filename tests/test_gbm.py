@@ -49,6 +49,19 @@ def test_the_regressor_refuses_bad_input_clearly():
         GBMRegressor().fit(X, -y, error=e)
 
 
+def test_the_fits_thread_count_comes_from_the_setting_and_a_bad_one_is_refused(monkeypatch):
+    X, y, e = known_signal(300, 0)
+    monkeypatch.delenv("MORPHOMASS_GBM_THREADS", raising=False)
+    assert GBMRegressor(n_estimators=5).fit(X, y, e).booster_.params["num_threads"] == 2
+    monkeypatch.setenv("MORPHOMASS_GBM_THREADS", "1")  # read at each fit, not at import
+    assert GBMRegressor(n_estimators=5).fit(X, y, e).booster_.params["num_threads"] == 1
+    assert GBMRegressor(n_estimators=5, n_jobs=3).fit(X, y, e).booster_.params["num_threads"] == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MORPHOMASS_GBM_THREADS", bad)
+        with pytest.raises(ValueError, match="MORPHOMASS_GBM_THREADS"):
+            GBMRegressor(n_estimators=5).fit(X, y, e)
+
+
 def test_weighted_median_by_hand():
     assert weighted_median(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0])) == 2.0
     assert weighted_median(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 5.0])) == 3.0

@@ -33,6 +33,7 @@ from pipeline.learning.gbm import sample_weights, weighted_median
 from pipeline.learning.intervals import CV_FOLDS, IntervalModel
 from pipeline.learning.metrics import floored_error, l1_per_galaxy
 from pipeline.learning.support import SupportModel
+from pipeline.learning.threads import gbm_threads
 
 METHODS = ("as_is", "scale", "boost")
 #: The fewest adaptation targets: below this the cross-validated choice and the conformal
@@ -49,7 +50,6 @@ BOOST_PARAMS = {
     "bagging_freq": 1,
     "lambda_l2": 1.0,
     "verbosity": -1,
-    "num_threads": 2,
 }
 BOOST_MAX_ROUNDS = 400
 BOOST_EARLY_STOPPING = 30
@@ -114,14 +114,14 @@ def best_scale(predicted: np.ndarray, target: np.ndarray, error: np.ndarray) -> 
 
 def _boost(X, target, error, base_point, rounds: int, seed: int) -> lgb.Booster:
     data = lgb.Dataset(np.asarray(X, dtype=np.float32), target, weight=sample_weights("l1", target, error), init_score=base_point)
-    return lgb.train({**BOOST_PARAMS, "seed": seed}, data, num_boost_round=max(1, rounds))
+    return lgb.train({**BOOST_PARAMS, "num_threads": gbm_threads(), "seed": seed}, data, num_boost_round=max(1, rounds))
 
 
 def _boost_rounds(X, target, error, base_point, folds, seed: int) -> int:
     """Rounds of correction trees by cross-validation on the adaptation targets (0: none help)."""
     data = lgb.Dataset(np.asarray(X, dtype=np.float32), target, weight=sample_weights("l1", target, error), init_score=base_point)
     result = lgb.cv(
-        {**BOOST_PARAMS, "seed": seed, "metric": "l1"},
+        {**BOOST_PARAMS, "num_threads": gbm_threads(), "seed": seed, "metric": "l1"},
         data,
         num_boost_round=BOOST_MAX_ROUNDS,
         folds=folds,

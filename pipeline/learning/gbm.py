@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from pipeline.learning.metrics import floored_error
+from pipeline.learning.threads import gbm_threads
 
 LOSSES = ("l1", "l2", "rmsle")
 
@@ -37,7 +38,8 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
 
     ``fit(X, y, error=e, eval_set=(X_val, y_val, e_val))``: ``error`` holds the targets'
     1-sigma errors (Msun/Lsun_g); with ``eval_set`` the number of trees stops growing
-    when the validation loss has not improved for ``early_stopping_rounds``.
+    when the validation loss has not improved for ``early_stopping_rounds``. ``n_jobs``: threads of
+    the fit, :func:`~pipeline.learning.threads.gbm_threads` when None.
     """
 
     def __init__(
@@ -51,7 +53,7 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
         n_estimators: int = 3000,
         early_stopping_rounds: int = 100,
         random_state: int = 0,
-        n_jobs: int = 2,
+        n_jobs: int | None = None,
         max_bin: int = 255,
     ):
         self.loss = loss
@@ -76,7 +78,7 @@ class GBMRegressor(RegressorMixin, BaseEstimator):
             "bagging_freq": 1 if self.subsample < 1 else 0,
             "learning_rate": self.learning_rate,
             "seed": self.random_state,
-            "num_threads": self.n_jobs,
+            "num_threads": self.n_jobs or gbm_threads(),
             "max_bin": self.max_bin,
             "verbosity": -1,
         }

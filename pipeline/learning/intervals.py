@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 
+from pipeline.learning.threads import gbm_threads
+
 LEVELS = (0.68, 0.95)
 #: A class needs this many validation galaxies for its own correction (else it shares one
 #: with the other small classes):
@@ -32,7 +34,6 @@ QUANTILE_PARAMS = {
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "verbosity": -1,
-    "num_threads": 2,
 }
 QUANTILE_ROUNDS = 300
 #: Folds of the out-of-fold calibration residuals.
@@ -64,7 +65,7 @@ class Difficulty:
     def fit(self, X, log_target, seed: int = 0) -> Difficulty:
         for alpha in DIFFICULTY_QUANTILES:
             data = lgb.Dataset(np.asarray(X, dtype=np.float32), log_target, params={"verbosity": -1})
-            params = {**QUANTILE_PARAMS, "objective": "quantile", "alpha": alpha, "seed": seed}
+            params = {**QUANTILE_PARAMS, "num_threads": gbm_threads(), "objective": "quantile", "alpha": alpha, "seed": seed}
             self.boosters[alpha] = lgb.train(params, data, num_boost_round=QUANTILE_ROUNDS)
         return self
 
