@@ -122,6 +122,12 @@ def test_cone_search_rows_the_same_from_the_database_or_python_and_overflow_is_r
     assert list(rows["objid"]) == [10, 11, 12, 13] and not resource.infos
     assert list(rows["ra"]) == list(ra) and list(np.ma.getmaskarray(rows["z"])) == [False, True, False, True]
     assert list(rows["morphology"]) == ["disk", "a<b & c>d", "", "edge-on"] and rows["z"][0] == 0.05
+    assert set(rows["survey"]) == {"scs-rows"}
+    # the survey's name is written into the kept statement: a rename must reach the next answer
+    Survey.objects.filter(pk=survey.pk).update(name="scs <rows> & co")
+    _, rows = table("/scs/?RA=150.015&DEC=2.015&SR=0.1&VERB=2&SURVEY=scs+%3Crows%3E+%26+co")
+    assert list(rows["survey"]) == ["scs <rows> & co"] * 4
+    Survey.objects.filter(pk=survey.pk).update(name="scs-rows")
     monkeypatch.setattr(scs, "MAX_RECORDS", 3)
     resource, rows = table("/scs/?RA=150.015&DEC=2.015&SR=0.1&VERB=1&SURVEY=scs-rows")
     assert list(rows["objid"]) == [10, 11, 12]

@@ -114,19 +114,20 @@ def cone_search(request: HttpRequest) -> HttpResponse:
     names = VERB_COLUMNS[verb]
     count, body = 0, b""
     if sr > 0:
-        survey_ids = selectors.searchable_survey_ids(surveys)
+        survey_names = selectors.searchable_survey_names(surveys)
+        survey_ids = tuple(pk for pk, _ in survey_names)
         # the catalogue models of the surveys the cone reaches only, not of every survey
         reached = selectors.surveys_in_cone(survey_ids, ra % 360.0, dec, sr) if set(PREDICTED) & set(names) else []
         candidates = selectors.survey_candidates(reached)
         base = request.build_absolute_uri("/").rstrip("/")
         if export.database_formats_rows():
-            select = _rows_select(survey_ids, candidates, verb, base)
+            select = _rows_select(survey_names, candidates, verb, base)
             where = selectors.cone_condition_sql(ra % 360.0, dec, sr, "t")
             count, text = export_sql.tabledata(select, _columns(verb), MAX_RECORDS, where)
             body = text.encode()
         else:
             cone = selectors.galaxies_in_cone(ra % 360.0, dec, sr, selectors.galaxies_searchable_in(survey_ids))
-            expressions = row_expressions(base, candidates, names)
+            expressions = row_expressions(base, candidates, names, survey_names)
             hits = cone.annotate(**expressions["annotations"]).order_by("objid")
             rows = list(hits.values_list(*(expressions["cells"].get(n, F(n)) for n in names))[: MAX_RECORDS + 1])
             count, body = len(rows), writers.tabledata_rows(rows[:MAX_RECORDS])
@@ -141,26 +142,35 @@ def _columns(verb: int) -> tuple:
 
 
 @lru_cache(maxsize=256)
-def _rows_select(survey_ids: tuple[int, ...], candidates: selectors.SurveyCandidates, verb: int, base: str) -> tuple[str, tuple]:
-    """The cone search's rows of the searchable galaxies of ``survey_ids`` (the cone added by the caller) as
-    compiled SQL, kept: the ORM spent about 20 ms of a 0.5 deg cone's 70 building it each time, and it
-    depends on nothing but these arguments (the candidates change when a set is applied, and so the key)."""
+def _rows_select(
+    survey_names: tuple[tuple[int, str], ...], candidates: selectors.SurveyCandidates, verb: int, base: str
+) -> tuple[str, tuple]:
+    """The cone search's rows of the searchable galaxies of the surveys ``survey_names`` ((id, name) pairs;
+    the cone added by the caller) as compiled SQL, kept: the ORM spent about 20 ms of a 0.5 deg cone's 70
+    building it each time, and it depends on nothing but these arguments (the candidates change when a set
+    is applied, the names when a survey is renamed, and so the key)."""
     names = VERB_COLUMNS[verb]
-    expressions = row_expressions(base, candidates, names)
-    galaxies = selectors.galaxies_searchable_in(survey_ids).annotate(**expressions["annotations"])
+    expressions = row_expressions(base, candidates, names, survey_names)
+    galaxies = selectors.galaxies_searchable_in(pk for pk, _ in survey_names).annotate(**expressions["annotations"])
     keep = ("healpix", "sky_x", "sky_y", "sky_z")
     return export_sql.tabledata_select(galaxies, _columns(verb), "objid", expressions["cells"], keep=keep)
 
 
-def row_expressions(base: str, candidates: selectors.SurveyCandidates, names: list[str]) -> dict:
+def row_expressions(
+    base: str, candidates: selectors.SurveyCandidates, names: list[str], survey_names: tuple[tuple[int, str], ...]
+) -> dict:
     """SQL for the columns a galaxy row does not hold itself: its survey, its catalogue prediction, its
     links (under the site's address ``base``).
 
+    The survey's name is written into the statement (``survey_names``: the surveys searched, as (id, name)),
+    and whether the galaxy has a g cutout is an EXISTS: with JOINs to the survey and image tables, PostgreSQL
+    made those joins after gathering its parallel workers' rows, and so formatted every row in one process.
     The prediction is the catalogue's M/L (:func:`catalogue.selectors.catalogue_ml_columns_of`, of the
     surveys' ``candidates``): a LEFT JOIN per candidate model on the (galaxy, model) index, in the same
-    statement as the cone, and one to its g image.
+    statement as the cone.
     """
-    cells: dict = {"survey": F("survey__name")}
+    survey_name = Case(*(When(survey_id=pk, then=Value(name)) for pk, name in survey_names), output_field=CharField())
+    cells: dict = {"survey": survey_name if survey_names else Value(None, output_field=CharField())}
     if not set(PREDICTED) & set(names):
         return {"annotations": {}, "cells": cells}
     predicted = selectors.catalogue_ml_columns_of(candidates)

@@ -227,6 +227,12 @@ def searchable_survey_ids(surveys: QuerySet[Survey] | None = None) -> tuple[int,
     return tuple(chosen.order_by("pk").values_list("pk", flat=True))
 
 
+def searchable_survey_names(surveys: QuerySet[Survey] | None = None) -> tuple[tuple[int, str], ...]:
+    """The public surveys of ``surveys`` (every public survey when None) as (id, name), in id order."""
+    chosen = public_surveys() if surveys is None else surveys.filter(owner__isnull=True)
+    return tuple(chosen.order_by("pk").values_list("pk", "name"))
+
+
 def galaxies_searchable_in(survey_ids: Iterable[int]) -> QuerySet[Galaxy]:
     """The galaxies of the surveys ``survey_ids`` a search may return (all but those rejected at ingest)."""
     return Galaxy.objects.filter(survey_id__in=list(survey_ids)).exclude(status=GalaxyStatus.REJECTED)

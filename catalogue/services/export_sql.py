@@ -188,10 +188,12 @@ def tabledata(
     parts = [f"'<TD>', {_xml_cell(f't.c{i}', c)}, '</TD>'" for i, c in enumerate(columns)]
     # concat() takes at most 100 arguments: the cells go in groups of 30, each a concat() of its own.
     cells = ", ".join(f"concat({', '.join(parts[i : i + 30])})" for i in range(0, len(parts), 30))
-    sql = (
-        f"SELECT count(*), string_agg(tr, '' ORDER BY o) FROM (SELECT t.o_order AS o, concat('<TR>', {cells}, E'</TR>\\n') AS tr"
-        f" FROM (SELECT * FROM ({inner}) AS t WHERE {condition} ORDER BY t.o_order LIMIT {int(limit) + 1}) AS t) AS rows"
-    )
+    # Each row's text is made below a fence (OFFSET 0) and sorted and limited above it: in the same SELECT
+    # as the LIMIT, PostgreSQL postpones costly expressions past the sort, and its leader alone formatted
+    # every cell (14 of a 0.5 degree cone's 33 ms); below it, each parallel worker formats its own rows.
+    row = f"SELECT t.o_order AS o, concat('<TR>', {cells}, E'</TR>\\n') AS tr FROM ({inner}) AS t WHERE {condition} OFFSET 0"
+    first = f"SELECT o, tr FROM ({row}) AS t ORDER BY o LIMIT {int(limit) + 1}"
+    sql = f"SELECT count(*), string_agg(tr, '' ORDER BY o) FROM ({first}) AS rows"
     with connection.cursor() as cursor:
         cursor.execute(sql, (*params, *condition_params))
         count, text = cursor.fetchone()
