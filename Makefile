@@ -25,7 +25,7 @@ lint: $(STAMP)
 # Full suite on whatever DATABASE_URL says (PostgreSQL in CI), in $(TEST_WORKERS) processes
 # (pytest-xdist; a module's tests stay in one, the longest groups first: tests/conftest.py says
 # why), then the smoke part on the embedded SQLite default.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: $(STAMP) lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=20
 	env -u DATABASE_URL $(PY) -m pytest -m smoke -p no:cacheprovider -q
