@@ -162,12 +162,12 @@ def row_expressions(
     """SQL for the columns a galaxy row does not hold itself: its survey, its catalogue prediction, its
     links (under the site's address ``base``).
 
-    The survey's name is written into the statement (``survey_names``: the surveys searched, as (id, name)),
-    and whether the galaxy has a g cutout is an EXISTS: with JOINs to the survey and image tables, PostgreSQL
-    made those joins after gathering its parallel workers' rows, and so formatted every row in one process.
-    The prediction is the catalogue's M/L (:func:`catalogue.selectors.catalogue_ml_columns_of`, of the
-    surveys' ``candidates``): a LEFT JOIN per candidate model on the (galaxy, model) index, in the same
-    statement as the cone.
+    The survey's name is written into the statement (``survey_names``: the surveys searched, as (id, name)):
+    joined, PostgreSQL made that join after gathering its parallel workers' rows, and so its leader formatted
+    every row. The prediction is the catalogue's M/L (:func:`catalogue.selectors.catalogue_ml_columns_of`, of
+    the surveys' ``candidates``): a LEFT JOIN per candidate model on the (galaxy, model) index, in the same
+    statement as the cone, and one to its g image (an EXISTS instead would be evaluated by the leader alone:
+    PostgreSQL 15 runs no subplan in a parallel worker).
     """
     survey_name = Case(*(When(survey_id=pk, then=Value(name)) for pk, name in survey_names), output_field=CharField())
     cells: dict = {"survey": survey_name if survey_names else Value(None, output_field=CharField())}
