@@ -56,6 +56,8 @@ app.conf.update(
     result_backend_transport_options={"visibility_timeout": limits.visibility_timeout_s()},
     beat_schedule={
         "reap-stale-runs": {"task": "catalogue.tasks.reap_stale_runs", "schedule": 60.0},
+        # the cone search reads each galaxy's stored catalogue choice while it is current
+        "refresh-catalogue-choices": {"task": "catalogue.tasks.refresh_catalogue_choices", "schedule": 60.0},
     },
     worker_prefetch_multiplier=1,
     task_track_started=True,

@@ -676,3 +676,41 @@ class PredictionJob(models.Model):
     def storage_prefix(self) -> str:
         """Where the job's own files live in the media storage."""
         return f"jobs/{self.id}/"
+
+
+class CatalogueChoice(models.Model):
+    """A galaxy's catalogue M/L as stored when its survey's choices were last refreshed: the prediction
+    of the model :func:`catalogue.selectors.catalogue_ml.choose_model` picks, copied, so that a cone search
+    reads one row per galaxy instead of joining each candidate model's prediction and the galaxy's inputs.
+
+    Read only while current (:mod:`catalogue.services.catalogue_choices`); written only by its refresh.
+    """
+
+    galaxy = models.OneToOneField(Galaxy, on_delete=models.CASCADE, primary_key=True, related_name="catalogue_choice")
+    model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="+")
+    ml = models.FloatField(help_text=help_text("ml_pred"))
+    ml_lo68 = models.FloatField(null=True, help_text=help_text("ml_lo68"))
+    ml_hi68 = models.FloatField(null=True, help_text=help_text("ml_hi68"))
+    mstar = models.FloatField(null=True, help_text=help_text("mstar_pred"))
+    out_of_support = models.BooleanField(help_text=help_text("out_of_support"))
+
+
+class CatalogueChoiceSet(models.Model):
+    """Which candidates (model ids, best first) a survey's :class:`CatalogueChoice` rows were chosen from, and when."""
+
+    survey = models.OneToOneField(Survey, on_delete=models.CASCADE, primary_key=True, related_name="catalogue_choices")
+    candidates = models.TextField(help_text="the candidate models as id:name, best-validated first")
+    refreshed = models.DateTimeField(db_default=Now())
+
+
+class CatalogueChange(models.Model):
+    """A statement that changed a survey's predictions or galaxies' inputs since its choices were refreshed.
+
+    Written by database triggers (migration 0024) on every insert, update or delete of predictions and
+    preprocessing rows and on changes of a galaxy's i-band magnitude or survey, whoever writes them; a
+    refresh deletes those it has seen. ``survey_id`` is a plain number: a survey's deletion writes some
+    as it deletes its galaxies' predictions, and the next sweep removes them.
+    """
+
+    survey_id = models.BigIntegerField(db_index=True)
+    noted = models.DateTimeField(db_default=Now())

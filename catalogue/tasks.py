@@ -133,6 +133,20 @@ def start_stage_task(self, stage: str, survey: str, preset: str = "fast", force:
 
 
 @shared_task(
+    name="catalogue.tasks.refresh_catalogue_choices",
+    soft_time_limit=CONTROL_LIMITS.soft_s,
+    time_limit=CONTROL_LIMITS.hard_s,
+    **RETRY_POLICY,
+)
+def refresh_catalogue_choices() -> dict[str, int]:
+    """Store the catalogue's choice of model per galaxy for each public survey whose stored choices went
+    stale and whose changes have settled (scheduled by celery beat every minute); survey -> choices stored."""
+    from catalogue.services import catalogue_choices
+
+    return catalogue_choices.refresh_stale()
+
+
+@shared_task(
     bind=True,
     name="catalogue.tasks.reap_stale_runs",
     soft_time_limit=CONTROL_LIMITS.soft_s,

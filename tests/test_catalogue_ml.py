@@ -84,6 +84,10 @@ MIXED_CHOICE = {1: "gi_images", 2: "gi_morph", 3: "g_morph", 4: "gi", 5: "lgz"}
 
 @pytest.fixture
 def mixed() -> tuple[Survey, dict[str, TrainedModel]]:
+    return mixed_survey()
+
+
+def mixed_survey() -> tuple[Survey, dict[str, TrainedModel]]:
     """Five galaxies with fewer inputs each, every one predicted by each model it can be (g_morph flags them)."""
     survey = Survey.objects.create(name="mixed")
     models = applied_set(survey)

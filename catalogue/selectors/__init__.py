@@ -21,6 +21,7 @@ from catalogue.selectors.catalogue_ml import (
     one_model_columns,
     predicted_count,
     survey_candidates,
+    survey_candidates_by_id,
 )
 from catalogue.selectors.features import feature_matrix, latest_cnn_models, latest_feature_sets, predicted_gz2
 from catalogue.selectors.model_sets import (
@@ -92,10 +93,10 @@ from catalogue.selectors.surveys import (
     searchable_survey_names,
     split_counts,
     survey_count,
+    survey_ids_in_cone,
     survey_name,
     survey_named,
     survey_names,
-    surveys_in_cone,
     surveys_named,
     surveys_with_counts,
     surveys_with_galaxy_counts,
@@ -116,6 +117,7 @@ __all__ = [
     "catalogue_ml_columns_of",
     "SurveyCandidates",
     "survey_candidates",
+    "survey_candidates_by_id",
     "choose_model",
     "galaxy_with_catalogue_ml",
     "one_model_columns",
@@ -187,7 +189,7 @@ __all__ = [
     "survey_named",
     "survey_names",
     "surveys_named",
-    "surveys_in_cone",
+    "survey_ids_in_cone",
     "surveys_with_counts",
     "surveys_with_galaxy_counts",
     "targets_by_split",

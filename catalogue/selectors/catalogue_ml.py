@@ -36,8 +36,8 @@ from django.db.models import (
 from django.db.models.functions import Cast
 
 from catalogue.columns import CATALOGUE_ML_COLUMNS, PREDICTION_COLUMNS, Column
-from catalogue.models import Galaxy, Prediction, Survey, TrainedModel
-from catalogue.selectors.model_sets import applied_model_set
+from catalogue.models import Galaxy, ModelSet, Prediction, Survey, TrainedModel
+from catalogue.selectors.model_sets import applications_of
 from pipeline.learning.named_models import NAMED, NAMED_MODEL_NAMES, required_inputs
 
 #: A galaxy has an input when this holds (see ``required_inputs``).
@@ -76,14 +76,7 @@ def catalogue_candidates(survey: Survey) -> list[Candidate]:
 
     Empty before any set was applied: the survey has no catalogue M/L yet.
     """
-    applied = applied_model_set(survey)
-    if applied is None:
-        return []
-    model_set, run = applied
-    skipped = (run.result or {}).get("skipped", {})
-    models = [m for m in model_set.named_models.all() if m.name in NAMED and m.name not in skipped]
-    models.sort(key=lambda m: (validation_l1(m), NAMED_MODEL_NAMES.index(m.name)))
-    return [Candidate(m.pk, m.name, model_set.name, validation_l1(m), required_inputs(NAMED[m.name])) for m in models]
+    return list(dict(survey_candidates_by_id([survey.pk])).get(survey.pk, ()))
 
 
 def choose_model(candidates: list[Candidate], has: set[str], predicted: set[str]) -> Candidate | None:
@@ -145,8 +138,46 @@ SurveyCandidates = tuple[tuple[int, tuple[Candidate, ...]], ...]
 def survey_candidates(surveys: Iterable[Survey]) -> SurveyCandidates:
     """The catalogue candidates of each of ``surveys`` that has any, in survey order: hashable, so
     that a statement built from them can be kept and used again while they stay the same."""
-    found = ((survey.pk, tuple(catalogue_candidates(survey))) for survey in sorted(surveys, key=lambda s: s.pk))
-    return tuple((pk, candidates) for pk, candidates in found if candidates)
+    return survey_candidates_by_id(survey.pk for survey in surveys)
+
+
+def survey_candidates_by_id(survey_ids: Iterable[int]) -> SurveyCandidates:
+    """:func:`survey_candidates` of the surveys ``survey_ids``, in two statements however many there are (the
+    cone search asks on every request; three statements a survey took 6 of a 0.5 deg cone's 60 ms).
+
+    A survey's set is the one its newest successful prediction run recorded (of its five newest, the
+    first whose set still exists: :func:`~catalogue.selectors.model_sets.applied_model_set`); its
+    candidates are that set's named models the run did not skip, by validation L1, then by name order.
+    """
+    ids = sorted(set(survey_ids))
+    if not ids:
+        return ()
+    runs = applications_of(ids).values_list("survey_id", "config__model_set", "result__skipped")
+    newest: dict[int, list[tuple[int, dict]]] = {}
+    for survey_id, model_set_id, skipped in runs:
+        found = newest.setdefault(survey_id, [])
+        if len(found) < 5:
+            found.append((model_set_id, skipped or {}))
+    tried = {model_set_id for found in newest.values() for model_set_id, _ in found}
+    names = dict(ModelSet.objects.filter(pk__in=tried).values_list("pk", "name"))
+    models: dict[int, list[tuple[int, str, float]]] = {}
+    named = TrainedModel.objects.filter(model_set_id__in=names, name__in=list(NAMED))
+    for pk, name, model_set_id, l1 in named.values_list("pk", "name", "model_set_id", "metrics__val__l1"):
+        models.setdefault(model_set_id, []).append((pk, name, float(l1) if l1 is not None else inf))
+    by_survey = []
+    for survey_id in ids:
+        applied = next(((pk, skipped) for pk, skipped in newest.get(survey_id, []) if pk in names), None)
+        if applied is None:
+            continue
+        model_set_id, skipped = applied
+        ranked = sorted(
+            (m for m in models.get(model_set_id, []) if m[1] not in skipped),
+            key=lambda m: (m[2], NAMED_MODEL_NAMES.index(m[1])),
+        )
+        found = tuple(Candidate(pk, name, names[model_set_id], l1, required_inputs(NAMED[name])) for pk, name, l1 in ranked)
+        if found:
+            by_survey.append((survey_id, found))
+    return tuple(by_survey)
 
 
 def catalogue_ml_columns(surveys: Iterable[Survey]) -> PredictionColumns:

@@ -105,6 +105,13 @@ def applications(survey: Survey, model_set: ModelSet | None = None) -> QuerySet[
     return found
 
 
+def applications_of(survey_ids: list[int]) -> QuerySet[Run]:
+    """The successful prediction runs that recorded a model set of the surveys ``survey_ids``, newest first."""
+    predict = registry.producer("predictions").name
+    found = Run.objects.filter(survey_id__in=survey_ids, stage=predict, status=Run.Status.SUCCEEDED, config__has_key="model_set")
+    return found.order_by("-finished", "-pk")
+
+
 def applied_model_set(survey: Survey) -> tuple[ModelSet, Run] | None:
     """The set of the survey's newest successful prediction run that recorded one, and that run; None before any."""
     for run in applications(survey)[:5]:

@@ -1,0 +1,121 @@
+"""Store each galaxy's catalogue choice of model, so that a cone search reads one row instead of choosing.
+
+:func:`refresh` writes a survey's :class:`~catalogue.models.CatalogueChoice` rows with the rule every
+reader applies (:func:`catalogue.selectors.catalogue_ml.catalogue_ml_columns_of`, in one INSERT ...
+SELECT), records the candidates it chose from, and deletes the changes the database's triggers had noted
+for the survey before it started (a change committed while it runs stays, and makes the survey stale
+again). Celery beat calls :func:`refresh_stale` every minute: a public survey whose choices are stale is
+refreshed once its changes have settled, so a prediction run that writes for an hour is refreshed after
+it, not every minute of it. Until then readers choose per request
+(:mod:`catalogue.selectors.catalogue_choices`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Case, F, IntegerField, Max, Value, When
+
+from catalogue.models import CatalogueChange, CatalogueChoice, CatalogueChoiceSet, Galaxy, Survey
+from catalogue.selectors.catalogue_choices import candidates_key
+from catalogue.selectors.catalogue_ml import catalogue_candidates, catalogue_ml_columns_of
+from catalogue.selectors.clock import database_now
+from catalogue.selectors.surveys import public_surveys
+
+log = logging.getLogger(__name__)
+
+#: Seconds a survey's last noted change must be old before :func:`refresh_stale` refreshes it.
+SETTLE_S = 60.0
+#: Choices stored at once past which the refresh has PostgreSQL read the table's statistics again.
+ANALYZE_AFTER = 10_000
+#: The first key of the advisory lock that keeps two refreshes of one survey apart.
+_LOCK = 0x4D4D43  # "MMC"
+
+
+def refresh(survey: Survey) -> int:
+    """Store the catalogue's choice for each galaxy of ``survey`` that has one; how many were stored.
+
+    A survey no set was applied to keeps none (and no record of candidates).
+    """
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK, survey.pk])
+        seen = list(CatalogueChange.objects.filter(survey_id=survey.pk).values_list("pk", flat=True))
+        candidates = tuple(catalogue_candidates(survey))
+        CatalogueChoice.objects.filter(galaxy__survey=survey)._raw_delete(CatalogueChoice.objects.db)
+        stored = _insert_choices(survey, candidates) if candidates else 0
+        if candidates:
+            CatalogueChoiceSet.objects.update_or_create(
+                survey=survey, defaults={"candidates": candidates_key(candidates), "refreshed": database_now()}
+            )
+        else:
+            CatalogueChoiceSet.objects.filter(survey=survey).delete()
+        CatalogueChange.objects.filter(pk__in=seen)._raw_delete(CatalogueChange.objects.db)
+        if stored >= ANALYZE_AFTER:  # the planner's statistics of a table just rewritten, before autovacuum's
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE {CatalogueChoice._meta.db_table}")
+    return stored
+
+
+def _insert_choices(survey: Survey, candidates: tuple) -> int:
+    """One INSERT ... SELECT of the choices the per-request rule makes, for the survey's galaxies."""
+    columns = catalogue_ml_columns_of(((survey.pk, candidates),))
+    model_id = Case(
+        *(When(**{f"{columns.attribute('ml_model')}": c.name}, then=Value(c.model_id)) for c in candidates),
+        output_field=IntegerField(),
+    )
+    chosen = (
+        columns.annotate(Galaxy.objects.filter(survey=survey))
+        .annotate(chosen_model=model_id)
+        .filter(chosen_model__isnull=False)
+        .values(
+            choice_galaxy=F("pk"),
+            choice_model=F("chosen_model"),
+            **{f"choice_{name}": F(columns.attribute(name)) for name in ("ml", "ml_lo68", "ml_hi68", "mstar")},
+            choice_flag=F(columns.attribute("out_of_support")),
+        )
+    )
+    sql, params = chosen.query.sql_with_params()
+    table = CatalogueChoice._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (galaxy_id, model_id, ml, ml_lo68, ml_hi68, mstar, out_of_support)"
+            " SELECT q.choice_galaxy, q.choice_model, q.choice_ml, q.choice_ml_lo68, q.choice_ml_hi68, q.choice_mstar,"
+            f" q.choice_flag = 1 FROM ({sql}) AS q",
+            params,
+        )
+        return cursor.rowcount
+
+
+def stale_surveys(now: datetime | None = None, settle_s: float = SETTLE_S) -> list[Survey]:
+    """The public surveys whose stored choices are not current and whose last change is ``settle_s`` old."""
+    now = now or database_now()
+    changed = dict(CatalogueChange.objects.values("survey_id").annotate(last=Max("noted")).values_list("survey_id", "last"))
+    stored = dict(CatalogueChoiceSet.objects.values_list("survey_id", "candidates"))
+    stale = []
+    for survey in public_surveys().order_by("pk"):
+        last = changed.get(survey.pk)
+        if last is not None and (now - last).total_seconds() < settle_s:
+            continue  # still being written: refresh once it is done
+        current = candidates_key(catalogue_candidates(survey))
+        if last is not None or stored.get(survey.pk, "") != current:
+            stale.append(survey)
+    return stale
+
+
+def refresh_stale(now: datetime | None = None, settle_s: float = SETTLE_S) -> dict[str, int]:
+    """Refresh every stale public survey (:func:`stale_surveys`); forget the changes of the others (a
+    prediction job's sample, a deleted survey), which no cone search reads. Survey name -> choices stored.
+    Nothing elsewhere than on PostgreSQL, whose triggers alone note changes."""
+    if connection.vendor != "postgresql":
+        return {}
+    refreshed = {}
+    for survey in stale_surveys(now, settle_s):
+        refreshed[survey.name] = refresh(survey)
+        log.info("stored the catalogue's choice of %s galaxies of %s", refreshed[survey.name], survey.name)
+    cutoff = (now or database_now()) - timedelta(seconds=settle_s)
+    unread = CatalogueChange.objects.exclude(survey_id__in=public_surveys().values("pk")).filter(noted__lt=cutoff)
+    unread._raw_delete(CatalogueChange.objects.db)
+    return refreshed
