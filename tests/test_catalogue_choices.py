@@ -55,7 +55,7 @@ def cone(client: Client) -> tuple[dict[int, str | None], bytes, bool]:
     with CaptureQueriesContext(connection) as queries:
         reply = client.get(CONE)
     rows = parse(io.BytesIO(reply.content)).get_first_table().to_table()
-    stored = any("catalogue_cataloguechoice\"" in q["sql"] for q in queries.captured_queries)
+    stored = any('catalogue_cataloguechoice"' in q["sql"] for q in queries.captured_queries)
     empty = np.ma.getmaskarray(rows["ml_model"])
     models = {int(r["objid"]): None if gone else str(r["ml_model"]) for r, gone in zip(rows, empty, strict=True)}
     return models, reply.content, stored
