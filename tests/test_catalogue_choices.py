@@ -153,3 +153,27 @@ def _user():
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_user("sample-owner", password="x")
+
+
+def test_a_refresh_writes_only_the_choices_that_changed(mixed):
+    """A refresh rewrites the rows that differ and deletes those of galaxies left without a choice."""
+    survey, models = mixed
+    catalogue_choices.refresh(survey)
+
+    def places() -> dict[int, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT galaxy_id, ctid::text FROM catalogue_cataloguechoice")
+            return dict(cursor.fetchall())
+
+    before = places()
+    first, last = (Galaxy.objects.get(survey=survey, objid=objid) for objid in (1, 5))
+    Prediction.objects.filter(galaxy=first, model=models["gi_images"]).update(ml_pred=7.0)
+    assert catalogue_choices.refresh(survey) == len(MIXED_CHOICE)
+    after = places()
+    assert {pk for pk in before if after[pk] != before[pk]} == {first.pk}  # the others were left in place
+    assert CatalogueChoice.objects.get(galaxy=first).ml == 7.0
+    Prediction.objects.filter(galaxy=last).delete()
+    assert catalogue_choices.refresh(survey) == len(MIXED_CHOICE) - 1
+    assert set(places()) == set(before) - {last.pk} and current(survey)
+    steady = places()
+    assert catalogue_choices.refresh(survey) == len(MIXED_CHOICE) - 1 and places() == steady  # nothing to write

@@ -65,12 +65,6 @@ class Candidate:
     needs: frozenset[str]
 
 
-def validation_l1(model: TrainedModel) -> float:
-    """The model's L1 on its training survey's validation split (infinite when not recorded)."""
-    value = (model.metrics or {}).get("val", {}).get("l1")
-    return float(value) if value is not None else inf
-
-
 def catalogue_candidates(survey: Survey) -> list[Candidate]:
     """The named models of the set applied to the survey last that predicted it, best-validated first.
 
@@ -142,7 +136,7 @@ def survey_candidates(surveys: Iterable[Survey]) -> SurveyCandidates:
 
 
 def survey_candidates_by_id(survey_ids: Iterable[int]) -> SurveyCandidates:
-    """:func:`survey_candidates` of the surveys ``survey_ids``, in two statements however many there are (the
+    """:func:`survey_candidates` of the surveys ``survey_ids``, in three statements however many there are (the
     cone search asks on every request; three statements a survey took 6 of a 0.5 deg cone's 60 ms).
 
     A survey's set is the one its newest successful prediction run recorded (of its five newest, the

@@ -99,7 +99,7 @@ def set_networks(model_set: ModelSet) -> dict[str, TrainedModel]:
 
 def applications(survey: Survey, model_set: ModelSet | None = None) -> QuerySet[Run]:
     """The survey's successful prediction runs that recorded a model set (of ``model_set`` only, if given), newest first."""
-    found = product_runs(survey, "predictions").filter(config__has_key="model_set")
+    found = applications_of([survey.pk])
     if model_set is not None:
         found = found.filter(config__model_set=model_set.pk)
     return found

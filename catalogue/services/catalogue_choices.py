@@ -35,35 +35,39 @@ _LOCK = 0x4D4D43  # "MMC"
 
 
 def refresh(survey: Survey) -> int:
-    """Store the catalogue's choice for each galaxy of ``survey`` that has one; how many were stored.
+    """Store the catalogue's choice for each galaxy of ``survey`` that has one; how many it holds.
 
-    A survey no set was applied to keeps none (and no record of candidates).
+    Only the rows that differ are written: rewriting a survey whole left autovacuum 700,000 dead
+    rows to reclaim on the cores the cone searches use. A survey no set was applied to keeps none
+    (and no record of candidates).
     """
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK, survey.pk])
         seen = list(CatalogueChange.objects.filter(survey_id=survey.pk).values_list("pk", flat=True))
         candidates = tuple(catalogue_candidates(survey))
-        CatalogueChoice.objects.filter(galaxy__survey=survey)._raw_delete(CatalogueChoice.objects.db)
-        stored = _insert_choices(survey, candidates) if candidates else 0
         if candidates:
+            held, written = _write_choices(survey, candidates)
             CatalogueChoiceSet.objects.update_or_create(
                 survey=survey, defaults={"candidates": candidates_key(candidates), "refreshed": database_now()}
             )
         else:
+            held, written = 0, CatalogueChoice.objects.filter(galaxy__survey=survey)._raw_delete(CatalogueChoice.objects.db)
             CatalogueChoiceSet.objects.filter(survey=survey).delete()
         CatalogueChange.objects.filter(pk__in=seen)._raw_delete(CatalogueChange.objects.db)
-        if stored >= ANALYZE_AFTER:  # the planner's statistics of a table just rewritten, before autovacuum's
+        if written >= ANALYZE_AFTER:  # the planner's statistics of a table much changed, before autovacuum's
             with connection.cursor() as cursor:
                 cursor.execute(f"ANALYZE {CatalogueChoice._meta.db_table}")
-    return stored
+    return held
 
 
-def _insert_choices(survey: Survey, candidates: tuple) -> int:
-    """One INSERT ... SELECT of the choices the per-request rule makes, for the survey's galaxies."""
+def _write_choices(survey: Survey, candidates: tuple) -> tuple[int, int]:
+    """The choices the per-request rule makes for the survey's galaxies, written where they differ from
+    those stored, and the rows of galaxies that have none now deleted, in one statement; how many
+    choices the survey holds and how many rows were written or deleted."""
     columns = catalogue_ml_columns_of(((survey.pk, candidates),))
     model_id = Case(
-        *(When(**{f"{columns.attribute('ml_model')}": c.name}, then=Value(c.model_id)) for c in candidates),
+        *(When(**{columns.attribute("ml_model"): c.name}, then=Value(c.model_id)) for c in candidates),
         output_field=IntegerField(),
     )
     chosen = (
@@ -78,15 +82,27 @@ def _insert_choices(survey: Survey, candidates: tuple) -> int:
         )
     )
     sql, params = chosen.query.sql_with_params()
-    table = CatalogueChoice._meta.db_table
+    table, galaxies = CatalogueChoice._meta.db_table, Galaxy._meta.db_table
+    values = ("model_id", "ml", "ml_lo68", "ml_hi68", "mstar", "out_of_support")
+    stored = ", ".join(f"stored.{v}" for v in values)
+    new = ", ".join(f"EXCLUDED.{v}" for v in values)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (galaxy_id, model_id, ml, ml_lo68, ml_hi68, mstar, out_of_support)"
-            " SELECT q.choice_galaxy, q.choice_model, q.choice_ml, q.choice_ml_lo68, q.choice_ml_hi68, q.choice_mstar,"
-            f" q.choice_flag = 1 FROM ({sql}) AS q",
-            params,
+            f"WITH chosen AS MATERIALIZED (SELECT q.choice_galaxy AS galaxy_id, q.choice_model AS model_id,"
+            " q.choice_ml AS ml, q.choice_ml_lo68 AS ml_lo68, q.choice_ml_hi68 AS ml_hi68, q.choice_mstar AS mstar,"
+            f" q.choice_flag = 1 AS out_of_support FROM ({sql}) AS q),"
+            f" written AS (INSERT INTO {table} AS stored (galaxy_id, {', '.join(values)})"
+            f" SELECT galaxy_id, {', '.join(values)} FROM chosen ON CONFLICT (galaxy_id) DO UPDATE"
+            f" SET {', '.join(f'{v} = EXCLUDED.{v}' for v in values)}"
+            f" WHERE ({stored}) IS DISTINCT FROM ({new}) RETURNING 1),"
+            f" dropped AS (DELETE FROM {table} AS stored USING {galaxies} AS g WHERE g.id = stored.galaxy_id"
+            " AND g.survey_id = %s AND NOT EXISTS (SELECT 1 FROM chosen WHERE chosen.galaxy_id = stored.galaxy_id)"
+            " RETURNING 1)"
+            " SELECT (SELECT count(*) FROM chosen), (SELECT count(*) FROM written) + (SELECT count(*) FROM dropped)",
+            [*params, survey.pk],
         )
-        return cursor.rowcount
+        held, written = cursor.fetchone()
+    return held, written
 
 
 def stale_surveys(now: datetime | None = None, settle_s: float = SETTLE_S) -> list[Survey]:
