@@ -1,13 +1,13 @@
 """Store each galaxy's catalogue choice of model, so that a cone search reads one row instead of choosing.
 
 :func:`refresh` writes a survey's :class:`~catalogue.models.CatalogueChoice` rows with the rule every
-reader applies (:func:`catalogue.selectors.catalogue_ml.catalogue_ml_columns_of`, in one INSERT ...
-SELECT), records the candidates it chose from, and deletes the changes the database's triggers had noted
-for the survey before it started (a change committed while it runs stays, and makes the survey stale
-again). Celery beat calls :func:`refresh_stale` every minute: a public survey whose choices are stale is
-refreshed once its changes have settled, so a prediction run that writes for an hour is refreshed after
-it, not every minute of it. Until then readers choose per request
-(:mod:`catalogue.selectors.catalogue_choices`).
+reader applies (:func:`catalogue.selectors.catalogue_ml.catalogue_ml_columns_of`, in one statement
+that writes only the rows that differ), records the candidates it chose from, and deletes the changes
+the database's triggers had noted for the survey before it started (a change committed while it runs
+stays, and makes the survey stale again). Celery beat calls :func:`refresh_stale` every minute: a
+public survey whose choices are stale is refreshed once its changes have settled, so a prediction run
+that writes for an hour is refreshed after it, not every minute of it. Until then readers choose per
+request (:mod:`catalogue.selectors.catalogue_choices`).
 """
 
 from __future__ import annotations
