@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from astropy.io.votable import parse
 from django.db import connection
+from django.db.models import F
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from catalogue import tasks
 from catalogue.celery import app
 from catalogue.models import CatalogueChange, CatalogueChoice, CatalogueChoiceSet, Galaxy, Prediction, Preprocessed, Survey
 from catalogue.selectors import catalogue_candidates, survey_candidates, survey_candidates_by_id
@@ -135,6 +137,14 @@ def test_the_sweep_waits_for_changes_to_settle_and_forgets_those_no_search_reads
     assert catalogue_choices.refresh_stale(now=later) == {"mixed": len(MIXED_CHOICE)}
     assert current(survey) and not CatalogueChange.objects.filter(survey_id=private.pk).exists()
     assert catalogue_choices.refresh_stale(now=later) == {}  # current: nothing to do
+    # beat's task, run here as a worker runs it, once a change is older than the settling time
+    Prediction.objects.filter(galaxy__survey=survey, model=models["lgz"]).update(ml_pred=2.5)
+    CatalogueChange.objects.update(noted=F("noted") - timedelta(seconds=catalogue_choices.SETTLE_S + 1))
+    assert tasks.refresh_catalogue_choices.apply().get() == {"mixed": len(MIXED_CHOICE)}
+    assert CatalogueChoice.objects.get(galaxy__survey=survey, galaxy__objid=5).ml == 2.5
+    survey.delete()  # its choices and their record go with it; the changes its deletion noted, at the next sweep
+    assert not CatalogueChoice.objects.exists() and not CatalogueChoiceSet.objects.exists()
+    assert catalogue_choices.refresh_stale(now=later + timedelta(hours=1)) == {} and not CatalogueChange.objects.exists()
     assert sample.pk and "refresh-catalogue-choices" in app.conf.beat_schedule
     assert app.conf.beat_schedule["refresh-catalogue-choices"]["task"] in app.tasks
 
