@@ -63,26 +63,21 @@ BEGIN
     RETURN NULL;
 END $$;
 """
+#: (trigger, table, event, its transition tables, function): one list that creates and drops them.
+NOTED = [
+    (f"catalogue_note_{table}_{event.lower()}", table, event, f"{'OLD' if event == 'DELETE' else 'NEW'} TABLE AS changed",
+     "catalogue_note_changed_galaxies")
+    for table in ("prediction", "preprocessed")
+    for event in ("INSERT", "UPDATE", "DELETE")
+] + [("catalogue_note_galaxy_update", "galaxy", "UPDATE", "OLD TABLE AS earlier NEW TABLE AS changed", "catalogue_note_changed_inputs")]
 TABLE_TRIGGERS = "".join(
-    f"CREATE TRIGGER catalogue_note_{table}_{event.lower()} AFTER {event} ON catalogue_{table}"
-    f" REFERENCING {'OLD' if event == 'DELETE' else 'NEW'} TABLE AS changed"
-    " FOR EACH STATEMENT EXECUTE FUNCTION catalogue_note_changed_galaxies();\n"
-    for table in ("prediction", "preprocessed")
-    for event in ("INSERT", "UPDATE", "DELETE")
-) + (
-    "CREATE TRIGGER catalogue_note_galaxy_update AFTER UPDATE ON catalogue_galaxy"
-    " REFERENCING OLD TABLE AS earlier NEW TABLE AS changed"
-    " FOR EACH STATEMENT EXECUTE FUNCTION catalogue_note_changed_inputs();\n"
+    f"CREATE TRIGGER {name} AFTER {event} ON catalogue_{table} REFERENCING {tables}"
+    f" FOR EACH STATEMENT EXECUTE FUNCTION {function}();\n"
+    for name, table, event, tables, function in NOTED
 )
-DROP = "".join(
-    f"DROP TRIGGER IF EXISTS catalogue_note_{table}_{event.lower()} ON catalogue_{table};\n"
-    for table in ("prediction", "preprocessed")
-    for event in ("INSERT", "UPDATE", "DELETE")
-) + (
-    "DROP TRIGGER IF EXISTS catalogue_note_galaxy_update ON catalogue_galaxy;\n"
+DROP = "".join(f"DROP TRIGGER IF EXISTS {name} ON catalogue_{table};\n" for name, table, *_ in NOTED) + (
     "DROP FUNCTION IF EXISTS catalogue_note_changed_galaxies(); DROP FUNCTION IF EXISTS catalogue_note_changed_inputs();\n"
 )
-
 
 def create_triggers(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":  # elsewhere the stored choices are never read

@@ -6,7 +6,7 @@ rows itself: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` writes the CSV body (P
 float output is the shortest text that reads back to the same double, as Python's repr),
 and for FITS a binary COPY hands over rows of fixed width whose values are already the
 bytes FITS stores (big-endian, NaN or the integer null where missing), which numpy reads
-in place; a cone search's VOTable rows come back as one text. Each statement wraps the
+in place; a cone search's VOTable rows come back as one text each. Each statement wraps the
 Django queryset's own SQL, so the filters are the same.
 """
 
